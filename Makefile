@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DEMO_DAYS ?= 60
+
+.PHONY: install demo test dev validate clean
+
+# The venv is rebuilt when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	touch $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS)
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+validate: install
+	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,121 @@
+"""Data-quality checks over what is stored, computed in DuckDB over the Parquet files.
+
+They read the written partitions (not the in-memory result of a run), so a
+check verifies what analysts and downstream stages will actually see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS, TableSpec
+from .warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    summary: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def _files_sql(warehouse: Warehouse, spec: TableSpec, days: Sequence[date]) -> str | None:
+    files = [str(path) for path in (warehouse.partition_path(spec, day) for day in days) if path.exists()]
+    if not files:
+        return None
+    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{listing}], hive_partitioning = true)"
+
+
+def _count(warehouse: Warehouse, spec: TableSpec, days: Sequence[date], where: str) -> int:
+    relation = _files_sql(warehouse, spec, days)
+    if relation is None:
+        return 0
+    with warehouse.connect() as con:
+        return int(con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchone()[0])
+
+
+def no_null_customer_ids(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
+    nulls = _count(warehouse, RAW_EVENTS, days, "customer_id IS NULL OR trim(customer_id) = ''")
+    return CheckOutcome(nulls == 0, f"{nulls} stored events without a customer_id", {"violations": nulls})
+
+
+def valid_event_types(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
+    allowed = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    invalid = _count(warehouse, RAW_EVENTS, days, f"event_type IS NULL OR event_type NOT IN ({allowed})")
+    return CheckOutcome(invalid == 0, f"{invalid} stored events with an unknown event_type", {"violations": invalid})
+
+
+def timestamps_inside_partition(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
+    outside = _count(warehouse, RAW_EVENTS, days, "CAST(timezone('UTC', \"timestamp\") AS DATE) <> \"date\"")
+    return CheckOutcome(
+        outside == 0, f"{outside} stored events whose UTC date is not their partition's", {"violations": outside}
+    )
+
+
+def quarantine_rate(warehouse: Warehouse, days: Sequence[date], max_rate: float) -> CheckOutcome:
+    valid = _count(warehouse, RAW_EVENTS, days, "TRUE")
+    quarantined = _count(warehouse, QUARANTINE_EVENTS, days, "TRUE")
+    total = valid + quarantined
+    rate = quarantined / total if total else 0.0
+    return CheckOutcome(
+        rate <= max_rate,
+        f"{quarantined} of {total} input rows quarantined ({rate:.3%}; limit {max_rate:.3%})",
+        {"quarantined": quarantined, "input_rows": total, "rate": rate, "max_rate": max_rate},
+    )
+
+
+def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOutcome:
+    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    if relation is None:
+        return CheckOutcome(False, f"no merge_map partition for {day}")
+    with warehouse.connect() as con:
+        broken = con.execute(
+            f"""
+            WITH m AS (SELECT old_id, canonical_id FROM {relation})
+            SELECT count(*) FROM (SELECT DISTINCT canonical_id FROM m) c
+            LEFT JOIN m self ON self.old_id = c.canonical_id
+            WHERE self.old_id IS NULL OR self.canonical_id <> c.canonical_id
+            """
+        ).fetchone()[0]
+    return CheckOutcome(
+        broken == 0,
+        f"{broken} canonical IDs that do not map to themselves (an unresolved chain)",
+        {"violations": int(broken)},
+    )
+
+
+def one_canonical_id_per_id(warehouse: Warehouse, day: date) -> CheckOutcome:
+    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    if relation is None:
+        return CheckOutcome(False, f"no merge_map partition for {day}")
+    with warehouse.connect() as con:
+        ambiguous = con.execute(
+            f"SELECT count(*) FROM (SELECT old_id FROM {relation} GROUP BY old_id "
+            "HAVING count(DISTINCT canonical_id) > 1 OR count(*) > 1)"
+        ).fetchone()[0]
+    return CheckOutcome(
+        ambiguous == 0, f"{ambiguous} IDs listed more than once or under two canonical IDs", {"violations": int(ambiguous)}
+    )
+
+
+def no_unresolved_chains(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """Applying the map twice must change nothing: map(map(x)) == map(x)."""
+    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    if relation is None:
+        return CheckOutcome(False, f"no merge_map partition for {day}")
+    with warehouse.connect() as con:
+        unresolved = con.execute(
+            f"""
+            WITH m AS (SELECT old_id, canonical_id FROM {relation})
+            SELECT count(*) FROM m a JOIN m b ON b.old_id = a.canonical_id
+            WHERE b.canonical_id <> a.canonical_id
+            """
+        ).fetchone()[0]
+    return CheckOutcome(
+        unresolved == 0,
+        f"{unresolved} IDs whose canonical ID is itself merged into another",
+        {"violations": int(unresolved)},
+    )

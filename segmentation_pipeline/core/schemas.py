@@ -1,0 +1,322 @@
+"""Data contracts: pydantic models of the records and the Arrow schema of every table.
+
+Each table's Arrow schema is written here once and used by the writer (which
+casts to it, so an empty partition keeps its column types), by the readers
+and by the asset checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# --------------------------------------------------------------------------- events
+
+
+class EventType(str, Enum):
+    SESSION_START = "session_start"
+    PAGE_VIEW = "page_view"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    REFUND = "refund"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+MONETARY_EVENT_TYPES: tuple[str, ...] = (EventType.PURCHASE.value, EventType.REFUND.value)
+
+#: IDs that mean "no customer" in real systems. They are never a customer: events
+#: carrying them are quarantined and merges touching them are not followed.
+DEFAULT_JUNK_IDS: tuple[str, ...] = (
+    "",
+    "0",
+    "-1",
+    "null",
+    "none",
+    "nan",
+    "n/a",
+    "na",
+    "unknown",
+    "undefined",
+    "anonymous",
+    "guest",
+)
+
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+class EventRecord(BaseModel):
+    """One customer event in canonical form."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    customer_id: str = Field(min_length=1)
+    event_type: EventType
+    timestamp: datetime
+    session_id: str | None = None
+    amount: float | None = Field(default=None, ge=0)
+    quantity: int | None = Field(default=None, ge=0)
+    product_category: str | None = None
+    channel: str | None = None
+    device: str | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _must_be_aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone (UTC in the warehouse)")
+        return value
+
+
+class IdMergeRecord(BaseModel):
+    """One ID merge: from merged_at on, old_id is known as new_id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    old_id: str = Field(min_length=1)
+    new_id: str = Field(min_length=1)
+    merged_at: datetime
+
+
+# ------------------------------------------------------------------- later stages
+# The analytic stages extend these; the foundation fixes their names and core fields.
+
+
+class CustomerProfile(BaseModel):
+    """Features of one canonical customer over a look-back window."""
+
+    model_config = ConfigDict(extra="allow")
+
+    canonical_id: str
+    as_of: datetime
+    recency_days: float | None = None
+    frequency: int | None = None
+    monetary_total: float | None = None
+
+
+class Segment(BaseModel):
+    """One segment of a snapshot."""
+
+    model_config = ConfigDict(extra="allow")
+
+    segment_id: str
+    name: str
+    size: int = Field(ge=0)
+    share: float = Field(ge=0, le=1)
+    traits: list[str] = Field(default_factory=list)
+
+
+class RobustnessScore(BaseModel):
+    """Stability of one segment under perturbation, each score in [0, 1]."""
+
+    model_config = ConfigDict(extra="allow")
+
+    segment_id: str
+    feature_drop_stability: float = Field(ge=0, le=1)
+    time_window_stability: float = Field(ge=0, le=1)
+    bootstrap_stability: float = Field(ge=0, le=1)
+    overall: float = Field(ge=0, le=1)
+    production_ready: bool
+
+
+class SegmentViability(BaseModel):
+    """Economic viability of one segment; a rejection carries its reasons."""
+
+    model_config = ConfigDict(extra="allow")
+
+    segment_id: str
+    approved: bool
+    expected_roi: float
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ActionabilityEvaluation(BaseModel):
+    """WHAT / WHEN / HOW / WHO evaluation of one segment, each in [0, 1]."""
+
+    model_config = ConfigDict(extra="allow")
+
+    segment_id: str
+    what: float = Field(ge=0, le=1)
+    when: float = Field(ge=0, le=1)
+    how: float = Field(ge=0, le=1)
+    who: float = Field(ge=0, le=1)
+    actionable: bool
+    reason: str
+
+
+class SegmentExplanation(BaseModel):
+    """Business-language explanation of one segment."""
+
+    model_config = ConfigDict(extra="allow")
+
+    segment_id: str
+    executive_summary: str
+    recommendations: list[str] = Field(default_factory=list)
+    confidence: str
+
+
+# ------------------------------------------------------------------- Arrow tables
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A warehouse table: its name, Arrow schema and which columns must be non-null."""
+
+    name: str
+    schema: pa.Schema
+    description: str
+    required: tuple[str, ...] = field(default=())
+    #: Folder under the warehouse root; defaults to the table name.
+    location: str = ""
+    #: An as-of table holds a full snapshot per day and gets a `<name>_latest` view.
+    as_of: bool = False
+
+    @property
+    def folder(self) -> str:
+        return self.location or self.name
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+RAW_EVENTS = TableSpec(
+    name="raw_events",
+    description="Validated customer events, one row per event, partitioned by event date (UTC).",
+    schema=pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("customer_id", pa.string(), nullable=False),
+            pa.field("event_type", pa.string(), nullable=False),
+            pa.field("timestamp", UTC_TIMESTAMP, nullable=False),
+            pa.field("session_id", pa.string()),
+            pa.field("amount", pa.float64()),
+            pa.field("quantity", pa.int32()),
+            pa.field("product_category", pa.string()),
+            pa.field("channel", pa.string()),
+            pa.field("device", pa.string()),
+        ]
+    ),
+    required=("event_id", "customer_id", "event_type", "timestamp"),
+)
+
+#: Columns a source must provide (after column mapping); everything else is optional.
+EVENT_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("customer_id", "event_type", "timestamp")
+#: A transaction log (customer, date, amount) is valid input: every row is a purchase.
+TRANSACTION_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "amount")
+
+ID_HISTORY = TableSpec(
+    name="id_history",
+    description="Customer-ID merge records received on that day (merged_at may be earlier).",
+    schema=pa.schema(
+        [
+            pa.field("old_id", pa.string(), nullable=False),
+            pa.field("new_id", pa.string(), nullable=False),
+            pa.field("merged_at", UTC_TIMESTAMP, nullable=False),
+        ]
+    ),
+    required=("old_id", "new_id", "merged_at"),
+)
+ID_HISTORY_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("old_id", "new_id", "merged_at")
+
+
+def _quarantine_spec(name: str, of: TableSpec) -> TableSpec:
+    """Rejected rows keep their raw values as text, with where they came from and why."""
+    return TableSpec(
+        name=name,
+        description=f"Rows rejected from {of.name}, with the reason, the source and the row number.",
+        schema=pa.schema(
+            [
+                pa.field("reason", pa.string(), nullable=False),
+                pa.field("source", pa.string(), nullable=False),
+                pa.field("source_row", pa.int64()),
+            ]
+            + [pa.field(column, pa.string()) for column in of.columns]
+        ),
+        required=("reason", "source"),
+        location=f"quarantine/{of.name}",
+    )
+
+
+QUARANTINE_EVENTS = _quarantine_spec("quarantine_raw_events", RAW_EVENTS)
+QUARANTINE_ID_HISTORY = _quarantine_spec("quarantine_id_history", ID_HISTORY)
+
+MERGE_MAP = TableSpec(
+    name="merge_map",
+    description="old_id -> canonical_id for every ID seen in id_history up to the end of the day.",
+    schema=pa.schema(
+        [
+            pa.field("old_id", pa.string(), nullable=False),
+            pa.field("canonical_id", pa.string(), nullable=False),
+            pa.field("component_size", pa.int64(), nullable=False),
+            pa.field("chain_depth", pa.int64(), nullable=False),
+            pa.field("in_cycle", pa.bool_(), nullable=False),
+            pa.field("is_junk", pa.bool_(), nullable=False),
+            pa.field("junk_reason", pa.string()),
+        ]
+    ),
+    required=("old_id", "canonical_id", "component_size", "chain_depth", "in_cycle", "is_junk"),
+    as_of=True,
+)
+
+SYNTHETIC_TRUTH = TableSpec(
+    name="synthetic_truth",
+    description="Ground truth of the synthetic source: each customer's generating archetype.",
+    schema=pa.schema(
+        [
+            pa.field("customer_id", pa.string(), nullable=False),
+            pa.field("person_id", pa.string(), nullable=False),
+            pa.field("archetype", pa.string(), nullable=False),
+            pa.field("join_date", pa.date32(), nullable=False),
+            pa.field("lapse_date", pa.date32()),
+        ]
+    ),
+    required=("customer_id", "person_id", "archetype", "join_date"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (RAW_EVENTS, ID_HISTORY, QUARANTINE_EVENTS, QUARANTINE_ID_HISTORY, MERGE_MAP)
+}
+
+
+def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
+    """Return `table` with exactly the columns, order and types of `spec`.
+
+    Missing optional columns become nulls; a missing required column or a
+    value that cannot be cast is a DataValidationError naming the column.
+    """
+    from .errors import DataValidationError
+
+    columns = []
+    for field_ in spec.schema:
+        if field_.name in table.column_names:
+            column = table.column(field_.name)
+            if column.type != field_.type:
+                try:
+                    column = column.cast(field_.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise DataValidationError(
+                        f"{spec.name}: column {field_.name!r} has type {column.type}, "
+                        f"expected {field_.type}: {exc}"
+                    ) from exc
+            if not field_.nullable and column.null_count:
+                raise DataValidationError(
+                    f"{spec.name}: column {field_.name!r} has {column.null_count} nulls, expected none"
+                )
+        elif field_.nullable:
+            column = pa.nulls(table.num_rows, type=field_.type)
+        else:
+            raise DataValidationError(
+                f"{spec.name}: missing required column {field_.name!r} ({field_.type}); "
+                f"found {table.column_names}"
+            )
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=spec.schema)

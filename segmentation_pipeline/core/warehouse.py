@@ -1,0 +1,213 @@
+"""Parquet is the record, DuckDB the engine and the catalog.
+
+Every path of the warehouse goes through `Warehouse`, so the local folder can
+later be swapped for an object store without touching the stages.
+
+Layout under the data folder::
+
+    warehouse/<table>/date=YYYY-MM-DD/part-0.parquet   one file per partition
+    warehouse/quarantine/<table>/date=YYYY-MM-DD/...   rejected rows
+    segmentation.duckdb                                views for analysts
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DataValidationError
+from .schemas import TableSpec, conform
+
+PART_FILE = "part-0.parquet"
+_PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class WrittenPartition:
+    table: str
+    day: date
+    path: Path
+    rows: int
+    bytes: int
+
+
+class Warehouse:
+    """The data folder: partitioned Parquet tables and the DuckDB catalog over them."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "segmentation.duckdb"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Spill space for DuckDB; never read by anyone."""
+        return self.root / "tmp"
+
+    def table_dir(self, spec: TableSpec) -> Path:
+        return self.tables_dir / spec.folder
+
+    def partition_path(self, spec: TableSpec, day: date) -> Path:
+        return self.table_dir(spec) / f"date={day.isoformat()}" / PART_FILE
+
+    def table_glob(self, spec: TableSpec) -> str:
+        return str(self.table_dir(spec) / "date=*" / "*.parquet")
+
+    # ------------------------------------------------------------ read, write
+
+    def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
+        """Write one partition atomically, replacing what was there."""
+        path = self.partition_path(spec, day)
+        write_parquet_atomic(conform(table, spec), path)
+        return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
+
+    def write_file(self, spec: TableSpec, relative_path: str, table: pa.Table) -> Path:
+        """Write a table outside the daily partitions (e.g. rows that belong to no day)."""
+        path = self.tables_dir / relative_path
+        write_parquet_atomic(conform(table, spec), path)
+        return path
+
+    def read_partition(self, spec: TableSpec, day: date) -> pa.Table:
+        """The stored partition in the table's schema; an empty table if it was never written."""
+        path = self.partition_path(spec, day)
+        if not path.exists():
+            return spec.empty()
+        return conform(pq.read_table(path), spec)
+
+    def read_days(self, spec: TableSpec, days: Iterable[date]) -> pa.Table:
+        """The stored partitions of `days` as one table (missing days contribute nothing)."""
+        files = [str(path) for path in (self.partition_path(spec, day) for day in days) if path.exists()]
+        if not files:
+            return spec.empty()
+        with self.connect() as con:
+            listing = ", ".join(_sql_string(f) for f in files)
+            columns = ", ".join(f'"{name}"' for name in spec.columns)
+            table = con.sql(f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)").to_arrow_table()
+        return conform(table, spec)
+
+    def partition_days(
+        self, spec: TableSpec, start: date | None = None, end: date | None = None
+    ) -> list[date]:
+        """Days with a stored partition, in order, optionally within [start, end] (inclusive)."""
+        folder = self.table_dir(spec)
+        if not folder.is_dir():
+            return []
+        days = []
+        for child in folder.iterdir():
+            match = _PARTITION_DIR.match(child.name)
+            if match and (child / PART_FILE).exists():
+                day = date.fromisoformat(match.group(1))
+                if (start is None or day >= start) and (end is None or day <= end):
+                    days.append(day)
+        return sorted(days)
+
+    def partition_files(
+        self, spec: TableSpec, start: date | None = None, end: date | None = None
+    ) -> list[Path]:
+        return [self.partition_path(spec, day) for day in self.partition_days(spec, start, end)]
+
+    # ---------------------------------------------------------------- DuckDB
+
+    def connect(self, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection for computing over the Parquet files.
+
+        It spills to the data folder's scratch space instead of running out of memory.
+        """
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(self.scratch_dir)})
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    def refresh_catalog(self, specs: Iterable[TableSpec]) -> Path:
+        """Rebuild the analysts' catalog: one view per table, `<table>_latest` for as-of tables.
+
+        The catalog is built under a temporary name and renamed into place, so a
+        run never waits for (or breaks) an analyst who has the old one open.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.catalog_path.with_name(f".{self.catalog_path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            con = duckdb.connect(str(temporary))
+            try:
+                for spec in specs:
+                    if not self.partition_days(spec):
+                        continue
+                    view = spec.name
+                    source = _sql_string(self.table_glob(spec))
+                    con.execute(
+                        f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
+                        f"{source}, hive_partitioning = true, union_by_name = true)"
+                    )
+                    if spec.as_of:
+                        con.execute(
+                            f"CREATE OR REPLACE VIEW {view}_latest AS SELECT * FROM {view} "
+                            f"WHERE date = (SELECT max(date) FROM {view})"
+                        )
+            finally:
+                con.close()
+            os.replace(temporary, self.catalog_path)
+        finally:
+            _remove_quietly(temporary)
+            _remove_quietly(temporary.with_name(temporary.name + ".wal"))
+        return self.catalog_path
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, attempts: int = 3) -> None:
+    """Write to a temporary name in the same folder, then rename over `path`.
+
+    A crash leaves at most a stray temporary file (never matched by `*.parquet`),
+    never a half-written partition.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, temporary, compression="zstd")
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        for attempt in range(attempts):
+            try:
+                os.replace(temporary, path)
+                break
+            except PermissionError:
+                # A reader on a platform with mandatory locks; try again shortly.
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    finally:
+        _remove_quietly(temporary)
+
+
+def read_parquet_file(path: Path, spec: TableSpec) -> pa.Table:
+    try:
+        return conform(pq.read_table(path), spec)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataValidationError(f"{path}: cannot be read as Parquet of {spec.name}: {exc}") from exc
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,78 @@
+"""merge_map: every customer ID seen so far, resolved to its canonical ID."""
+
+
+import dagster as dg
+from pydantic import Field
+
+from ...core.identity import ResolverSettings, resolve_merges
+from ...core.schemas import DEFAULT_JUNK_IDS, ID_HISTORY, MERGE_MAP, TABLES
+from ..checks import MERGE_MAP_CHECKS, merge_map_results
+from ..metadata import column_schema, preview
+from ..partitions import SETTINGS, daily_partitions, days_between, partition_day
+from ..resources import WarehouseResource
+from .ingestion import id_history
+
+
+class MergeMapConfig(dg.Config):
+    strict: bool = Field(
+        default=False,
+        description="Raise on merge cycles and over-deep chains instead of resolving and reporting them.",
+    )
+    max_chain_depth: int = Field(default=20, description="Chains longer than this many merges are reported (or raise).")
+    max_links_per_id: int = Field(
+        default=50, description="An ID linked to more distinct IDs than this is a junk hub and is never merged."
+    )
+    junk_ids: list[str] = Field(
+        default=list(DEFAULT_JUNK_IDS), description="IDs that are never a customer (case-insensitive)."
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[id_history],
+    group_name="identity",
+    kinds={"parquet", "duckdb"},
+    check_specs=MERGE_MAP_CHECKS,
+    metadata={"dagster/column_schema": column_schema(MERGE_MAP)},
+)
+def merge_map(
+    context: dg.AssetExecutionContext, config: MergeMapConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Every customer ID seen in id_history up to the end of the day, mapped to its canonical ID.
+
+    One row per ID (canonical IDs map to themselves), with its component size,
+    chain depth, and whether it sits on a cycle or is a junk ID.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    window = days_between(SETTINGS.start_date if SETTINGS.start_date <= as_of else as_of, as_of)
+    present = store.partition_days(ID_HISTORY, window[0], as_of)
+    resolution = resolve_merges(
+        store.read_days(ID_HISTORY, present),
+        ResolverSettings(
+            junk_ids=tuple(config.junk_ids),
+            max_links_per_id=config.max_links_per_id,
+            max_chain_depth=config.max_chain_depth,
+            strict=config.strict,
+        ),
+    )
+    written = store.write_partition(MERGE_MAP, as_of, resolution.merge_map)
+    store.refresh_catalog(TABLES.values())
+    report = resolution.report
+    missing = sorted(set(window) - set(present))
+    if report.cycles:
+        context.log.warning(f"{report.cycles} merge cycle(s) resolved by the latest merge: {report.cycle_examples}")
+    if report.too_deep_ids:
+        context.log.warning(f"{report.too_deep_ids} IDs on chains deeper than {config.max_chain_depth}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": resolution.merge_map.num_rows,
+            **report.as_metadata(),
+            "id_history_days_present": len(present),
+            "id_history_days_in_window": len(window),
+            "id_history_days_missing": [day.isoformat() for day in missing[:31]],
+            "path": dg.MetadataValue.path(str(written.path)),
+            "preview": preview(resolution.merge_map.filter(resolution.merge_map.column("old_id") != resolution.merge_map.column("canonical_id"))),
+        },
+        check_results=merge_map_results(store, as_of),
+    )

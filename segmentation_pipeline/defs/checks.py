@@ -1,0 +1,66 @@
+"""Asset checks: what must hold for every stored partition.
+
+The checks run in the same step as their asset (declared with `check_specs`),
+over the files the step just wrote; the rules themselves live in core.quality.
+"""
+
+
+from collections.abc import Sequence
+from datetime import date
+
+import dagster as dg
+
+from ..core import quality
+from ..core.warehouse import Warehouse
+
+RAW_EVENTS_CHECKS = [
+    dg.AssetCheckSpec("no_null_customer_ids", asset="raw_events", description="Every stored event has a customer_id."),
+    dg.AssetCheckSpec("valid_event_types", asset="raw_events", description="Every event_type is a known one."),
+    dg.AssetCheckSpec(
+        "timestamps_inside_partition", asset="raw_events", description="Every event's UTC date is its partition's day."
+    ),
+    dg.AssetCheckSpec(
+        "quarantine_rate",
+        asset="raw_events",
+        description="The share of input rows quarantined stays under max_quarantine_rate (warning).",
+    ),
+]
+
+MERGE_MAP_CHECKS = [
+    dg.AssetCheckSpec(
+        "canonical_ids_map_to_themselves", asset="merge_map", description="Every canonical ID maps to itself."
+    ),
+    dg.AssetCheckSpec(
+        "one_canonical_id_per_id", asset="merge_map", description="No ID is listed twice or under two canonical IDs."
+    ),
+    dg.AssetCheckSpec(
+        "no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."
+    ),
+]
+
+
+def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
+        description=outcome.summary,
+        metadata=outcome.metadata,
+    )
+
+
+def raw_events_results(warehouse: Warehouse, days: Sequence[date], max_quarantine_rate: float) -> list[dg.AssetCheckResult]:
+    return [
+        _result("no_null_customer_ids", quality.no_null_customer_ids(warehouse, days)),
+        _result("valid_event_types", quality.valid_event_types(warehouse, days)),
+        _result("timestamps_inside_partition", quality.timestamps_inside_partition(warehouse, days)),
+        _result("quarantine_rate", quality.quarantine_rate(warehouse, days, max_quarantine_rate), warn=True),
+    ]
+
+
+def merge_map_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [
+        _result("canonical_ids_map_to_themselves", quality.canonical_ids_map_to_themselves(warehouse, day)),
+        _result("one_canonical_id_per_id", quality.one_canonical_id_per_id(warehouse, day)),
+        _result("no_unresolved_chains", quality.no_unresolved_chains(warehouse, day)),
+    ]

@@ -1,0 +1,88 @@
+"""Resources: where the warehouse lives and where the input comes from.
+
+Their defaults come from the environment (core.settings), read once; every
+field shows with its description in the Launchpad.
+"""
+
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from ..core import synthetic
+from ..core.ingestion import FileSourceSettings, Source
+from ..core.settings import SOURCES
+from ..core.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The data folder: Parquet partitions under warehouse/, the DuckDB catalog beside them."""
+
+    data_dir: str = Field(description="Root of the warehouse, the catalog and the reports (SEGMENTATION_DATA_DIR).")
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.data_dir)
+
+
+class EventSourceResource(dg.ConfigurableResource):
+    """Where raw events and ID merges come from: the synthetic generator or real files."""
+
+    kind: str = Field(default="synthetic", description="'synthetic' or 'files' (SEGMENTATION_SOURCE).")
+    start_date: str = Field(
+        default="2025-01-01", description="First day of the synthetic history (SEGMENTATION_START_DATE)."
+    )
+    seed: int = Field(default=42, description="Seed of the synthetic population and its events.")
+    n_customers: int = Field(default=20_000, description="Synthetic population size.")
+    merge_probability: float = Field(
+        default=0.08, description="Share of synthetic customers whose earlier ID was later merged."
+    )
+    bad_row_rate: float = Field(
+        default=0.0005, description="Share of synthetic event rows deliberately broken to exercise quarantine."
+    )
+    incoming_dir: str = Field(
+        default="",
+        description="Folder of real input files; empty means '<data dir>/incoming'. "
+        "Per-day layout: <incoming>/events/date=YYYY-MM-DD/*.csv|*.parquet (same for id_history).",
+    )
+    events_path: str = Field(
+        default="", description="A file or glob of events spanning many days, split by event date (instead of per-day folders)."
+    )
+    id_history_path: str = Field(
+        default="", description="A file or glob of ID merge records spanning many days, split by merged_at."
+    )
+    event_columns: dict[str, str] = Field(
+        default_factory=dict, description="Mapping from your event column names to the canonical ones."
+    )
+    id_history_columns: dict[str, str] = Field(
+        default_factory=dict, description="Mapping from your merge column names to old_id, new_id, merged_at."
+    )
+    assume_timezone: str = Field(
+        default="UTC", description="Time zone of timestamps without an offset, and of plain dates."
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SOURCES:
+            raise ValueError(f"source kind {value!r} is not supported; expected one of {list(SOURCES)}")
+        return value
+
+    def source(self, data_dir: Path) -> Source:
+        if self.kind == "files":
+            return FileSourceSettings(
+                incoming_dir=Path(self.incoming_dir) if self.incoming_dir else data_dir / "incoming",
+                events_path=self.events_path,
+                id_history_path=self.id_history_path,
+                event_columns=dict(self.event_columns),
+                id_history_columns=dict(self.id_history_columns),
+                assume_timezone=self.assume_timezone,
+            )
+        return synthetic.SyntheticSettings(
+            seed=self.seed,
+            n_customers=self.n_customers,
+            start_date=date.fromisoformat(self.start_date),
+            merge_probability=self.merge_probability,
+            bad_row_rate=self.bad_row_rate,
+        )

@@ -1,0 +1,219 @@
+"""The file source on real CSV and Parquet files in a temporary folder."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from segmentation_pipeline.core.errors import DataValidationError
+from segmentation_pipeline.core.schemas import QUARANTINE_EVENTS, RAW_EVENTS
+from segmentation_pipeline.core.sources import EVENTS, MERGES, Ingest
+
+DAY = date(2025, 3, 10)
+MAPPING = {"cust": "customer_id", "kind": "event_type", "when": "timestamp", "value": "amount", "cat": "product_category"}
+
+
+def utc(text: str) -> datetime:
+    return pd.Timestamp(text).tz_convert("UTC").to_pydatetime()
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def ingest(*files: tuple[Path, date | None], days: list[date] | None = None, contract=EVENTS, **kwargs):
+    with duckdb.connect() as con:
+        run = Ingest(con, contract, days or [DAY], **{k: v for k, v in kwargs.items() if k != "mapping"})
+        for path, day in files:
+            run.add_file(path, kwargs.get("mapping", MAPPING if contract is EVENTS else {}), day)
+        return run.collect()
+
+
+def test_good_file_is_read_with_times_in_utc(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "events.csv",
+        "cust,kind,when,value,cat,channel\n"
+        "c1,purchase,2025-03-10T10:00:00Z,19.99,Books,Web\n"
+        "c1,page_view,2025-03-10 12:30:00+05:30,,Books,web\n"
+        "c2,session_start,2025-03-10 23:59:59-00:00,,,mobile_app\n"
+        "c2,refund,2025-03-10T20:00:00Z,-5.00,Books,WEB\n",
+    )
+    batch = ingest((path, DAY))
+    valid = batch.days[0].valid
+    assert valid.schema == RAW_EVENTS.schema
+    assert batch.quarantined_rows == 0
+    rows = valid.to_pylist()
+    assert [r["timestamp"] for r in rows] == [
+        utc("2025-03-10T07:00:00Z"),
+        utc("2025-03-10T10:00:00Z"),
+        utc("2025-03-10T20:00:00Z"),
+        utc("2025-03-10T23:59:59Z"),
+    ]
+    assert [r["event_type"] for r in rows] == ["page_view", "purchase", "refund", "session_start"]
+    assert [r["amount"] for r in rows] == [None, 19.99, 5.0, None]  # refunds are stored as positive amounts
+    assert {r["channel"] for r in rows} == {"web", "mobile_app"}
+    assert rows[1]["product_category"] == "Books"
+    assert len({r["event_id"] for r in rows}) == 4
+
+
+def test_missing_required_column_names_the_file_and_the_column(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "broken.csv", "cust,when\nc1,2025-03-10\n")
+    with pytest.raises(DataValidationError) as error:
+        ingest((path, DAY))
+    message = str(error.value)
+    assert str(path) in message
+    assert "'event_type'" in message
+    assert "expected customer_id + event_type + timestamp" in message
+    assert "found columns ['cust', 'when']" in message
+
+
+def test_mapping_to_an_unknown_column_is_rejected(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "e.csv", "cust,kind,when\nc1,purchase,2025-03-10\n")
+    with pytest.raises(DataValidationError, match="'customer'"):
+        ingest((path, DAY), mapping={"cust": "customer", "kind": "event_type", "when": "timestamp"})
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    path.write_bytes(b"this is not parquet")
+    with pytest.raises(DataValidationError, match="events.parquet: cannot be read as Parquet"):
+        ingest((path, DAY))
+
+
+BAD_ROWS = (
+    "cust,kind,when,value,qty\n"
+    "c1,purchase,2025-03-10T10:00:00Z,10,1\n"  # 1 good
+    ",purchase,2025-03-10T10:00:00Z,10,1\n"  # 2 missing customer
+    "unknown,purchase,2025-03-10T10:00:00Z,10,1\n"  # 3 junk customer
+    "c2,clicked,2025-03-10T10:00:00Z,,\n"  # 4 unknown event type
+    "c3,page_view,yesterday,,\n"  # 5 unparsable timestamp
+    "c4,page_view,2025-03-11T00:00:00Z,,\n"  # 6 outside the partition
+    "c5,purchase,2025-03-10T10:00:00Z,-3,1\n"  # 7 negative purchase amount
+    "c6,purchase,2025-03-10T10:00:00Z,ten,1\n"  # 8 unparsable amount
+    "c7,purchase,2025-03-10T10:00:00Z,,1\n"  # 9 purchase without amount
+    "c8,page_view,,,\n"  # 10 missing timestamp
+    "c9,add_to_cart,2025-03-10T11:00:00Z,,two\n"  # 11 unparsable quantity
+    "c10,page_view,2025-03-10T12:00:00Z,,\n"  # 12 good
+)
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_every_row_is_accounted_for(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bad.csv", BAD_ROWS)
+    batch = ingest((path, DAY), mapping={"cust": "customer_id", "kind": "event_type", "when": "timestamp", "value": "amount", "qty": "quantity"})
+    day = batch.days[0]
+    assert day.valid.column("customer_id").to_pylist() == ["c1", "c10"]
+    quarantined = day.quarantined
+    assert quarantined.schema == QUARANTINE_EVENTS.schema
+    reasons = dict(zip(quarantined.column("source_row").to_pylist(), quarantined.column("reason").to_pylist()))
+    assert reasons == {
+        2: "missing_customer_id",
+        3: "junk_customer_id",
+        4: "unknown_event_type",
+        5: "unparsable_timestamp",
+        6: "timestamp_outside_partition",
+        7: "negative_amount",
+        8: "unparsable_amount",
+        9: "missing_amount",
+        10: "missing_timestamp",
+        11: "unparsable_quantity",
+    }
+    assert day.rows_in == 12
+    assert set(quarantined.column("source").to_pylist()) == {str(path)}
+    row8 = quarantined.filter(pa.compute.equal(quarantined.column("source_row"), 8)).to_pylist()[0]
+    assert row8["amount"] == "ten" and row8["customer_id"] == "c6"  # the raw text is kept
+
+
+def test_transaction_log_becomes_purchases(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "transactions.csv",
+        "customer,date,total\nc1,2025-03-10,12.50\nc2,2025-03-10,7\nc1,2025-03-10,12.50\n",
+    )
+    batch = ingest((path, DAY), mapping={"customer": "customer_id", "date": "timestamp", "total": "amount"})
+    valid = batch.days[0].valid
+    assert valid.column("event_type").to_pylist() == ["purchase"] * 3
+    assert sorted(valid.column("amount").to_pylist()) == [7.0, 12.5, 12.5]
+    assert set(valid.column("timestamp").to_pylist()) == {utc("2025-03-10T00:00:00Z")}
+    assert valid.column("session_id").null_count == 3
+    # Two identical purchases are two events, with distinct derived IDs.
+    assert len(set(valid.column("event_id").to_pylist())) == 3
+
+
+def test_duplicate_event_ids_are_quarantined(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "e.csv",
+        "event_id,customer_id,event_type,timestamp\n"
+        "e1,c1,page_view,2025-03-10T01:00:00Z\ne1,c1,page_view,2025-03-10T01:00:00Z\ne2,c1,page_view,2025-03-10T02:00:00Z\n",
+    )
+    batch = ingest((path, DAY), mapping={})
+    assert batch.days[0].valid.column("event_id").to_pylist() == ["e1", "e2"]
+    assert batch.days[0].quarantined.column("reason").to_pylist() == ["duplicate_event_id"]
+    assert batch.days[0].quarantined.column("source_row").to_pylist() == [2]
+
+
+def test_parquet_with_naive_times_in_an_assumed_zone(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": ["c1", "c2"],
+                "event_type": ["purchase", "page_view"],
+                "timestamp": pa.array([datetime(2025, 3, 10, 9, 0), datetime(2025, 3, 10, 20, 0)], pa.timestamp("us")),
+                "amount": [3.5, None],
+            }
+        ),
+        path,
+    )
+    batch = ingest((path, DAY), mapping={}, assume_timezone="America/New_York")
+    valid = batch.days[0].valid
+    # 09:00 in New York is 13:00 UTC; 20:00 in New York is 00:00 UTC the next day.
+    assert valid.column("timestamp").to_pylist() == [utc("2025-03-10T13:00:00Z")]
+    assert batch.days[0].quarantined.column("reason").to_pylist() == ["timestamp_outside_partition"]
+
+
+def test_one_file_split_by_day(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "all.csv",
+        "customer_id,event_type,timestamp,amount\n"
+        "c1,purchase,2025-03-09T10:00:00Z,1\n"  # before the range: another run's
+        "c1,purchase,2025-03-10T10:00:00Z,2\n"
+        "c2,purchase,2025-03-11T23:00:00-02:00,3\n"  # 2025-03-12 01:00 UTC
+        "c3,purchase,2025-03-11T10:00:00Z,-4\n"
+        "c4,purchase,soon,5\n",
+    )
+    days = [date(2025, 3, 10), date(2025, 3, 11), date(2025, 3, 12)]
+    batch = ingest((path, None), days=days, mapping={})
+    by_day = {d.day: d.valid.column("amount").to_pylist() for d in batch.days}
+    assert by_day == {date(2025, 3, 10): [2.0], date(2025, 3, 11): [], date(2025, 3, 12): [3.0]}
+    assert batch.days[1].quarantined.column("reason").to_pylist() == ["negative_amount"]
+    assert batch.unassigned.column("reason").to_pylist() == ["unparsable_timestamp"]
+    assert batch.unassigned.column("source_row").to_pylist() == [5]
+
+
+def test_merge_records_validate_and_allow_late_arrivals(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "merges.csv",
+        "old_id,new_id,merged_at\n"
+        "A,B,2025-03-10T05:00:00Z\n"
+        "B,C,2025-03-07T05:00:00Z\n"  # arrives three days late: valid
+        "D,D,2025-03-10T05:00:00Z\n"
+        ",E,2025-03-10T05:00:00Z\n"
+        "F,G,2025-03-12T05:00:00Z\n"
+        "H,I,whenever\n",
+    )
+    batch = ingest((path, DAY), contract=MERGES)
+    day = batch.days[0]
+    assert day.valid.column("old_id").to_pylist() == ["B", "A"]
+    assert day.quarantined.column("reason").to_pylist() == [
+        "self_merge",
+        "missing_old_id",
+        "merged_at_after_partition",
+        "unparsable_merged_at",
+    ]

@@ -1,0 +1,126 @@
+"""Atomic Parquet partitions and the DuckDB catalog, on a real temporary folder."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from segmentation_pipeline.core.errors import DataValidationError
+from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, TABLES
+from segmentation_pipeline.core.warehouse import Warehouse
+
+DAY = date(2025, 1, 2)
+
+
+def events(*customers: str, day: date = DAY) -> pa.Table:
+    n = len(customers)
+    return pa.table(
+        {
+            "event_id": [f"e{i}-{day}" for i in range(n)],
+            "customer_id": list(customers),
+            "event_type": ["page_view"] * n,
+            "timestamp": pa.array([datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc)] * n),
+        }
+    )
+
+
+def test_partition_is_written_with_the_table_schema_and_replaced_on_rerun(warehouse: Warehouse) -> None:
+    first = warehouse.write_partition(RAW_EVENTS, DAY, events("a", "b", "c"))
+    assert first.path == warehouse.root / "warehouse/raw_events/date=2025-01-02/part-0.parquet"
+    assert pq.read_schema(first.path).names == RAW_EVENTS.columns
+    warehouse.write_partition(RAW_EVENTS, DAY, events("x"))
+    stored = warehouse.read_partition(RAW_EVENTS, DAY)
+    assert stored.column("customer_id").to_pylist() == ["x"]
+    assert stored.schema == RAW_EVENTS.schema
+    assert sorted(p.name for p in first.path.parent.iterdir()) == ["part-0.parquet"]  # no temporary left behind
+
+
+def test_empty_partition_keeps_its_column_types(warehouse: Warehouse) -> None:
+    written = warehouse.write_partition(RAW_EVENTS, DAY, RAW_EVENTS.empty())
+    schema = pq.read_schema(written.path)
+    assert schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("amount").type == pa.float64()
+    assert warehouse.read_partition(RAW_EVENTS, DAY).num_rows == 0
+
+
+def test_a_missing_required_column_is_refused_before_anything_is_written(warehouse: Warehouse) -> None:
+    with pytest.raises(DataValidationError, match="missing required column 'event_type'"):
+        warehouse.write_partition(RAW_EVENTS, DAY, events("a").drop_columns(["event_type"]))
+    assert not warehouse.partition_path(RAW_EVENTS, DAY).exists()
+
+
+def test_a_failed_write_leaves_the_previous_partition_intact(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    warehouse.write_partition(RAW_EVENTS, DAY, events("a", "b"))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        warehouse.write_partition(RAW_EVENTS, DAY, events("x"))
+    monkeypatch.undo()
+    assert warehouse.read_partition(RAW_EVENTS, DAY).column("customer_id").to_pylist() == ["a", "b"]
+    assert [p.name for p in warehouse.partition_path(RAW_EVENTS, DAY).parent.iterdir()] == ["part-0.parquet"]
+
+
+def test_partition_days_lists_what_is_stored(warehouse: Warehouse) -> None:
+    for day in (date(2025, 1, 3), date(2025, 1, 1), date(2025, 1, 5)):
+        warehouse.write_partition(RAW_EVENTS, day, events("a", day=day))
+    assert warehouse.partition_days(RAW_EVENTS) == [date(2025, 1, 1), date(2025, 1, 3), date(2025, 1, 5)]
+    assert warehouse.partition_days(RAW_EVENTS, date(2025, 1, 2), date(2025, 1, 5)) == [date(2025, 1, 3), date(2025, 1, 5)]
+    assert warehouse.read_days(RAW_EVENTS, [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]).num_rows == 2
+
+
+def merge_map_rows(*pairs: tuple[str, str]) -> pa.Table:
+    old, canonical = zip(*pairs)
+    n = len(pairs)
+    return pa.table(
+        {
+            "old_id": list(old),
+            "canonical_id": list(canonical),
+            "component_size": [2] * n,
+            "chain_depth": [0] * n,
+            "in_cycle": [False] * n,
+            "is_junk": [False] * n,
+        }
+    )
+
+
+def test_catalog_has_a_view_per_table_and_latest_views(warehouse: Warehouse) -> None:
+    warehouse.write_partition(RAW_EVENTS, date(2025, 1, 1), events("a", "b", day=date(2025, 1, 1)))
+    warehouse.write_partition(RAW_EVENTS, date(2025, 1, 2), events("c", day=date(2025, 1, 2)))
+    warehouse.write_partition(MERGE_MAP, date(2025, 1, 1), merge_map_rows(("a", "b"), ("b", "b")))
+    warehouse.write_partition(MERGE_MAP, date(2025, 1, 2), merge_map_rows(("a", "c"), ("b", "c"), ("c", "c")))
+    path = warehouse.refresh_catalog(TABLES.values())
+    with duckdb.connect(str(path), read_only=True) as con:
+        views = {row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert views == {"raw_events", "merge_map", "merge_map_latest"}
+        assert con.sql("SELECT date, count(*) FROM raw_events GROUP BY ALL ORDER BY 1").fetchall() == [
+            (date(2025, 1, 1), 2),
+            (date(2025, 1, 2), 1),
+        ]
+        assert con.sql("SELECT old_id, canonical_id FROM merge_map_latest ORDER BY 1").fetchall() == [
+            ("a", "c"),
+            ("b", "c"),
+            ("c", "c"),
+        ]
+
+
+def test_catalog_refresh_never_waits_for_an_open_reader(warehouse: Warehouse) -> None:
+    warehouse.write_partition(RAW_EVENTS, DAY, events("a"))
+    path = warehouse.refresh_catalog(TABLES.values())
+    reader = duckdb.connect(str(path), read_only=True)
+    try:
+        warehouse.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
+        warehouse.refresh_catalog(TABLES.values())
+        assert reader.execute("SELECT count(*) FROM raw_events").fetchone() == (1,)
+    finally:
+        reader.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM merge_map_latest").fetchone() == (1,)
+    assert sorted(p.name for p in Path(warehouse.root).iterdir() if p.is_file()) == ["segmentation.duckdb"]
