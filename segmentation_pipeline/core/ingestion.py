@@ -77,14 +77,14 @@ def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source:
             ingest.add_file(path, mapping)
         return
     for day in days:
-        for path in files_of_day(source.incoming_dir, contract.spec.name, day):
+        for path in files_of_day(source.incoming_dir, contract, day):
             ingest.add_file(path, mapping, day)
 
 
 def _empty_days(ingest: Ingest, contract: Contract, days: Sequence[date], source: FileSourceSettings) -> list[date]:
     if source.path_for(contract):
         return [] if ingest.sources else list(days)
-    return [day for day in days if not files_of_day(source.incoming_dir, contract.spec.name, day)]
+    return [day for day in days if not files_of_day(source.incoming_dir, contract, day)]
 
 
 def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) -> StoredBatch:

@@ -77,10 +77,16 @@ class Contract:
     required: tuple[str, ...]
     time_column: str
     reasons: tuple[str, ...]
+    #: Folder of this table's files under the incoming folder: `<incoming>/<folder>/date=YYYY-MM-DD/`.
+    incoming_folder: str
 
 
-EVENTS = Contract(RAW_EVENTS, QUARANTINE_EVENTS, EVENT_REQUIRED_SOURCE_COLUMNS, "timestamp", EVENT_REASONS)
-MERGES = Contract(ID_HISTORY, QUARANTINE_ID_HISTORY, ID_HISTORY_REQUIRED_SOURCE_COLUMNS, "merged_at", ID_HISTORY_REASONS)
+EVENTS = Contract(
+    RAW_EVENTS, QUARANTINE_EVENTS, EVENT_REQUIRED_SOURCE_COLUMNS, "timestamp", EVENT_REASONS, "events"
+)
+MERGES = Contract(
+    ID_HISTORY, QUARANTINE_ID_HISTORY, ID_HISTORY_REQUIRED_SOURCE_COLUMNS, "merged_at", ID_HISTORY_REASONS, "id_history"
+)
 
 
 @dataclass
@@ -362,13 +368,13 @@ def _merge_sql(view: str, label: str, start: date, end: date, day: date | None, 
 # ---------------------------------------------------------------- file layout
 
 
-def day_folder(incoming: Path, table: str, day: date) -> Path:
-    """`<incoming>/<table>/date=YYYY-MM-DD/`: the folder of one day's files."""
-    return incoming / table / f"date={day.isoformat()}"
+def day_folder(incoming: Path, contract: Contract, day: date) -> Path:
+    """`<incoming>/<events|id_history>/date=YYYY-MM-DD/`: the folder of one day's files."""
+    return incoming / contract.incoming_folder / f"date={day.isoformat()}"
 
 
-def files_of_day(incoming: Path, table: str, day: date) -> list[Path]:
-    folder = day_folder(incoming, table, day)
+def files_of_day(incoming: Path, contract: Contract, day: date) -> list[Path]:
+    folder = day_folder(incoming, contract, day)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and _is_supported(p) and not p.name.startswith("."))

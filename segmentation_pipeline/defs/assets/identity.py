@@ -2,6 +2,8 @@
 
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from ...core.identity import ResolverSettings, resolve_merges
@@ -72,7 +74,12 @@ def merge_map(
             "id_history_days_in_window": len(window),
             "id_history_days_missing": [day.isoformat() for day in missing[:31]],
             "path": dg.MetadataValue.path(str(written.path)),
-            "preview": preview(resolution.merge_map.filter(resolution.merge_map.column("old_id") != resolution.merge_map.column("canonical_id"))),
+            "preview": preview(_merged_ids(resolution.merge_map)),
         },
         check_results=merge_map_results(store, as_of),
     )
+
+
+def _merged_ids(merge_map_table: pa.Table) -> pa.Table:
+    """The rows worth a look: IDs that resolve to another ID."""
+    return merge_map_table.filter(pc.not_equal(merge_map_table["old_id"], merge_map_table["canonical_id"]))

@@ -1,0 +1,975 @@
+"""Deterministic synthetic customers, events and ID merges.
+
+The synthetic source stands in for a real event feed. It draws a population of
+customers once (archetype, lifecycle, personal activity rate, the IDs they used
+over time) and then produces any day's events and ID merge records on demand:
+
+- The events of day D are a function of (settings, D) only: each day has its
+  own random stream, so a partition can be regenerated alone, and days can be
+  generated in any order with identical results.
+- The merge records contain what the identity resolver must survive: chains
+  A -> B -> C, records delivered days late, a few bogus reverse records that
+  close a cycle, and junk hub IDs ("unknown", "0", "-1") linked to unrelated
+  customers.
+- A small share of event rows is deliberately broken (null customer, unknown
+  event type, negative purchase amount, timestamp on the next day) so that the
+  quarantine path is exercised.
+- The ground truth (each ID's person and archetype) lets tests and the report
+  check what segmentation recovers.
+
+Per-day work is vectorized over sessions and events; the only work over the
+whole population is a handful of array passes to get each customer's session
+rate on that day.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import PipelineError
+from .schemas import (
+    EVENT_TYPES,
+    ID_HISTORY,
+    RAW_EVENTS,
+    SYNTHETIC_TRUTH,
+    UTC_TIMESTAMP,
+    EventType,
+)
+
+# ------------------------------------------------------------------ vocabularies
+
+PRODUCT_CATEGORIES: tuple[str, ...] = (
+    "electronics",
+    "fashion",
+    "home",
+    "beauty",
+    "grocery",
+    "sports",
+    "books",
+    "toys",
+)
+CHANNELS: tuple[str, ...] = ("web", "mobile_app", "email", "store", "social")
+DEVICES: tuple[str, ...] = ("desktop", "mobile", "tablet")
+
+#: Device shares given the channel, so that device and channel never contradict
+#: each other (an app session is never on a desktop; a store visit is a till or
+#: a shop-floor tablet).
+DEVICE_SHARES_BY_CHANNEL: dict[str, tuple[float, float, float]] = {
+    "web": (0.60, 0.30, 0.10),
+    "mobile_app": (0.0, 0.85, 0.15),
+    "email": (0.50, 0.45, 0.05),
+    "store": (0.50, 0.0, 0.50),
+    "social": (0.0, 0.90, 0.10),
+}
+
+#: Junk IDs the source links to real customers; real systems emit exactly these,
+#: and all of them are in schemas.DEFAULT_JUNK_IDS.
+JUNK_HUB_IDS: tuple[str, ...] = ("unknown", "0", "-1")
+#: Event type of the injected rows whose type is not in the contract.
+UNKNOWN_EVENT_TYPE = "unknown_type"
+
+#: Prefixes of the IDs a customer goes by: the final primary ID, a guest ID
+#: (first alias of a merged customer) and an intermediate account ID (middle
+#: link of an A -> B -> C chain).
+PRIMARY_PREFIX = "C"
+GUEST_PREFIX = "G"
+ACCOUNT_PREFIX = "A"
+
+#: Event table of the source: the raw_events columns, all nullable, because the
+#: injected bad rows break exactly the constraints the validator enforces.
+SYNTHETIC_EVENTS_SCHEMA = pa.schema([field_.with_nullable(True) for field_ in RAW_EVENTS.schema])
+
+# ------------------------------------------------------------------ time units (microseconds)
+
+SECOND_US = 1_000_000
+HOUR_US = 3_600 * SECOND_US
+DAY_US = 24 * HOUR_US
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+#: Customers who joined before start_date joined up to this many days earlier.
+PRE_START_HISTORY_DAYS = 3 * 365
+#: A churning customer stays at least this long after joining (or after start_date).
+MIN_DAYS_BEFORE_LAPSE = 30
+#: Bogus reverse records are dated up to this many days after the customer's last real merge.
+CYCLE_RECORD_MAX_DELAY_DAYS = 30
+#: Late merge records arrive 1..this many days after merged_at.
+MAX_DELIVERY_DELAY_DAYS = 3
+#: Shape of the gamma distribution of personal activity (mean 1): 2 gives a
+#: realistic long tail of very active customers without extreme outliers.
+ACTIVITY_GAMMA_SHAPE = 2.0
+
+_NO_LAPSE = np.iinfo(np.int32).max
+_NEVER_US = np.iinfo(np.int64).min
+
+# Random streams: independent so that, e.g., changing bad_row_rate leaves the
+# clean events of a day unchanged.
+_POPULATION_STREAM = 0
+_SESSION_STREAM = 1
+_BAD_ROW_STREAM = 2
+
+
+# ------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """Everything that determines the synthetic source; equal settings give equal tables."""
+
+    seed: int = 42
+    n_customers: int = 20_000
+    #: First day any event can happen.
+    start_date: date = date(2025, 1, 1)
+    #: Customers join, lapse and merge IDs within [start_date, start_date + horizon_days).
+    #: Later days still have events from the customers active at the horizon's end.
+    horizon_days: int = 730
+    #: Share of customers who used at least one earlier ID that was later merged.
+    merge_probability: float = 0.08
+    #: Of those, share with a two-step chain A -> B -> C.
+    chain_probability: float = 0.25
+    #: Share of merge records delivered 1..3 days after merged_at.
+    late_arrival_probability: float = 0.10
+    #: Number of merged customers whose history also contains a bogus reverse
+    #: record (primary -> first alias) closing a cycle; an absolute count, capped
+    #: at the number of merged customers, so that every population but the
+    #: tiniest has cycles and their number does not grow with the population.
+    cycle_customers: int = 3
+    #: Number of merge records from a junk ID to an unrelated customer's primary ID.
+    junk_hub_links: int = 12
+    #: Share of event rows deliberately broken so that quarantine is exercised.
+    bad_row_rate: float = 0.0005
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "a non-negative integer", self.seed)
+        _require(self.n_customers >= 1, "n_customers", "at least 1", self.n_customers)
+        _require(self.horizon_days >= 1, "horizon_days", "at least 1", self.horizon_days)
+        _require(self.cycle_customers >= 0, "cycle_customers", "at least 0", self.cycle_customers)
+        _require(self.junk_hub_links >= 0, "junk_hub_links", "at least 0", self.junk_hub_links)
+        for name in (
+            "merge_probability",
+            "chain_probability",
+            "late_arrival_probability",
+            "bad_row_rate",
+        ):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
+
+
+def _require(condition: bool, name: str, expected: str, found: object) -> None:
+    if not condition:
+        raise PipelineError(f"SyntheticSettings.{name}: expected {expected}, found {found!r}")
+
+
+# ------------------------------------------------------------------ archetypes
+
+
+@dataclass(frozen=True)
+class Archetype:
+    """How one kind of customer behaves; rates are population means before personal heterogeneity."""
+
+    name: str
+    #: Share of the population.
+    weight: float
+    #: Sessions per active year before weekday and lifecycle factors.
+    sessions_per_year: float
+    #: Relative activity Monday..Sunday (normalised to a mean of 1).
+    weekday_weights: tuple[float, ...]
+    #: Relative weight of each UTC hour as a session start.
+    hour_weights: tuple[float, ...]
+    #: Mean page views per session beyond the first.
+    extra_pages: float
+    cart_probability: float
+    #: Probability of a purchase given an add_to_cart.
+    purchase_probability: float
+    #: Probability that a purchase is refunded later the same day.
+    refund_probability: float
+    unit_price_median: float
+    #: Sigma of the log of the unit price.
+    unit_price_spread: float
+    #: Quantity is 1 + Poisson(extra_quantity).
+    extra_quantity: float
+    category_weights: tuple[float, ...]
+    channel_weights: tuple[float, ...]
+    #: Share already a customer on start_date; the rest join within the horizon.
+    existing_share: float
+    #: Probability of lapsing within the horizon.
+    churn_probability: float
+    #: Activity is multiplied by burst_factor during the first burst_days after joining.
+    burst_days: int = 0
+    burst_factor: float = 1.0
+    #: Activity fades linearly over the fade_days before the lapse, down to fade_floor.
+    fade_days: int = 0
+    fade_floor: float = 1.0
+
+
+def _shares(names: tuple[str, ...], **weights: float) -> tuple[float, ...]:
+    """Weights by name, in the order of `names`; names left out weigh nothing."""
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise PipelineError(f"unknown names {sorted(unknown)}; expected some of {names}")
+    return tuple(float(weights.get(name, 0.0)) for name in names)
+
+
+def _categories(**weights: float) -> tuple[float, ...]:
+    return _shares(PRODUCT_CATEGORIES, **weights)
+
+
+def _channels(**weights: float) -> tuple[float, ...]:
+    return _shares(CHANNELS, **weights)
+
+
+def _daily_rhythm(*peaks: tuple[float, float, float], floor: float) -> tuple[float, ...]:
+    """24 hourly weights: Gaussian bumps (hour, width, height) on a circular day, over a floor."""
+    hours = np.arange(24.0)
+    weights = np.full(24, floor)
+    for centre, width, height in peaks:
+        distance = np.minimum(np.abs(hours - centre), 24.0 - np.abs(hours - centre))
+        weights += height * np.exp(-0.5 * (distance / width) ** 2)
+    return tuple(float(weight) for weight in weights)
+
+
+_OFFICE_HOURS = tuple(1.0 if 8 <= hour < 18 else 0.0 for hour in range(24))
+
+ARCHETYPES: dict[str, Archetype] = {
+    archetype.name: archetype
+    for archetype in (
+        Archetype(
+            name="loyal_high_value",
+            weight=0.12,
+            sessions_per_year=10.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.1),
+            hour_weights=_daily_rhythm((12.5, 1.5, 1.0), (20.0, 2.0, 1.5), floor=0.05),
+            extra_pages=2.5,
+            cart_probability=0.60,
+            purchase_probability=0.75,
+            refund_probability=0.04,
+            unit_price_median=55.0,
+            unit_price_spread=0.5,
+            extra_quantity=1.0,
+            category_weights=_categories(
+                electronics=5, fashion=4, home=4, beauty=2, grocery=1, sports=2, books=1, toys=1
+            ),
+            channel_weights=_channels(web=35, mobile_app=35, email=15, store=15),
+            existing_share=0.7,
+            churn_probability=0.03,
+        ),
+        Archetype(
+            name="bargain_hunter",
+            weight=0.18,
+            sessions_per_year=6.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.2, 1.4, 1.2),
+            hour_weights=_daily_rhythm((13.0, 1.5, 0.8), (21.5, 1.5, 1.5), floor=0.05),
+            extra_pages=4.0,
+            cart_probability=0.50,
+            purchase_probability=0.45,
+            refund_probability=0.08,
+            unit_price_median=9.0,
+            unit_price_spread=0.45,
+            extra_quantity=1.5,
+            category_weights=_categories(
+                grocery=6, fashion=4, beauty=3, toys=2, home=2, electronics=1, sports=1, books=1
+            ),
+            channel_weights=_channels(web=35, mobile_app=25, email=25, store=5, social=10),
+            existing_share=0.5,
+            churn_probability=0.12,
+        ),
+        Archetype(
+            name="window_shopper",
+            weight=0.18,
+            sessions_per_year=5.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2),
+            hour_weights=_daily_rhythm((11.0, 3.0, 1.0), (16.0, 3.0, 1.0), (21.0, 2.0, 1.0), floor=0.1),
+            extra_pages=3.0,
+            cart_probability=0.15,
+            purchase_probability=0.15,
+            refund_probability=0.05,
+            unit_price_median=30.0,
+            unit_price_spread=0.6,
+            extra_quantity=0.3,
+            category_weights=_categories(
+                fashion=6, electronics=4, beauty=3, home=2, sports=2, books=1, toys=1, grocery=1
+            ),
+            channel_weights=_channels(web=45, mobile_app=20, email=5, store=5, social=25),
+            existing_share=0.4,
+            churn_probability=0.15,
+        ),
+        Archetype(
+            name="weekend_mobile",
+            weight=0.14,
+            sessions_per_year=6.0,
+            weekday_weights=(0.3, 0.3, 0.3, 0.3, 0.6, 3.0, 3.0),
+            hour_weights=_daily_rhythm((11.0, 2.0, 0.8), (20.5, 2.0, 1.5), floor=0.02),
+            extra_pages=1.5,
+            cart_probability=0.35,
+            purchase_probability=0.50,
+            refund_probability=0.05,
+            unit_price_median=25.0,
+            unit_price_spread=0.5,
+            extra_quantity=0.5,
+            category_weights=_categories(
+                fashion=5, sports=5, toys=3, beauty=2, electronics=2, grocery=1, books=1, home=1
+            ),
+            channel_weights=_channels(web=5, mobile_app=60, store=5, social=30),
+            existing_share=0.4,
+            churn_probability=0.10,
+        ),
+        Archetype(
+            name="new_customer",
+            weight=0.12,
+            sessions_per_year=1.5,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.1),
+            hour_weights=_daily_rhythm((12.0, 3.0, 1.0), (20.0, 3.0, 1.0), floor=0.1),
+            extra_pages=2.0,
+            cart_probability=0.40,
+            purchase_probability=0.50,
+            refund_probability=0.06,
+            unit_price_median=35.0,
+            unit_price_spread=0.6,
+            extra_quantity=0.4,
+            category_weights=_categories(
+                electronics=1, fashion=1, home=1, beauty=1, grocery=1, sports=1, books=1, toys=1
+            ),
+            channel_weights=_channels(web=40, mobile_app=20, email=10, store=5, social=25),
+            # New customers join within the horizon by definition.
+            existing_share=0.0,
+            churn_probability=0.10,
+            burst_days=60,
+            burst_factor=12.0,
+        ),
+        Archetype(
+            name="lapsing",
+            weight=0.10,
+            sessions_per_year=5.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.1),
+            hour_weights=_daily_rhythm((10.0, 3.0, 1.0), (19.0, 3.0, 1.0), floor=0.05),
+            extra_pages=2.0,
+            cart_probability=0.30,
+            purchase_probability=0.50,
+            refund_probability=0.10,
+            unit_price_median=30.0,
+            unit_price_spread=0.5,
+            extra_quantity=0.5,
+            category_weights=_categories(
+                home=4, grocery=4, books=3, fashion=2, electronics=2, beauty=2, sports=1, toys=1
+            ),
+            channel_weights=_channels(web=40, mobile_app=20, email=30, store=10),
+            # Lapsing customers are existing customers drifting away: all of
+            # them lapse within the horizon, fading out before they do.
+            existing_share=1.0,
+            churn_probability=1.0,
+            fade_days=90,
+            fade_floor=0.15,
+        ),
+        Archetype(
+            name="weekday_business",
+            weight=0.16,
+            sessions_per_year=6.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 0.03, 0.03),
+            hour_weights=_OFFICE_HOURS,
+            extra_pages=1.5,
+            cart_probability=0.50,
+            purchase_probability=0.70,
+            refund_probability=0.02,
+            unit_price_median=40.0,
+            unit_price_spread=0.5,
+            extra_quantity=3.0,
+            category_weights=_categories(
+                electronics=8, books=4, home=4, grocery=2, beauty=1, fashion=1
+            ),
+            channel_weights=_channels(web=70, email=25, store=5),
+            existing_share=0.6,
+            churn_probability=0.05,
+        ),
+    )
+}
+
+ARCHETYPE_NAMES: tuple[str, ...] = tuple(ARCHETYPES)
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    """Row-wise cumulative shares; dividing by the row total makes every entry from the
+    last non-zero weight on exactly 1.0, so zero-weight options are never drawn."""
+    totals = np.cumsum(weights, axis=1)
+    return totals / totals[:, -1:]
+
+
+@dataclass(frozen=True, eq=False)
+class _ArchetypeTables:
+    """The archetypes as arrays indexed by archetype code, for per-session lookups."""
+
+    weekday_factor: np.ndarray  # (archetypes, 7), mean 1 per row
+    hour_cumulative: np.ndarray  # (archetypes, 24)
+    category_cumulative: np.ndarray
+    channel_cumulative: np.ndarray
+    extra_pages: np.ndarray
+    cart_probability: np.ndarray
+    purchase_probability: np.ndarray
+    refund_probability: np.ndarray
+    log_unit_price: np.ndarray
+    unit_price_spread: np.ndarray
+    extra_quantity: np.ndarray
+    daily_sessions: np.ndarray
+    existing_share: np.ndarray
+    churn_probability: np.ndarray
+
+    @classmethod
+    def of(cls, archetypes: tuple[Archetype, ...]) -> _ArchetypeTables:
+        def per_archetype(attribute: str) -> np.ndarray:
+            return np.array([getattr(archetype, attribute) for archetype in archetypes], dtype=np.float64)
+
+        weekday = per_archetype("weekday_weights")
+        return cls(
+            weekday_factor=weekday / weekday.mean(axis=1, keepdims=True),
+            hour_cumulative=_cumulative(per_archetype("hour_weights")),
+            category_cumulative=_cumulative(per_archetype("category_weights")),
+            channel_cumulative=_cumulative(per_archetype("channel_weights")),
+            extra_pages=per_archetype("extra_pages"),
+            cart_probability=per_archetype("cart_probability"),
+            purchase_probability=per_archetype("purchase_probability"),
+            refund_probability=per_archetype("refund_probability"),
+            log_unit_price=np.log(per_archetype("unit_price_median")),
+            unit_price_spread=per_archetype("unit_price_spread"),
+            extra_quantity=per_archetype("extra_quantity"),
+            daily_sessions=per_archetype("sessions_per_year") / 365.0,
+            existing_share=per_archetype("existing_share"),
+            churn_probability=per_archetype("churn_probability"),
+        )
+
+
+_TABLES = _ArchetypeTables.of(tuple(ARCHETYPES.values()))
+_DEVICE_CUMULATIVE = _cumulative(np.array([DEVICE_SHARES_BY_CHANNEL[channel] for channel in CHANNELS]))
+
+_ARCHETYPE_LABELS = pa.array(ARCHETYPE_NAMES, pa.string())
+_CATEGORY_LABELS = pa.array(PRODUCT_CATEGORIES, pa.string())
+_CHANNEL_LABELS = pa.array(CHANNELS, pa.string())
+_DEVICE_LABELS = pa.array(DEVICES, pa.string())
+_EVENT_TYPE_LABELS = pa.array((*EVENT_TYPES, UNKNOWN_EVENT_TYPE), pa.string())
+
+_SESSION_START = EVENT_TYPES.index(EventType.SESSION_START.value)
+_PAGE_VIEW = EVENT_TYPES.index(EventType.PAGE_VIEW.value)
+_ADD_TO_CART = EVENT_TYPES.index(EventType.ADD_TO_CART.value)
+_PURCHASE = EVENT_TYPES.index(EventType.PURCHASE.value)
+_REFUND = EVENT_TYPES.index(EventType.REFUND.value)
+_UNKNOWN = len(EVENT_TYPES)
+#: The steps of a session after its page views, in order; a session stops at any step.
+_FUNNEL = np.array([_PAGE_VIEW, _ADD_TO_CART, _PURCHASE, _REFUND], dtype=np.int8)
+#: Mean pause before an event of each type (µs); refunds are drawn separately.
+_MEAN_PAUSE_US = np.zeros(len(EVENT_TYPES) + 1)
+_MEAN_PAUSE_US[[_PAGE_VIEW, _ADD_TO_CART, _PURCHASE]] = (75 * SECOND_US, 120 * SECOND_US, 240 * SECOND_US)
+_REFUND_DELAY_US = (1 * HOUR_US, 8 * HOUR_US)
+
+
+def _draw_categorical(rng: np.random.Generator, cumulative: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One option per element, drawn from the row of `cumulative` named by `rows`.
+
+    Shifting row r's thresholds by r turns the per-row draw into a single
+    searchsorted over all rows.
+    """
+    n_rows, n_options = cumulative.shape
+    thresholds = (cumulative + np.arange(n_rows)[:, None]).ravel()
+    picks = np.searchsorted(thresholds, rng.random(rows.size) + rows, side="right") - rows * n_options
+    return np.minimum(picks, n_options - 1)
+
+
+# ------------------------------------------------------------------ population
+
+
+@dataclass(frozen=True, eq=False)
+class Population:
+    """The synthetic customers, drawn once per settings.
+
+    Customers are stored grouped by archetype (block k holds archetype k), so
+    per-archetype factors apply to contiguous slices; their primary IDs are a
+    random permutation, so the ID says nothing about the archetype. Days are
+    counted from start_date; times are microseconds since the Unix epoch (UTC).
+    """
+
+    settings: SyntheticSettings
+    #: Code of each customer's archetype (index into ARCHETYPE_NAMES).
+    archetype_code: np.ndarray
+    #: [start, stop) of each archetype's block of customers.
+    archetype_blocks: tuple[tuple[int, int], ...]
+    #: Day of joining; negative when already a customer on start_date.
+    join_day: np.ndarray
+    #: First day without activity; a huge value when the customer never lapses.
+    lapse_day: np.ndarray
+    #: Sessions per day before weekday and lifecycle factors (archetype rate x personal activity).
+    session_rate: np.ndarray
+    #: Every ID any customer used; customer i's primary ID is at position i.
+    id_pool: pa.StringArray
+    #: Customer of each ID in id_pool.
+    id_owner: np.ndarray
+    #: Positions in id_pool: the ID used until first_merge_us, then until last_merge_us, then the primary.
+    first_id: np.ndarray
+    middle_id: np.ndarray
+    first_merge_us: np.ndarray
+    last_merge_us: np.ndarray
+    #: ID_HISTORY rows in delivery order, and the delivery day of each.
+    merge_records: pa.Table
+    merge_delivery_day: np.ndarray
+
+    @property
+    def n_customers(self) -> int:
+        return int(self.archetype_code.size)
+
+    def id_at(self, customer: np.ndarray, at_us: np.ndarray) -> np.ndarray:
+        """Position in id_pool of the ID each customer went by at the given time."""
+        return np.where(
+            at_us < self.first_merge_us[customer],
+            self.first_id[customer],
+            np.where(at_us < self.last_merge_us[customer], self.middle_id[customer], customer),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Lifecycles:
+    join_day: np.ndarray
+    lapse_day: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Identities:
+    id_pool: pa.StringArray
+    id_owner: np.ndarray
+    first_id: np.ndarray
+    middle_id: np.ndarray
+    first_merge_us: np.ndarray
+    last_merge_us: np.ndarray
+    merged: np.ndarray  # customers with at least one alias
+    chained: np.ndarray  # customers with two aliases
+
+
+@functools.lru_cache(maxsize=4)
+def population(settings: SyntheticSettings) -> Population:
+    """The customers of these settings: deterministic, drawn once and cached."""
+    rng = np.random.default_rng([settings.seed, _POPULATION_STREAM])
+    archetype_code, blocks = _assign_archetypes(rng, settings.n_customers)
+    lifecycles = _draw_lifecycles(rng, settings, archetype_code)
+    activity = rng.gamma(ACTIVITY_GAMMA_SHAPE, 1.0 / ACTIVITY_GAMMA_SHAPE, settings.n_customers)
+    identities = _draw_identities(rng, settings, lifecycles)
+    records, delivery_day = _merge_records(rng, settings, identities)
+    return Population(
+        settings=settings,
+        archetype_code=archetype_code,
+        archetype_blocks=blocks,
+        join_day=lifecycles.join_day,
+        lapse_day=lifecycles.lapse_day,
+        session_rate=_TABLES.daily_sessions[archetype_code] * activity,
+        id_pool=identities.id_pool,
+        id_owner=identities.id_owner,
+        first_id=identities.first_id,
+        middle_id=identities.middle_id,
+        first_merge_us=identities.first_merge_us,
+        last_merge_us=identities.last_merge_us,
+        merge_records=records,
+        merge_delivery_day=delivery_day,
+    )
+
+
+def _assign_archetypes(
+    rng: np.random.Generator, n_customers: int
+) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
+    weights = np.array([archetype.weight for archetype in ARCHETYPES.values()])
+    counts = rng.multinomial(n_customers, weights / weights.sum())
+    stops = np.cumsum(counts)
+    blocks = tuple((int(stop - count), int(stop)) for count, stop in zip(counts, stops))
+    return np.repeat(np.arange(len(ARCHETYPES), dtype=np.int8), counts), blocks
+
+
+def _draw_lifecycles(
+    rng: np.random.Generator, settings: SyntheticSettings, archetype_code: np.ndarray
+) -> _Lifecycles:
+    n, horizon = settings.n_customers, settings.horizon_days
+    existing = rng.random(n) < _TABLES.existing_share[archetype_code]
+    join_day = np.where(
+        existing,
+        -rng.integers(1, PRE_START_HISTORY_DAYS + 1, n),
+        rng.integers(0, horizon, n),
+    ).astype(np.int32)
+    earliest_lapse = np.maximum(join_day, 0) + MIN_DAYS_BEFORE_LAPSE
+    lapse_offset = np.floor(rng.random(n) * (horizon - earliest_lapse)).astype(np.int64)
+    # Only where the horizon leaves room after the minimum stay can a customer lapse in it.
+    lapses = (rng.random(n) < _TABLES.churn_probability[archetype_code]) & (earliest_lapse < horizon)
+    lapse_day = np.where(lapses, earliest_lapse + lapse_offset, _NO_LAPSE).astype(np.int32)
+    return _Lifecycles(join_day=join_day, lapse_day=lapse_day)
+
+
+def _id_strings(prefix: str, numbers: np.ndarray, width: int) -> pa.StringArray:
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def _start_us(settings: SyntheticSettings) -> int:
+    return (settings.start_date.toordinal() - _EPOCH_ORDINAL) * DAY_US
+
+
+def _draw_identities(
+    rng: np.random.Generator, settings: SyntheticSettings, lifecycles: _Lifecycles
+) -> _Identities:
+    """Who merged when: a guest ID merged into the primary, or guest -> account -> primary."""
+    n = settings.n_customers
+    # Merges happen while the customer is active and inside the horizon.
+    window_start = np.maximum(lifecycles.join_day, 0).astype(np.int64) * DAY_US
+    window_stop = np.minimum(lifecycles.lapse_day, settings.horizon_days).astype(np.int64) * DAY_US
+    merged = (window_stop > window_start) & (rng.random(n) < settings.merge_probability)
+    chained = merged & (rng.random(n) < settings.chain_probability)
+    first_offset = window_start + _whole_seconds(rng.random(n) * (window_stop - window_start))
+    room_after_first = np.maximum(window_stop - first_offset - SECOND_US, 0)
+    second_offset = first_offset + SECOND_US + _whole_seconds(rng.random(n) * room_after_first)
+
+    merged_customers, chained_customers = np.flatnonzero(merged), np.flatnonzero(chained)
+    width = max(7, len(str(n)))
+    id_pool = pa.concat_arrays(
+        [
+            _id_strings(PRIMARY_PREFIX, rng.permutation(n) + 1, width),
+            _id_strings(GUEST_PREFIX, rng.permutation(merged_customers.size) + 1, width),
+            _id_strings(ACCOUNT_PREFIX, rng.permutation(chained_customers.size) + 1, width),
+        ]
+    )
+    first_id = np.arange(n, dtype=np.int64)
+    first_id[merged_customers] = n + np.arange(merged_customers.size)
+    middle_id = np.arange(n, dtype=np.int64)
+    middle_id[chained_customers] = n + merged_customers.size + np.arange(chained_customers.size)
+
+    start_us = _start_us(settings)
+    first_merge_us = np.where(merged, start_us + first_offset, _NEVER_US)
+    last_merge_us = np.where(chained, start_us + second_offset, first_merge_us)
+    return _Identities(
+        id_pool=id_pool,
+        id_owner=np.concatenate([np.arange(n), merged_customers, chained_customers]),
+        first_id=first_id,
+        middle_id=middle_id,
+        first_merge_us=first_merge_us,
+        last_merge_us=last_merge_us,
+        merged=merged,
+        chained=chained,
+    )
+
+
+def _whole_seconds(duration_us: np.ndarray) -> np.ndarray:
+    return (np.floor(duration_us / SECOND_US) * SECOND_US).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class _Links:
+    """Merge records as positions in a pool of ID strings and merge times (µs)."""
+
+    old: np.ndarray
+    new: np.ndarray
+    merged_at_us: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_Links]) -> _Links:
+        return _Links(
+            old=np.concatenate([part.old for part in parts]).astype(np.int64),
+            new=np.concatenate([part.new for part in parts]).astype(np.int64),
+            merged_at_us=np.concatenate([part.merged_at_us for part in parts]).astype(np.int64),
+        )
+
+
+def _merge_records(
+    rng: np.random.Generator, settings: SyntheticSettings, identities: _Identities
+) -> tuple[pa.Table, np.ndarray]:
+    merged_customers = np.flatnonzero(identities.merged)
+    chained_customers = np.flatnonzero(identities.chained)
+    genuine = _Links(
+        # A guest ID merges into the account ID of a chain, or straight into the primary.
+        old=np.concatenate([identities.first_id[merged_customers], identities.middle_id[chained_customers]]),
+        new=np.concatenate([identities.middle_id[merged_customers], chained_customers]),
+        merged_at_us=np.concatenate(
+            [identities.first_merge_us[merged_customers], identities.last_merge_us[chained_customers]]
+        ),
+    )
+    junk_pool_start = len(identities.id_pool)
+    links = _Links.concat(
+        [genuine, _cycle_links(rng, settings, identities), _junk_links(rng, settings, junk_pool_start)]
+    )
+    delay_days = np.where(
+        rng.random(links.old.size) < settings.late_arrival_probability,
+        rng.integers(1, MAX_DELIVERY_DELAY_DAYS + 1, links.old.size),
+        0,
+    )
+    delivered_us = links.merged_at_us + delay_days * DAY_US
+    order = np.lexsort((links.merged_at_us, delivered_us))
+    id_strings = pa.concat_arrays([identities.id_pool, pa.array(JUNK_HUB_IDS, pa.string())])
+    records = pa.Table.from_arrays(
+        [
+            id_strings.take(pa.array(links.old[order])),
+            id_strings.take(pa.array(links.new[order])),
+            pa.array(links.merged_at_us[order], UTC_TIMESTAMP),
+        ],
+        schema=ID_HISTORY.schema,
+    )
+    delivery_day = ((delivered_us[order] - _start_us(settings)) // DAY_US).astype(np.int32)
+    return records, delivery_day
+
+
+def _cycle_links(rng: np.random.Generator, settings: SyntheticSettings, identities: _Identities) -> _Links:
+    """Bogus reverse records primary -> first alias, dated after the customer's last real merge."""
+    horizon_end_us = _start_us(settings) + settings.horizon_days * DAY_US
+    # A reverse record needs room inside the horizon after the last merge.
+    candidates = np.flatnonzero(identities.merged & (identities.last_merge_us < horizon_end_us - DAY_US))
+    count = min(settings.cycle_customers, candidates.size)
+    chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+    last_merge_us = identities.last_merge_us[chosen]
+    latest_us = np.minimum(last_merge_us + CYCLE_RECORD_MAX_DELAY_DAYS * DAY_US, horizon_end_us)
+    room_us = latest_us - last_merge_us - SECOND_US
+    merged_at_us = last_merge_us + SECOND_US + _whole_seconds(rng.random(count) * room_us)
+    return _Links(old=chosen, new=identities.first_id[chosen], merged_at_us=merged_at_us)
+
+
+def _junk_links(rng: np.random.Generator, settings: SyntheticSettings, junk_pool_start: int) -> _Links:
+    """Junk IDs linked to unrelated customers' primary IDs, spread over the horizon."""
+    count = min(settings.junk_hub_links, settings.n_customers)
+    customers = rng.choice(settings.n_customers, size=count, replace=False)
+    offsets = _whole_seconds(rng.random(count) * settings.horizon_days * DAY_US)
+    return _Links(
+        old=junk_pool_start + np.arange(count) % len(JUNK_HUB_IDS),
+        new=customers,
+        merged_at_us=_start_us(settings) + offsets,
+    )
+
+
+# ------------------------------------------------------------------ merges and truth
+
+
+def merges_for_day(settings: SyntheticSettings, day: date) -> pa.Table:
+    """The ID merge records delivered on `day` (ID_HISTORY schema); merged_at may be earlier."""
+    people = population(settings)
+    offset = (day - settings.start_date).days
+    first, stop = np.searchsorted(people.merge_delivery_day, [offset, offset + 1])
+    return people.merge_records.slice(int(first), int(stop - first))
+
+
+def ground_truth(settings: SyntheticSettings) -> pa.Table:
+    """One row per ID any customer ever used, with its person (final primary ID) and archetype.
+
+    Junk IDs are nobody's and are not in the truth.
+    """
+    people = population(settings)
+    owner = people.id_owner
+    epoch_day = settings.start_date.toordinal() - _EPOCH_ORDINAL
+    lapse_day = people.lapse_day[owner]
+    truth = pa.Table.from_arrays(
+        [
+            people.id_pool,
+            people.id_pool.take(pa.array(owner)),
+            _ARCHETYPE_LABELS.take(pa.array(people.archetype_code[owner])),
+            pa.array(epoch_day + people.join_day[owner].astype(np.int32), pa.int32()).cast(pa.date32()),
+            pa.array(epoch_day + lapse_day, pa.int32(), mask=lapse_day == _NO_LAPSE).cast(pa.date32()),
+        ],
+        schema=SYNTHETIC_TRUTH.schema,
+    )
+    return truth.sort_by([("person_id", "ascending"), ("customer_id", "ascending")])
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, eq=False)
+class _Sessions:
+    """The sessions of one day, in order of start time."""
+
+    customer: np.ndarray
+    start_us: np.ndarray
+    id_position: np.ndarray
+    channel: np.ndarray
+    device: np.ndarray
+    category: np.ndarray
+    pages: np.ndarray
+    has_cart: np.ndarray
+    has_purchase: np.ndarray
+    has_refund: np.ndarray
+    quantity: np.ndarray
+    amount: np.ndarray
+
+    @property
+    def length(self) -> np.ndarray:
+        """Events per session: the start, the page views and the funnel steps reached."""
+        return 1 + self.pages + self.has_cart + self.has_purchase + self.has_refund
+
+
+@dataclass(frozen=True, eq=False)
+class _Events:
+    """The events of one day in generation order; bad-row injection edits these arrays in place."""
+
+    session: np.ndarray
+    event_type: np.ndarray
+    timestamp_us: np.ndarray
+    amount: np.ndarray
+    quantity: np.ndarray
+    customer_missing: np.ndarray
+
+
+def events_for_day(settings: SyntheticSettings, day: date) -> pa.Table:
+    """The events of `day`, sorted by timestamp (SYNTHETIC_EVENTS_SCHEMA).
+
+    A function of (settings, day) only. Days before start_date have no events.
+    """
+    offset = (day - settings.start_date).days
+    if offset < 0:
+        return SYNTHETIC_EVENTS_SCHEMA.empty_table()
+    people = population(settings)
+    day_start_us = (day.toordinal() - _EPOCH_ORDINAL) * DAY_US
+    rng = np.random.default_rng([settings.seed, day.toordinal(), _SESSION_STREAM])
+    sessions = _draw_sessions(rng, people, offset, day.weekday(), day_start_us)
+    events = _expand_sessions(rng, sessions, day_start_us + DAY_US)
+    if settings.bad_row_rate > 0:
+        bad_row_rng = np.random.default_rng([settings.seed, day.toordinal(), _BAD_ROW_STREAM])
+        _break_rows(bad_row_rng, events, settings.bad_row_rate, day_start_us + DAY_US)
+    return _event_table(people, sessions, events, day)
+
+
+def _session_rates(people: Population, offset: int, weekday: int) -> np.ndarray:
+    """Expected sessions of each customer on the day."""
+    rates = np.empty_like(people.session_rate)
+    for code, (archetype, (first, stop)) in enumerate(zip(ARCHETYPES.values(), people.archetype_blocks)):
+        block = slice(first, stop)
+        np.multiply(people.session_rate[block], _TABLES.weekday_factor[code, weekday], out=rates[block])
+        if archetype.burst_days:
+            rates[block] *= _burst_factor(archetype, offset - people.join_day[block])
+        if archetype.fade_days:
+            rates[block] *= _fade_factor(archetype, people.lapse_day[block] - offset)
+    rates[(people.join_day > offset) | (people.lapse_day <= offset)] = 0.0
+    return rates
+
+
+def _burst_factor(archetype: Archetype, days_since_join: np.ndarray) -> np.ndarray:
+    in_burst = (days_since_join >= 0) & (days_since_join < archetype.burst_days)
+    return np.where(in_burst, archetype.burst_factor, 1.0)
+
+
+def _fade_factor(archetype: Archetype, days_to_lapse: np.ndarray) -> np.ndarray:
+    return np.clip(days_to_lapse / archetype.fade_days, archetype.fade_floor, 1.0)
+
+
+def _draw_sessions(
+    rng: np.random.Generator, people: Population, offset: int, weekday: int, day_start_us: int
+) -> _Sessions:
+    """Who starts a session when, and what happens in it.
+
+    Independent Poisson counts per customer are drawn as one Poisson total split
+    in proportion to the rates: the same distribution, without a draw per customer.
+    """
+    cumulative = np.cumsum(_session_rates(people, offset, weekday))
+    total = float(cumulative[-1])
+    count = int(rng.poisson(total))
+    # Sorted needles keep the search cache-friendly on a million-customer array.
+    needles = np.sort(rng.random(count)) * total
+    customer = np.minimum(np.searchsorted(cumulative, needles, side="right"), people.n_customers - 1)
+    archetype = people.archetype_code[customer].astype(np.int64)
+    hour = _draw_categorical(rng, _TABLES.hour_cumulative, archetype)
+    start_us = day_start_us + hour * HOUR_US + rng.integers(0, HOUR_US, count)
+    order = np.argsort(start_us, kind="stable")
+    customer, archetype, start_us = customer[order], archetype[order], start_us[order]
+    return _session_contents(rng, people, customer, archetype, start_us)
+
+
+def _session_contents(
+    rng: np.random.Generator,
+    people: Population,
+    customer: np.ndarray,
+    archetype: np.ndarray,
+    start_us: np.ndarray,
+) -> _Sessions:
+    count = customer.size
+    channel = _draw_categorical(rng, _TABLES.channel_cumulative, archetype)
+    has_cart = rng.random(count) < _TABLES.cart_probability[archetype]
+    has_purchase = has_cart & (rng.random(count) < _TABLES.purchase_probability[archetype])
+    quantity = 1 + rng.poisson(_TABLES.extra_quantity[archetype])
+    unit_price = rng.lognormal(_TABLES.log_unit_price[archetype], _TABLES.unit_price_spread[archetype])
+    return _Sessions(
+        customer=customer,
+        start_us=start_us,
+        # A session keeps the ID it started with, even if a merge happens during it.
+        id_position=people.id_at(customer, start_us),
+        channel=channel,
+        device=_draw_categorical(rng, _DEVICE_CUMULATIVE, channel),
+        category=_draw_categorical(rng, _TABLES.category_cumulative, archetype),
+        pages=1 + rng.poisson(_TABLES.extra_pages[archetype]),
+        has_cart=has_cart,
+        has_purchase=has_purchase,
+        has_refund=has_purchase & (rng.random(count) < _TABLES.refund_probability[archetype]),
+        quantity=quantity,
+        amount=np.maximum(np.round(unit_price * quantity, 2), 0.01),
+    )
+
+
+def _expand_sessions(rng: np.random.Generator, sessions: _Sessions, day_end_us: int) -> _Events:
+    """One row per event: session_start, page views, then the funnel steps the session reached."""
+    length = sessions.length
+    session = np.repeat(np.arange(length.size), length)
+    first_event = np.cumsum(length) - length
+    position = np.arange(session.size) - first_event[session]
+    funnel_step = position - sessions.pages[session]
+    event_type = np.where(position == 0, _SESSION_START, _FUNNEL[np.clip(funnel_step, 0, _FUNNEL.size - 1)])
+    event_type = event_type.astype(np.int8)
+    elapsed = np.cumsum(_pauses(rng, event_type))
+    elapsed -= elapsed[first_event][session]
+    # Late sessions are cut off at midnight rather than spilling into the next day's partition.
+    timestamp_us = np.minimum(sessions.start_us[session] + elapsed, day_end_us - 1)
+    return _Events(
+        session=session,
+        event_type=event_type,
+        timestamp_us=timestamp_us,
+        amount=sessions.amount[session],
+        quantity=sessions.quantity[session],
+        customer_missing=np.zeros(session.size, dtype=bool),
+    )
+
+
+def _pauses(rng: np.random.Generator, event_type: np.ndarray) -> np.ndarray:
+    """Time since the previous event of the session (µs): minutes in the funnel, hours before a refund."""
+    mean_pause = _MEAN_PAUSE_US[event_type]
+    pauses = (rng.exponential(1.0, event_type.size) * mean_pause).astype(np.int64)
+    pauses[mean_pause > 0] += SECOND_US
+    refunds = event_type == _REFUND
+    pauses[refunds] = rng.integers(*_REFUND_DELAY_US, int(refunds.sum()))
+    return pauses
+
+
+def _break_rows(rng: np.random.Generator, events: _Events, rate: float, day_end_us: int) -> None:
+    """Break about `rate` of the rows, each in one of the four ways the validator must catch."""
+    count = int(rng.binomial(events.session.size, rate))
+    rows = rng.choice(events.session.size, size=count, replace=False)
+    kind = rng.integers(0, 4, count)
+    events.customer_missing[rows[kind == 0]] = True
+    events.event_type[rows[kind == 1]] = _UNKNOWN
+    negative = rows[kind == 2]
+    events.event_type[negative] = _PURCHASE
+    events.amount[negative] = -events.amount[negative]
+    next_day = rows[kind == 3]
+    events.timestamp_us[next_day] = day_end_us + rng.integers(0, 6 * HOUR_US, next_day.size)
+
+
+def _numbered(prefix: str, count: int, width: int) -> pa.StringArray:
+    return _id_strings(prefix, np.arange(1, count + 1), width)
+
+
+def _event_table(people: Population, sessions: _Sessions, events: _Events, day: date) -> pa.Table:
+    order = np.argsort(events.timestamp_us, kind="stable")
+    session = events.session[order]
+    event_type = events.event_type[order]
+    stamp = day.strftime("%Y%m%d")
+    monetary = (event_type == _PURCHASE) | (event_type == _REFUND)
+    has_quantity = monetary | (event_type == _ADD_TO_CART)
+    customer_id_position = pa.array(sessions.id_position[session], mask=events.customer_missing[order])
+    category = pa.array(sessions.category[session], mask=event_type == _SESSION_START)
+    columns = [
+        _numbered(f"{stamp}-", session.size, width=7),
+        people.id_pool.take(customer_id_position),
+        _EVENT_TYPE_LABELS.take(pa.array(event_type)),
+        pa.array(events.timestamp_us[order], UTC_TIMESTAMP),
+        _numbered(f"{stamp}-S", sessions.customer.size, width=6).take(pa.array(session)),
+        pa.array(events.amount[order], pa.float64(), mask=~monetary),
+        pa.array(events.quantity[order].astype(np.int32), pa.int32(), mask=~has_quantity),
+        _CATEGORY_LABELS.take(category),
+        _CHANNEL_LABELS.take(pa.array(sessions.channel[session])),
+        _DEVICE_LABELS.take(pa.array(sessions.device[session])),
+    ]
+    return pa.Table.from_arrays(columns, schema=SYNTHETIC_EVENTS_SCHEMA)

@@ -1,0 +1,417 @@
+"""The synthetic source: determinism, the event and merge contracts, the injected faults, the ground truth."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from segmentation_pipeline.core.errors import PipelineError
+from segmentation_pipeline.core.schemas import (
+    DEFAULT_JUNK_IDS,
+    EVENT_TYPES,
+    ID_HISTORY,
+    RAW_EVENTS,
+    SYNTHETIC_TRUTH,
+    conform,
+)
+from segmentation_pipeline.core.synthetic import (
+    ARCHETYPES,
+    JUNK_HUB_IDS,
+    SYNTHETIC_EVENTS_SCHEMA,
+    UNKNOWN_EVENT_TYPE,
+    SyntheticSettings,
+    events_for_day,
+    ground_truth,
+    merges_for_day,
+    population,
+)
+
+START = date(2025, 1, 1)
+YEAR = 365
+#: Large enough for stable shares and rates, small enough that a year takes well under a second.
+CLEAN = SyntheticSettings(n_customers=5_000, bad_row_rate=0.0)
+DEFAULT_FAULTS = SyntheticSettings(n_customers=5_000)
+SMALL = SyntheticSettings(n_customers=2_000)
+
+
+def _days(first: date, count: int) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range(count)]
+
+
+def _year_of_events(settings: SyntheticSettings) -> pd.DataFrame:
+    """A year of events with the partition day each row was generated for."""
+    frames = []
+    for day in _days(settings.start_date, YEAR):
+        frame = events_for_day(settings, day).to_pandas()
+        frames.append(frame.assign(partition_day=pd.Timestamp(day, tz="UTC")))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _all_merges(settings: SyntheticSettings) -> pd.DataFrame:
+    """Every merge record with its delivery day, from before the start to after the last late delivery."""
+    frames = []
+    for day in _days(settings.start_date - timedelta(days=5), settings.horizon_days + 10):
+        frame = merges_for_day(settings, day).to_pandas()
+        frames.append(frame.assign(delivery_day=pd.Timestamp(day, tz="UTC")))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def clean_events() -> pd.DataFrame:
+    return _year_of_events(CLEAN)
+
+
+@pytest.fixture(scope="module")
+def faulty_events() -> pd.DataFrame:
+    return _year_of_events(DEFAULT_FAULTS)
+
+
+@pytest.fixture(scope="module")
+def truth() -> pd.DataFrame:
+    return ground_truth(CLEAN).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def merges() -> pd.DataFrame:
+    return _all_merges(CLEAN)
+
+
+@pytest.fixture(scope="module")
+def labelled_events(clean_events: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Clean events with their person's archetype, join and lapse dates."""
+    return clean_events.merge(truth, on="customer_id", how="left", validate="many_to_one")
+
+
+# ------------------------------------------------------------------ determinism
+
+
+def _tables_equal(left: list[pa.Table], right: list[pa.Table]) -> bool:
+    return len(left) == len(right) and all(a.equals(b) for a, b in zip(left, right))
+
+
+def test_same_day_twice_is_identical() -> None:
+    day = START + timedelta(days=40)
+    first = events_for_day(SMALL, day)
+    assert first.num_rows > 0
+    assert first.equals(events_for_day(SMALL, day))
+    assert merges_for_day(SMALL, day).equals(merges_for_day(SMALL, day))
+
+
+def test_days_generated_in_reverse_equal_days_generated_forward() -> None:
+    days = _days(START + timedelta(days=1), 10)
+    forward = [events_for_day(SMALL, day) for day in days]
+    backward = [events_for_day(SMALL, day) for day in reversed(days)][::-1]
+    assert _tables_equal(forward, backward)
+
+
+def test_a_day_alone_equals_that_day_in_a_sequence() -> None:
+    days = _days(START, 10)
+    in_sequence = [events_for_day(SMALL, day) for day in days]
+    # A fresh process has no cached population: regenerate from nothing.
+    population.cache_clear()
+    alone = events_for_day(SMALL, days[6])
+    assert alone.equals(in_sequence[6])
+    assert not alone.equals(in_sequence[5])
+
+
+def test_different_seeds_differ() -> None:
+    other = SyntheticSettings(n_customers=SMALL.n_customers, seed=SMALL.seed + 1)
+    day = START + timedelta(days=3)
+    assert not events_for_day(SMALL, day).equals(events_for_day(other, day))
+    assert not ground_truth(SMALL).equals(ground_truth(other))
+
+
+def test_the_fault_rate_does_not_change_the_population() -> None:
+    assert ground_truth(CLEAN).equals(ground_truth(DEFAULT_FAULTS))
+    day = START + timedelta(days=100)
+    assert merges_for_day(CLEAN, day).equals(merges_for_day(DEFAULT_FAULTS, day))
+
+
+def test_days_before_the_start_are_empty_with_the_schema() -> None:
+    before = START - timedelta(days=1)
+    events = events_for_day(SMALL, before)
+    assert events.num_rows == 0 and events.schema == SYNTHETIC_EVENTS_SCHEMA
+    records = merges_for_day(SMALL, before)
+    assert records.num_rows == 0 and records.schema == ID_HISTORY.schema
+
+
+def test_invalid_settings_are_refused_with_the_field_named() -> None:
+    with pytest.raises(PipelineError, match="merge_probability"):
+        SyntheticSettings(merge_probability=1.5)
+    with pytest.raises(PipelineError, match="n_customers"):
+        SyntheticSettings(n_customers=0)
+
+
+# ------------------------------------------------------------------ population and truth
+
+
+def test_truth_has_its_schema_and_one_row_per_id() -> None:
+    table = ground_truth(CLEAN)
+    assert table.schema == SYNTHETIC_TRUTH.schema
+    frame = table.to_pandas()
+    assert frame.customer_id.is_unique
+    assert not frame.customer_id.isin(JUNK_HUB_IDS).any()
+    persons = frame[frame.customer_id == frame.person_id]
+    assert len(persons) == CLEAN.n_customers
+    # Every ID belongs to a person with a single archetype and lifecycle.
+    per_person = frame.groupby("person_id")[["archetype", "join_date", "lapse_date"]].nunique(dropna=False)
+    assert (per_person == 1).all().all()
+
+
+def test_archetype_shares_match_their_weights(truth: pd.DataFrame) -> None:
+    persons = truth[truth.customer_id == truth.person_id]
+    shares = persons.archetype.value_counts(normalize=True)
+    assert set(shares.index) == set(ARCHETYPES)
+    for name, archetype in ARCHETYPES.items():
+        assert shares[name] == pytest.approx(archetype.weight, abs=0.03), name
+
+
+def test_aliases_exist_in_the_expected_share(truth: pd.DataFrame) -> None:
+    ids_per_person = truth.groupby("person_id").size()
+    merged_share = (ids_per_person > 1).mean()
+    chained_share = (ids_per_person == 3).sum() / (ids_per_person > 1).sum()
+    assert merged_share == pytest.approx(CLEAN.merge_probability, abs=0.02)
+    assert chained_share == pytest.approx(CLEAN.chain_probability, abs=0.08)
+    assert ids_per_person.max() == 3
+
+
+def test_lapsing_customers_all_lapse_and_new_customers_join_in_the_horizon(truth: pd.DataFrame) -> None:
+    persons = truth[truth.customer_id == truth.person_id]
+    horizon_end = START + timedelta(days=CLEAN.horizon_days)
+    lapsing = persons[persons.archetype == "lapsing"]
+    assert lapsing.lapse_date.notna().all()
+    assert (lapsing.lapse_date < horizon_end).all()
+    new = persons[persons.archetype == "new_customer"]
+    assert ((new.join_date >= START) & (new.join_date < horizon_end)).all()
+    # Some customers were already active on the first day, some join later.
+    assert (persons.join_date < START).mean() == pytest.approx(0.5, abs=0.15)
+
+
+# ------------------------------------------------------------------ events
+
+
+def test_events_have_the_raw_events_columns_and_types() -> None:
+    table = events_for_day(CLEAN, START + timedelta(days=20))
+    assert table.schema.names == RAW_EVENTS.columns
+    assert [field.type for field in table.schema] == [field.type for field in RAW_EVENTS.schema]
+    # Without injected faults the table meets the non-null contract as is.
+    assert conform(table, RAW_EVENTS).num_rows == table.num_rows
+
+
+def test_events_per_active_customer_year_is_realistic(
+    clean_events: pd.DataFrame, truth: pd.DataFrame
+) -> None:
+    persons = truth[truth.customer_id == truth.person_id]
+    year_start, year_end = pd.Timestamp(START), pd.Timestamp(START + timedelta(days=YEAR))
+    joined = pd.to_datetime(persons.join_date).clip(lower=year_start)
+    lapsed = pd.to_datetime(persons.lapse_date).fillna(year_end).clip(upper=year_end)
+    active_years = (lapsed - joined).dt.days.clip(lower=0).sum() / YEAR
+    assert 20 <= len(clean_events) / active_years <= 45
+
+
+def test_clean_events_stay_inside_their_day_and_contract(clean_events: pd.DataFrame) -> None:
+    event_day = clean_events.timestamp.dt.floor("D")
+    assert (event_day == clean_events.partition_day).all()
+    assert clean_events.customer_id.notna().all()
+    assert clean_events.event_type.isin(EVENT_TYPES).all()
+    assert set(clean_events.event_type) == set(EVENT_TYPES)
+    assert clean_events.event_id.is_unique
+    assert clean_events.groupby("session_id").partition_day.nunique().max() == 1
+
+
+def test_amounts_quantities_and_categories_sit_on_the_right_events(clean_events: pd.DataFrame) -> None:
+    monetary = clean_events.event_type.isin(["purchase", "refund"])
+    assert clean_events.amount[monetary].gt(0).all()
+    assert clean_events.amount[~monetary].isna().all()
+    amounts = clean_events.amount[monetary]
+    assert (amounts.round(2) == amounts).all()
+    counted = monetary | (clean_events.event_type == "add_to_cart")
+    assert clean_events.quantity[counted].ge(1).all()
+    assert clean_events.quantity[~counted].isna().all()
+    starts = clean_events.event_type == "session_start"
+    assert clean_events.product_category[starts].isna().all()
+    assert clean_events.product_category[~starts].notna().all()
+
+
+def test_every_purchase_follows_an_add_to_cart_in_its_session(clean_events: pd.DataFrame) -> None:
+    firsts = clean_events.pivot_table(
+        index="session_id", columns="event_type", values="timestamp", aggfunc="min"
+    )
+    purchased = firsts[firsts.purchase.notna()]
+    assert len(purchased) > 0
+    assert (purchased.add_to_cart <= purchased.purchase).all()
+    refunded = firsts[firsts.refund.notna()]
+    assert len(refunded) > 0 and (refunded.purchase <= refunded.refund).all()
+    assert (firsts.session_start.notna()).all()
+
+
+def test_events_are_sorted_by_time_within_each_day() -> None:
+    for day in _days(START + timedelta(days=200), 3):
+        timestamps = events_for_day(DEFAULT_FAULTS, day).column("timestamp").to_numpy()
+        assert (np.diff(timestamps.astype("int64")) >= 0).all()
+
+
+def test_devices_agree_with_channels(clean_events: pd.DataFrame) -> None:
+    on_the_phone = clean_events.channel.isin(["mobile_app", "social"])
+    assert not (clean_events.device[on_the_phone] == "desktop").any()
+    assert set(clean_events.channel) == {"web", "mobile_app", "email", "store", "social"}
+
+
+# ------------------------------------------------------------------ injected faults
+
+
+def _broken_kinds(events: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "null_customer": events.customer_id.isna(),
+            "unknown_type": events.event_type == UNKNOWN_EVENT_TYPE,
+            "negative_amount": (events.event_type == "purchase") & (events.amount < 0),
+            "next_day": events.timestamp.dt.floor("D") != events.partition_day,
+        }
+    )
+
+
+def test_broken_rows_exist_in_all_four_kinds_at_the_configured_rate(faulty_events: pd.DataFrame) -> None:
+    kinds = _broken_kinds(faulty_events)
+    assert (kinds.sum() > 0).all(), kinds.sum().to_dict()
+    broken = kinds.any(axis=1)
+    assert kinds.sum(axis=1).max() == 1
+    expected = DEFAULT_FAULTS.bad_row_rate * len(faulty_events)
+    assert abs(broken.sum() - expected) < 5 * math.sqrt(expected)
+    late = faulty_events[kinds.next_day]
+    assert (late.timestamp.dt.floor("D") == late.partition_day + pd.Timedelta(days=1)).all()
+
+
+def test_only_the_broken_rows_break_the_contract(faulty_events: pd.DataFrame) -> None:
+    intact = faulty_events[~_broken_kinds(faulty_events).any(axis=1)]
+    assert intact.event_type.isin(EVENT_TYPES).all()
+    assert intact.amount.dropna().gt(0).all()
+    assert intact.event_id.notna().all()
+
+
+# ------------------------------------------------------------------ merges
+
+
+def test_merge_records_have_their_schema_and_stay_in_the_horizon(merges: pd.DataFrame) -> None:
+    assert merges_for_day(CLEAN, START + timedelta(days=50)).schema == ID_HISTORY.schema
+    horizon_end = pd.Timestamp(START + timedelta(days=CLEAN.horizon_days), tz="UTC")
+    assert (merges.merged_at >= pd.Timestamp(START, tz="UTC")).all()
+    assert (merges.merged_at < horizon_end).all()
+    assert (merges.delivery_day >= merges.merged_at.dt.floor("D")).all()
+
+
+def test_chains_merge_guest_then_account_then_primary(merges: pd.DataFrame, truth: pd.DataFrame) -> None:
+    links = merges.merge(merges, left_on="new_id", right_on="old_id", suffixes=("_first", "_second"))
+    steps = links[links.merged_at_first < links.merged_at_second]
+    chains = steps[steps.new_id_second.isin(truth.person_id) & steps.old_id_first.str.startswith("G")]
+    three_id_persons = (truth.groupby("person_id").size() == 3).sum()
+    assert three_id_persons > 0
+    assert chains.new_id_second.nunique() == three_id_persons
+
+
+def test_some_records_arrive_late_and_out_of_order(merges: pd.DataFrame) -> None:
+    delay_days = (merges.delivery_day - merges.merged_at.dt.floor("D")).dt.days
+    assert delay_days.between(0, 3).all()
+    assert (delay_days > 0).mean() == pytest.approx(CLEAN.late_arrival_probability, abs=0.05)
+
+
+def _cycles(merges: pd.DataFrame) -> set[frozenset[str]]:
+    """The cycles of the merge graph; outside the junk hubs every ID has at most one successor."""
+    successor = dict(zip(merges.old_id, merges.new_id))
+    found = set()
+    for start in successor:
+        path, node = [], start
+        while node in successor and node not in path:
+            path.append(node)
+            node = successor[node]
+        if node in path:
+            found.add(frozenset(path[path.index(node) :]))
+    return found
+
+
+def test_bogus_reverse_records_close_the_configured_number_of_cycles(
+    merges: pd.DataFrame, truth: pd.DataFrame
+) -> None:
+    customer_records = merges[~merges.old_id.isin(JUNK_HUB_IDS)]
+    assert customer_records.old_id.is_unique
+    cycles = _cycles(customer_records)
+    assert len(cycles) == CLEAN.cycle_customers
+    person_of = dict(zip(truth.customer_id, truth.person_id))
+    for cycle in cycles:
+        assert len({person_of[customer_id] for customer_id in cycle}) == 1
+
+
+def test_junk_hubs_link_to_unrelated_primary_ids(merges: pd.DataFrame, truth: pd.DataFrame) -> None:
+    # The resolver recognises these as junk, so it never merges two customers through them.
+    assert set(JUNK_HUB_IDS) <= set(DEFAULT_JUNK_IDS)
+    junk = merges[merges.old_id.isin(JUNK_HUB_IDS)]
+    assert len(junk) == CLEAN.junk_hub_links
+    assert set(junk.old_id) == set(JUNK_HUB_IDS)
+    assert junk.new_id.is_unique
+    primaries = set(truth.person_id)
+    assert junk.new_id.isin(primaries).all()
+
+
+# ------------------------------------------------------------------ events against the truth
+
+
+def test_truth_covers_every_event_id_and_events_stay_in_the_lifecycle(
+    labelled_events: pd.DataFrame,
+) -> None:
+    assert labelled_events.person_id.notna().all()
+    event_date = labelled_events.timestamp.dt.date
+    assert (event_date >= labelled_events.join_date).all()
+    lapsed = labelled_events.lapse_date.notna()
+    assert (event_date[lapsed] < labelled_events.lapse_date[lapsed]).all()
+
+
+def test_aliases_in_events_are_merged_and_used_only_before_their_merge(
+    labelled_events: pd.DataFrame, merges: pd.DataFrame
+) -> None:
+    starts = labelled_events[labelled_events.event_type == "session_start"]
+    aliases = starts[starts.customer_id != starts.person_id]
+    assert len(aliases) > 0
+    merged_at = dict(zip(merges.old_id, merges.merged_at))
+    assert aliases.customer_id.isin(merged_at.keys()).all()
+    assert (aliases.timestamp < aliases.customer_id.map(merged_at)).all()
+    # A merged person's primary ID appears only from its final merge on.
+    alias_ids = set(labelled_events.customer_id[labelled_events.customer_id != labelled_events.person_id])
+    final = merges[merges.old_id.isin(alias_ids)].groupby("new_id").merged_at.max()
+    primaries = starts[starts.customer_id.isin(final.index)]
+    assert len(primaries) > 0
+    assert (primaries.timestamp >= primaries.customer_id.map(final)).all()
+
+
+def test_archetypes_behave_differently(labelled_events: pd.DataFrame) -> None:
+    weekend_share = (labelled_events.timestamp.dt.weekday >= 5).groupby(labelled_events.archetype).mean()
+    assert weekend_share["weekend_mobile"] > 0.6
+    assert weekend_share["weekday_business"] < 0.05
+    purchases = labelled_events[labelled_events.event_type == "purchase"]
+    mean_amount = purchases.groupby("archetype").amount.mean()
+    assert mean_amount["loyal_high_value"] > 3 * mean_amount["bargain_hunter"]
+    starts = labelled_events[labelled_events.event_type == "session_start"]
+    business_start_hours = starts.timestamp.dt.hour[starts.archetype == "weekday_business"]
+    assert business_start_hours.between(8, 17).all()
+    app_share = labelled_events.channel.eq("mobile_app").groupby(labelled_events.archetype).mean()
+    assert app_share["weekend_mobile"] > 0.5 > app_share["weekday_business"]
+
+
+def test_new_customers_are_busiest_right_after_joining(
+    labelled_events: pd.DataFrame, truth: pd.DataFrame
+) -> None:
+    burst_days = ARCHETYPES["new_customer"].burst_days
+    new = truth[(truth.customer_id == truth.person_id) & (truth.archetype == "new_customer")]
+    year_end = START + timedelta(days=YEAR)
+    days_in_year = new.join_date.map(lambda joined: max(0, (year_end - joined).days))
+    burst_exposure = days_in_year.clip(upper=burst_days).sum()
+    later_exposure = (days_in_year - burst_days).clip(lower=0).sum()
+    events = labelled_events[labelled_events.archetype == "new_customer"]
+    since_join = (events.timestamp.dt.date - events.join_date).map(lambda gap: gap.days)
+    burst_rate = (since_join < burst_days).sum() / burst_exposure
+    later_rate = (since_join >= burst_days).sum() / later_exposure
+    assert burst_rate > 5 * later_rate

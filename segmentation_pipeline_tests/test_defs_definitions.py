@@ -1,0 +1,56 @@
+"""The Definitions load, validate and hold what the graph promises."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from segmentation_pipeline.definitions import defs
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_validate_with_the_dagster_cli(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "SEGMENTATION_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "dagster.yaml").touch()
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(REPOSITORY / "workspace.yaml")],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_graph_has_the_foundation_assets_on_one_daily_partitioning() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"raw_events", "id_history", "merge_map"} <= keys
+    partitions = {graph.get(dg.AssetKey(key)).partitions_def for key in ("raw_events", "id_history", "merge_map")}
+    assert len(partitions) == 1
+    (daily,) = partitions
+    assert isinstance(daily, dg.DailyPartitionsDefinition)
+    assert daily.timezone == "UTC"
+    assert daily.get_first_partition_key() == "2025-01-01"
+    assert graph.get(dg.AssetKey("merge_map")).parent_keys == {dg.AssetKey("id_history")}
+    for key in ("raw_events", "id_history"):
+        assert graph.get(dg.AssetKey(key)).backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_asset_checks_are_declared() -> None:
+    checks = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {
+        ("raw_events", "no_null_customer_ids"),
+        ("raw_events", "valid_event_types"),
+        ("raw_events", "timestamps_inside_partition"),
+        ("raw_events", "quarantine_rate"),
+        ("merge_map", "canonical_ids_map_to_themselves"),
+        ("merge_map", "one_canonical_id_per_id"),
+        ("merge_map", "no_unresolved_chains"),
+    }

@@ -1,0 +1,155 @@
+"""raw_events, id_history and merge_map materialized by Dagster on a temporary data folder."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.compute as pc
+import pytest
+
+from segmentation_pipeline.core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.defs.assets.identity import merge_map
+from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.resources import EventSourceResource, WarehouseResource
+
+DAYS = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance
+
+
+def resources(data_dir: Path, **source: object) -> dict[str, object]:
+    return {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": 8000, "bad_row_rate": 0.01} | source)),
+    }
+
+
+def ingest_range(instance: dg.DagsterInstance, data_dir: Path, first: date, last: date, **source: object):
+    return dg.materialize(
+        [raw_events, id_history],
+        instance=instance,
+        resources=resources(data_dir, **source),
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+    )
+
+
+def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def test_a_range_is_one_run_writing_one_file_per_day_and_a_rerun_changes_nothing(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    first = ingest_range(instance, data_dir, DAYS[0], DAYS[-1])
+    assert first.success
+    warehouse = Warehouse(data_dir)
+    assert warehouse.partition_days(RAW_EVENTS) == DAYS
+    assert warehouse.partition_days(ID_HISTORY) == DAYS
+    partitions = {m.partition for m in first.asset_materializations_for_node("raw_events")}
+    assert partitions == {day.isoformat() for day in DAYS}
+    assert len(instance.get_runs()) == 1
+
+    before = {day: warehouse.read_partition(RAW_EVENTS, day) for day in DAYS}
+    total = sum(table.num_rows for table in before.values())
+    assert total > 1000
+    assert all(checks_by_name(first)[name].passed for name in checks_by_name(first))
+
+    second = ingest_range(instance, data_dir, DAYS[0], DAYS[-1])
+    assert second.success
+    for day in DAYS:
+        assert warehouse.read_partition(RAW_EVENTS, day).equals(before[day])
+        assert sorted(p.name for p in warehouse.partition_path(RAW_EVENTS, day).parent.iterdir()) == ["part-0.parquet"]
+
+    with duckdb.connect(str(warehouse.catalog_path), read_only=True) as con:
+        rows, distinct_ids = con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchone()
+        per_day = dict(con.execute("SELECT date, count(*) FROM raw_events GROUP BY 1").fetchall())
+        quarantined = con.execute(f"SELECT count(*) FROM {QUARANTINE_EVENTS.name}").fetchone()[0]
+    assert rows == distinct_ids == total
+    assert per_day == {day: before[day].num_rows for day in DAYS}
+    metadata = second.asset_materializations_for_node("raw_events")[0].metadata
+    assert metadata["dagster/row_count"].value == total
+    assert metadata["quarantined_rows"].value == quarantined > 0
+
+
+def test_merge_map_resolves_everything_seen_so_far_with_its_checks_passing(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    assert ingest_range(instance, data_dir, DAYS[0], DAYS[-1], merge_probability=0.5).success
+    result = dg.materialize(
+        [merge_map], instance=instance, resources=resources(data_dir), partition_key=DAYS[-1].isoformat()
+    )
+    assert result.success
+    checks = checks_by_name(result)
+    assert set(checks) == {"canonical_ids_map_to_themselves", "one_canonical_id_per_id", "no_unresolved_chains"}
+    assert all(check.passed for check in checks.values())
+
+    warehouse = Warehouse(data_dir)
+    records = warehouse.read_days(ID_HISTORY, DAYS)
+    resolved = warehouse.read_partition(MERGE_MAP, DAYS[-1])
+    seen = set(records.column("old_id").to_pylist()) | set(records.column("new_id").to_pylist())
+    assert records.num_rows > 0
+    assert set(resolved.column("old_id").to_pylist()) == seen
+    junk = resolved.filter(pc.field("is_junk"))
+    assert set(junk.column("old_id").to_pylist()) <= {"unknown", "0", "-1"}
+    metadata = result.asset_materializations_for_node("merge_map")[0].metadata
+    assert metadata["dagster/row_count"].value == len(seen)
+    assert metadata["id_history_days_present"].value == 3
+
+
+def test_files_source_quarantines_bad_rows_and_warns(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    folder = data_dir / "incoming" / "events" / "date=2025-01-02"
+    folder.mkdir(parents=True)
+    (folder / "shop.csv").write_text(
+        "user,action,at,price\n"
+        "u1,purchase,2025-01-02T09:00:00+01:00,10\n"
+        "u2,page_view,2025-01-02T10:00:00Z,\n"
+        "u3,teleport,2025-01-02T10:00:00Z,\n"
+    )
+    mapping = {"user": "customer_id", "action": "event_type", "at": "timestamp", "price": "amount"}
+    result = ingest_range(instance, data_dir, DAYS[1], DAYS[1], kind="files", event_columns=mapping)
+    assert result.success
+    warehouse = Warehouse(data_dir)
+    assert warehouse.read_partition(RAW_EVENTS, DAYS[1]).column("customer_id").to_pylist() == ["u1", "u2"]
+    quarantined = warehouse.read_partition(QUARANTINE_EVENTS, DAYS[1])
+    assert quarantined.column("reason").to_pylist() == ["unknown_event_type"]
+    assert quarantined.column("source_row").to_pylist() == [3]
+    rate = checks_by_name(result)["quarantine_rate"]
+    assert not rate.passed and rate.severity == dg.AssetCheckSeverity.WARN
+    assert rate.metadata["rate"].value == pytest.approx(1 / 3)
+    metadata = result.asset_materializations_for_node("id_history")[0].metadata
+    assert metadata["days_without_input"].value == ["2025-01-02"]
+
+
+def test_a_file_missing_a_column_fails_the_run_naming_file_and_column(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    folder = data_dir / "incoming" / "events" / "date=2025-01-02"
+    folder.mkdir(parents=True)
+    (folder / "export.csv").write_text("customer_id,timestamp\nu1,2025-01-02T09:00:00Z\n")
+    result = dg.materialize(
+        [raw_events],
+        instance=instance,
+        resources=resources(data_dir, kind="files"),
+        partition_key="2025-01-02",
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
+    assert "export.csv" in message and "'event_type'" in message
+    assert not Warehouse(data_dir).partition_path(RAW_EVENTS, DAYS[1]).exists()
