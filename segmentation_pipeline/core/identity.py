@@ -117,8 +117,9 @@ def resolve_merges(records: pa.Table, settings: ResolverSettings | None = None) 
     component_size = np.bincount(component)[component]
     canonical = _canonical_codes(links, old_code, new_code, component, n)
 
-    in_cycle = _cycle_members(graph)
-    _report_cycles(report, ids, in_cycle, graph, settings)
+    _, strong = connected_components(graph, directed=True, connection="strong")
+    in_cycle = np.bincount(strong)[strong] > 1  # on a directed cycle: a strong component of 2+ IDs
+    _report_cycles(report, ids, in_cycle, strong, settings)
     depth = _chain_depths(links, old_code, new_code, in_cycle, n)
     _report_depths(report, ids, depth, settings)
 
@@ -194,18 +195,11 @@ def _canonical_codes(
     return canonical
 
 
-def _cycle_members(graph: "coo_matrix") -> np.ndarray:
-    """IDs on a directed cycle: members of a strongly connected component larger than one."""
-    _, strong = connected_components(graph, directed=True, connection="strong")
-    return np.bincount(strong)[strong] > 1
-
-
 def _report_cycles(
-    report: MergeReport, ids: np.ndarray, in_cycle: np.ndarray, graph: "coo_matrix", settings: ResolverSettings
+    report: MergeReport, ids: np.ndarray, in_cycle: np.ndarray, strong: np.ndarray, settings: ResolverSettings
 ) -> None:
     if not in_cycle.any():
         return
-    _, strong = connected_components(graph, directed=True, connection="strong")
     members = pd.Series(ids[in_cycle]).groupby(strong[in_cycle]).agg(lambda group: sorted(group)[:10])
     report.cycles = len(members)
     report.cycle_examples = [list(cycle) for cycle in members.sort_values(key=lambda s: s.str[0]).head(EXAMPLES)]

@@ -5,16 +5,21 @@ The Dagster assets call `ingest_days` and `store_batch`; a notebook can too.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import synthetic
 from .sources import EVENTS, MERGES, Contract, Ingest, IngestBatch, files_matching, files_of_day, fingerprint
 from .warehouse import Warehouse, WrittenPartition
+
+PREVIEW_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,69 @@ Source = synthetic.SyntheticSettings | FileSourceSettings
 
 
 @dataclass
-class StoredBatch:
-    batch: IngestBatch
-    written: list[WrittenPartition]
-    quarantine_written: list[WrittenPartition]
-    unassigned_path: Path | None
+class IngestSummary:
+    """What a run ingested: counts per day and reason, where it went, and a preview."""
+
+    table: str
+    days: list[date]
+    rows_per_day: dict[date, int] = field(default_factory=dict)
+    quarantined_per_day: dict[date, int] = field(default_factory=dict)
+    quarantine_reasons: Counter[str] = field(default_factory=Counter)
+    event_types: Counter[str] = field(default_factory=Counter)
+    sources: int = 0
+    days_without_input: list[date] = field(default_factory=list)
+    written: list[WrittenPartition] = field(default_factory=list)
+    unassigned_paths: list[Path] = field(default_factory=list)
+    unassigned_rows: int = 0
+    preview: pa.Table | None = None
+
+    @property
+    def valid_rows(self) -> int:
+        return sum(self.rows_per_day.values())
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(self.quarantined_per_day.values()) + self.unassigned_rows
+
+    def add(self, batch: IngestBatch, written: list[WrittenPartition], unassigned: Path | None) -> None:
+        for day in batch.days:
+            self.rows_per_day[day.day] = day.valid.num_rows
+            self.quarantined_per_day[day.day] = day.quarantined.num_rows
+            if day.valid.num_rows:
+                self.preview = day.valid.slice(0, PREVIEW_ROWS)
+            if "event_type" in day.valid.column_names:
+                self.event_types.update(_value_counts(day.valid.column("event_type")))
+        self.quarantine_reasons.update(batch.quarantine_reasons())
+        self.sources += len(batch.sources)
+        self.written += written
+        if unassigned is not None:
+            self.unassigned_paths.append(unassigned)
+            self.unassigned_rows += batch.unassigned.num_rows
+
+
+def ingest(
+    warehouse: Warehouse,
+    contract: Contract,
+    days: Sequence[date],
+    source: Source,
+    junk_ids: Iterable[str],
+    chunk_days: int = 31,
+) -> IngestSummary:
+    """Validate and store the source's input for `days`, a chunk of days at a time.
+
+    Chunks bound the memory a long backfill needs; each day's partitions are
+    replaced atomically, so a run that stops half-way can simply be run again.
+    """
+    days = sorted(days)
+    summary = IngestSummary(contract.spec.name, days)
+    for first in range(0, len(days), chunk_days):
+        chunk = days[first : first + chunk_days]
+        with warehouse.connect() as con:
+            batch, without_input = ingest_days(con, contract, chunk, source, junk_ids)
+        written, unassigned = store_batch(warehouse, contract, batch)
+        summary.add(batch, written, unassigned)
+        summary.days_without_input += without_input
+    return summary
 
 
 def ingest_days(
@@ -64,8 +127,7 @@ def ingest_days(
         return ingest.collect(), _empty_days(ingest, contract, days, source)
     ingest = Ingest(con, contract, days, junk_ids=junk_ids)
     generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
-    for day in days:
-        ingest.add_table(generate(source, day), f"synthetic:{contract.spec.name}:{day.isoformat()}", day)
+    ingest.add_days({day: generate(source, day) for day in days}, f"synthetic:{contract.spec.name}")
     return ingest.collect(), []
 
 
@@ -87,21 +149,29 @@ def _empty_days(ingest: Ingest, contract: Contract, days: Sequence[date], source
     return [day for day in days if not files_of_day(source.incoming_dir, contract, day)]
 
 
-def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) -> StoredBatch:
+def store_batch(
+    warehouse: Warehouse, contract: Contract, batch: IngestBatch
+) -> tuple[list[WrittenPartition], Path | None]:
     """Write every day's valid and quarantined rows, replacing earlier runs of the same days.
 
     A day's quarantine partition is written even when empty, so a re-run that
-    fixed the input leaves no stale rejects behind.
+    fixed the input leaves no stale rejects behind. Rows of no day (unreadable
+    time) go to a file named after the input files, so a re-run replaces it.
     """
     written = [warehouse.write_partition(contract.spec, day.day, day.valid) for day in batch.days]
-    quarantined = [warehouse.write_partition(contract.quarantine, day.day, day.quarantined) for day in batch.days]
+    for day in batch.days:
+        warehouse.write_partition(contract.quarantine, day.day, day.quarantined)
     unassigned_path = None
     if batch.unassigned.num_rows:
         name = fingerprint(Path(source) for source in batch.sources if Path(source).exists())
         unassigned_path = warehouse.write_file(
             contract.quarantine, f"{contract.quarantine.folder}_unassigned/{name}.parquet", batch.unassigned
         )
-    return StoredBatch(batch, written, quarantined, unassigned_path)
+    return written, unassigned_path
 
 
-__all__ = ["EVENTS", "MERGES", "FileSourceSettings", "Source", "StoredBatch", "ingest_days", "store_batch"]
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    return {entry["values"]: entry["counts"] for entry in pc.value_counts(column).to_pylist()}
+
+
+__all__ = ["EVENTS", "MERGES", "FileSourceSettings", "IngestSummary", "Source", "ingest", "ingest_days", "store_batch"]

@@ -29,41 +29,63 @@ def _files_sql(warehouse: Warehouse, spec: TableSpec, days: Sequence[date]) -> s
     return f"read_parquet([{listing}], hive_partitioning = true)"
 
 
-def _count(warehouse: Warehouse, spec: TableSpec, days: Sequence[date], where: str) -> int:
-    relation = _files_sql(warehouse, spec, days)
-    if relation is None:
-        return 0
+@dataclass(frozen=True)
+class EventPartitionStats:
+    """Counts over the stored raw_events (and their quarantine) of some days, in one pass."""
+
+    rows: int
+    null_customer_ids: int
+    invalid_event_types: int
+    outside_partition: int
+    quarantined: int
+
+
+def event_partition_stats(warehouse: Warehouse, days: Sequence[date]) -> EventPartitionStats:
+    events = _files_sql(warehouse, RAW_EVENTS, days)
+    rejects = _files_sql(warehouse, QUARANTINE_EVENTS, days)
+    allowed = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    counts = (0, 0, 0, 0)
+    quarantined = 0
     with warehouse.connect() as con:
-        return int(con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchone()[0])
+        if events is not None:
+            counts = con.execute(
+                f"""
+                SELECT count(*),
+                    count(*) FILTER (WHERE customer_id IS NULL OR trim(customer_id) = ''),
+                    count(*) FILTER (WHERE event_type IS NULL OR event_type NOT IN ({allowed})),
+                    count(*) FILTER (WHERE CAST(timezone('UTC', "timestamp") AS DATE) <> "date")
+                FROM {events}
+                """
+            ).fetchone()
+        if rejects is not None:
+            quarantined = con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]
+    return EventPartitionStats(*(int(c) for c in counts), quarantined=int(quarantined))
 
 
-def no_null_customer_ids(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
-    nulls = _count(warehouse, RAW_EVENTS, days, "customer_id IS NULL OR trim(customer_id) = ''")
+def no_null_customer_ids(stats: EventPartitionStats) -> CheckOutcome:
+    nulls = stats.null_customer_ids
     return CheckOutcome(nulls == 0, f"{nulls} stored events without a customer_id", {"violations": nulls})
 
 
-def valid_event_types(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
-    allowed = ", ".join(f"'{t}'" for t in EVENT_TYPES)
-    invalid = _count(warehouse, RAW_EVENTS, days, f"event_type IS NULL OR event_type NOT IN ({allowed})")
+def valid_event_types(stats: EventPartitionStats) -> CheckOutcome:
+    invalid = stats.invalid_event_types
     return CheckOutcome(invalid == 0, f"{invalid} stored events with an unknown event_type", {"violations": invalid})
 
 
-def timestamps_inside_partition(warehouse: Warehouse, days: Sequence[date]) -> CheckOutcome:
-    outside = _count(warehouse, RAW_EVENTS, days, "CAST(timezone('UTC', \"timestamp\") AS DATE) <> \"date\"")
+def timestamps_inside_partition(stats: EventPartitionStats) -> CheckOutcome:
+    outside = stats.outside_partition
     return CheckOutcome(
         outside == 0, f"{outside} stored events whose UTC date is not their partition's", {"violations": outside}
     )
 
 
-def quarantine_rate(warehouse: Warehouse, days: Sequence[date], max_rate: float) -> CheckOutcome:
-    valid = _count(warehouse, RAW_EVENTS, days, "TRUE")
-    quarantined = _count(warehouse, QUARANTINE_EVENTS, days, "TRUE")
-    total = valid + quarantined
-    rate = quarantined / total if total else 0.0
+def quarantine_rate(stats: EventPartitionStats, max_rate: float) -> CheckOutcome:
+    total = stats.rows + stats.quarantined
+    rate = stats.quarantined / total if total else 0.0
     return CheckOutcome(
         rate <= max_rate,
-        f"{quarantined} of {total} input rows quarantined ({rate:.3%}; limit {max_rate:.3%})",
-        {"quarantined": quarantined, "input_rows": total, "rate": rate, "max_rate": max_rate},
+        f"{stats.quarantined} of {total} input rows quarantined ({rate:.3%}; limit {max_rate:.3%})",
+        {"quarantined": stats.quarantined, "input_rows": total, "rate": rate, "max_rate": max_rate},
     )
 
 

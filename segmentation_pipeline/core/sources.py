@@ -24,6 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from .errors import DataValidationError
@@ -129,8 +130,9 @@ class Ingest:
     """Collects input for a range of days, validates it in DuckDB and splits it by day.
 
     Add input with `add_file` (a file of one day, or of many days when `day` is
-    None) or `add_table`; then `collect()` returns the valid and quarantined
-    rows of each day of the range.
+    None) or `add_days` (Arrow tables, one per day); then `collect()` returns the
+    valid and quarantined rows of each day of the range. Every input row carries
+    its source, its row number there and, for per-day input, its partition day.
     """
 
     def __init__(
@@ -152,7 +154,12 @@ class Ingest:
         self._table = f"checked_{contract.spec.name}"
         self._relation_count = 0
         con.execute(f"SET TimeZone = {_sql_string(assume_timezone)}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {self._table} AS {self._checked_sql('empty', None)} LIMIT 0")
+        empty = ", ".join(
+            ["NULL::VARCHAR AS __source", "NULL::BIGINT AS __source_row", "NULL::DATE AS __partition_day"]
+            + [f'NULL::VARCHAR AS "{c}"' for c in contract.spec.columns]
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW empty_input AS SELECT {empty}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {self._table} AS {self._checked_sql('empty_input')} LIMIT 0")
 
     # ----------------------------------------------------------------- input
 
@@ -164,26 +171,44 @@ class Ingest:
         except duckdb.Error as exc:
             raise DataValidationError(f"{path}: cannot be read as {_format_name(path)}: {exc}") from exc
         select = _select_list(path, columns, column_mapping or {}, self.contract)
-        self._add(f"SELECT {select} FROM {reader}", str(path), day)
+        partition_day = f"DATE '{day.isoformat()}'" if day is not None else "NULL::DATE"
+        # row_number() OVER () streams in file order, so it is the row's number in the file.
+        self._add(
+            f"SELECT {_sql_string(str(path))} AS __source, row_number() OVER () AS __source_row, "
+            f"{partition_day} AS __partition_day, {select} FROM {reader}",
+            str(path),
+        )
 
-    def add_table(self, table: pa.Table, label: str, day: date | None = None) -> None:
-        """Validate an Arrow table whose columns already carry the canonical names."""
-        select = _select_list(Path(label), table.column_names, {}, self.contract)
+    def add_days(self, tables: Mapping[date, pa.Table], label: str) -> None:
+        """Validate one Arrow table per day (canonical column names) in a single pass."""
+        parts = []
+        for day, table in sorted(tables.items()):
+            n = table.num_rows
+            parts.append(
+                table.append_column("__source", pa.array([f"{label}:{day.isoformat()}"] * n, pa.string()))
+                .append_column("__source_row", pa.array(np.arange(1, n + 1, dtype=np.int64)))
+                .append_column("__partition_day", pa.array([day] * n, pa.date32()))
+            )
+        if not parts:
+            return
+        combined = pa.concat_tables(parts, promote_options="default")
+        columns = [c for c in combined.column_names if not c.startswith("__")]
+        select = _select_list(Path(label), columns, {}, self.contract)
         self._relation_count += 1
         name = f"arrow_input_{self._relation_count}"
-        self.con.register(name, table)
+        self.con.register(name, combined)
         try:
-            self._add(f"SELECT {select} FROM {name}", label, day)
+            self._add(f"SELECT __source, __source_row, __partition_day, {select} FROM {name}", label)
         finally:
             self.con.unregister(name)
 
-    def _add(self, relation_sql: str, label: str, day: date | None) -> None:
+    def _add(self, relation_sql: str, label: str) -> None:
         self.sources.append(label)
         self._relation_count += 1
         view = f"input_{self._relation_count}"
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {relation_sql}")
         try:
-            self.con.execute(f"INSERT INTO {self._table} {self._checked_sql(view, day, label)}")
+            self.con.execute(f"INSERT INTO {self._table} {self._checked_sql(view)}")
         except duckdb.Error as exc:
             raise DataValidationError(f"{label}: cannot be validated as {self.contract.spec.name}: {exc}") from exc
         finally:
@@ -193,36 +218,34 @@ class Ingest:
 
     def collect(self) -> IngestBatch:
         self._quarantine_duplicates()
-        days = []
-        for day in self.days:
-            valid = self._select_valid(day)
-            quarantined = self._select_quarantined("day = ?", [day])
-            days.append(IngestedDay(day, valid, quarantined))
-        unassigned = self._select_quarantined("day IS NULL", [])
-        return IngestBatch(days, unassigned, list(self.sources))
-
-    def _select_valid(self, day: date) -> pa.Table:
         spec = self.contract.spec
         columns = ", ".join(f'"v_{name}" AS "{name}"' for name in spec.columns)
         order = ", ".join(f'"v_{name}"' for name in (self.contract.time_column, spec.columns[0]))
-        table = self.con.sql(
-            f"SELECT {columns} FROM {self._table} WHERE reason IS NULL AND day = ? ORDER BY {order}",
-            params=[day],
+        valid = self.con.sql(
+            f"SELECT day, {columns} FROM {self._table} WHERE reason IS NULL ORDER BY day, {order}"
         ).to_arrow_table()
-        return conform(table, spec)
-
-    def _select_quarantined(self, where: str, params: list[object]) -> pa.Table:
-        raw = ", ".join(f'"r_{name}" AS "{name}"' for name in self.contract.spec.columns)
-        table = self.con.sql(
-            f"SELECT reason, source, source_row, {raw} FROM {self._table} "
-            f"WHERE reason IS NOT NULL AND {where} ORDER BY source, source_row",
-            params=params,
+        raw = ", ".join(f'"r_{name}" AS "{name}"' for name in spec.columns)
+        quarantined = self.con.sql(
+            f"SELECT day, reason, source, source_row, {raw} FROM {self._table} "
+            "WHERE reason IS NOT NULL ORDER BY day NULLS LAST, source, source_row"
         ).to_arrow_table()
-        return conform(table, self.contract.quarantine)
+        valid_by_day = _split_by_day(valid, spec)
+        quarantined_by_day = _split_by_day(quarantined, self.contract.quarantine)
+        days = [
+            IngestedDay(
+                day,
+                valid_by_day.get(day, spec.empty()),
+                quarantined_by_day.get(day, self.contract.quarantine.empty()),
+            )
+            for day in self.days
+        ]
+        unassigned = quarantined_by_day.get(None, self.contract.quarantine.empty())
+        return IngestBatch(days, unassigned, list(self.sources))
 
     def _quarantine_duplicates(self) -> None:
         if self.contract is not EVENTS:
             return
+        # Find the repeated IDs with a cheap aggregate first; rank only their rows.
         self.con.execute(
             f"""
             UPDATE {self._table} SET reason = 'duplicate_event_id'
@@ -230,137 +253,194 @@ class Ingest:
                 SELECT source, source_row FROM (
                     SELECT source, source_row, row_number() OVER (
                         PARTITION BY day, v_event_id ORDER BY source, source_row) AS occurrence
-                    FROM {self._table} WHERE reason IS NULL
+                    FROM {self._table}
+                    WHERE reason IS NULL AND (day, v_event_id) IN (
+                        SELECT day, v_event_id FROM {self._table} WHERE reason IS NULL
+                        GROUP BY ALL HAVING count(*) > 1
+                    )
                 ) WHERE occurrence > 1
             )
             """
         )
 
-    # ------------------------------------------------------------------- SQL
-
-    def _checked_sql(self, view: str, day: date | None, label: str = "") -> str:
-        if view == "empty":
-            view = "(SELECT " + ", ".join(f'NULL::VARCHAR AS "{c}"' for c in self.contract.spec.columns) + ")"
-        if day is None:
-            start, end = self.days[0], self.days[-1] + timedelta(days=1)
-        else:
-            start, end = day, day + timedelta(days=1)
+    def _checked_sql(self, view: str) -> str:
+        types = {row[0]: row[1] for row in self.con.execute(f"DESCRIBE {view}").fetchall()}
         builder = _event_sql if self.contract is EVENTS else _merge_sql
-        return builder(view, label, start, end, day, self.junk_ids)
+        return builder(view, _Columns(types), self.days[0], self.days[-1] + timedelta(days=1), self.junk_ids)
+
+
+def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Table]:
+    """Slices of a table sorted by its `day` column (nulls last), one per day, without copying."""
+    if table.num_rows == 0:
+        return {}
+    day_column = table.column("day")
+    days = day_column.cast(pa.int32()).fill_null(np.iinfo(np.int32).max).to_numpy()
+    body = table.drop_columns(["day"])
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    ends = np.r_[starts[1:], len(days)]
+    slices: dict[date | None, pa.Table] = {}
+    for start, end in zip(starts, ends):
+        day = day_column[int(start)].as_py()
+        slices[day] = conform(body.slice(int(start), int(end - start)), spec)
+    return slices
 
 
 # ------------------------------------------------------------------------ SQL
+# Both builders read a view with __source, __source_row, __partition_day and the
+# canonical columns. A row of per-day input must fall inside its partition day;
+# a row of multi-day input (__partition_day NULL) belongs to its own UTC date and
+# is kept only when that date is inside the run's range [start, end).
 
 
-def _event_sql(view: str, label: str, start: date, end: date, day: date | None, junk_ids: list[str]) -> str:
-    """Typed values, raw text and the reason a row is rejected, for every input row."""
-    raw = ",\n".join(f'CAST("{c}" AS VARCHAR) AS "r_{c}"' for c in RAW_EVENTS.columns)
+def _bounds_sql(start: date, end: date) -> str:
+    return f"""
+            CASE WHEN __partition_day IS NULL THEN {_utc_bound(start)}
+                 ELSE timezone('UTC', CAST(__partition_day AS TIMESTAMP)) END AS lower_bound,
+            CASE WHEN __partition_day IS NULL THEN {_utc_bound(end)}
+                 ELSE timezone('UTC', CAST(__partition_day + 1 AS TIMESTAMP)) END AS upper_bound"""
+
+
+class _Columns:
+    """SQL that reads a source column by its type: text is parsed, typed values are taken as they are.
+
+    Parsing only what is text keeps typed input (Parquet, the synthetic source)
+    from a round trip through strings.
+    """
+
+    def __init__(self, types: Mapping[str, str]) -> None:
+        self.types = types
+
+    def _is_text(self, column: str) -> bool:
+        return self.types.get(column, "VARCHAR") == "VARCHAR"
+
+    def text(self, column: str) -> str:
+        if self._is_text(column):
+            return f'nullif(trim("{column}"), \'\')'
+        return f'CAST("{column}" AS VARCHAR)'
+
+    def present(self, column: str) -> str:
+        return f"({self.text(column)} IS NOT NULL)" if self._is_text(column) else f'("{column}" IS NOT NULL)'
+
+    def typed(self, column: str, sql_type: str) -> str:
+        if self._is_text(column):
+            return f"TRY_CAST({self.text(column)} AS {sql_type})"
+        return f'TRY_CAST("{column}" AS {sql_type})'
+
+    def raw(self, columns: Sequence[str]) -> str:
+        """The input as text, computed only for rejected rows (CASE evaluates lazily)."""
+        return ",\n        ".join(
+            f'CASE WHEN reason IS NOT NULL THEN CAST("{c}" AS VARCHAR) END AS "r_{c}"' for c in columns
+        )
+
+
+def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: list[str]) -> str:
+    """Typed values, and the reason a row is rejected, for every input row."""
     event_types = ", ".join(_sql_string(t) for t in EVENT_TYPES)
     junk = ", ".join(_sql_string(j) for j in junk_ids) or "NULL"
-    lower, upper = _utc_bound(start), _utc_bound(end)
-    content = "concat_ws('|', customer_id, event_type, epoch_us(ts), session_id, amount_text, quantity_text, product_category, channel, device)"
-    in_window = f"(ts IS NULL OR (ts >= {lower} AND ts < {upper}))"
-    keep = "TRUE" if day is not None else in_window
-    assigned_day = _day_expression(day, "ts")
+    content = (
+        "concat_ws('|', customer_id_value, event_type_value, epoch_us(ts), session_id_value, amount_value, "
+        "quantity_value, product_category_value, channel_value, device_value)"
+    )
     return f"""
-    WITH numbered AS (
-        SELECT row_number() OVER () AS source_row, * FROM {view}
-    ), typed AS (
+    WITH typed AS (
         SELECT
-            source_row,
-            {raw},
-            nullif(trim(CAST("event_id" AS VARCHAR)), '') AS given_event_id,
-            nullif(trim(CAST("customer_id" AS VARCHAR)), '') AS customer_id,
-            lower(nullif(trim(CAST("event_type" AS VARCHAR)), '')) AS event_type,
-            TRY_CAST("timestamp" AS TIMESTAMPTZ) AS ts,
-            nullif(trim(CAST("session_id" AS VARCHAR)), '') AS session_id,
-            nullif(trim(CAST("amount" AS VARCHAR)), '') AS amount_text,
-            TRY_CAST(nullif(trim(CAST("amount" AS VARCHAR)), '') AS DOUBLE) AS amount,
-            nullif(trim(CAST("quantity" AS VARCHAR)), '') AS quantity_text,
-            TRY_CAST(TRY_CAST(nullif(trim(CAST("quantity" AS VARCHAR)), '') AS DOUBLE) AS INTEGER) AS quantity,
-            nullif(trim(CAST("product_category" AS VARCHAR)), '') AS product_category,
-            lower(nullif(trim(CAST("channel" AS VARCHAR)), '')) AS channel,
-            lower(nullif(trim(CAST("device" AS VARCHAR)), '')) AS device
-        FROM numbered
+            *,
+            {columns.text("event_id")} AS given_event_id,
+            {columns.text("customer_id")} AS customer_id_value,
+            lower({columns.text("event_type")}) AS event_type_value,
+            {columns.present("timestamp")} AS has_timestamp,
+            {columns.typed("timestamp", "TIMESTAMPTZ")} AS ts,
+            {columns.text("session_id")} AS session_id_value,
+            {columns.present("amount")} AS has_amount,
+            {columns.typed("amount", "DOUBLE")} AS amount_value,
+            {columns.present("quantity")} AS has_quantity,
+            TRY_CAST({columns.typed("quantity", "DOUBLE")} AS INTEGER) AS quantity_value,
+            {columns.text("product_category")} AS product_category_value,
+            lower({columns.text("channel")}) AS channel_value,
+            lower({columns.text("device")}) AS device_value,
+            {_bounds_sql(start, end)}
+        FROM {view}
     ), judged AS (
         SELECT *,
             CASE
-                WHEN customer_id IS NULL THEN 'missing_customer_id'
-                WHEN lower(customer_id) IN ({junk}) THEN 'junk_customer_id'
-                WHEN event_type IS NULL THEN 'missing_event_type'
-                WHEN event_type NOT IN ({event_types}) THEN 'unknown_event_type'
-                WHEN nullif(trim("r_timestamp"), '') IS NULL THEN 'missing_timestamp'
+                WHEN customer_id_value IS NULL THEN 'missing_customer_id'
+                WHEN lower(customer_id_value) IN ({junk}) THEN 'junk_customer_id'
+                WHEN event_type_value IS NULL THEN 'missing_event_type'
+                WHEN event_type_value NOT IN ({event_types}) THEN 'unknown_event_type'
+                WHEN NOT has_timestamp THEN 'missing_timestamp'
                 WHEN ts IS NULL THEN 'unparsable_timestamp'
-                WHEN ts < {lower} OR ts >= {upper} THEN 'timestamp_outside_partition'
-                WHEN amount_text IS NOT NULL AND amount IS NULL THEN 'unparsable_amount'
-                WHEN event_type IN ('purchase', 'refund') AND amount IS NULL THEN 'missing_amount'
-                WHEN event_type = 'purchase' AND amount < 0 THEN 'negative_amount'
-                WHEN quantity_text IS NOT NULL AND (quantity IS NULL OR quantity < 0) THEN 'unparsable_quantity'
-            END AS reason,
-            row_number() OVER (PARTITION BY {content} ORDER BY source_row) AS occurrence
+                WHEN ts < lower_bound OR ts >= upper_bound THEN 'timestamp_outside_partition'
+                WHEN has_amount AND amount_value IS NULL THEN 'unparsable_amount'
+                WHEN event_type_value IN ('purchase', 'refund') AND amount_value IS NULL THEN 'missing_amount'
+                WHEN event_type_value = 'purchase' AND amount_value < 0 THEN 'negative_amount'
+                WHEN has_quantity AND (quantity_value IS NULL OR quantity_value < 0) THEN 'unparsable_quantity'
+            END AS reason
         FROM typed
-        WHERE {keep}
+        WHERE __partition_day IS NOT NULL OR ts IS NULL OR (ts >= lower_bound AND ts < upper_bound)
+    ), identified AS (
+        SELECT *, NULL::VARCHAR AS derived_event_id FROM judged WHERE given_event_id IS NOT NULL
+        UNION ALL
+        -- Identical rows get distinct, stable IDs: a transaction log may hold two
+        -- equal purchases, and a re-run must derive the same IDs again.
+        SELECT *, 'h' || substr(md5({content} || '|' || row_number() OVER (
+                PARTITION BY __source, {content} ORDER BY __source_row)), 1, 24)
+        FROM judged WHERE given_event_id IS NULL
     )
     SELECT
-        {assigned_day} AS day,
-        {_sql_string(label)} AS source,
-        source_row,
+        coalesce(__partition_day, CAST(timezone('UTC', ts) AS DATE)) AS day,
+        __source AS source,
+        __source_row AS source_row,
         reason,
-        {", ".join(f'"r_{c}"' for c in RAW_EVENTS.columns)},
-        coalesce(given_event_id, 'h' || substr(md5({content} || '|' || occurrence), 1, 24)) AS v_event_id,
-        customer_id AS v_customer_id,
-        event_type AS v_event_type,
+        {columns.raw(RAW_EVENTS.columns)},
+        coalesce(given_event_id, derived_event_id) AS v_event_id,
+        customer_id_value AS v_customer_id,
+        event_type_value AS v_event_type,
         ts AS v_timestamp,
-        session_id AS v_session_id,
-        CASE WHEN event_type IN ('purchase', 'refund') THEN abs(amount) END AS v_amount,
-        quantity AS v_quantity,
-        product_category AS v_product_category,
-        channel AS v_channel,
-        device AS v_device
-    FROM judged
+        session_id_value AS v_session_id,
+        CASE WHEN event_type_value IN ('purchase', 'refund') THEN abs(amount_value) END AS v_amount,
+        quantity_value AS v_quantity,
+        product_category_value AS v_product_category,
+        channel_value AS v_channel,
+        device_value AS v_device
+    FROM identified
     """
 
 
-def _merge_sql(view: str, label: str, start: date, end: date, day: date | None, junk_ids: list[str]) -> str:
-    """Merge records are judged like events; merged_at may be earlier than the day (late arrival)."""
-    raw = ",\n".join(f'CAST("{c}" AS VARCHAR) AS "r_{c}"' for c in ID_HISTORY.columns)
-    upper = _utc_bound(end)
-    lower = _utc_bound(start)
-    keep = "TRUE" if day is not None else f"(merged_at IS NULL OR (merged_at >= {lower} AND merged_at < {upper}))"
-    assigned_day = _day_expression(day, "merged_at")
+def _merge_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: list[str]) -> str:
+    """Merge records are judged like events, but merged_at may lie before the day (a late arrival)."""
     return f"""
-    WITH numbered AS (
-        SELECT row_number() OVER () AS source_row, * FROM {view}
-    ), typed AS (
+    WITH typed AS (
         SELECT
-            source_row,
-            {raw},
-            nullif(trim(CAST("old_id" AS VARCHAR)), '') AS old_id,
-            nullif(trim(CAST("new_id" AS VARCHAR)), '') AS new_id,
-            TRY_CAST("merged_at" AS TIMESTAMPTZ) AS merged_at
-        FROM numbered
+            *,
+            {columns.text("old_id")} AS old_id_value,
+            {columns.text("new_id")} AS new_id_value,
+            {columns.present("merged_at")} AS has_merged_at,
+            {columns.typed("merged_at", "TIMESTAMPTZ")} AS merged_at_value,
+            {_bounds_sql(start, end)}
+        FROM {view}
     ), judged AS (
         SELECT *,
             CASE
-                WHEN old_id IS NULL THEN 'missing_old_id'
-                WHEN new_id IS NULL THEN 'missing_new_id'
-                WHEN old_id = new_id THEN 'self_merge'
-                WHEN nullif(trim("r_merged_at"), '') IS NULL THEN 'missing_merged_at'
-                WHEN merged_at IS NULL THEN 'unparsable_merged_at'
-                WHEN merged_at >= {upper} THEN 'merged_at_after_partition'
+                WHEN old_id_value IS NULL THEN 'missing_old_id'
+                WHEN new_id_value IS NULL THEN 'missing_new_id'
+                WHEN old_id_value = new_id_value THEN 'self_merge'
+                WHEN NOT has_merged_at THEN 'missing_merged_at'
+                WHEN merged_at_value IS NULL THEN 'unparsable_merged_at'
+                WHEN merged_at_value >= upper_bound THEN 'merged_at_after_partition'
             END AS reason
         FROM typed
-        WHERE {keep}
+        WHERE __partition_day IS NOT NULL OR merged_at_value IS NULL
+            OR (merged_at_value >= lower_bound AND merged_at_value < upper_bound)
     )
     SELECT
-        {assigned_day} AS day,
-        {_sql_string(label)} AS source,
-        source_row,
+        coalesce(__partition_day, CAST(timezone('UTC', merged_at_value) AS DATE)) AS day,
+        __source AS source,
+        __source_row AS source_row,
         reason,
-        {", ".join(f'"r_{c}"' for c in ID_HISTORY.columns)},
-        old_id AS v_old_id,
-        new_id AS v_new_id,
-        merged_at AS v_merged_at
+        {columns.raw(ID_HISTORY.columns)},
+        old_id_value AS v_old_id,
+        new_id_value AS v_new_id,
+        merged_at_value AS v_merged_at
     FROM judged
     """
 
@@ -478,13 +558,6 @@ def _quote_identifier(name: str) -> str:
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _day_expression(day: date | None, time_column: str) -> str:
-    """The partition a row belongs to: the folder's day, or its own UTC date (NULL if unreadable)."""
-    if day is not None:
-        return f"DATE '{day.isoformat()}'"
-    return f"CAST(timezone('UTC', {time_column}) AS DATE)"
 
 
 def _utc_bound(day: date) -> str:

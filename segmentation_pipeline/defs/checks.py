@@ -50,11 +50,12 @@ def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.
 
 
 def raw_events_results(warehouse: Warehouse, days: Sequence[date], max_quarantine_rate: float) -> list[dg.AssetCheckResult]:
+    stats = quality.event_partition_stats(warehouse, days)
     return [
-        _result("no_null_customer_ids", quality.no_null_customer_ids(warehouse, days)),
-        _result("valid_event_types", quality.valid_event_types(warehouse, days)),
-        _result("timestamps_inside_partition", quality.timestamps_inside_partition(warehouse, days)),
-        _result("quarantine_rate", quality.quarantine_rate(warehouse, days, max_quarantine_rate), warn=True),
+        _result("no_null_customer_ids", quality.no_null_customer_ids(stats)),
+        _result("valid_event_types", quality.valid_event_types(stats)),
+        _result("timestamps_inside_partition", quality.timestamps_inside_partition(stats)),
+        _result("quarantine_rate", quality.quarantine_rate(stats, max_quarantine_rate), warn=True),
     ]
 
 

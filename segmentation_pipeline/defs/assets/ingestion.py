@@ -4,20 +4,19 @@ Both use a single-run backfill policy: a backfill of a date range is one run
 that reads the source once and writes one partition per day.
 """
 
-
-from datetime import date
-
 import dagster as dg
-import pyarrow.compute as pc
 from pydantic import Field
 
-from ...core.ingestion import EVENTS, MERGES, StoredBatch, ingest_days, store_batch
 from ...core import synthetic
+from ...core.ingestion import EVENTS, MERGES, IngestSummary, ingest
 from ...core.schemas import DEFAULT_JUNK_IDS, ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
 from ..checks import RAW_EVENTS_CHECKS, raw_events_results
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_days
 from ..resources import EventSourceResource, WarehouseResource
+
+
+ROWS_PER_DAY_TABLE_LIMIT = 31
 
 
 class IngestionConfig(dg.Config):
@@ -27,6 +26,9 @@ class IngestionConfig(dg.Config):
     )
     max_quarantine_rate: float = Field(
         default=0.05, description="Above this share of quarantined input rows the quarantine_rate check warns."
+    )
+    chunk_days: int = Field(
+        default=31, description="Days validated and written together; bounds the memory of long backfills."
     )
 
 
@@ -52,14 +54,12 @@ def raw_events(
     store = warehouse.warehouse()
     days = partition_days(context)
     source = event_source.source(store.root)
-    with store.connect() as con:
-        batch, without_input = ingest_days(con, EVENTS, days, source, config.junk_ids)
-    stored = store_batch(store, EVENTS, batch)
+    summary = ingest(store, EVENTS, days, source, config.junk_ids, config.chunk_days)
     if isinstance(source, synthetic.SyntheticSettings):
         store.write_file(SYNTHETIC_TRUTH, "synthetic_truth/ground_truth.parquet", synthetic.ground_truth(source))
     store.refresh_catalog(TABLES.values())
-    metadata = _ingestion_metadata(stored, without_input)
-    metadata["rows_by_event_type"] = counts_table(_by_event_type(stored), "event_type")
+    metadata = _ingestion_metadata(summary)
+    metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=raw_events_results(store, days, config.max_quarantine_rate),
@@ -84,38 +84,30 @@ def id_history(
     One row per merge record; merged_at may lie before the day (late arrivals).
     """
     store = warehouse.warehouse()
-    days = partition_days(context)
-    with store.connect() as con:
-        batch, without_input = ingest_days(con, MERGES, days, event_source.source(store.root), config.junk_ids)
-    stored = store_batch(store, MERGES, batch)
+    source = event_source.source(store.root)
+    summary = ingest(store, MERGES, partition_days(context), source, config.junk_ids, config.chunk_days)
     store.refresh_catalog(TABLES.values())
-    return dg.MaterializeResult(metadata=_ingestion_metadata(stored, without_input))
+    return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
 
 
-def _by_event_type(stored: StoredBatch) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for day in stored.batch.days:
-        for entry in pc.value_counts(day.valid.column("event_type")).to_pylist():
-            counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
-    return dict(sorted(counts.items()))
-
-
-def _ingestion_metadata(stored: StoredBatch, without_input: list[date]) -> dict[str, object]:
-    batch = stored.batch
-    rows_per_day = {day.day.isoformat(): day.valid.num_rows for day in batch.days}
-    last_day = batch.days[-1]
+def _ingestion_metadata(summary: IngestSummary) -> dict[str, object]:
     metadata: dict[str, object] = {
-        "dagster/row_count": batch.valid_rows,
-        "days": len(batch.days),
-        "quarantined_rows": batch.quarantined_rows,
-        "quarantine_reasons": counts_table(batch.quarantine_reasons(), "reason"),
-        "input_sources": len(batch.sources),
-        "days_without_input": [day.isoformat() for day in without_input],
-        "path": dg.MetadataValue.path(str(stored.written[-1].path.parent.parent)),
-        "preview": preview(last_day.valid),
+        "dagster/row_count": summary.valid_rows,
+        "days": len(summary.days),
+        "quarantined_rows": summary.quarantined_rows,
+        "quarantine_reasons": counts_table(dict(sorted(summary.quarantine_reasons.items())), "reason"),
+        "input_sources": summary.sources,
+        "days_without_input": [day.isoformat() for day in summary.days_without_input],
+        "path": dg.MetadataValue.path(str(summary.written[-1].path.parent.parent)),
     }
-    if len(batch.days) > 1:
-        metadata["rows_per_day"] = counts_table(rows_per_day, "day")
-    if stored.unassigned_path is not None:
-        metadata["unassigned_quarantine"] = dg.MetadataValue.path(str(stored.unassigned_path))
+    if summary.preview is not None:
+        metadata["preview"] = preview(summary.preview)
+    # Every partition of a ranged run carries this metadata, so a long range gets a summary, not a table.
+    if 1 < len(summary.days) <= ROWS_PER_DAY_TABLE_LIMIT:
+        metadata["rows_per_day"] = counts_table({d.isoformat(): n for d, n in summary.rows_per_day.items()}, "day")
+    elif summary.rows_per_day:
+        counts = sorted(summary.rows_per_day.values())
+        metadata["rows_per_day_min_median_max"] = f"{counts[0]:,} / {counts[len(counts) // 2]:,} / {counts[-1]:,}"
+    if summary.unassigned_paths:
+        metadata["unassigned_quarantine"] = [str(path) for path in summary.unassigned_paths]
     return metadata
