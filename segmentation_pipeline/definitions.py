@@ -7,13 +7,16 @@ from .defs.assets.identity import merge_map
 from .defs.assets.ingestion import id_history, raw_events
 from .defs.jobs import segmentation_job
 from .defs.partitions import SETTINGS
-from .defs.resources import EventSourceResource, WarehouseResource
+from .defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, merge_map],
     jobs=[segmentation_job],
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),
-        "event_source": EventSourceResource(kind=SETTINGS.source, start_date=SETTINGS.start_date.isoformat()),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(
+            **({"kind": SETTINGS.source, "start_date": SETTINGS.start_date.isoformat()} | SETTINGS.source_config)
+        ),
     },
 )

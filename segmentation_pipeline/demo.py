@@ -58,7 +58,7 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
             "count(*) FILTER (WHERE in_cycle), count(*) FILTER (WHERE is_junk) FROM merge_map_latest"
         ).fetchone()
     lines = [
-        f"History {first} .. {last} ({(last - first).days + 1} days), source: {SETTINGS.source}",
+        f"History {first} .. {last} ({(last - first).days + 1} days), source: {defs.resources['event_source'].kind}",
         f"  raw_events:  {events:,} events from {customers:,} customer IDs; {quarantined:,} rows quarantined",
         "               " + ", ".join(f"{kind} {count:,}" for kind, count in by_type),
         f"  merge_map:   {ids:,} IDs in the merge history resolve to {canonical:,} customers as of {last}"

@@ -55,10 +55,28 @@ def test_records_out_of_order_give_the_same_map() -> None:
     assert mapping(in_order) == {"A": "D", "B": "D", "C": "D", "D": "D", "X": "Y", "Y": "Y"}
 
 
-def test_latest_merge_decides_when_a_chain_arrives_backwards() -> None:
-    # B -> C happened before A -> B: the component's latest merge points to B.
+def test_a_late_merge_into_a_retired_id_follows_its_chain() -> None:
+    # A -> B -> C, then a cookie D is merged into the retired A: the customer stays C.
+    result = resolve_merges(
+        history(("A", "B", "2025-01-01"), ("B", "C", "2025-01-02"), ("D", "A", "2025-01-09"))
+    )
+    assert mapping(result.merge_map) == {"A": "C", "B": "C", "C": "C", "D": "C"}
+    assert column(result.merge_map, "chain_depth") == {"A": 2, "B": 1, "C": 0, "D": 3}
+
+
+def test_chain_recorded_backwards_in_time_still_ends_at_its_last_id() -> None:
+    # B -> C was recorded before A -> B: the latest merge points to B, whose chain ends at C.
     result = resolve_merges(history(("B", "C", "2025-01-01"), ("A", "B", "2025-01-05")))
-    assert mapping(result.merge_map) == {"A": "B", "B": "B", "C": "B"}
+    assert mapping(result.merge_map) == {"A": "C", "B": "C", "C": "C"}
+
+
+def test_hub_limit_counts_distinct_neighbours() -> None:
+    # P and its 3 neighbours, linked both ways and twice over: 3 neighbours, not 12 links.
+    records = [(a, b, "2025-01-01") for n in ("X", "Y", "Z") for a, b in (("P", n), (n, "P"))] * 2
+    result = resolve_merges(history(*records), ResolverSettings(max_links_per_id=3))
+    assert result.report.junk_ids == []
+    assert set(mapping(result.merge_map).values()) == {mapping(result.merge_map)["P"]}
+    assert [j.id for j in resolve_merges(history(*records), ResolverSettings(max_links_per_id=2)).report.junk_ids] == ["P"]
 
 
 def test_cycle_is_resolved_by_the_latest_merge_and_reported() -> None:

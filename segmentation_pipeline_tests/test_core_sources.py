@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -95,7 +95,7 @@ BAD_ROWS = (
     "unknown,purchase,2025-03-10T10:00:00Z,10,1\n"  # 3 junk customer
     "c2,clicked,2025-03-10T10:00:00Z,,\n"  # 4 unknown event type
     "c3,page_view,yesterday,,\n"  # 5 unparsable timestamp
-    "c4,page_view,2025-03-11T00:00:00Z,,\n"  # 6 outside the partition
+    "c4,page_view,2025-03-12T00:00:00Z,,\n"  # 6 two days after the folder's day
     "c5,purchase,2025-03-10T10:00:00Z,-3,1\n"  # 7 negative purchase amount
     "c6,purchase,2025-03-10T10:00:00Z,ten,1\n"  # 8 unparsable amount
     "c7,purchase,2025-03-10T10:00:00Z,,1\n"  # 9 purchase without amount
@@ -171,11 +171,76 @@ def test_parquet_with_naive_times_in_an_assumed_zone(tmp_path: Path) -> None:
         ),
         path,
     )
-    batch = ingest((path, DAY), mapping={}, assume_timezone="America/New_York")
-    valid = batch.days[0].valid
-    # 09:00 in New York is 13:00 UTC; 20:00 in New York is 00:00 UTC the next day.
-    assert valid.column("timestamp").to_pylist() == [utc("2025-03-10T13:00:00Z")]
-    assert batch.days[0].quarantined.column("reason").to_pylist() == ["timestamp_outside_partition"]
+    batch = ingest((path, DAY), mapping={}, days=[DAY, date(2025, 3, 11)], assume_timezone="America/New_York")
+    # 09:00 in New York is 13:00 UTC; 20:00 in New York is 00:00 UTC the next day, and goes there.
+    assert batch.days[0].valid.column("timestamp").to_pylist() == [utc("2025-03-10T13:00:00Z")]
+    assert batch.days[1].valid.column("timestamp").to_pylist() == [utc("2025-03-11T00:00:00Z")]
+    assert batch.quarantined_rows == 0
+
+
+def test_a_local_day_folder_feeds_the_neighbouring_utc_days(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "tokyo.csv",
+        "customer_id,event_type,timestamp\n"
+        "c1,page_view,2025-03-10T08:00:00+09:00\n"  # 2025-03-09 23:00 UTC
+        "c2,page_view,2025-03-10T12:00:00+09:00\n"  # 2025-03-10 03:00 UTC
+        "c3,page_view,2025-03-12T12:00:00+09:00\n",  # two days away: not this folder's
+    )
+    days = [date(2025, 3, 9), DAY, date(2025, 3, 11)]
+    batch = ingest((path, DAY), mapping={}, days=days)
+    assert [day.valid.column("customer_id").to_pylist() for day in batch.days] == [["c1"], ["c2"], []]
+    assert [day.quarantined.column("reason").to_pylist() for day in batch.days] == [
+        [],
+        ["timestamp_outside_partition"],
+        [],
+    ]
+    # Run for the folder's day alone, the neighbour's row is left to the neighbour's run.
+    alone = ingest((path, DAY), mapping={}, days=[DAY])
+    assert alone.days[0].valid.column("customer_id").to_pylist() == ["c2"]
+    assert alone.quarantined_rows == 1
+
+
+def test_plain_dates_are_utc_days_in_any_zone(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", "customer_id,timestamp,amount\nc1,2025-03-10,5\n")
+    batch = ingest((path, DAY), mapping={}, assume_timezone="Europe/Berlin")
+    assert batch.days[0].valid.column("timestamp").to_pylist() == [utc("2025-03-10T00:00:00Z")]
+
+
+def test_an_explicit_mapping_wins_over_a_column_with_the_canonical_name(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "e.csv", "customer_id,cust,event_type,timestamp\nLEGACY-1,c1,page_view,2025-03-10T01:00:00Z\n"
+    )
+    batch = ingest((path, DAY), mapping={"cust": "customer_id"})
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["c1"]
+
+
+def test_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([103.0, None, 7.5]),
+                "event_type": ["page_view"] * 3,
+                "timestamp": pa.array([datetime(2025, 3, 10, 1, tzinfo=timezone.utc)] * 3),
+            }
+        ),
+        path,
+    )
+    batch = ingest((path, DAY), mapping={})
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["103", "7.5"]
+    assert batch.days[0].quarantined.column("reason").to_pylist() == ["missing_customer_id"]
+
+
+def test_ragged_and_empty_csv_files(tmp_path: Path) -> None:
+    ragged = write_csv(
+        tmp_path / "ragged.csv",
+        "customer_id,event_type,timestamp\nc1,page_view,2025-03-10T01:00:00Z,extra\nc2,page_view\n",
+    )
+    empty = write_csv(tmp_path / "empty.csv", "")
+    header_only = write_csv(tmp_path / "header.csv", "customer_id,event_type,timestamp\n")
+    batch = ingest((ragged, DAY), (empty, DAY), (header_only, DAY), mapping={})
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["c1"]
+    assert batch.days[0].quarantined.column("reason").to_pylist() == ["missing_timestamp"]
 
 
 def test_one_file_split_by_day(tmp_path: Path) -> None:

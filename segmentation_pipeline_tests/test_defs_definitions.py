@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from segmentation_pipeline.core.settings import Settings
 from segmentation_pipeline.definitions import defs
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_graph_has_the_foundation_assets_on_one_daily_partitioning() -> None:
     (daily,) = partitions
     assert isinstance(daily, dg.DailyPartitionsDefinition)
     assert daily.timezone == "UTC"
-    assert daily.get_first_partition_key() == "2025-01-01"
+    assert daily.get_first_partition_key() == Settings.from_env().start_date.isoformat()
     assert graph.get(dg.AssetKey("merge_map")).parent_keys == {dg.AssetKey("id_history")}
     for key in ("raw_events", "id_history"):
         assert graph.get(dg.AssetKey(key)).backfill_policy == dg.BackfillPolicy.single_run()

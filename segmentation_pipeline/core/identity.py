@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -37,8 +37,9 @@ EXAMPLES = 5
 class ResolverSettings:
     junk_ids: tuple[str, ...] = DEFAULT_JUNK_IDS
     #: An ID linked to more distinct IDs than this is a hub (a shared device, a test
-    #: account), not a person.
-    max_links_per_id: int = 50
+    #: account), not a person. A person with many devices and guest sessions can
+    #: reach dozens; hubs reach hundreds or thousands.
+    max_links_per_id: int = 100
     max_chain_depth: int = 20
     strict: bool = False
 
@@ -95,114 +96,160 @@ def resolve_merges(records: pa.Table, settings: ResolverSettings | None = None) 
     """Resolve merge records (ID_HISTORY schema) into the merge map (MERGE_MAP schema)."""
     settings = settings or ResolverSettings()
     report = MergeReport(records=records.num_rows)
-    links = _distinct_links(conform(records, ID_HISTORY).to_pandas())
-    report.distinct_links = len(links)
-    ids, old_code, new_code = _encode(links)
-    n = len(ids)
+    graph = _MergeGraph.from_records(conform(records, ID_HISTORY))
+    n = graph.size
     report.ids = n
     if n == 0:
         return MergeResolution(MERGE_MAP.empty(), report)
 
-    junk_reason, link_counts = _find_junk(ids, old_code, new_code, settings)
-    usable = ~(junk_reason[old_code].astype(bool) | junk_reason[new_code].astype(bool))
-    report.ignored_junk_links = int((~usable).sum())
-    report.junk_ids = [
-        JunkId(ids[i], junk_reason[i], int(link_counts[i])) for i in np.flatnonzero(junk_reason.astype(bool))
-    ]
-    links = links[usable].reset_index(drop=True)
-    old_code, new_code = old_code[usable], new_code[usable]
+    junk_reason, link_counts = _find_junk(graph, settings)
+    is_junk = junk_reason != ""
+    report.distinct_links = len(graph.old)
+    graph = graph.without(is_junk[graph.old] | is_junk[graph.new])
+    report.ignored_junk_links = report.distinct_links - len(graph.old)
+    report.junk_ids = [JunkId(graph.id(i), junk_reason[i], int(link_counts[i])) for i in np.flatnonzero(is_junk)]
 
-    graph = coo_matrix((np.ones(len(links), dtype=np.int8), (old_code, new_code)), shape=(n, n)).tocsr()
-    _, component = connected_components(graph, directed=True, connection="weak")
+    adjacency = coo_matrix((np.ones(len(graph.old), dtype=np.int8), (graph.old, graph.new)), shape=(n, n)).tocsr()
+    _, component = connected_components(adjacency, directed=True, connection="weak")
     component_size = np.bincount(component)[component]
-    canonical = _canonical_codes(links, old_code, new_code, component, n)
-
-    _, strong = connected_components(graph, directed=True, connection="strong")
+    _, strong = connected_components(adjacency, directed=True, connection="strong")
     in_cycle = np.bincount(strong)[strong] > 1  # on a directed cycle: a strong component of 2+ IDs
-    _report_cycles(report, ids, in_cycle, strong, settings)
-    depth = _chain_depths(links, old_code, new_code, in_cycle, n)
-    _report_depths(report, ids, depth, settings)
+    _report_cycles(report, graph, in_cycle, strong, settings)
+    chain_end, depth = _follow_chains(graph, in_cycle)
+    _report_depths(report, graph, depth, settings)
+    canonical = _canonical_codes(graph, component, chain_end)
 
-    report.customers = int(np.unique(canonical[junk_reason == ""]).size)
+    report.customers = int(np.unique(canonical[~is_junk]).size)
     report.merged_ids = int((canonical != np.arange(n)).sum())
     report.largest_component = int(component_size.max())
     table = pa.table(
         {
-            "old_id": pa.array(ids, pa.string()),
-            "canonical_id": pa.array(ids[canonical], pa.string()),
+            "old_id": graph.ids,
+            "canonical_id": graph.ids.take(pa.array(canonical)),
             "component_size": pa.array(component_size, pa.int64()),
             "chain_depth": pa.array(depth, pa.int64()),
             "in_cycle": pa.array(in_cycle),
-            "is_junk": pa.array(junk_reason != ""),
-            "junk_reason": pa.array(np.where(junk_reason == "", None, junk_reason), pa.string()),
+            "is_junk": pa.array(is_junk),
+            "junk_reason": pa.array(np.where(is_junk, junk_reason, None), pa.string()),
         }
     )
-    table = table.sort_by("old_id")
+    table = table.take(pa.array(graph.by_name))
     return MergeResolution(conform(table, MERGE_MAP), report)
 
 
-def _distinct_links(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (old_id, new_id) with its latest merged_at; self-links dropped."""
-    links = records.assign(old_id=records["old_id"].str.strip(), new_id=records["new_id"].str.strip())
-    links = links[links["old_id"] != links["new_id"]]
-    links = links.sort_values(["merged_at", "new_id", "old_id"], kind="stable")
-    return links.drop_duplicates(["old_id", "new_id"], keep="last").reset_index(drop=True)
+@dataclass(frozen=True)
+class _MergeGraph:
+    """Distinct links between integer-coded IDs, each with its latest merge time.
+
+    IDs are coded once; every later sort is over integers. `rank` is each ID's
+    position in name order, used for deterministic tie-breaks.
+    """
+
+    ids: pa.StringArray
+    rank: np.ndarray
+    by_name: np.ndarray
+    old: np.ndarray
+    new: np.ndarray
+    merged_at: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def id(self, code: int) -> str:
+        return self.ids[int(code)].as_py()
+
+    @classmethod
+    def from_records(cls, records: pa.Table) -> _MergeGraph:
+        old = pc.utf8_trim_whitespace(records.column("old_id").combine_chunks())
+        new = pc.utf8_trim_whitespace(records.column("new_id").combine_chunks())
+        encoded = pc.dictionary_encode(pa.concat_arrays([old, new]))
+        ids = encoded.dictionary
+        codes = encoded.indices.to_numpy().astype(np.int64)
+        by_name = pc.sort_indices(ids).to_numpy()
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[by_name] = np.arange(len(ids))
+        graph = cls(
+            ids=ids,
+            rank=rank,
+            by_name=by_name,
+            old=codes[: len(old)],
+            new=codes[len(old) :],
+            merged_at=records.column("merged_at").combine_chunks().cast(pa.int64()).to_numpy(),
+        )
+        return graph._distinct()
+
+    def without(self, drop: np.ndarray) -> _MergeGraph:
+        keep = ~drop
+        return _MergeGraph(self.ids, self.rank, self.by_name, self.old[keep], self.new[keep], self.merged_at[keep])
+
+    def _distinct(self) -> _MergeGraph:
+        """One link per (old, new) with its latest time; self-links dropped."""
+        not_self = self.old != self.new
+        old, new, merged_at = self.old[not_self], self.new[not_self], self.merged_at[not_self]
+        order = np.lexsort((merged_at, new, old))
+        old, new, merged_at = old[order], new[order], merged_at[order]
+        last = np.r_[(old[1:] != old[:-1]) | (new[1:] != new[:-1]), True] if len(old) else np.zeros(0, bool)
+        return _MergeGraph(self.ids, self.rank, self.by_name, old[last], new[last], merged_at[last])
+
+    def latest_first_order(self, group: np.ndarray) -> np.ndarray:
+        """Link order by group, then merge time, then target and source name: the last is the latest."""
+        return np.lexsort((self.rank[self.old], self.rank[self.new], self.merged_at, group))
 
 
-def _encode(links: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    codes, ids = pd.factorize(pd.concat([links["old_id"], links["new_id"]], ignore_index=True))
-    ids = np.asarray(ids, dtype=object)
-    return ids, codes[: len(links)], codes[len(links) :]
-
-
-def _find_junk(
-    ids: np.ndarray, old_code: np.ndarray, new_code: np.ndarray, settings: ResolverSettings
-) -> tuple[np.ndarray, np.ndarray]:
+def _find_junk(graph: _MergeGraph, settings: ResolverSettings) -> tuple[np.ndarray, np.ndarray]:
     """Reason per ID ("" for a real ID) and its number of distinct linked IDs."""
-    n = len(ids)
-    link_counts = np.bincount(old_code, minlength=n) + np.bincount(new_code, minlength=n)
-    blocked = {junk.strip().lower() for junk in settings.junk_ids}
+    n = graph.size
+    low, high = np.minimum(graph.old, graph.new), np.maximum(graph.old, graph.new)
+    pairs = np.unique(low * n + high)  # A->B and B->A are one neighbour
+    link_counts = np.bincount(pairs // n, minlength=n) + np.bincount(pairs % n, minlength=n)
+    blocked_names = pa.array(sorted({junk.strip().lower() for junk in settings.junk_ids}), pa.string())
+    is_blocked = pc.is_in(pc.utf8_lower(graph.ids), value_set=blocked_names).to_numpy(zero_copy_only=False)
     reason = np.full(n, "", dtype=object)
-    is_hub = link_counts > settings.max_links_per_id
-    reason[is_hub] = f"linked to more than {settings.max_links_per_id} IDs"
-    is_blocked = np.fromiter((str(i).lower() in blocked for i in ids), dtype=bool, count=n)
+    reason[link_counts > settings.max_links_per_id] = f"linked to more than {settings.max_links_per_id} IDs"
     reason[is_blocked] = "block list"
     return reason, link_counts
 
 
-def _canonical_codes(
-    links: pd.DataFrame, old_code: np.ndarray, new_code: np.ndarray, component: np.ndarray, n: int
-) -> np.ndarray:
-    """Per ID, the ID that its component's latest merge points to (ties: largest new_id, old_id)."""
-    canonical = np.arange(n)
-    if len(links) == 0:
+def _canonical_codes(graph: _MergeGraph, component: np.ndarray, chain_end: np.ndarray) -> np.ndarray:
+    """Per ID, where its component's latest merge points to, followed to the end of that ID's chain.
+
+    Following the chain matters when the latest merge points to an ID that was
+    itself merged away earlier (a late cookie merged into a retired account):
+    the customer stays under their current ID. Ties: largest new_id, then old_id.
+    """
+    canonical = np.arange(graph.size)
+    if len(graph.old) == 0:
         return canonical
-    latest = pd.DataFrame(
-        {
-            "component": component[old_code],
-            "merged_at": links["merged_at"].to_numpy(),
-            "new_id": links["new_id"].to_numpy(),
-            "old_id": links["old_id"].to_numpy(),
-            "target": new_code,
-        }
-    )
-    latest = latest.sort_values(["component", "merged_at", "new_id", "old_id"], kind="stable")
-    latest = latest.drop_duplicates("component", keep="last")
+    link_component = component[graph.old]
+    order = graph.latest_first_order(link_component)
+    sorted_component = link_component[order]
+    last = np.r_[sorted_component[1:] != sorted_component[:-1], True]
     target_of_component = np.full(component.max() + 1, -1)
-    target_of_component[latest["component"].to_numpy()] = latest["target"].to_numpy()
+    target_of_component[sorted_component[last]] = chain_end[graph.new[order][last]]
     merged = target_of_component[component] >= 0
     canonical[merged] = target_of_component[component[merged]]
     return canonical
 
 
 def _report_cycles(
-    report: MergeReport, ids: np.ndarray, in_cycle: np.ndarray, strong: np.ndarray, settings: ResolverSettings
+    report: MergeReport, graph: _MergeGraph, in_cycle: np.ndarray, strong: np.ndarray, settings: ResolverSettings
 ) -> None:
     if not in_cycle.any():
         return
-    members = pd.Series(ids[in_cycle]).groupby(strong[in_cycle]).agg(lambda group: sorted(group)[:10])
-    report.cycles = len(members)
-    report.cycle_examples = [list(cycle) for cycle in members.sort_values(key=lambda s: s.str[0]).head(EXAMPLES)]
+    members = np.flatnonzero(in_cycle)
+    members = members[np.lexsort((graph.rank[members], strong[members]))]
+    labels = strong[members]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    report.cycles = len(starts)
+    # Examples: the cycles whose first member comes first by name, ten members at most.
+    first_members = members[starts]
+    chosen = starts[np.argsort(graph.rank[first_members])[:EXAMPLES]]
+    ends = np.r_[starts[1:], len(members)]
+    end_of = dict(zip(starts.tolist(), ends.tolist()))
+    report.cycle_examples = [
+        [graph.id(code) for code in members[start : min(end_of[start], start + 10)]] for start in chosen.tolist()
+    ]
     if settings.strict:
         example = " -> ".join(report.cycle_examples[0])
         raise CircularMergeError(
@@ -211,35 +258,36 @@ def _report_cycles(
         )
 
 
-def _chain_depths(
-    links: pd.DataFrame, old_code: np.ndarray, new_code: np.ndarray, in_cycle: np.ndarray, n: int
-) -> np.ndarray:
-    """Hops from each ID along its latest outgoing merge to an ID that was never merged away.
+def _follow_chains(graph: _MergeGraph, in_cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ID, the end of its chain of latest outgoing merges, and the hops to get there.
 
     Pointer jumping: each pass doubles the distance every pointer covers, so a
     chain of length L takes log2(L) vectorized passes. Cycle members count as
     chain ends, which makes the pointer graph acyclic.
     """
+    n = graph.size
     parent = np.arange(n)
-    if len(links):
-        order = np.lexsort((links["merged_at"].to_numpy(),))
-        parent[old_code[order]] = new_code[order]  # later merges overwrite earlier ones
+    if len(graph.old):
+        order = graph.latest_first_order(graph.old)
+        source = graph.old[order]
+        last = np.r_[source[1:] != source[:-1], True]
+        parent[source[last]] = graph.new[order][last]
     parent[in_cycle] = np.flatnonzero(in_cycle)
     hops = (parent != np.arange(n)).astype(np.int64)
     while True:
         grandparent = parent[parent]
         if np.array_equal(grandparent, parent):
-            return hops
+            return parent, hops
         hops = hops + hops[parent]
         parent = grandparent
 
 
-def _report_depths(report: MergeReport, ids: np.ndarray, depth: np.ndarray, settings: ResolverSettings) -> None:
+def _report_depths(report: MergeReport, graph: _MergeGraph, depth: np.ndarray, settings: ResolverSettings) -> None:
     report.deepest_chain = int(depth.max()) if len(depth) else 0
     too_deep = np.flatnonzero(depth > settings.max_chain_depth)
     report.too_deep_ids = int(too_deep.size)
     deepest_first = too_deep[np.argsort(-depth[too_deep], kind="stable")]
-    report.too_deep_examples = [f"{ids[i]} ({depth[i]} hops)" for i in deepest_first[:EXAMPLES]]
+    report.too_deep_examples = [f"{graph.id(i)} ({depth[i]} hops)" for i in deepest_first[:EXAMPLES]]
     if settings.strict and too_deep.size:
         raise MergeChainTooDeepError(
             f"{too_deep.size} ID(s) sit on merge chains deeper than max_chain_depth="

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,8 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import synthetic
-from .sources import EVENTS, MERGES, Contract, Ingest, IngestBatch, files_matching, files_of_day, fingerprint
-from .warehouse import Warehouse, WrittenPartition
+from .sources import (
+    EVENTS,
+    FOLDER_SLACK_DAYS,
+    MERGES,
+    Contract,
+    Ingest,
+    IngestBatch,
+    files_matching,
+    files_of_day,
+    fingerprint,
+)
+from .warehouse import Warehouse, WrittenPartition, days_between
 
 PREVIEW_ROWS = 5
 
@@ -106,7 +116,7 @@ def ingest(
     for first in range(0, len(days), chunk_days):
         chunk = days[first : first + chunk_days]
         with warehouse.connect() as con:
-            batch, without_input = ingest_days(con, contract, chunk, source, junk_ids)
+            batch, without_input = ingest_days(con, contract, chunk, source, junk_ids, keep_unassigned=first == 0)
         written, unassigned = store_batch(warehouse, contract, batch)
         summary.add(batch, written, unassigned)
         summary.days_without_input += without_input
@@ -119,12 +129,25 @@ def ingest_days(
     days: Sequence[date],
     source: Source,
     junk_ids: Iterable[str],
+    keep_unassigned: bool = True,
 ) -> tuple[IngestBatch, list[date]]:
-    """Validate the source's input for `days`; also returns the days that had no input at all."""
+    """Validate the source's input for `days`; also returns the days that had no input at all.
+
+    `keep_unassigned=False` leaves out rows of no day (unreadable time), so that a
+    many-day file read once per chunk reports them once.
+    """
     if isinstance(source, FileSourceSettings):
-        ingest = Ingest(con, contract, days, assume_timezone=source.assume_timezone, junk_ids=junk_ids)
+        ingest = Ingest(
+            con,
+            contract,
+            days,
+            assume_timezone=source.assume_timezone,
+            junk_ids=junk_ids,
+            keep_unassigned=keep_unassigned,
+        )
         _add_files(ingest, contract, days, source)
-        return ingest.collect(), _empty_days(ingest, contract, days, source)
+        batch = ingest.collect()
+        return batch, [day.day for day in batch.days if day.rows_in == 0]
     ingest = Ingest(con, contract, days, junk_ids=junk_ids)
     generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
     ingest.add_days({day: generate(source, day) for day in days}, f"synthetic:{contract.spec.name}")
@@ -138,15 +161,12 @@ def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source:
         for path in files_matching(pattern, source.incoming_dir):
             ingest.add_file(path, mapping)
         return
-    for day in days:
+    # Neighbouring folders may hold rows of these days in UTC (local-time exports).
+    folders = days_between(days[0] - timedelta(days=FOLDER_SLACK_DAYS), days[-1] + timedelta(days=FOLDER_SLACK_DAYS))
+    for day in folders if contract is EVENTS else days:
         for path in files_of_day(source.incoming_dir, contract, day):
             ingest.add_file(path, mapping, day)
 
-
-def _empty_days(ingest: Ingest, contract: Contract, days: Sequence[date], source: FileSourceSettings) -> list[date]:
-    if source.path_for(contract):
-        return [] if ingest.sources else list(days)
-    return [day for day in days if not files_of_day(source.incoming_dir, contract, day)]
 
 
 def store_batch(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS, TableSpec
-from .warehouse import Warehouse
+from .warehouse import Warehouse, sql_string
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ def _files_sql(warehouse: Warehouse, spec: TableSpec, days: Sequence[date]) -> s
     files = [str(path) for path in (warehouse.partition_path(spec, day) for day in days) if path.exists()]
     if not files:
         return None
-    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    listing = ", ".join(sql_string(f) for f in files)
     return f"read_parquet([{listing}], hive_partitioning = true)"
 
 

@@ -6,9 +6,10 @@ Dagster config or resource fields.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,9 @@ class Settings:
     start_date: date
     source: str
     llm_provider: str
+    #: Fields of the event source resource (incoming folder, column mappings, ...) from the
+    #: JSON file named by SEGMENTATION_SOURCE_CONFIG; they apply to every run, scheduled ones too.
+    source_config: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -44,6 +48,7 @@ class Settings:
             start_date=start_date,
             source=source,
             llm_provider=llm_provider,
+            source_config=_source_config(env.get("SEGMENTATION_SOURCE_CONFIG", "")),
         )
 
 
@@ -52,3 +57,24 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     if value not in allowed:
         raise PipelineError(f"{name}={value!r} is not supported; expected one of {list(allowed)}")
     return value
+
+
+def _source_config(path_text: str) -> dict[str, object]:
+    if not path_text:
+        return {}
+    path = Path(path_text).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = REPOSITORY_ROOT / path
+    try:
+        loaded = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise PipelineError(f"SEGMENTATION_SOURCE_CONFIG={path_text!r}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"SEGMENTATION_SOURCE_CONFIG={path_text!r}: not valid JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise PipelineError(f"SEGMENTATION_SOURCE_CONFIG={path_text!r}: expected a JSON object of source fields")
+    incoming = loaded.get("incoming_dir")
+    if isinstance(incoming, str) and incoming and not Path(incoming).expanduser().is_absolute():
+        # Relative folders are relative to the repository, like the data folder.
+        loaded["incoming_dir"] = str(REPOSITORY_ROOT / incoming)
+    return loaded

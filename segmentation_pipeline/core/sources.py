@@ -41,10 +41,14 @@ from .schemas import (
     TableSpec,
     conform,
 )
+from .warehouse import sql_string
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
 # The reasons a row is quarantined, in the order they are tested (the first one wins).
+#: Rows in a day's folder may lie this many days either side of it in UTC (local-time exports).
+FOLDER_SLACK_DAYS = 1
+
 EVENT_REASONS = (
     "missing_customer_id",
     "junk_customer_id",
@@ -143,6 +147,7 @@ class Ingest:
         *,
         assume_timezone: str = "UTC",
         junk_ids: Iterable[str] = DEFAULT_JUNK_IDS,
+        keep_unassigned: bool = True,
     ) -> None:
         if not days:
             raise DataValidationError(f"{contract.spec.name}: no days to ingest")
@@ -151,9 +156,10 @@ class Ingest:
         self.days = sorted(days)
         self.junk_ids = sorted({junk.strip().lower() for junk in junk_ids})
         self.sources: list[str] = []
+        self.keep_unassigned = keep_unassigned
         self._table = f"checked_{contract.spec.name}"
         self._relation_count = 0
-        con.execute(f"SET TimeZone = {_sql_string(assume_timezone)}")
+        con.execute(f"SET TimeZone = {sql_string(assume_timezone)}")
         empty = ", ".join(
             ["NULL::VARCHAR AS __source", "NULL::BIGINT AS __source_row", "NULL::DATE AS __partition_day"]
             + [f'NULL::VARCHAR AS "{c}"' for c in contract.spec.columns]
@@ -164,7 +170,15 @@ class Ingest:
     # ----------------------------------------------------------------- input
 
     def add_file(self, path: Path, column_mapping: Mapping[str, str] | None = None, day: date | None = None) -> None:
-        """Validate one file: of `day` (rows of other days are quarantined), or of many days."""
+        """Validate one file: of the folder of `day`, or of many days when `day` is None.
+
+        Rows of a day's folder may lie up to a day either side of it in UTC (a shop
+        that writes local time): they belong to that UTC day's partition. Rows
+        further away are quarantined as outside the partition.
+        """
+        if path.exists() and path.stat().st_size == 0:
+            self.sources.append(str(path))
+            return
         reader = _reader_sql(path)
         try:
             columns = [row[0] for row in self.con.sql(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
@@ -174,7 +188,7 @@ class Ingest:
         partition_day = f"DATE '{day.isoformat()}'" if day is not None else "NULL::DATE"
         # row_number() OVER () streams in file order, so it is the row's number in the file.
         self._add(
-            f"SELECT {_sql_string(str(path))} AS __source, row_number() OVER () AS __source_row, "
+            f"SELECT {sql_string(str(path))} AS __source, row_number() OVER () AS __source_row, "
             f"{partition_day} AS __partition_day, {select} FROM {reader}",
             str(path),
         )
@@ -239,7 +253,9 @@ class Ingest:
             )
             for day in self.days
         ]
-        unassigned = quarantined_by_day.get(None, self.contract.quarantine.empty())
+        unassigned = self.contract.quarantine.empty()
+        if self.keep_unassigned:
+            unassigned = quarantined_by_day.get(None, unassigned)
         return IngestBatch(days, unassigned, list(self.sources))
 
     def _quarantine_duplicates(self) -> None:
@@ -295,9 +311,21 @@ def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Tabl
 def _bounds_sql(start: date, end: date) -> str:
     return f"""
             CASE WHEN __partition_day IS NULL THEN {_utc_bound(start)}
-                 ELSE timezone('UTC', CAST(__partition_day AS TIMESTAMP)) END AS lower_bound,
+                 ELSE timezone('UTC', CAST(__partition_day - {FOLDER_SLACK_DAYS} AS TIMESTAMP)) END AS lower_bound,
             CASE WHEN __partition_day IS NULL THEN {_utc_bound(end)}
-                 ELSE timezone('UTC', CAST(__partition_day + 1 AS TIMESTAMP)) END AS upper_bound"""
+                 ELSE timezone('UTC', CAST(__partition_day + {FOLDER_SLACK_DAYS + 1} AS TIMESTAMP)) END AS upper_bound"""
+
+
+def _day_sql(time_column: str, route_valid_rows: bool) -> str:
+    """The partition of a row: its folder's day, or its own UTC day (NULL when unreadable).
+
+    Valid events always go to their own UTC day, wherever they were filed; merge
+    records stay with the day they were delivered on.
+    """
+    own_day = f"CAST(timezone('UTC', {time_column}) AS DATE)"
+    if route_valid_rows:
+        return f"CASE WHEN reason IS NULL THEN {own_day} ELSE coalesce(__partition_day, {own_day}) END"
+    return f"coalesce(__partition_day, {own_day})"
 
 
 class _Columns:
@@ -316,6 +344,12 @@ class _Columns:
     def text(self, column: str) -> str:
         if self._is_text(column):
             return f'nullif(trim("{column}"), \'\')'
+        if self.types[column] in ("DOUBLE", "FLOAT") or self.types[column].startswith("DECIMAL"):
+            # pandas stores an ID column with gaps as float: 103.0 is the ID "103".
+            return (
+                f'CASE WHEN "{column}" = trunc("{column}") AND abs("{column}") < 1e15 '
+                f'THEN CAST(CAST("{column}" AS BIGINT) AS VARCHAR) ELSE CAST("{column}" AS VARCHAR) END'
+            )
         return f'CAST("{column}" AS VARCHAR)'
 
     def present(self, column: str) -> str:
@@ -326,6 +360,20 @@ class _Columns:
             return f"TRY_CAST({self.text(column)} AS {sql_type})"
         return f'TRY_CAST("{column}" AS {sql_type})'
 
+    def instant(self, column: str) -> str:
+        """A point in time; a plain date is the start of that calendar day in UTC, whatever the zone."""
+        kind = self.types.get(column, "VARCHAR")
+        if kind == "DATE":
+            return f'timezone(\'UTC\', CAST("{column}" AS TIMESTAMP))'
+        if kind != "VARCHAR":
+            return self.typed(column, "TIMESTAMPTZ")
+        value = self.text(column)
+        return (
+            f"CASE WHEN regexp_full_match({value}, '\\d{{4}}-\\d{{2}}-\\d{{2}}') "
+            f"THEN timezone('UTC', CAST(TRY_CAST({value} AS DATE) AS TIMESTAMP)) "
+            f"ELSE TRY_CAST({value} AS TIMESTAMPTZ) END"
+        )
+
     def raw(self, columns: Sequence[str]) -> str:
         """The input as text, computed only for rejected rows (CASE evaluates lazily)."""
         return ",\n        ".join(
@@ -335,8 +383,8 @@ class _Columns:
 
 def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: list[str]) -> str:
     """Typed values, and the reason a row is rejected, for every input row."""
-    event_types = ", ".join(_sql_string(t) for t in EVENT_TYPES)
-    junk = ", ".join(_sql_string(j) for j in junk_ids) or "NULL"
+    event_types = ", ".join(sql_string(t) for t in EVENT_TYPES)
+    junk = ", ".join(sql_string(j) for j in junk_ids) or "NULL"
     content = (
         "concat_ws('|', customer_id_value, event_type_value, epoch_us(ts), session_id_value, amount_value, "
         "quantity_value, product_category_value, channel_value, device_value)"
@@ -349,7 +397,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
             {columns.text("customer_id")} AS customer_id_value,
             lower({columns.text("event_type")}) AS event_type_value,
             {columns.present("timestamp")} AS has_timestamp,
-            {columns.typed("timestamp", "TIMESTAMPTZ")} AS ts,
+            {columns.instant("timestamp")} AS ts,
             {columns.text("session_id")} AS session_id_value,
             {columns.present("amount")} AS has_amount,
             {columns.typed("amount", "DOUBLE")} AS amount_value,
@@ -387,7 +435,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
         FROM judged WHERE given_event_id IS NULL
     )
     SELECT
-        coalesce(__partition_day, CAST(timezone('UTC', ts) AS DATE)) AS day,
+        {_day_sql("ts", route_valid_rows=True)} AS day,
         __source AS source,
         __source_row AS source_row,
         reason,
@@ -415,7 +463,7 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
             {columns.text("old_id")} AS old_id_value,
             {columns.text("new_id")} AS new_id_value,
             {columns.present("merged_at")} AS has_merged_at,
-            {columns.typed("merged_at", "TIMESTAMPTZ")} AS merged_at_value,
+            {columns.instant("merged_at")} AS merged_at_value,
             {_bounds_sql(start, end)}
         FROM {view}
     ), judged AS (
@@ -433,7 +481,7 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
             OR (merged_at_value >= lower_bound AND merged_at_value < upper_bound)
     )
     SELECT
-        coalesce(__partition_day, CAST(timezone('UTC', merged_at_value) AS DATE)) AS day,
+        {_day_sql("merged_at_value", route_valid_rows=False)} AS day,
         __source AS source,
         __source_row AS source_row,
         reason,
@@ -492,10 +540,14 @@ def _reader_sql(path: Path) -> str:
     if not path.exists():
         raise DataValidationError(f"{path}: file not found")
     if path.suffix.lower() == ".parquet":
-        return f"read_parquet({_sql_string(str(path))})"
+        return f"read_parquet({sql_string(str(path))})"
     # Every CSV column is read as text, so a bad value is quarantined with its row
-    # instead of failing type detection for the whole file.
-    return f"read_csv({_sql_string(str(path))}, all_varchar = true, header = true)"
+    # instead of failing type detection for the whole file; a row with too few or
+    # too many fields is padded or cut, not a reason to reject the whole file.
+    return (
+        f"read_csv({sql_string(str(path))}, all_varchar = true, header = true, "
+        "null_padding = true, strict_mode = false)"
+    )
 
 
 def _select_list(
@@ -513,14 +565,12 @@ def _select_list(
             f"{path}: column mapping targets {unknown_targets} are not columns of "
             f"{contract.spec.name}; expected targets among {contract.spec.columns}"
         )
-    renames: dict[str, str] = {}
+    # Explicit mappings first; a column already named canonically (in any case) fills what is left.
+    renames = {column: column_mapping[column] for column in columns if column in column_mapping}
     for column in columns:
-        target = column_mapping.get(column)
-        if target is None:
-            normalised = column.strip().lower()
-            target = normalised if normalised in canonical else None
-        if target is not None and target not in renames.values():
-            renames[column] = target
+        normalised = column.strip().lower()
+        if column not in renames and normalised in canonical and normalised not in renames.values():
+            renames[column] = normalised
     present = set(renames.values())
     required = contract.required
     if contract is EVENTS and "event_type" not in present and "amount" in present:
@@ -554,10 +604,6 @@ def _select_list(
 
 def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _utc_bound(day: date) -> str:

@@ -18,17 +18,18 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataValidationError
+from .errors import DataValidationError, PipelineError
 from .schemas import TableSpec, conform
 
 PART_FILE = "part-0.parquet"
+GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
 _PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -46,6 +47,11 @@ class Warehouse:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
+        if any(ch in str(self.root) for ch in GLOB_CHARACTERS):
+            # DuckDB reads partitions through globs, which cannot escape these.
+            raise PipelineError(
+                f"data folder {str(self.root)!r} contains one of {list(GLOB_CHARACTERS)}; choose a path without them"
+            )
 
     # ------------------------------------------------------------------ paths
 
@@ -98,7 +104,7 @@ class Warehouse:
         if not files:
             return spec.empty()
         with self.connect() as con:
-            listing = ", ".join(_sql_string(f) for f in files)
+            listing = ", ".join(sql_string(f) for f in files)
             columns = ", ".join(f'"{name}"' for name in spec.columns)
             table = con.sql(f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)").to_arrow_table()
         return conform(table, spec)
@@ -151,7 +157,7 @@ class Warehouse:
                     if not self.partition_days(spec):
                         continue
                     view = spec.name
-                    source = _sql_string(self.table_glob(spec))
+                    source = sql_string(self.table_glob(spec))
                     con.execute(
                         f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
                         f"{source}, hive_partitioning = true, union_by_name = true)"
@@ -168,6 +174,11 @@ class Warehouse:
             _remove_quietly(temporary)
             _remove_quietly(temporary.with_name(temporary.name + ".wal"))
         return self.catalog_path
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from first to last, both included."""
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, attempts: int = 3) -> None:
@@ -202,7 +213,8 @@ def read_parquet_file(path: Path, spec: TableSpec) -> pa.Table:
         raise DataValidationError(f"{path}: cannot be read as Parquet of {spec.name}: {exc}") from exc
 
 
-def _sql_string(value: str) -> str:
+def sql_string(value: str) -> str:
+    """A SQL string literal (paths and names may hold quotes)."""
     return "'" + value.replace("'", "''") + "'"
 
 

@@ -4,9 +4,8 @@
 import dagster as dg
 import pyarrow as pa
 
+from ..core.ingestion import PREVIEW_ROWS
 from ..core.schemas import TableSpec
-
-PREVIEW_ROWS = 5
 
 
 def column_schema(spec: TableSpec) -> dg.TableSchema:

@@ -1,7 +1,7 @@
 """The one partitioning of the graph: UTC days from the configured start date."""
 
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -25,7 +25,3 @@ def partition_day(context: dg.AssetExecutionContext) -> date:
     """The as-of day of a run of one partition."""
     return datetime.strptime(context.partition_key, "%Y-%m-%d").date()
 
-
-def days_between(start: date, end: date) -> list[date]:
-    """Every day from start to end, both included."""
-    return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]

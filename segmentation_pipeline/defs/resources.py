@@ -7,12 +7,15 @@ field shows with its description in the Launchpad.
 
 from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from ..core import synthetic
+from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
+from ..core.schemas import DEFAULT_JUNK_IDS
 from ..core.settings import SOURCES
 from ..core.warehouse import Warehouse
 
@@ -69,6 +72,15 @@ class EventSourceResource(dg.ConfigurableResource):
             raise ValueError(f"source kind {value!r} is not supported; expected one of {list(SOURCES)}")
         return value
 
+    @field_validator("assume_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"assume_timezone {value!r} is not a time zone name like 'UTC' or 'Europe/Berlin'") from exc
+        return value
+
     def source(self, data_dir: Path) -> Source:
         if self.kind == "files":
             return FileSourceSettings(
@@ -86,3 +98,18 @@ class EventSourceResource(dg.ConfigurableResource):
             merge_probability=self.merge_probability,
             bad_row_rate=self.bad_row_rate,
         )
+
+
+class IdentityRulesResource(dg.ConfigurableResource):
+    """Which IDs are not customers. Event validation and merge resolution share these rules."""
+
+    junk_ids: list[str] = Field(
+        default=list(DEFAULT_JUNK_IDS),
+        description="IDs that mean 'no customer' (case-insensitive): their events are quarantined "
+        "and their merges never followed.",
+    )
+    max_links_per_id: int = Field(
+        default=ResolverSettings.max_links_per_id,
+        description="An ID merged with more distinct IDs than this is a hub (shared device, test account), "
+        "not a person: it is never merged into a customer.",
+    )

@@ -7,11 +7,12 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from ...core.identity import ResolverSettings, resolve_merges
-from ...core.schemas import DEFAULT_JUNK_IDS, ID_HISTORY, MERGE_MAP, TABLES
+from ...core.schemas import ID_HISTORY, MERGE_MAP, TABLES
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
 from ..metadata import column_schema, preview
-from ..partitions import SETTINGS, daily_partitions, days_between, partition_day
-from ..resources import WarehouseResource
+from ...core.warehouse import days_between
+from ..partitions import SETTINGS, daily_partitions, partition_day
+from ..resources import IdentityRulesResource, WarehouseResource
 from .ingestion import id_history
 
 
@@ -21,12 +22,6 @@ class MergeMapConfig(dg.Config):
         description="Raise on merge cycles and over-deep chains instead of resolving and reporting them.",
     )
     max_chain_depth: int = Field(default=20, description="Chains longer than this many merges are reported (or raise).")
-    max_links_per_id: int = Field(
-        default=50, description="An ID linked to more distinct IDs than this is a junk hub and is never merged."
-    )
-    junk_ids: list[str] = Field(
-        default=list(DEFAULT_JUNK_IDS), description="IDs that are never a customer (case-insensitive)."
-    )
 
 
 @dg.asset(
@@ -38,7 +33,10 @@ class MergeMapConfig(dg.Config):
     metadata={"dagster/column_schema": column_schema(MERGE_MAP)},
 )
 def merge_map(
-    context: dg.AssetExecutionContext, config: MergeMapConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: MergeMapConfig,
+    warehouse: WarehouseResource,
+    identity_rules: IdentityRulesResource,
 ) -> dg.MaterializeResult:
     """Every customer ID seen in id_history up to the end of the day, mapped to its canonical ID.
 
@@ -52,8 +50,8 @@ def merge_map(
     resolution = resolve_merges(
         store.read_days(ID_HISTORY, present),
         ResolverSettings(
-            junk_ids=tuple(config.junk_ids),
-            max_links_per_id=config.max_links_per_id,
+            junk_ids=tuple(identity_rules.junk_ids),
+            max_links_per_id=identity_rules.max_links_per_id,
             max_chain_depth=config.max_chain_depth,
             strict=config.strict,
         ),

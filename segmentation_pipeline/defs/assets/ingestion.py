@@ -9,21 +9,17 @@ from pydantic import Field
 
 from ...core import synthetic
 from ...core.ingestion import EVENTS, MERGES, IngestSummary, ingest
-from ...core.schemas import DEFAULT_JUNK_IDS, ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
+from ...core.schemas import ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
 from ..checks import RAW_EVENTS_CHECKS, raw_events_results
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_days
-from ..resources import EventSourceResource, WarehouseResource
+from ..resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
 
 ROWS_PER_DAY_TABLE_LIMIT = 31
 
 
 class IngestionConfig(dg.Config):
-    junk_ids: list[str] = Field(
-        default=list(DEFAULT_JUNK_IDS),
-        description="IDs that mean 'no customer' (case-insensitive); events carrying them are quarantined.",
-    )
     max_quarantine_rate: float = Field(
         default=0.05, description="Above this share of quarantined input rows the quarantine_rate check warns."
     )
@@ -45,6 +41,7 @@ def raw_events(
     config: IngestionConfig,
     warehouse: WarehouseResource,
     event_source: EventSourceResource,
+    identity_rules: IdentityRulesResource,
 ) -> dg.MaterializeResult:
     """Validated customer events of the day (UTC); rejected rows go to quarantine with a reason.
 
@@ -54,7 +51,7 @@ def raw_events(
     store = warehouse.warehouse()
     days = partition_days(context)
     source = event_source.source(store.root)
-    summary = ingest(store, EVENTS, days, source, config.junk_ids, config.chunk_days)
+    summary = ingest(store, EVENTS, days, source, identity_rules.junk_ids, config.chunk_days)
     if isinstance(source, synthetic.SyntheticSettings):
         store.write_file(SYNTHETIC_TRUTH, "synthetic_truth/ground_truth.parquet", synthetic.ground_truth(source))
     store.refresh_catalog(TABLES.values())
@@ -85,7 +82,7 @@ def id_history(
     """
     store = warehouse.warehouse()
     source = event_source.source(store.root)
-    summary = ingest(store, MERGES, partition_days(context), source, config.junk_ids, config.chunk_days)
+    summary = ingest(store, MERGES, partition_days(context), source, (), config.chunk_days)
     store.refresh_catalog(TABLES.values())
     return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
 
