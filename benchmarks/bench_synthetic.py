@@ -10,21 +10,17 @@ figure is a single-core one.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 # Run from a fresh clone without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import command, machine, write_result  # noqa: E402
 from segmentation_pipeline.core.synthetic import (  # noqa: E402
     SyntheticSettings,
     events_for_day,
@@ -46,26 +42,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic.json"))
     return parser.parse_args()
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _machine() -> dict[str, object]:
-    return {
-        "cores": os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "arrow_threads": pa.cpu_count(),
-    }
 
 
 def main() -> None:
@@ -97,12 +73,10 @@ def main() -> None:
         "seconds": round(event_seconds, 3),
         "events_per_second": round(events / event_seconds),
         "population_seconds": round(population_seconds, 3),
-        "machine": _machine(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine() | {"arrow_threads": pa.cpu_count()},
+        "command": command(),
     }
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, arguments.out)
 
 
 if __name__ == "__main__":

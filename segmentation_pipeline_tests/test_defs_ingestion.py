@@ -79,7 +79,10 @@ def test_a_range_is_one_run_writing_one_file_per_day_and_a_rerun_changes_nothing
         rows, distinct_ids = con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchone()
         per_day = dict(con.execute("SELECT date, count(*) FROM raw_events GROUP BY 1").fetchall())
         quarantined = con.execute(f"SELECT count(*) FROM {QUARANTINE_EVENTS.name}").fetchone()[0]
+        reasons = {row[0] for row in con.execute(f"SELECT DISTINCT reason FROM {QUARANTINE_EVENTS.name}").fetchall()}
     assert rows == distinct_ids == total
+    # The four kinds of row the synthetic source breaks on purpose, each caught.
+    assert reasons == {"missing_customer_id", "unknown_event_type", "negative_amount", "timestamp_outside_partition"}
     assert per_day == {day: before[day].num_rows for day in DAYS}
     metadata = second.asset_materializations_for_node("raw_events")[0].metadata
     assert metadata["dagster/row_count"].value == total

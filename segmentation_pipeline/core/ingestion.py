@@ -148,7 +148,7 @@ def ingest_days(
         _add_files(ingest, contract, days, source)
         batch = ingest.collect()
         return batch, [day.day for day in batch.days if day.rows_in == 0]
-    ingest = Ingest(con, contract, days, junk_ids=junk_ids)
+    ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0)
     generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
     ingest.add_days({day: generate(source, day) for day in days}, f"synthetic:{contract.spec.name}")
     return ingest.collect(), []

@@ -47,6 +47,7 @@ SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
 # The reasons a row is quarantined, in the order they are tested (the first one wins).
 #: Rows in a day's folder may lie this many days either side of it in UTC (local-time exports).
+#: Tables handed over per UTC day (the synthetic source) get no slack.
 FOLDER_SLACK_DAYS = 1
 
 EVENT_REASONS = (
@@ -148,6 +149,7 @@ class Ingest:
         assume_timezone: str = "UTC",
         junk_ids: Iterable[str] = DEFAULT_JUNK_IDS,
         keep_unassigned: bool = True,
+        folder_slack_days: int = FOLDER_SLACK_DAYS,
     ) -> None:
         if not days:
             raise DataValidationError(f"{contract.spec.name}: no days to ingest")
@@ -157,6 +159,7 @@ class Ingest:
         self.junk_ids = sorted({junk.strip().lower() for junk in junk_ids})
         self.sources: list[str] = []
         self.keep_unassigned = keep_unassigned
+        self.folder_slack_days = folder_slack_days
         self._table = f"checked_{contract.spec.name}"
         self._relation_count = 0
         con.execute(f"SET TimeZone = {sql_string(assume_timezone)}")
@@ -282,7 +285,8 @@ class Ingest:
     def _checked_sql(self, view: str) -> str:
         types = {row[0]: row[1] for row in self.con.execute(f"DESCRIBE {view}").fetchall()}
         builder = _event_sql if self.contract is EVENTS else _merge_sql
-        return builder(view, _Columns(types), self.days[0], self.days[-1] + timedelta(days=1), self.junk_ids)
+        window = (self.days[0], self.days[-1] + timedelta(days=1), self.folder_slack_days)
+        return builder(view, _Columns(types), *window, self.junk_ids)
 
 
 def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Table]:
@@ -308,12 +312,12 @@ def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Tabl
 # is kept only when that date is inside the run's range [start, end).
 
 
-def _bounds_sql(start: date, end: date) -> str:
+def _bounds_sql(start: date, end: date, slack_days: int) -> str:
     return f"""
             CASE WHEN __partition_day IS NULL THEN {_utc_bound(start)}
-                 ELSE timezone('UTC', CAST(__partition_day - {FOLDER_SLACK_DAYS} AS TIMESTAMP)) END AS lower_bound,
+                 ELSE timezone('UTC', CAST(__partition_day - {slack_days} AS TIMESTAMP)) END AS lower_bound,
             CASE WHEN __partition_day IS NULL THEN {_utc_bound(end)}
-                 ELSE timezone('UTC', CAST(__partition_day + {FOLDER_SLACK_DAYS + 1} AS TIMESTAMP)) END AS upper_bound"""
+                 ELSE timezone('UTC', CAST(__partition_day + {slack_days + 1} AS TIMESTAMP)) END AS upper_bound"""
 
 
 def _day_sql(time_column: str, route_valid_rows: bool) -> str:
@@ -381,7 +385,7 @@ class _Columns:
         )
 
 
-def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: list[str]) -> str:
+def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days: int, junk_ids: list[str]) -> str:
     """Typed values, and the reason a row is rejected, for every input row."""
     event_types = ", ".join(sql_string(t) for t in EVENT_TYPES)
     junk = ", ".join(sql_string(j) for j in junk_ids) or "NULL"
@@ -406,7 +410,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
             {columns.text("product_category")} AS product_category_value,
             lower({columns.text("channel")}) AS channel_value,
             lower({columns.text("device")}) AS device_value,
-            {_bounds_sql(start, end)}
+            {_bounds_sql(start, end, slack_days)}
         FROM {view}
     ), judged AS (
         SELECT *,
@@ -454,7 +458,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
     """
 
 
-def _merge_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: list[str]) -> str:
+def _merge_sql(view: str, columns: _Columns, start: date, end: date, slack_days: int, junk_ids: list[str]) -> str:
     """Merge records are judged like events, but merged_at may lie before the day (a late arrival)."""
     return f"""
     WITH typed AS (
@@ -464,7 +468,7 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, junk_ids: l
             {columns.text("new_id")} AS new_id_value,
             {columns.present("merged_at")} AS has_merged_at,
             {columns.instant("merged_at")} AS merged_at_value,
-            {_bounds_sql(start, end)}
+            {_bounds_sql(start, end, slack_days)}
         FROM {view}
     ), judged AS (
         SELECT *,
