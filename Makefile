@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 60
 
-.PHONY: install demo test dev validate clean
+.PHONY: install demo test dev validate lint clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -17,6 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# A DAGSTER_HOME outside the repository gets an empty instance configuration.
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	touch $@
@@ -26,6 +27,9 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: install
+	$(BIN)/ruff check segmentation_pipeline segmentation_pipeline_tests benchmarks
 
 validate: install
 	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions

@@ -3,7 +3,6 @@
 
 import dagster as dg
 
-
 segmentation_job = dg.define_asset_job(
     name="segmentation",
     selection=dg.AssetSelection.all(),

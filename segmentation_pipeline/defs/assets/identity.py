@@ -8,9 +8,9 @@ from pydantic import Field
 
 from ...core.identity import ResolverSettings, resolve_merges
 from ...core.schemas import ID_HISTORY, MERGE_MAP, TABLES
+from ...core.warehouse import days_between
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
 from ..metadata import column_schema, preview
-from ...core.warehouse import days_between
 from ..partitions import SETTINGS, daily_partitions, partition_day
 from ..resources import IdentityRulesResource, WarehouseResource
 from .ingestion import id_history

@@ -15,7 +15,6 @@ from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_days
 from ..resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
-
 ROWS_PER_DAY_TABLE_LIMIT = 31
 
 
