@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.core.errors import DataValidationError
-from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, TABLES
+from segmentation_pipeline.core.errors import DataValidationError, PipelineError
+from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
 from segmentation_pipeline.core.warehouse import Warehouse
 
 DAY = date(2025, 1, 2)
@@ -99,7 +99,7 @@ def test_catalog_has_a_view_per_table_and_latest_views(warehouse: Warehouse) -> 
     path = warehouse.refresh_catalog(TABLES.values())
     with duckdb.connect(str(path), read_only=True) as con:
         views = {row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        assert views == {"raw_events", "merge_map", "merge_map_latest"}
+        assert views == {"raw_events", "merge_map", "merge_map_latest"}  # no view over tables without files
         assert con.sql("SELECT date, count(*) FROM raw_events GROUP BY ALL ORDER BY 1").fetchall() == [
             (date(2025, 1, 1), 2),
             (date(2025, 1, 2), 1),
@@ -124,3 +124,26 @@ def test_catalog_refresh_never_waits_for_an_open_reader(warehouse: Warehouse) ->
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM merge_map_latest").fetchone() == (1,)
     assert sorted(p.name for p in Path(warehouse.root).iterdir() if p.is_file()) == ["segmentation.duckdb"]
+
+
+def test_unpartitioned_tables_get_a_view_too(warehouse: Warehouse) -> None:
+    truth = pa.table(
+        {
+            "customer_id": ["G1", "C1"],
+            "person_id": ["C1", "C1"],
+            "archetype": ["bargain_hunter"] * 2,
+            "join_date": pa.array([date(2025, 1, 1)] * 2, pa.date32()),
+        }
+    )
+    path = warehouse.write_file(SYNTHETIC_TRUTH, "ground_truth.parquet", truth)
+    assert path == warehouse.root / "warehouse/synthetic_truth/ground_truth.parquet"
+    with duckdb.connect(str(warehouse.refresh_catalog(TABLES.values())), read_only=True) as con:
+        assert con.execute("SELECT customer_id, person_id FROM synthetic_truth ORDER BY 1").fetchall() == [
+            ("C1", "C1"),
+            ("G1", "C1"),
+        ]
+
+
+def test_a_data_folder_with_glob_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"contains one of"):
+        Warehouse(tmp_path / "data[prod]")

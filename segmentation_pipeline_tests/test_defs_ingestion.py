@@ -84,9 +84,14 @@ def test_a_range_is_one_run_writing_one_file_per_day_and_a_rerun_changes_nothing
     # The four kinds of row the synthetic source breaks on purpose, each caught.
     assert reasons == {"missing_customer_id", "unknown_event_type", "negative_amount", "timestamp_outside_partition"}
     assert per_day == {day: before[day].num_rows for day in DAYS}
-    metadata = second.asset_materializations_for_node("raw_events")[0].metadata
-    assert metadata["dagster/row_count"].value == total
-    assert metadata["quarantined_rows"].value == quarantined > 0
+    materializations = {m.partition: m.metadata for m in second.asset_materializations_for_node("raw_events")}
+    assert {p: m["dagster/row_count"].value for p, m in materializations.items()} == {
+        day.isoformat(): before[day].num_rows for day in DAYS
+    }
+    metadata = materializations[DAYS[0].isoformat()]
+    assert metadata["run_rows"].value == total
+    assert metadata["run_quarantined_rows"].value == quarantined > 0
+    assert sum(m["quarantined_rows"].value for m in materializations.values()) == quarantined
 
 
 def test_merge_map_resolves_everything_seen_so_far_with_its_checks_passing(

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import synthetic
+from .schemas import unassigned
 from .sources import (
     EVENTS,
     FOLDER_SLACK_DAYS,
@@ -184,9 +185,7 @@ def store_batch(
     unassigned_path = None
     if batch.unassigned.num_rows:
         name = fingerprint(Path(source) for source in batch.sources if Path(source).exists())
-        unassigned_path = warehouse.write_file(
-            contract.quarantine, f"{contract.quarantine.folder}_unassigned/{name}.parquet", batch.unassigned
-        )
+        unassigned_path = warehouse.write_file(unassigned(contract.quarantine), f"{name}.parquet", batch.unassigned)
     return written, unassigned_path
 
 

@@ -7,7 +7,7 @@ and by the asset checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 
@@ -174,6 +174,8 @@ class TableSpec:
     location: str = ""
     #: An as-of table holds a full snapshot per day and gets a `<name>_latest` view.
     as_of: bool = False
+    #: A partitioned table has one file per day under `date=YYYY-MM-DD/`; others are plain files.
+    partitioned: bool = True
 
     @property
     def folder(self) -> str:
@@ -248,6 +250,21 @@ def _quarantine_spec(name: str, of: TableSpec) -> TableSpec:
 QUARANTINE_EVENTS = _quarantine_spec("quarantine_raw_events", RAW_EVENTS)
 QUARANTINE_ID_HISTORY = _quarantine_spec("quarantine_id_history", ID_HISTORY)
 
+
+def unassigned(quarantine: TableSpec) -> TableSpec:
+    """Rejected rows of multi-day files whose day cannot be read: one file per set of input files."""
+    return replace(
+        quarantine,
+        name=f"{quarantine.name}_unassigned",
+        description=f"{quarantine.description} Rows whose date could not be read.",
+        location=f"{quarantine.folder}_unassigned",
+        partitioned=False,
+    )
+
+
+UNASSIGNED_EVENTS = unassigned(QUARANTINE_EVENTS)
+UNASSIGNED_ID_HISTORY = unassigned(QUARANTINE_ID_HISTORY)
+
 MERGE_MAP = TableSpec(
     name="merge_map",
     description="old_id -> canonical_id for every ID seen in id_history up to the end of the day.",
@@ -279,11 +296,21 @@ SYNTHETIC_TRUTH = TableSpec(
         ]
     ),
     required=("customer_id", "person_id", "archetype", "join_date"),
+    partitioned=False,
 )
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (RAW_EVENTS, ID_HISTORY, QUARANTINE_EVENTS, QUARANTINE_ID_HISTORY, MERGE_MAP)
+    for spec in (
+        RAW_EVENTS,
+        ID_HISTORY,
+        QUARANTINE_EVENTS,
+        QUARANTINE_ID_HISTORY,
+        UNASSIGNED_EVENTS,
+        UNASSIGNED_ID_HISTORY,
+        MERGE_MAP,
+        SYNTHETIC_TRUTH,
+    )
 }
 
 

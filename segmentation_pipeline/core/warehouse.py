@@ -75,7 +75,15 @@ class Warehouse:
         return self.table_dir(spec) / f"date={day.isoformat()}" / PART_FILE
 
     def table_glob(self, spec: TableSpec) -> str:
-        return str(self.table_dir(spec) / "date=*" / "*.parquet")
+        if spec.partitioned:
+            return str(self.table_dir(spec) / "date=*" / "*.parquet")
+        return str(self.table_dir(spec) / "*.parquet")
+
+    def has_files(self, spec: TableSpec) -> bool:
+        if spec.partitioned:
+            return bool(self.partition_days(spec))
+        folder = self.table_dir(spec)
+        return folder.is_dir() and any(folder.glob("*.parquet"))
 
     # ------------------------------------------------------------ read, write
 
@@ -85,9 +93,9 @@ class Warehouse:
         write_parquet_atomic(conform(table, spec), path)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
 
-    def write_file(self, spec: TableSpec, relative_path: str, table: pa.Table) -> Path:
-        """Write a table outside the daily partitions (e.g. rows that belong to no day)."""
-        path = self.tables_dir / relative_path
+    def write_file(self, spec: TableSpec, file_name: str, table: pa.Table) -> Path:
+        """Write one file of an unpartitioned table atomically, replacing one of the same name."""
+        path = self.table_dir(spec) / file_name
         write_parquet_atomic(conform(table, spec), path)
         return path
 
@@ -154,13 +162,14 @@ class Warehouse:
             con = duckdb.connect(str(temporary))
             try:
                 for spec in specs:
-                    if not self.partition_days(spec):
+                    if not self.has_files(spec):
                         continue
                     view = spec.name
                     source = sql_string(self.table_glob(spec))
+                    hive = "true" if spec.partitioned else "false"
                     con.execute(
                         f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet("
-                        f"{source}, hive_partitioning = true, union_by_name = true)"
+                        f"{source}, hive_partitioning = {hive}, union_by_name = true)"
                     )
                     if spec.as_of:
                         con.execute(

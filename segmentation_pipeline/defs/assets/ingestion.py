@@ -52,8 +52,9 @@ def raw_events(
     source = event_source.source(store.root)
     summary = ingest(store, EVENTS, days, source, identity_rules.junk_ids, config.chunk_days)
     if isinstance(source, synthetic.SyntheticSettings):
-        store.write_file(SYNTHETIC_TRUTH, "synthetic_truth/ground_truth.parquet", synthetic.ground_truth(source))
+        store.write_file(SYNTHETIC_TRUTH, "ground_truth.parquet", synthetic.ground_truth(source))
     store.refresh_catalog(TABLES.values())
+    _add_partition_metadata(context, summary)
     metadata = _ingestion_metadata(summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
     return dg.MaterializeResult(
@@ -83,18 +84,32 @@ def id_history(
     source = event_source.source(store.root)
     summary = ingest(store, MERGES, partition_days(context), source, (), config.chunk_days)
     store.refresh_catalog(TABLES.values())
+    _add_partition_metadata(context, summary)
     return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
 
 
+def _add_partition_metadata(context: dg.AssetExecutionContext, summary: IngestSummary) -> None:
+    """Each day's own counts; a ranged run's totals go under run_* keys on every partition."""
+    for day in summary.days:
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": summary.rows_per_day[day],
+                "quarantined_rows": summary.quarantined_per_day[day],
+                "path": dg.MetadataValue.path(str(next(w.path for w in summary.written if w.day == day))),
+            },
+            partition_key=day.isoformat(),
+        )
+
+
 def _ingestion_metadata(summary: IngestSummary) -> dict[str, object]:
+    """What the run did as a whole: shown on every partition it materialized."""
     metadata: dict[str, object] = {
-        "dagster/row_count": summary.valid_rows,
-        "days": len(summary.days),
-        "quarantined_rows": summary.quarantined_rows,
+        "run_days": len(summary.days),
+        "run_rows": summary.valid_rows,
+        "run_quarantined_rows": summary.quarantined_rows,
         "quarantine_reasons": counts_table(dict(sorted(summary.quarantine_reasons.items())), "reason"),
         "input_sources": summary.sources,
         "days_without_input": [day.isoformat() for day in summary.days_without_input],
-        "path": dg.MetadataValue.path(str(summary.written[-1].path.parent.parent)),
     }
     if summary.preview is not None:
         metadata["preview"] = preview(summary.preview)
