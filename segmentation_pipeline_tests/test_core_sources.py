@@ -282,3 +282,54 @@ def test_merge_records_validate_and_allow_late_arrivals(tmp_path: Path) -> None:
         "merged_at_after_partition",
         "unparsable_merged_at",
     ]
+
+
+def test_rows_of_days_outside_the_run_are_counted_not_lost(tmp_path: Path) -> None:
+    # Filed under 2025-03-11 in local time, the first row happened on 2025-03-10 in UTC.
+    path = write_csv(
+        tmp_path / "berlin.csv",
+        "customer_id,event_type,timestamp\n"
+        "c1,page_view,2025-03-11T00:30:00+01:00\n"
+        "c2,page_view,2025-03-11T09:00:00+01:00\n",
+    )
+    batch = ingest((path, date(2025, 3, 11)), mapping={}, days=[date(2025, 3, 11)])
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["c2"]
+    assert batch.outside_run == {DAY: 1}
+
+
+def test_rows_of_a_many_day_file_outside_the_run_are_counted(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "all.csv",
+        "customer_id,event_type,timestamp\n"
+        "c1,page_view,2025-03-10T01:00:00Z\n"
+        "c2,page_view,2205-03-10T01:00:00Z\n"
+        "c3,page_view,1925-03-10T01:00:00Z\n"
+        "c4,teleport,1925-03-10T01:00:00Z\n",
+    )
+    batch = ingest((path, None), mapping={})
+    assert batch.valid_rows == 1
+    assert batch.outside_run == {date(1925, 3, 10): 1, date(2205, 3, 10): 1}
+
+
+def test_non_finite_and_fractional_numbers_are_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    nan, inf = float("nan"), float("inf")
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([1.0, nan, 3.0, 4.0, 5.0, 6.0]),
+                "event_type": ["purchase", "purchase", "purchase", "refund", "add_to_cart", "add_to_cart"],
+                "timestamp": pa.array([datetime(2025, 3, 10, 1, tzinfo=timezone.utc)] * 6),
+                "amount": pa.array([9.5, 1.0, nan, inf, None, None]),
+                "quantity": pa.array([1.0, 1.0, 1.0, 1.0, 2.5, 3.0]),
+            }
+        ),
+        path,
+    )
+    batch = ingest((path, DAY), mapping={})
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["1", "6"]
+    assert batch.days[0].valid.column("quantity").to_pylist() == [1, 3]
+    reasons = dict(
+        zip(batch.days[0].quarantined["source_row"].to_pylist(), batch.days[0].quarantined["reason"].to_pylist())
+    )
+    assert reasons == {2: "missing_customer_id", 3: "unparsable_amount", 4: "unparsable_amount", 5: "unparsable_quantity"}

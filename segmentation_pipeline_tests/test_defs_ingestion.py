@@ -201,3 +201,43 @@ def test_the_shipped_samples_run_through_the_graph(instance: dg.DagsterInstance,
         "unknown": "unknown",
     }
     assert table.filter(pc.field("is_junk"))["old_id"].to_pylist() == ["unknown"]
+
+
+def test_a_day_run_warns_about_rows_of_a_neighbouring_day(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    config = json.loads((SAMPLES / "source.json").read_text()) | {"incoming_dir": str(SAMPLES / "incoming")}
+    result = ingest_range(instance, tmp_path / "data", DAYS[1], DAYS[1], **config)
+    assert result.success
+    check = checks_by_name(result)["no_rows_for_other_days"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["rows"].value == 1
+    assert "2025-01-01 (1)" in check.description
+    # Run together with that day, nothing is left over.
+    both = ingest_range(instance, tmp_path / "data", DAYS[0], DAYS[1], **config)
+    assert checks_by_name(both)["no_rows_for_other_days"].passed
+
+
+def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    folder = data_dir / "incoming" / "id_history" / "date=2025-01-02"
+    folder.mkdir(parents=True)
+    # Filed on 2025-01-02 (local time), the second merge takes effect on 2025-01-03 in UTC.
+    (folder / "crm.csv").write_text("old_id,new_id,merged_at\nA,B,2025-01-02T10:00:00Z\nC,D,2025-01-02T20:00:00-06:00\n")
+    assert ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files").success
+    warehouse = Warehouse(data_dir)
+    for day in (DAYS[1], DAYS[2]):
+        assert dg.materialize(
+            [merge_map], instance=instance, resources=resources(data_dir, kind="files"), partition_key=day.isoformat()
+        ).success
+    as_of = {day: warehouse.read_partition(MERGE_MAP, day) for day in (DAYS[1], DAYS[2])}
+    assert dict(zip(as_of[DAYS[1]]["old_id"].to_pylist(), as_of[DAYS[1]]["canonical_id"].to_pylist())) == {
+        "A": "B",
+        "B": "B",
+    }
+    assert dict(zip(as_of[DAYS[2]]["old_id"].to_pylist(), as_of[DAYS[2]]["canonical_id"].to_pylist())) == {
+        "A": "B",
+        "B": "B",
+        "C": "D",
+        "D": "D",
+    }

@@ -5,6 +5,7 @@ The Dagster assets call `ingest_days` and `store_batch`; a notebook can too.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from .sources import (
     IngestBatch,
     files_matching,
     files_of_day,
-    fingerprint,
 )
 from .warehouse import Warehouse, WrittenPartition, days_between
 
@@ -45,7 +45,7 @@ class FileSourceSettings:
     #: Source column name -> canonical column name.
     event_columns: Mapping[str, str] = field(default_factory=dict)
     id_history_columns: Mapping[str, str] = field(default_factory=dict)
-    #: Time zone of timestamps that carry no offset (and of plain dates).
+    #: Time zone of timestamps that carry no offset (a plain date is that calendar day in any zone).
     assume_timezone: str = "UTC"
 
     def path_for(self, contract: Contract) -> str:
@@ -71,8 +71,9 @@ class IngestSummary:
     sources: int = 0
     days_without_input: list[date] = field(default_factory=list)
     written: list[WrittenPartition] = field(default_factory=list)
-    unassigned_paths: list[Path] = field(default_factory=list)
+    unassigned_path: Path | None = None
     unassigned_rows: int = 0
+    outside_run: Counter[date] = field(default_factory=Counter)
     preview: pa.Table | None = None
 
     @property
@@ -83,7 +84,11 @@ class IngestSummary:
     def quarantined_rows(self) -> int:
         return sum(self.quarantined_per_day.values()) + self.unassigned_rows
 
-    def add(self, batch: IngestBatch, written: list[WrittenPartition], unassigned: Path | None) -> None:
+    @property
+    def outside_run_rows(self) -> int:
+        return sum(self.outside_run.values())
+
+    def add(self, batch: IngestBatch, written: list[WrittenPartition]) -> None:
         for day in batch.days:
             self.rows_per_day[day.day] = day.valid.num_rows
             self.quarantined_per_day[day.day] = day.quarantined.num_rows
@@ -94,9 +99,8 @@ class IngestSummary:
         self.quarantine_reasons.update(batch.quarantine_reasons())
         self.sources += len(batch.sources)
         self.written += written
-        if unassigned is not None:
-            self.unassigned_paths.append(unassigned)
-            self.unassigned_rows += batch.unassigned.num_rows
+        self.unassigned_rows += batch.unassigned.num_rows
+        self.outside_run.update(batch.outside_run)
 
 
 def ingest(
@@ -113,14 +117,19 @@ def ingest(
     replaced atomically, so a run that stops half-way can simply be run again.
     """
     days = sorted(days)
+    run_days = (days[0], days[-1])
     summary = IngestSummary(contract.spec.name, days)
     for first in range(0, len(days), chunk_days):
         chunk = days[first : first + chunk_days]
         with warehouse.connect() as con:
-            batch, without_input = ingest_days(con, contract, chunk, source, junk_ids, keep_unassigned=first == 0)
-        written, unassigned = store_batch(warehouse, contract, batch)
-        summary.add(batch, written, unassigned)
+            # A many-day file is read by every chunk; its undated rows are kept once.
+            batch, without_input = ingest_days(
+                con, contract, chunk, source, junk_ids, keep_unassigned=first == 0, run_days=run_days
+            )
+        summary.add(batch, store_batch(warehouse, contract, batch))
         summary.days_without_input += without_input
+        if first == 0:
+            summary.unassigned_path = _store_unassigned(warehouse, contract, source, batch)
     return summary
 
 
@@ -131,6 +140,7 @@ def ingest_days(
     source: Source,
     junk_ids: Iterable[str],
     keep_unassigned: bool = True,
+    run_days: tuple[date, date] | None = None,
 ) -> tuple[IngestBatch, list[date]]:
     """Validate the source's input for `days`; also returns the days that had no input at all.
 
@@ -145,11 +155,12 @@ def ingest_days(
             assume_timezone=source.assume_timezone,
             junk_ids=junk_ids,
             keep_unassigned=keep_unassigned,
+            run_days=run_days,
         )
         _add_files(ingest, contract, days, source)
         batch = ingest.collect()
         return batch, [day.day for day in batch.days if day.rows_in == 0]
-    ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0)
+    ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0, run_days=run_days)
     generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
     ingest.add_days({day: generate(source, day) for day in days}, f"synthetic:{contract.spec.name}")
     return ingest.collect(), []
@@ -170,23 +181,32 @@ def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source:
 
 
 
-def store_batch(
-    warehouse: Warehouse, contract: Contract, batch: IngestBatch
-) -> tuple[list[WrittenPartition], Path | None]:
+def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) -> list[WrittenPartition]:
     """Write every day's valid and quarantined rows, replacing earlier runs of the same days.
 
     A day's quarantine partition is written even when empty, so a re-run that
-    fixed the input leaves no stale rejects behind. Rows of no day (unreadable
-    time) go to a file named after the input files, so a re-run replaces it.
+    fixed the input leaves no stale rejects behind.
     """
     written = [warehouse.write_partition(contract.spec, day.day, day.valid) for day in batch.days]
     for day in batch.days:
         warehouse.write_partition(contract.quarantine, day.day, day.quarantined)
-    unassigned_path = None
+    return written
+
+
+def _store_unassigned(warehouse: Warehouse, contract: Contract, source: Source, batch: IngestBatch) -> Path | None:
+    """Rows of a many-day file whose date is unreadable: one file per configured path, replaced each run.
+
+    Named after the configured path (not the files' contents), so fixing the
+    input and running again removes the file instead of leaving stale rejects.
+    """
+    if not isinstance(source, FileSourceSettings) or not source.path_for(contract):
+        return None
+    spec = unassigned(contract.quarantine)
+    name = hashlib.sha256(f"{source.incoming_dir}|{source.path_for(contract)}".encode()).hexdigest()[:16]
     if batch.unassigned.num_rows:
-        name = fingerprint(Path(source) for source in batch.sources if Path(source).exists())
-        unassigned_path = warehouse.write_file(unassigned(contract.quarantine), f"{name}.parquet", batch.unassigned)
-    return written, unassigned_path
+        return warehouse.write_file(spec, f"{name}.parquet", batch.unassigned)
+    warehouse.remove_file(spec, f"{name}.parquet")
+    return None
 
 
 def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:

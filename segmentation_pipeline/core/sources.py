@@ -17,7 +17,6 @@ purchase.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -45,11 +44,13 @@ from .warehouse import sql_string
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
-# The reasons a row is quarantined, in the order they are tested (the first one wins).
 #: Rows in a day's folder may lie this many days either side of it in UTC (local-time exports).
 #: Tables handed over per UTC day (the synthetic source) get no slack.
 FOLDER_SLACK_DAYS = 1
+#: Bounds that keep every row of a many-day file when counting what lies outside a run.
+_ALL_TIME = (date(1, 1, 2), date(9000, 1, 1))
 
+# The reasons a row is quarantined, in the order they are tested (the first one wins).
 EVENT_REASONS = (
     "missing_customer_id",
     "junk_customer_id",
@@ -113,6 +114,9 @@ class IngestBatch:
     days: list[IngestedDay]
     unassigned: pa.Table
     sources: list[str] = field(default_factory=list)
+    #: Valid rows this run read that belong to days outside the run, per day: they are
+    #: stored when those days' partitions are materialized, and must be reported till then.
+    outside_run: dict[date, int] = field(default_factory=dict)
 
     @property
     def valid_rows(self) -> int:
@@ -150,6 +154,7 @@ class Ingest:
         junk_ids: Iterable[str] = DEFAULT_JUNK_IDS,
         keep_unassigned: bool = True,
         folder_slack_days: int = FOLDER_SLACK_DAYS,
+        run_days: tuple[date, date] | None = None,
     ) -> None:
         if not days:
             raise DataValidationError(f"{contract.spec.name}: no days to ingest")
@@ -160,6 +165,8 @@ class Ingest:
         self.sources: list[str] = []
         self.keep_unassigned = keep_unassigned
         self.folder_slack_days = folder_slack_days
+        self.run_days = run_days or (self.days[0], self.days[-1])
+        self.outside_run: dict[date, int] = {}
         self._table = f"checked_{contract.spec.name}"
         self._relation_count = 0
         con.execute(f"SET TimeZone = {sql_string(assume_timezone)}")
@@ -194,6 +201,7 @@ class Ingest:
             f"SELECT {sql_string(str(path))} AS __source, row_number() OVER () AS __source_row, "
             f"{partition_day} AS __partition_day, {select} FROM {reader}",
             str(path),
+            many_days=day is None,
         )
 
     def add_days(self, tables: Mapping[date, pa.Table], label: str) -> None:
@@ -219,17 +227,30 @@ class Ingest:
         finally:
             self.con.unregister(name)
 
-    def _add(self, relation_sql: str, label: str) -> None:
+    def _add(self, relation_sql: str, label: str, many_days: bool = False) -> None:
         self.sources.append(label)
         self._relation_count += 1
         view = f"input_{self._relation_count}"
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {relation_sql}")
         try:
             self.con.execute(f"INSERT INTO {self._table} {self._checked_sql(view)}")
+            if many_days and self.keep_unassigned:
+                self._count_outside_run(view)
         except duckdb.Error as exc:
             raise DataValidationError(f"{label}: cannot be validated as {self.contract.spec.name}: {exc}") from exc
         finally:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
+
+    def _count_outside_run(self, view: str) -> None:
+        """Valid rows of a many-day file that no day of this run takes (counted once per run)."""
+        first, last = self.run_days
+        rows = self.con.execute(
+            f"SELECT day, count(*) FROM ({self._checked_sql(view, _ALL_TIME)}) "
+            "WHERE reason IS NULL AND (day < ? OR day > ?) GROUP BY day",
+            [first, last],
+        ).fetchall()
+        for day, count in rows:
+            self.outside_run[day] = self.outside_run.get(day, 0) + count
 
     # ---------------------------------------------------------------- output
 
@@ -259,7 +280,20 @@ class Ingest:
         unassigned = self.contract.quarantine.empty()
         if self.keep_unassigned:
             unassigned = quarantined_by_day.get(None, unassigned)
-        return IngestBatch(days, unassigned, list(self.sources))
+        return IngestBatch(days, unassigned, list(self.sources), self._routed_outside_run())
+
+    def _routed_outside_run(self) -> dict[date, int]:
+        """Valid rows of this chunk's folders whose UTC day lies outside the whole run."""
+        first, last = self.run_days
+        rows = self.con.execute(
+            f"SELECT day, count(*) FROM {self._table} WHERE reason IS NULL AND folder_day BETWEEN ? AND ? "
+            "AND (day < ? OR day > ?) GROUP BY day",
+            [self.days[0], self.days[-1], first, last],
+        ).fetchall()
+        counts = dict(self.outside_run)
+        for day, count in rows:
+            counts[day] = counts.get(day, 0) + count
+        return dict(sorted(counts.items()))
 
     def _quarantine_duplicates(self) -> None:
         if self.contract is not EVENTS:
@@ -282,11 +316,12 @@ class Ingest:
             """
         )
 
-    def _checked_sql(self, view: str) -> str:
+    def _checked_sql(self, view: str, bounds: tuple[date, date] | None = None) -> str:
+        """Every row of `view`, judged; many-day rows outside `bounds` (default: these days) are left out."""
         types = {row[0]: row[1] for row in self.con.execute(f"DESCRIBE {view}").fetchall()}
         builder = _event_sql if self.contract is EVENTS else _merge_sql
-        window = (self.days[0], self.days[-1] + timedelta(days=1), self.folder_slack_days)
-        return builder(view, _Columns(types), *window, self.junk_ids)
+        start, end = bounds or (self.days[0], self.days[-1] + timedelta(days=1))
+        return builder(view, _Columns(types), start, end, self.folder_slack_days, self.junk_ids)
 
 
 def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Table]:
@@ -350,8 +385,10 @@ class _Columns:
             return f'nullif(trim("{column}"), \'\')'
         if self.types[column] in ("DOUBLE", "FLOAT") or self.types[column].startswith("DECIMAL"):
             # pandas stores an ID column with gaps as float: 103.0 is the ID "103".
+            # NaN and infinity are no ID: they read as missing.
             return (
-                f'CASE WHEN "{column}" = trunc("{column}") AND abs("{column}") < 1e15 '
+                f'CASE WHEN NOT isfinite("{column}") THEN NULL '
+                f'WHEN "{column}" = trunc("{column}") AND abs("{column}") < 1e15 '
                 f'THEN CAST(CAST("{column}" AS BIGINT) AS VARCHAR) ELSE CAST("{column}" AS VARCHAR) END'
             )
         return f'CAST("{column}" AS VARCHAR)'
@@ -406,12 +443,14 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
             {columns.present("amount")} AS has_amount,
             {columns.typed("amount", "DOUBLE")} AS amount_value,
             {columns.present("quantity")} AS has_quantity,
-            TRY_CAST({columns.typed("quantity", "DOUBLE")} AS INTEGER) AS quantity_value,
+            {columns.typed("quantity", "DOUBLE")} AS quantity_number,
             {columns.text("product_category")} AS product_category_value,
             lower({columns.text("channel")}) AS channel_value,
             lower({columns.text("device")}) AS device_value,
             {_bounds_sql(start, end, slack_days)}
         FROM {view}
+    ), numbers AS (
+        SELECT *, TRY_CAST(quantity_number AS INTEGER) AS quantity_value FROM typed
     ), judged AS (
         SELECT *,
             CASE
@@ -422,12 +461,13 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
                 WHEN NOT has_timestamp THEN 'missing_timestamp'
                 WHEN ts IS NULL THEN 'unparsable_timestamp'
                 WHEN ts < lower_bound OR ts >= upper_bound THEN 'timestamp_outside_partition'
-                WHEN has_amount AND amount_value IS NULL THEN 'unparsable_amount'
+                WHEN has_amount AND (amount_value IS NULL OR NOT isfinite(amount_value)) THEN 'unparsable_amount'
                 WHEN event_type_value IN ('purchase', 'refund') AND amount_value IS NULL THEN 'missing_amount'
                 WHEN event_type_value = 'purchase' AND amount_value < 0 THEN 'negative_amount'
-                WHEN has_quantity AND (quantity_value IS NULL OR quantity_value < 0) THEN 'unparsable_quantity'
+                WHEN has_quantity AND (quantity_value IS NULL OR quantity_value < 0
+                    OR quantity_number <> trunc(quantity_number)) THEN 'unparsable_quantity'
             END AS reason
-        FROM typed
+        FROM numbers
         WHERE __partition_day IS NOT NULL OR ts IS NULL OR (ts >= lower_bound AND ts < upper_bound)
     ), identified AS (
         SELECT *, NULL::VARCHAR AS derived_event_id FROM judged WHERE given_event_id IS NOT NULL
@@ -440,6 +480,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
     )
     SELECT
         {_day_sql("ts", route_valid_rows=True)} AS day,
+        __partition_day AS folder_day,
         __source AS source,
         __source_row AS source_row,
         reason,
@@ -486,6 +527,7 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
     )
     SELECT
         {_day_sql("merged_at_value", route_valid_rows=False)} AS day,
+        __partition_day AS folder_day,
         __source AS source,
         __source_row AS source_row,
         reason,
@@ -521,15 +563,6 @@ def files_matching(pattern: str, base: Path) -> list[Path]:
         anchor = Path(path.anchor)
         return sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file() and _is_supported(p))
     return [path] if path.exists() else []
-
-
-def fingerprint(paths: Iterable[Path]) -> str:
-    """A short stable name for a set of files and their sizes and modification times."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = path.stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _is_supported(path: Path) -> bool:

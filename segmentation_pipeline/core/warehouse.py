@@ -99,6 +99,9 @@ class Warehouse:
         write_parquet_atomic(conform(table, spec), path)
         return path
 
+    def remove_file(self, spec: TableSpec, file_name: str) -> None:
+        _remove_quietly(self.table_dir(spec) / file_name)
+
     def read_partition(self, spec: TableSpec, day: date) -> pa.Table:
         """The stored partition in the table's schema; an empty table if it was never written."""
         path = self.partition_path(spec, day)

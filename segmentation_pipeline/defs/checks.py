@@ -24,6 +24,12 @@ RAW_EVENTS_CHECKS = [
         asset="raw_events",
         description="The share of input rows quarantined stays under max_quarantine_rate (warning).",
     ),
+    dg.AssetCheckSpec(
+        "no_rows_for_other_days",
+        asset="raw_events",
+        description="Every valid row the run read went into a partition it wrote; rows of other days "
+        "(a local-time folder, a many-day file) wait for those days' runs (warning).",
+    ),
 ]
 
 MERGE_MAP_CHECKS = [
@@ -57,6 +63,16 @@ def raw_events_results(warehouse: Warehouse, days: Sequence[date], max_quarantin
         _result("timestamps_inside_partition", quality.timestamps_inside_partition(stats)),
         _result("quarantine_rate", quality.quarantine_rate(stats, max_quarantine_rate), warn=True),
     ]
+
+
+def rows_for_other_days_result(rows: int, summary: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name="no_rows_for_other_days",
+        passed=rows == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=summary,
+        metadata={"rows": rows},
+    )
 
 
 def merge_map_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:

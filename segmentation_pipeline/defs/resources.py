@@ -62,7 +62,7 @@ class EventSourceResource(dg.ConfigurableResource):
         default_factory=dict, description="Mapping from your merge column names to old_id, new_id, merged_at."
     )
     assume_timezone: str = Field(
-        default="UTC", description="Time zone of timestamps without an offset, and of plain dates."
+        default="UTC", description="Time zone of timestamps without an offset (a plain date is that calendar day)."
     )
 
     @field_validator("kind")

@@ -1,6 +1,8 @@
 """merge_map: every customer ID seen so far, resolved to its canonical ID."""
 
 
+from datetime import date, datetime, time, timedelta, timezone
+
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,7 +50,7 @@ def merge_map(
     window = days_between(SETTINGS.start_date if SETTINGS.start_date <= as_of else as_of, as_of)
     present = store.partition_days(ID_HISTORY, window[0], as_of)
     resolution = resolve_merges(
-        store.read_days(ID_HISTORY, present),
+        _effective_by(store.read_days(ID_HISTORY, present), as_of),
         ResolverSettings(
             junk_ids=tuple(identity_rules.junk_ids),
             max_links_per_id=identity_rules.max_links_per_id,
@@ -81,3 +83,9 @@ def merge_map(
 def _merged_ids(merge_map_table: pa.Table) -> pa.Table:
     """The rows worth a look: IDs that resolve to another ID."""
     return merge_map_table.filter(pc.not_equal(merge_map_table["old_id"], merge_map_table["canonical_id"]))
+
+
+def _effective_by(records: pa.Table, as_of: date) -> pa.Table:
+    """Merge records in effect by the end of the day: a record filed early (local time) waits."""
+    end_of_day = datetime.combine(as_of + timedelta(days=1), time(), tzinfo=timezone.utc)
+    return records.filter(pc.less(records["merged_at"], pa.scalar(end_of_day, records.schema.field("merged_at").type)))

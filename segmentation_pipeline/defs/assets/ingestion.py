@@ -10,7 +10,7 @@ from pydantic import Field
 from ...core import synthetic
 from ...core.ingestion import EVENTS, MERGES, IngestSummary, ingest
 from ...core.schemas import ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
-from ..checks import RAW_EVENTS_CHECKS, raw_events_results
+from ..checks import RAW_EVENTS_CHECKS, raw_events_results, rows_for_other_days_result
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_days
 from ..resources import EventSourceResource, IdentityRulesResource, WarehouseResource
@@ -57,9 +57,14 @@ def raw_events(
     _add_partition_metadata(context, summary)
     metadata = _ingestion_metadata(summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
+    if summary.outside_run:
+        context.log.warning(_outside_run_message(summary))
     return dg.MaterializeResult(
         metadata=metadata,
-        check_results=raw_events_results(store, days, config.max_quarantine_rate),
+        check_results=[
+            *raw_events_results(store, days, config.max_quarantine_rate),
+            rows_for_other_days_result(summary.outside_run_rows, _outside_run_message(summary)),
+        ],
     )
 
 
@@ -85,7 +90,20 @@ def id_history(
     summary = ingest(store, MERGES, partition_days(context), source, (), config.chunk_days)
     store.refresh_catalog(TABLES.values())
     _add_partition_metadata(context, summary)
+    if summary.outside_run:
+        context.log.warning(_outside_run_message(summary))
     return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
+
+
+def _outside_run_message(summary: IngestSummary) -> str:
+    if not summary.outside_run:
+        return "every valid row read belongs to a day of this run"
+    days = ", ".join(f"{day} ({rows})" for day, rows in sorted(summary.outside_run.items())[:10])
+    more = " ..." if len(summary.outside_run) > 10 else ""
+    return (
+        f"{summary.outside_run_rows} valid {summary.table} rows read by this run belong to days outside it: "
+        f"{days}{more}; materialize those partitions to store them"
+    )
 
 
 def _add_partition_metadata(context: dg.AssetExecutionContext, summary: IngestSummary) -> None:
@@ -116,9 +134,14 @@ def _ingestion_metadata(summary: IngestSummary) -> dict[str, object]:
     # Every partition of a ranged run carries this metadata, so a long range gets a summary, not a table.
     if 1 < len(summary.days) <= ROWS_PER_DAY_TABLE_LIMIT:
         metadata["rows_per_day"] = counts_table({d.isoformat(): n for d, n in summary.rows_per_day.items()}, "day")
-    elif summary.rows_per_day:
+    elif len(summary.days) > ROWS_PER_DAY_TABLE_LIMIT:
         counts = sorted(summary.rows_per_day.values())
         metadata["rows_per_day_min_median_max"] = f"{counts[0]:,} / {counts[len(counts) // 2]:,} / {counts[-1]:,}"
-    if summary.unassigned_paths:
-        metadata["unassigned_quarantine"] = [str(path) for path in summary.unassigned_paths]
+    if summary.unassigned_path is not None:
+        metadata["unassigned_quarantine"] = dg.MetadataValue.path(str(summary.unassigned_path))
+    if summary.outside_run:
+        metadata["rows_for_days_outside_run"] = counts_table(
+            {day.isoformat(): rows for day, rows in sorted(summary.outside_run.items())[:ROWS_PER_DAY_TABLE_LIMIT]},
+            "day",
+        )
     return metadata

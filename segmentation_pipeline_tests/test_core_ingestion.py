@@ -1,0 +1,42 @@
+"""The chunked ingestion loop: storage per day, undated rows once, stale rejects removed."""
+
+from datetime import date, timedelta
+from pathlib import Path
+
+from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest
+from segmentation_pipeline.core.schemas import RAW_EVENTS, UNASSIGNED_EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse
+
+FIRST = date(2025, 1, 1)
+
+
+def test_a_many_day_file_over_several_chunks(warehouse: Warehouse, tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    export = incoming / "export.csv"
+    export.write_text(
+        "customer_id,event_type,timestamp\n"
+        "c1,page_view,2025-01-01T10:00:00Z\n"
+        "c2,page_view,2025-02-15T10:00:00Z\n"
+        "c3,page_view,2025-03-31T10:00:00Z\n"
+        "c4,page_view,sometime\n"
+        "c5,page_view,2025-06-01T10:00:00Z\n"
+    )
+    source = FileSourceSettings(incoming_dir=incoming, events_path="export.csv")
+    days = [FIRST + timedelta(days=offset) for offset in range(90)]
+    summary = ingest(warehouse, EVENTS, days, source, (), chunk_days=31)
+
+    assert summary.valid_rows == 3
+    assert summary.unassigned_rows == 1  # read by three chunks, counted once
+    assert summary.quarantine_reasons == {"unparsable_timestamp": 1}
+    assert dict(summary.outside_run) == {date(2025, 6, 1): 1}
+    assert len(summary.days_without_input) == 87
+    assert warehouse.partition_days(RAW_EVENTS) == days
+    assert warehouse.read_partition(RAW_EVENTS, date(2025, 2, 15)).column("customer_id").to_pylist() == ["c2"]
+    assert summary.unassigned_path is not None and summary.unassigned_path.exists()
+    assert summary.unassigned_path.parent == warehouse.table_dir(UNASSIGNED_EVENTS)
+
+    export.write_text(export.read_text().replace("c4,page_view,sometime\n", ""))
+    fixed = ingest(warehouse, EVENTS, days, source, (), chunk_days=31)
+    assert fixed.unassigned_rows == 0 and fixed.unassigned_path is None
+    assert list(warehouse.table_dir(UNASSIGNED_EVENTS).glob("*.parquet")) == []
