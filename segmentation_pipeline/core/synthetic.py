@@ -7,13 +7,22 @@ over time) and then produces any day's events and ID merge records on demand:
 - The events of day D are a function of (settings, D) only: each day has its
   own random stream, so a partition can be regenerated alone, and days can be
   generated in any order with identical results.
+- Each archetype has a signature a segmentation can find: its own product
+  categories, channels, days of the week, hours, session depth, basket and
+  price level. The product category is drawn per page view, so a customer's
+  category shares are estimable from a handful of sessions.
+- IDs change only between days: the nightly identity job merges an alias in
+  the first minutes of a day, when no session is in flight, and the ID a
+  customer uses on a day is the one in force for that whole day. Every alias
+  is used in at least one session before it is merged.
 - The merge records contain what the identity resolver must survive: chains
   A -> B -> C, records delivered days late, a few bogus reverse records that
   close a cycle, and junk hub IDs ("unknown", "0", "-1") linked to unrelated
   customers.
 - A small share of event rows is deliberately broken (null customer, unknown
   event type, negative purchase amount, timestamp on the next day) so that the
-  quarantine path is exercised.
+  quarantine path is exercised. Event IDs are numbered before any row is
+  broken, so a clean event has the same ID whatever the fault rate.
 - The ground truth (each ID's person and archetype) lets tests and the report
   check what segmentation recovers.
 
@@ -25,7 +34,7 @@ rate on that day.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 
 import numpy as np
@@ -88,7 +97,8 @@ SYNTHETIC_EVENTS_SCHEMA = pa.schema([field_.with_nullable(True) for field_ in RA
 # ------------------------------------------------------------------ time units (microseconds)
 
 SECOND_US = 1_000_000
-HOUR_US = 3_600 * SECOND_US
+MINUTE_US = 60 * SECOND_US
+HOUR_US = 60 * MINUTE_US
 DAY_US = 24 * HOUR_US
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -96,15 +106,22 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 PRE_START_HISTORY_DAYS = 3 * 365
 #: A churning customer stays at least this long after joining (or after start_date).
 MIN_DAYS_BEFORE_LAPSE = 30
+#: The nightly identity job merges IDs within this long after midnight (UTC).
+MERGE_WINDOW_US = 5 * MINUTE_US
 #: Bogus reverse records are dated up to this many days after the customer's last real merge.
 CYCLE_RECORD_MAX_DELAY_DAYS = 30
+#: Mean time from a purchase to its refund (a cancellation on the same day).
+MEAN_REFUND_DELAY_US = 45 * MINUTE_US
 #: Late merge records arrive 1..this many days after merged_at.
 MAX_DELIVERY_DELAY_DAYS = 3
 #: Shape of the gamma distribution of personal activity (mean 1): 2 gives a
 #: realistic long tail of very active customers without extreme outliers.
 ACTIVITY_GAMMA_SHAPE = 2.0
+#: Candidate days tried when placing a session on a day the archetype is likely to be active.
+BUSY_DAY_TRIES = 8
 
 _NO_LAPSE = np.iinfo(np.int32).max
+_NO_MERGE = np.iinfo(np.int32).max
 _NEVER_US = np.iinfo(np.int64).min
 
 # Random streams: independent so that, e.g., changing bad_row_rate leaves the
@@ -193,7 +210,9 @@ class Archetype:
     unit_price_spread: float
     #: Quantity is 1 + Poisson(extra_quantity).
     extra_quantity: float
+    #: Relative weight of each product category, drawn per page view.
     category_weights: tuple[float, ...]
+    #: Relative weight of each channel, drawn per session.
     channel_weights: tuple[float, ...]
     #: Share already a customer on start_date; the rest join within the horizon.
     existing_share: float
@@ -239,149 +258,142 @@ ARCHETYPES: dict[str, Archetype] = {
     archetype.name: archetype
     for archetype in (
         Archetype(
+            # Frequent evening buyers of electronics and home goods, on the web and in store.
             name="loyal_high_value",
             weight=0.12,
-            sessions_per_year=10.0,
+            sessions_per_year=11.0,
             weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.1),
-            hour_weights=_daily_rhythm((12.5, 1.5, 1.0), (20.0, 2.0, 1.5), floor=0.05),
-            extra_pages=2.5,
+            hour_weights=_daily_rhythm((20.0, 1.5, 1.5), (12.5, 1.0, 0.4), floor=0.02),
+            extra_pages=0.6,
             cart_probability=0.60,
-            purchase_probability=0.75,
+            purchase_probability=0.80,
             refund_probability=0.04,
-            unit_price_median=55.0,
-            unit_price_spread=0.5,
-            extra_quantity=1.0,
-            category_weights=_categories(
-                electronics=5, fashion=4, home=4, beauty=2, grocery=1, sports=2, books=1, toys=1
-            ),
-            channel_weights=_channels(web=35, mobile_app=35, email=15, store=15),
+            unit_price_median=60.0,
+            unit_price_spread=0.4,
+            extra_quantity=0.8,
+            category_weights=_categories(electronics=50, home=25, fashion=12, beauty=5, sports=4, books=4),
+            channel_weights=_channels(web=45, store=40, mobile_app=15),
             existing_share=0.7,
             churn_probability=0.03,
         ),
         Archetype(
+            # Late-night web deal seekers: groceries and beauty in bulk at low prices.
             name="bargain_hunter",
             weight=0.18,
-            sessions_per_year=6.0,
-            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.2, 1.4, 1.2),
-            hour_weights=_daily_rhythm((13.0, 1.5, 0.8), (21.5, 1.5, 1.5), floor=0.05),
-            extra_pages=4.0,
-            cart_probability=0.50,
+            sessions_per_year=9.0,
+            weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.1),
+            hour_weights=_daily_rhythm((22.5, 1.2, 1.5), floor=0.02),
+            extra_pages=0.5,
+            cart_probability=0.45,
             purchase_probability=0.45,
             refund_probability=0.08,
-            unit_price_median=9.0,
-            unit_price_spread=0.45,
+            unit_price_median=8.0,
+            unit_price_spread=0.4,
             extra_quantity=1.5,
-            category_weights=_categories(
-                grocery=6, fashion=4, beauty=3, toys=2, home=2, electronics=1, sports=1, books=1
-            ),
-            channel_weights=_channels(web=35, mobile_app=25, email=25, store=5, social=10),
+            category_weights=_categories(grocery=50, beauty=25, toys=12, home=5, fashion=5, books=3),
+            channel_weights=_channels(web=70, mobile_app=15, email=15),
             existing_share=0.5,
             churn_probability=0.12,
         ),
         Archetype(
+            # Afternoon browsers from social media: many fashion pages, few baskets.
             name="window_shopper",
             weight=0.18,
-            sessions_per_year=5.0,
+            sessions_per_year=6.0,
             weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2),
-            hour_weights=_daily_rhythm((11.0, 3.0, 1.0), (16.0, 3.0, 1.0), (21.0, 2.0, 1.0), floor=0.1),
-            extra_pages=3.0,
-            cart_probability=0.15,
-            purchase_probability=0.15,
+            hour_weights=_daily_rhythm((15.5, 1.8, 1.5), floor=0.03),
+            extra_pages=2.0,
+            cart_probability=0.08,
+            purchase_probability=0.20,
             refund_probability=0.05,
             unit_price_median=30.0,
             unit_price_spread=0.6,
             extra_quantity=0.3,
-            category_weights=_categories(
-                fashion=6, electronics=4, beauty=3, home=2, sports=2, books=1, toys=1, grocery=1
-            ),
-            channel_weights=_channels(web=45, mobile_app=20, email=5, store=5, social=25),
+            category_weights=_categories(fashion=60, beauty=15, electronics=10, home=5, sports=5, books=5),
+            channel_weights=_channels(social=60, web=35, mobile_app=5),
             existing_share=0.4,
             churn_probability=0.15,
         ),
         Archetype(
+            # App users shopping sports and toys at weekends.
             name="weekend_mobile",
             weight=0.14,
-            sessions_per_year=6.0,
-            weekday_weights=(0.3, 0.3, 0.3, 0.3, 0.6, 3.0, 3.0),
-            hour_weights=_daily_rhythm((11.0, 2.0, 0.8), (20.5, 2.0, 1.5), floor=0.02),
-            extra_pages=1.5,
+            sessions_per_year=9.0,
+            weekday_weights=(0.2, 0.2, 0.2, 0.2, 0.4, 3.0, 3.0),
+            hour_weights=_daily_rhythm((11.0, 1.5, 1.0), (19.0, 1.5, 0.7), floor=0.02),
+            extra_pages=0.4,
             cart_probability=0.35,
             purchase_probability=0.50,
             refund_probability=0.05,
             unit_price_median=25.0,
             unit_price_spread=0.5,
             extra_quantity=0.5,
-            category_weights=_categories(
-                fashion=5, sports=5, toys=3, beauty=2, electronics=2, grocery=1, books=1, home=1
-            ),
-            channel_weights=_channels(web=5, mobile_app=60, store=5, social=30),
+            category_weights=_categories(sports=55, toys=20, fashion=15, electronics=5, grocery=5),
+            channel_weights=_channels(mobile_app=85, social=15),
             existing_share=0.4,
             churn_probability=0.10,
         ),
         Archetype(
+            # Recently acquired through email and social campaigns, discovering books and toys;
+            # busy right after joining.
             name="new_customer",
             weight=0.12,
-            sessions_per_year=1.5,
+            sessions_per_year=3.5,
             weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.1),
-            hour_weights=_daily_rhythm((12.0, 3.0, 1.0), (20.0, 3.0, 1.0), floor=0.1),
-            extra_pages=2.0,
-            cart_probability=0.40,
+            hour_weights=_daily_rhythm((17.5, 1.5, 1.5), floor=0.03),
+            extra_pages=1.0,
+            cart_probability=0.35,
             purchase_probability=0.50,
             refund_probability=0.06,
             unit_price_median=35.0,
             unit_price_spread=0.6,
             extra_quantity=0.4,
-            category_weights=_categories(
-                electronics=1, fashion=1, home=1, beauty=1, grocery=1, sports=1, books=1, toys=1
-            ),
-            channel_weights=_channels(web=40, mobile_app=20, email=10, store=5, social=25),
+            category_weights=_categories(books=45, toys=20, beauty=15, sports=10, home=5, fashion=5),
+            channel_weights=_channels(email=45, social=45, web=10),
             # New customers join within the horizon by definition.
             existing_share=0.0,
             churn_probability=0.10,
             burst_days=60,
-            burst_factor=12.0,
+            burst_factor=8.0,
         ),
         Archetype(
+            # Existing customers drifting away: morning email readers of home and grocery
+            # offers, ever less often, who all lapse within the horizon.
             name="lapsing",
             weight=0.10,
-            sessions_per_year=5.0,
+            sessions_per_year=10.0,
             weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.1),
-            hour_weights=_daily_rhythm((10.0, 3.0, 1.0), (19.0, 3.0, 1.0), floor=0.05),
-            extra_pages=2.0,
+            hour_weights=_daily_rhythm((9.5, 1.5, 1.5), floor=0.03),
+            extra_pages=0.5,
             cart_probability=0.30,
             purchase_probability=0.50,
-            refund_probability=0.10,
+            refund_probability=0.12,
             unit_price_median=30.0,
             unit_price_spread=0.5,
             extra_quantity=0.5,
-            category_weights=_categories(
-                home=4, grocery=4, books=3, fashion=2, electronics=2, beauty=2, sports=1, toys=1
-            ),
-            channel_weights=_channels(web=40, mobile_app=20, email=30, store=10),
-            # Lapsing customers are existing customers drifting away: all of
-            # them lapse within the horizon, fading out before they do.
+            category_weights=_categories(home=45, grocery=30, books=10, fashion=5, beauty=5, electronics=5),
+            channel_weights=_channels(email=70, web=20, store=10),
             existing_share=1.0,
             churn_probability=1.0,
-            fade_days=90,
+            fade_days=180,
             fade_floor=0.15,
         ),
         Archetype(
+            # Office buyers: weekdays, office hours, the web, electronics and books in quantity.
             name="weekday_business",
             weight=0.16,
-            sessions_per_year=6.0,
+            sessions_per_year=9.0,
             weekday_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 0.03, 0.03),
             hour_weights=_OFFICE_HOURS,
-            extra_pages=1.5,
+            extra_pages=0.4,
             cart_probability=0.50,
             purchase_probability=0.70,
             refund_probability=0.02,
             unit_price_median=40.0,
             unit_price_spread=0.5,
             extra_quantity=3.0,
-            category_weights=_categories(
-                electronics=8, books=4, home=4, grocery=2, beauty=1, fashion=1
-            ),
-            channel_weights=_channels(web=70, email=25, store=5),
+            category_weights=_categories(electronics=45, books=30, home=20, grocery=5),
+            channel_weights=_channels(web=90, email=10),
             existing_share=0.6,
             churn_probability=0.05,
         ),
@@ -458,10 +470,9 @@ _REFUND = EVENT_TYPES.index(EventType.REFUND.value)
 _UNKNOWN = len(EVENT_TYPES)
 #: The steps of a session after its page views, in order; a session stops at any step.
 _FUNNEL = np.array([_PAGE_VIEW, _ADD_TO_CART, _PURCHASE, _REFUND], dtype=np.int8)
-#: Mean pause before an event of each type (µs); refunds are drawn separately.
+#: Mean pause before an event of each type (µs); refunds are timed separately.
 _MEAN_PAUSE_US = np.zeros(len(EVENT_TYPES) + 1)
 _MEAN_PAUSE_US[[_PAGE_VIEW, _ADD_TO_CART, _PURCHASE]] = (75 * SECOND_US, 120 * SECOND_US, 240 * SECOND_US)
-_REFUND_DELAY_US = (1 * HOUR_US, 8 * HOUR_US)
 
 
 def _draw_categorical(rng: np.random.Generator, cumulative: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -481,7 +492,7 @@ def _draw_categorical(rng: np.random.Generator, cumulative: np.ndarray, rows: np
 
 @dataclass(frozen=True, eq=False)
 class Population:
-    """The synthetic customers, drawn once per settings.
+    """The synthetic customers, drawn once per settings; its arrays are read-only.
 
     Customers are stored grouped by archetype (block k holds archetype k), so
     per-archetype factors apply to contiguous slices; their primary IDs are a
@@ -504,25 +515,37 @@ class Population:
     id_pool: pa.StringArray
     #: Customer of each ID in id_pool.
     id_owner: np.ndarray
-    #: Positions in id_pool: the ID used until first_merge_us, then until last_merge_us, then the primary.
+    #: Positions in id_pool: the ID used before first_merge_day, then before last_merge_day,
+    #: then the primary. Merge days are a huge value for customers who never merged.
     first_id: np.ndarray
     middle_id: np.ndarray
-    first_merge_us: np.ndarray
-    last_merge_us: np.ndarray
+    first_merge_day: np.ndarray
+    last_merge_day: np.ndarray
+    #: Sessions known in advance, sorted by day: one with each alias before its merge,
+    #: on top of the customer's random sessions.
+    pinned_session_day: np.ndarray
+    pinned_session_customer: np.ndarray
     #: ID_HISTORY rows in delivery order, and the delivery day of each.
     merge_records: pa.Table
     merge_delivery_day: np.ndarray
+
+    def __post_init__(self) -> None:
+        # The population is cached and shared by every day: a caller must not be able to change it.
+        for field_ in fields(self):
+            value = getattr(self, field_.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
 
     @property
     def n_customers(self) -> int:
         return int(self.archetype_code.size)
 
-    def id_at(self, customer: np.ndarray, at_us: np.ndarray) -> np.ndarray:
-        """Position in id_pool of the ID each customer went by at the given time."""
+    def id_on_day(self, customer: np.ndarray, offset: int) -> np.ndarray:
+        """Position in id_pool of the ID each customer goes by all day on day `offset`."""
         return np.where(
-            at_us < self.first_merge_us[customer],
+            offset < self.first_merge_day[customer],
             self.first_id[customer],
-            np.where(at_us < self.last_merge_us[customer], self.middle_id[customer], customer),
+            np.where(offset < self.last_merge_day[customer], self.middle_id[customer], customer),
         )
 
 
@@ -538,10 +561,14 @@ class _Identities:
     id_owner: np.ndarray
     first_id: np.ndarray
     middle_id: np.ndarray
+    first_merge_day: np.ndarray
+    last_merge_day: np.ndarray
     first_merge_us: np.ndarray
     last_merge_us: np.ndarray
     merged: np.ndarray  # customers with at least one alias
     chained: np.ndarray  # customers with two aliases
+    pinned_session_day: np.ndarray
+    pinned_session_customer: np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
@@ -551,7 +578,7 @@ def population(settings: SyntheticSettings) -> Population:
     archetype_code, blocks = _assign_archetypes(rng, settings.n_customers)
     lifecycles = _draw_lifecycles(rng, settings, archetype_code)
     activity = rng.gamma(ACTIVITY_GAMMA_SHAPE, 1.0 / ACTIVITY_GAMMA_SHAPE, settings.n_customers)
-    identities = _draw_identities(rng, settings, lifecycles)
+    identities = _draw_identities(rng, settings, lifecycles, archetype_code)
     records, delivery_day = _merge_records(rng, settings, identities)
     return Population(
         settings=settings,
@@ -564,8 +591,10 @@ def population(settings: SyntheticSettings) -> Population:
         id_owner=identities.id_owner,
         first_id=identities.first_id,
         middle_id=identities.middle_id,
-        first_merge_us=identities.first_merge_us,
-        last_merge_us=identities.last_merge_us,
+        first_merge_day=identities.first_merge_day,
+        last_merge_day=identities.last_merge_day,
+        pinned_session_day=identities.pinned_session_day,
+        pinned_session_customer=identities.pinned_session_customer,
         merge_records=records,
         merge_delivery_day=delivery_day,
     )
@@ -609,18 +638,37 @@ def _start_us(settings: SyntheticSettings) -> int:
 
 
 def _draw_identities(
-    rng: np.random.Generator, settings: SyntheticSettings, lifecycles: _Lifecycles
+    rng: np.random.Generator,
+    settings: SyntheticSettings,
+    lifecycles: _Lifecycles,
+    archetype_code: np.ndarray,
 ) -> _Identities:
-    """Who merged when: a guest ID merged into the primary, or guest -> account -> primary."""
+    """Who merged when: a guest ID merged into the primary, or guest -> account -> primary.
+
+    Merges happen between the customer's joining and lapse, inside the horizon.
+    Each alias gets a session on a day it is in force, so every alias is seen
+    in the events before it disappears.
+    """
     n = settings.n_customers
-    # Merges happen while the customer is active and inside the horizon.
-    window_start = np.maximum(lifecycles.join_day, 0).astype(np.int64) * DAY_US
-    window_stop = np.minimum(lifecycles.lapse_day, settings.horizon_days).astype(np.int64) * DAY_US
-    merged = (window_stop > window_start) & (rng.random(n) < settings.merge_probability)
-    chained = merged & (rng.random(n) < settings.chain_probability)
-    first_offset = window_start + _whole_seconds(rng.random(n) * (window_stop - window_start))
-    room_after_first = np.maximum(window_stop - first_offset - SECOND_US, 0)
-    second_offset = first_offset + SECOND_US + _whole_seconds(rng.random(n) * room_after_first)
+    first_active = np.maximum(lifecycles.join_day, 0).astype(np.int64)
+    stop_active = np.minimum(lifecycles.lapse_day, settings.horizon_days).astype(np.int64)
+    active_days = stop_active - first_active
+    # A merge needs a day with the alias before it; a chain also a day with the middle ID.
+    merged = (active_days >= 2) & (rng.random(n) < settings.merge_probability)
+    chained = merged & (active_days >= 3) & (rng.random(n) < settings.chain_probability)
+    first_day = first_active + 1 + _floor(rng.random(n) * np.maximum(active_days - 1 - chained, 0))
+    days_after_first = np.maximum(stop_active - 1 - first_day, 0)
+    last_day = np.where(chained, first_day + 1 + _floor(rng.random(n) * days_after_first), first_day)
+    # The nightly identity job runs in the first minutes of the day.
+    start_us = _start_us(settings)
+    first_merge_us = start_us + first_day * DAY_US + _whole_seconds(rng.random(n) * MERGE_WINDOW_US)
+    last_merge_us = np.where(
+        chained,
+        start_us + last_day * DAY_US + _whole_seconds(rng.random(n) * MERGE_WINDOW_US),
+        first_merge_us,
+    )
+    first_merge_day = np.where(merged, first_day, _NO_MERGE).astype(np.int32)
+    last_merge_day = np.where(merged, last_day, _NO_MERGE).astype(np.int32)
 
     merged_customers, chained_customers = np.flatnonzero(merged), np.flatnonzero(chained)
     width = max(7, len(str(n)))
@@ -636,23 +684,53 @@ def _draw_identities(
     middle_id = np.arange(n, dtype=np.int64)
     middle_id[chained_customers] = n + merged_customers.size + np.arange(chained_customers.size)
 
-    start_us = _start_us(settings)
-    first_merge_us = np.where(merged, start_us + first_offset, _NEVER_US)
-    last_merge_us = np.where(chained, start_us + second_offset, first_merge_us)
+    # One session with the guest ID before its first merge, one with the account ID between the two.
+    pinned_customer = np.concatenate([merged_customers, chained_customers])
+    pinned_day = _busy_days(
+        rng,
+        settings.start_date.weekday(),
+        archetype_code[pinned_customer],
+        first=np.concatenate([first_active[merged_customers], first_day[chained_customers]]),
+        stop=np.concatenate([first_day[merged_customers], last_day[chained_customers]]),
+    )
+    pinned_order = np.lexsort((pinned_customer, pinned_day))
     return _Identities(
         id_pool=id_pool,
         id_owner=np.concatenate([np.arange(n), merged_customers, chained_customers]),
         first_id=first_id,
         middle_id=middle_id,
-        first_merge_us=first_merge_us,
-        last_merge_us=last_merge_us,
+        first_merge_day=first_merge_day,
+        last_merge_day=last_merge_day,
+        first_merge_us=np.where(merged, first_merge_us, _NEVER_US),
+        last_merge_us=np.where(merged, last_merge_us, _NEVER_US),
         merged=merged,
         chained=chained,
+        pinned_session_day=pinned_day[pinned_order].astype(np.int32),
+        pinned_session_customer=pinned_customer[pinned_order],
     )
+
+
+def _busy_days(
+    rng: np.random.Generator, start_weekday: int, archetype: np.ndarray, first: np.ndarray, stop: np.ndarray
+) -> np.ndarray:
+    """A day in [first, stop) for each customer, likelier on the weekdays their archetype is active.
+
+    Rejection sampling over a few uniform candidates; if all are rejected, the last one is kept.
+    """
+    candidates = rng.integers(first[:, None], stop[:, None], (first.size, BUSY_DAY_TRIES))
+    weekday_factor = _TABLES.weekday_factor[archetype[:, None], (start_weekday + candidates) % 7]
+    busiest = _TABLES.weekday_factor.max(axis=1)[archetype][:, None]
+    accepted = rng.random(candidates.shape) * busiest < weekday_factor
+    pick = np.where(accepted.any(axis=1), accepted.argmax(axis=1), BUSY_DAY_TRIES - 1)
+    return candidates[np.arange(first.size), pick]
 
 
 def _whole_seconds(duration_us: np.ndarray) -> np.ndarray:
     return (np.floor(duration_us / SECOND_US) * SECOND_US).astype(np.int64)
+
+
+def _floor(values: np.ndarray) -> np.ndarray:
+    return np.floor(values).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -776,11 +854,11 @@ class _Sessions:
     """The sessions of one day, in order of start time."""
 
     customer: np.ndarray
+    archetype: np.ndarray
     start_us: np.ndarray
     id_position: np.ndarray
     channel: np.ndarray
     device: np.ndarray
-    category: np.ndarray
     pages: np.ndarray
     has_cart: np.ndarray
     has_purchase: np.ndarray
@@ -801,6 +879,7 @@ class _Events:
     session: np.ndarray
     event_type: np.ndarray
     timestamp_us: np.ndarray
+    category: np.ndarray
     amount: np.ndarray
     quantity: np.ndarray
     customer_missing: np.ndarray
@@ -855,6 +934,7 @@ def _draw_sessions(
 
     Independent Poisson counts per customer are drawn as one Poisson total split
     in proportion to the rates: the same distribution, without a draw per customer.
+    The sessions pinned to the day are added to the random ones.
     """
     cumulative = np.cumsum(_session_rates(people, offset, weekday))
     total = float(cumulative[-1])
@@ -862,20 +942,24 @@ def _draw_sessions(
     # Sorted needles keep the search cache-friendly on a million-customer array.
     needles = np.sort(rng.random(count)) * total
     customer = np.minimum(np.searchsorted(cumulative, needles, side="right"), people.n_customers - 1)
+    first_pinned, stop_pinned = np.searchsorted(people.pinned_session_day, [offset, offset + 1])
+    customer = np.concatenate([customer, people.pinned_session_customer[first_pinned:stop_pinned]])
     archetype = people.archetype_code[customer].astype(np.int64)
     hour = _draw_categorical(rng, _TABLES.hour_cumulative, archetype)
-    start_us = day_start_us + hour * HOUR_US + rng.integers(0, HOUR_US, count)
+    start_us = day_start_us + hour * HOUR_US + rng.integers(0, HOUR_US, customer.size)
     order = np.argsort(start_us, kind="stable")
     customer, archetype, start_us = customer[order], archetype[order], start_us[order]
-    return _session_contents(rng, people, customer, archetype, start_us)
+    # The ID in force all day: merges happen in the first minutes of a day, so none is mid-session.
+    id_position = people.id_on_day(customer, offset)
+    return _session_contents(rng, customer, archetype, start_us, id_position)
 
 
 def _session_contents(
     rng: np.random.Generator,
-    people: Population,
     customer: np.ndarray,
     archetype: np.ndarray,
     start_us: np.ndarray,
+    id_position: np.ndarray,
 ) -> _Sessions:
     count = customer.size
     channel = _draw_categorical(rng, _TABLES.channel_cumulative, archetype)
@@ -885,12 +969,11 @@ def _session_contents(
     unit_price = rng.lognormal(_TABLES.log_unit_price[archetype], _TABLES.unit_price_spread[archetype])
     return _Sessions(
         customer=customer,
+        archetype=archetype,
         start_us=start_us,
-        # A session keeps the ID it started with, even if a merge happens during it.
-        id_position=people.id_at(customer, start_us),
+        id_position=id_position,
         channel=channel,
         device=_draw_categorical(rng, _DEVICE_CUMULATIVE, channel),
-        category=_draw_categorical(rng, _TABLES.category_cumulative, archetype),
         pages=1 + rng.poisson(_TABLES.extra_pages[archetype]),
         has_cart=has_cart,
         has_purchase=has_purchase,
@@ -909,28 +992,90 @@ def _expand_sessions(rng: np.random.Generator, sessions: _Sessions, day_end_us: 
     funnel_step = position - sessions.pages[session]
     event_type = np.where(position == 0, _SESSION_START, _FUNNEL[np.clip(funnel_step, 0, _FUNNEL.size - 1)])
     event_type = event_type.astype(np.int8)
-    elapsed = np.cumsum(_pauses(rng, event_type))
-    elapsed -= elapsed[first_event][session]
-    # Late sessions are cut off at midnight rather than spilling into the next day's partition.
-    timestamp_us = np.minimum(sessions.start_us[session] + elapsed, day_end_us - 1)
     return _Events(
         session=session,
         event_type=event_type,
-        timestamp_us=timestamp_us,
+        timestamp_us=_timestamps(rng, sessions, session, first_event, event_type, day_end_us),
+        category=_categories_viewed(rng, sessions, session, first_event, funnel_step),
         amount=sessions.amount[session],
         quantity=sessions.quantity[session],
         customer_missing=np.zeros(session.size, dtype=bool),
     )
 
 
-def _pauses(rng: np.random.Generator, event_type: np.ndarray) -> np.ndarray:
-    """Time since the previous event of the session (µs): minutes in the funnel, hours before a refund."""
+def _categories_viewed(
+    rng: np.random.Generator,
+    sessions: _Sessions,
+    session: np.ndarray,
+    first_event: np.ndarray,
+    funnel_step: np.ndarray,
+) -> np.ndarray:
+    """Each page view shows a product of its own; cart, purchase and refund are about the last one viewed.
+
+    The session_start row gets a category too, which the table leaves out.
+    """
+    category = _draw_categorical(rng, _TABLES.category_cumulative, sessions.archetype[session])
+    in_funnel = np.flatnonzero(funnel_step > 0)
+    last_page_view = first_event + sessions.pages
+    category[in_funnel] = category[last_page_view[session[in_funnel]]]
+    return category
+
+
+def _timestamps(
+    rng: np.random.Generator,
+    sessions: _Sessions,
+    session: np.ndarray,
+    first_event: np.ndarray,
+    event_type: np.ndarray,
+    day_end_us: int,
+) -> np.ndarray:
+    """Minutes between the steps of a session and before a refund; every event inside its day."""
     mean_pause = _MEAN_PAUSE_US[event_type]
     pauses = (rng.exponential(1.0, event_type.size) * mean_pause).astype(np.int64)
     pauses[mean_pause > 0] += SECOND_US
-    refunds = event_type == _REFUND
-    pauses[refunds] = rng.integers(*_REFUND_DELAY_US, int(refunds.sum()))
-    return pauses
+    elapsed = np.cumsum(pauses)
+    elapsed -= elapsed[first_event][session]
+    _squeeze_late_sessions(rng, sessions, session, first_event, elapsed, day_end_us)
+    timestamp_us = sessions.start_us[session] + elapsed
+    _time_refunds(rng, event_type, timestamp_us, day_end_us)
+    return timestamp_us
+
+
+def _squeeze_late_sessions(
+    rng: np.random.Generator,
+    sessions: _Sessions,
+    session: np.ndarray,
+    first_event: np.ndarray,
+    elapsed: np.ndarray,
+    day_end_us: int,
+) -> None:
+    """Shrink in place the sessions that would run past midnight, to end at a random time before it.
+
+    They stay in their day's partition without piling up on its last microsecond.
+    """
+    last_before_refund = first_event + sessions.length - 1 - sessions.has_refund
+    duration = elapsed[last_before_refund]
+    room = day_end_us - sessions.start_us
+    too_long = np.flatnonzero(duration >= room)
+    squeeze = np.ones(sessions.start_us.size)
+    squeeze[too_long] = rng.random(too_long.size) * room[too_long] / duration[too_long]
+    squeezed = np.flatnonzero(squeeze[session] < 1.0)
+    elapsed[squeezed] = (elapsed[squeezed] * squeeze[session[squeezed]]).astype(np.int64)
+
+
+def _time_refunds(rng: np.random.Generator, event_type: np.ndarray, timestamp_us: np.ndarray, day_end_us: int) -> None:
+    """Set in place the time of each refund: a cancellation soon after its purchase, on the same day.
+
+    A refund that would fall after midnight comes at a uniform time in what is
+    left of the day, so late refunds spread out instead of bunching at midnight.
+    """
+    refunds = np.flatnonzero(event_type == _REFUND)
+    purchase_us = timestamp_us[refunds - 1]
+    left_us = day_end_us - 1 - purchase_us
+    delay_us = SECOND_US + rng.exponential(MEAN_REFUND_DELAY_US, refunds.size).astype(np.int64)
+    too_late = delay_us >= left_us
+    delay_us[too_late] = (rng.random(int(too_late.sum())) * left_us[too_late]).astype(np.int64)
+    timestamp_us[refunds] = purchase_us + delay_us
 
 
 def _break_rows(rng: np.random.Generator, events: _Events, rate: float, day_end_us: int) -> None:
@@ -952,6 +1097,8 @@ def _numbered(prefix: str, count: int, width: int) -> pa.StringArray:
 
 
 def _event_table(people: Population, sessions: _Sessions, events: _Events, day: date) -> pa.Table:
+    # Events are numbered in generation order, before the sort by time, so that an
+    # event's ID does not depend on where the broken rows land.
     order = np.argsort(events.timestamp_us, kind="stable")
     session = events.session[order]
     event_type = events.event_type[order]
@@ -959,9 +1106,9 @@ def _event_table(people: Population, sessions: _Sessions, events: _Events, day: 
     monetary = (event_type == _PURCHASE) | (event_type == _REFUND)
     has_quantity = monetary | (event_type == _ADD_TO_CART)
     customer_id_position = pa.array(sessions.id_position[session], mask=events.customer_missing[order])
-    category = pa.array(sessions.category[session], mask=event_type == _SESSION_START)
+    category = pa.array(events.category[order], mask=event_type == _SESSION_START)
     columns = [
-        _numbered(f"{stamp}-", session.size, width=7),
+        _id_strings(f"{stamp}-", order + 1, width=7),
         people.id_pool.take(customer_id_position),
         _EVENT_TYPE_LABELS.take(pa.array(event_type)),
         pa.array(events.timestamp_us[order], UTC_TIMESTAMP),
