@@ -3,6 +3,9 @@
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
+from segmentation_pipeline.core.errors import DataValidationError
 from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest
 from segmentation_pipeline.core.schemas import RAW_EVENTS, UNASSIGNED_EVENTS
 from segmentation_pipeline.core.warehouse import Warehouse
@@ -40,3 +43,11 @@ def test_a_many_day_file_over_several_chunks(warehouse: Warehouse, tmp_path: Pat
     fixed = ingest(warehouse, EVENTS, days, source, (), chunk_days=31)
     assert fixed.unassigned_rows == 0 and fixed.unassigned_path is None
     assert list(warehouse.table_dir(UNASSIGNED_EVENTS).glob("*.parquet")) == []
+
+
+def test_a_missing_incoming_folder_or_an_empty_pattern_is_an_error(warehouse: Warehouse, tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match=r"incoming folder .*nowhere does not exist"):
+        ingest(warehouse, EVENTS, [FIRST], FileSourceSettings(incoming_dir=tmp_path / "nowhere"), ())
+    with pytest.raises(DataValidationError, match=r"no .csv or .parquet file matches 'exports/\*.csv'"):
+        ingest(warehouse, EVENTS, [FIRST], FileSourceSettings(incoming_dir=tmp_path, events_path="exports/*.csv"), ())
+    assert not warehouse.partition_path(RAW_EVENTS, FIRST).exists()

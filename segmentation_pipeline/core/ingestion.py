@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import synthetic
+from .errors import DataValidationError
 from .schemas import unassigned
 from .sources import (
     EVENTS,
@@ -169,8 +170,18 @@ def ingest_days(
 def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source: FileSourceSettings) -> None:
     pattern = source.path_for(contract)
     mapping = source.columns_for(contract)
+    if not source.incoming_dir.is_dir():
+        raise DataValidationError(
+            f"incoming folder {source.incoming_dir} does not exist; expected the {contract.spec.name} input there "
+            f"({contract.incoming_folder}/date=YYYY-MM-DD/ folders or the configured path)"
+        )
     if pattern:
-        for path in files_matching(pattern, source.incoming_dir):
+        paths = files_matching(pattern, source.incoming_dir)
+        if not paths:
+            raise DataValidationError(
+                f"no .csv or .parquet file matches {pattern!r} under {source.incoming_dir} for {contract.spec.name}"
+            )
+        for path in paths:
             ingest.add_file(path, mapping)
         return
     # Neighbouring folders may hold rows of these days in UTC (local-time exports).
