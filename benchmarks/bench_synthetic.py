@@ -3,15 +3,18 @@
     python benchmarks/bench_synthetic.py --customers 1000000 --days 30 --out benchmarks/results/synthetic.json
 
 Building the population is a one-off per settings and is reported apart from
-the per-day generation it serves. Arrow is held to one thread so that the
-figure is a single-core one. The days are generated --repeats times (each pass
-gives identical tables) and the fastest pass is the figure, the slowest beside
-it, so that a noisy neighbour on the machine does not decide the result.
+the per-day generation it serves, with the memory the population holds (each
+customer's personal profiles included) and the peak memory of the process.
+Arrow is held to one thread so that the figure is a single-core one. The days
+are generated --repeats times (each pass gives identical tables) and the
+fastest pass is the figure, the slowest beside it, so that a noisy neighbour on
+the machine does not decide the result.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from datetime import date, timedelta
@@ -43,6 +46,12 @@ def _arguments() -> argparse.Namespace:
         help="first day generated; a year into the horizon, when most customers have joined",
     )
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--personal-variation",
+        type=float,
+        default=SyntheticSettings.personal_variation,
+        help="how far customers depart from their archetype (0: copies of it)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="passes over the days; the fastest counts")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic.json"))
     return parser.parse_args()
@@ -52,11 +61,13 @@ def main() -> None:
     arguments = _arguments()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    settings = SyntheticSettings(seed=arguments.seed, n_customers=arguments.customers)
+    settings = SyntheticSettings(
+        seed=arguments.seed, n_customers=arguments.customers, personal_variation=arguments.personal_variation
+    )
     days = [arguments.first_day + timedelta(days=offset) for offset in range(arguments.days)]
 
     started = time.perf_counter()
-    population(settings)
+    population_bytes = population(settings).nbytes
     population_seconds = time.perf_counter() - started
 
     pass_seconds = []
@@ -73,6 +84,7 @@ def main() -> None:
 
     result = {
         "customers": arguments.customers,
+        "personal_variation": settings.personal_variation,
         "days": arguments.days,
         "first_day": arguments.first_day.isoformat(),
         "events": events,
@@ -84,6 +96,9 @@ def main() -> None:
         "slowest_seconds": round(max(pass_seconds), 3),
         "events_per_second": round(events / event_seconds),
         "population_seconds": round(population_seconds, 3),
+        "population_mb": round(population_bytes / 2**20, 1),
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1),
         "machine": machine() | {"arrow_threads": pa.cpu_count()},
         "command": command(),
     }

@@ -31,7 +31,7 @@ def resources(data_dir: Path, **source: object) -> dict[str, object]:
     return {
         "warehouse": WarehouseResource(data_dir=str(data_dir)),
         "identity_rules": IdentityRulesResource(),
-        "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": 8000, "bad_row_rate": 0.01} | source)),
+        "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": 8000, "bad_row_rate": 0.03} | source)),
     }
 
 
