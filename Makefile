@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`.
+# `make demo` and `make test` are the README's quickstart; `dev`, `validate` and `lint` serve development.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,7 +7,7 @@ DEMO_DAYS ?= 60
 
 .PHONY: install demo test dev validate lint clean
 
-# The venv is rebuilt when pyproject.toml changes.
+# The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
-from segmentation_pipeline.core.identity import resolve_merges  # noqa: E402
+from segmentation_pipeline.core.identity import merges_in_effect, resolve_merges  # noqa: E402
 from segmentation_pipeline.core.ingestion import EVENTS, MERGES, ingest  # noqa: E402
 from segmentation_pipeline.core.schemas import DEFAULT_JUNK_IDS, ID_HISTORY, MERGE_MAP  # noqa: E402
 from segmentation_pipeline.core.synthetic import SyntheticSettings, population  # noqa: E402
@@ -50,7 +50,7 @@ def main() -> None:
     merges = ingest(warehouse, MERGES, days, source, ())
     merges_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    resolution = resolve_merges(warehouse.read_days(ID_HISTORY, days))
+    resolution = resolve_merges(merges_in_effect(warehouse.read_days(ID_HISTORY, days), days[-1]))
     warehouse.write_partition(MERGE_MAP, days[-1], resolution.merge_map)
     resolve_seconds = time.perf_counter() - started
 

@@ -14,7 +14,6 @@ the machine does not decide the result.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from datetime import date, timedelta
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 # Run from a fresh clone without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import command, machine, write_result  # noqa: E402
+from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
 from segmentation_pipeline.core.synthetic import (  # noqa: E402
     SyntheticSettings,
     events_for_day,
@@ -98,7 +97,7 @@ def main() -> None:
         "population_seconds": round(population_seconds, 3),
         "population_mb": round(population_bytes / 2**20, 1),
         # ru_maxrss is in KiB on Linux.
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
         "machine": machine() | {"arrow_threads": pa.cpu_count()},
         "command": command(),
     }

@@ -15,8 +15,6 @@ defs = dg.Definitions(
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),
         "identity_rules": IdentityRulesResource(),
-        "event_source": EventSourceResource(
-            **({"kind": SETTINGS.source, "start_date": SETTINGS.start_date.isoformat()} | SETTINGS.source_config)
-        ),
+        "event_source": EventSourceResource.from_settings(SETTINGS),
     },
 )

@@ -5,6 +5,7 @@ afterwards. The history is synthetic, the storage local Parquet and DuckDB.
 """
 
 import argparse
+import os
 import sys
 import warnings
 from datetime import date, timedelta
@@ -16,6 +17,7 @@ import duckdb
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
+from .core.settings import REPOSITORY_ROOT  # noqa: E402
 from .core.warehouse import Warehouse  # noqa: E402
 from .definitions import defs  # noqa: E402
 from .defs.assets.identity import merge_map  # noqa: E402
@@ -76,10 +78,19 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 day, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=60, help="days of synthetic history from the start date")
+    parser.add_argument("--days", type=_positive, default=60, help="days of history to ingest from the start date")
     args = parser.parse_args(argv)
+    # The same instance `make dev` shows, unless the caller chose another.
+    os.environ.setdefault("DAGSTER_HOME", str(REPOSITORY_ROOT / ".dagster_home"))
     first = SETTINGS.start_date
     last = first + timedelta(days=args.days - 1)
     instance = dg.DagsterInstance.get()

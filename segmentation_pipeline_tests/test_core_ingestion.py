@@ -8,6 +8,7 @@ import pytest
 from segmentation_pipeline.core.errors import DataValidationError
 from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest
 from segmentation_pipeline.core.schemas import RAW_EVENTS, UNASSIGNED_EVENTS
+from segmentation_pipeline.core.settings import Settings
 from segmentation_pipeline.core.warehouse import Warehouse
 
 FIRST = date(2025, 1, 1)
@@ -51,3 +52,18 @@ def test_a_missing_incoming_folder_or_an_empty_pattern_is_an_error(warehouse: Wa
     with pytest.raises(DataValidationError, match=r"no .csv or .parquet file matches 'exports/\*.csv'"):
         ingest(warehouse, EVENTS, [FIRST], FileSourceSettings(incoming_dir=tmp_path, events_path="exports/*.csv"), ())
     assert not warehouse.partition_path(RAW_EVENTS, FIRST).exists()
+
+
+def test_the_shipped_transaction_log(warehouse: Warehouse) -> None:
+    config = Settings.from_env({"SEGMENTATION_SOURCE_CONFIG": "data/samples/transactions.json"}).source_config
+    source = FileSourceSettings(
+        incoming_dir=Path(config["incoming_dir"]),
+        events_path=config["events_path"],
+        event_columns=config["event_columns"],
+    )
+    summary = ingest(warehouse, EVENTS, [FIRST, FIRST + timedelta(days=1)], source, ())
+    assert summary.rows_per_day == {FIRST: 2, FIRST + timedelta(days=1): 1}
+    assert dict(summary.quarantine_reasons) == {"unparsable_amount": 1}
+    stored = warehouse.read_partition(RAW_EVENTS, FIRST)
+    assert stored.column("event_type").to_pylist() == ["purchase", "purchase"]
+    assert sorted(stored.column("amount").to_pylist()) == [12.5, 99.0]

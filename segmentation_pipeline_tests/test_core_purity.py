@@ -33,7 +33,11 @@ def test_no_core_module_imports_dagster() -> None:
 
 
 def test_importing_all_of_core_does_not_load_dagster() -> None:
-    modules = [f"segmentation_pipeline.core.{p.stem}" for p in sorted(CORE.glob("*.py")) if p.stem != "__init__"]
+    modules = [
+        "segmentation_pipeline.core." + ".".join(path.relative_to(CORE).with_suffix("").parts)
+        for path in sorted(CORE.rglob("*.py"))
+        if path.stem != "__init__"
+    ]
     script = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('dagster' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"

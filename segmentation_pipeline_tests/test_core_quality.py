@@ -22,7 +22,7 @@ def events(rows: list[tuple[str, str, datetime]]) -> pa.Table:
     )
 
 
-def merge_map(pairs: list[tuple[str, str]]) -> pa.Table:
+def merge_map(pairs: list[tuple[str, str]], junk: tuple[str, ...] = ()) -> pa.Table:
     n = len(pairs)
     return pa.table(
         {
@@ -31,7 +31,7 @@ def merge_map(pairs: list[tuple[str, str]]) -> pa.Table:
             "component_size": [1] * n,
             "chain_depth": [0] * n,
             "in_cycle": [False] * n,
-            "is_junk": [False] * n,
+            "is_junk": [p[0] in junk for p in pairs],
         }
     )
 
@@ -99,3 +99,15 @@ def test_merge_map_checks_pass_on_a_resolved_map_and_fail_without_one(warehouse:
     assert quality.one_canonical_id_per_id(warehouse, DAY).passed
     assert quality.no_unresolved_chains(warehouse, DAY).passed
     assert not quality.no_unresolved_chains(warehouse, date(2025, 2, 2)).passed
+
+
+def test_junk_check_catches_merges_into_and_out_of_junk_ids(warehouse: Warehouse) -> None:
+    warehouse.write_partition(
+        MERGE_MAP,
+        DAY,
+        merge_map([("unknown", "c1"), ("c1", "c1"), ("c2", "0"), ("0", "0"), ("c3", "c3")], junk=("unknown", "0")),
+    )
+    outcome = quality.no_junk_merged(warehouse, DAY)
+    assert not outcome.passed and outcome.metadata["violations"] == 2
+    warehouse.write_partition(MERGE_MAP, DAY, merge_map([("unknown", "unknown"), ("c1", "c1")], junk=("unknown",)))
+    assert quality.no_junk_merged(warehouse, DAY).passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -227,7 +228,7 @@ def test_whole_float_ids_read_as_integers(tmp_path: Path) -> None:
         path,
     )
     batch = ingest((path, DAY), mapping={})
-    assert batch.days[0].valid.column("customer_id").to_pylist() == ["103", "7.5"]
+    assert sorted(batch.days[0].valid.column("customer_id").to_pylist()) == ["103", "7.5"]
     assert batch.days[0].quarantined.column("reason").to_pylist() == ["missing_customer_id"]
 
 
@@ -327,9 +328,31 @@ def test_non_finite_and_fractional_numbers_are_quarantined(tmp_path: Path) -> No
         path,
     )
     batch = ingest((path, DAY), mapping={})
-    assert batch.days[0].valid.column("customer_id").to_pylist() == ["1", "6"]
-    assert batch.days[0].valid.column("quantity").to_pylist() == [1, 3]
+    valid = batch.days[0].valid.sort_by("customer_id")  # same time: stored in event_id order
+    assert valid.column("customer_id").to_pylist() == ["1", "6"]
+    assert valid.column("quantity").to_pylist() == [1, 3]
     reasons = dict(
         zip(batch.days[0].quarantined["source_row"].to_pylist(), batch.days[0].quarantined["reason"].to_pylist())
     )
     assert reasons == {2: "missing_customer_id", 3: "unparsable_amount", 4: "unparsable_amount", 5: "unparsable_quantity"}
+
+
+def test_the_documented_reasons_are_the_ones_the_sql_gives() -> None:
+    from segmentation_pipeline.core.sources import EVENT_REASONS, ID_HISTORY_REASONS, _Columns, _event_sql, _merge_sql
+
+    def reasons_in(sql: str) -> set[str]:
+        return set(re.findall(r"THEN '([a-z_]+)'", sql))
+
+    event_sql = _event_sql("v", _Columns({}), DAY, DAY, 1, ["unknown"])
+    # duplicate_event_id is given afterwards, across the whole chunk.
+    assert reasons_in(event_sql) | {"duplicate_event_id"} == set(EVENT_REASONS)
+    assert reasons_in(_merge_sql("v", _Columns({}), DAY, DAY, 1, [])) == set(ID_HISTORY_REASONS)
+
+
+def test_identical_rows_in_two_files_are_two_events(tmp_path: Path) -> None:
+    row = "customer_id,timestamp,amount\nc1,2025-03-10,12.50\n"
+    first = write_csv(tmp_path / "store1.csv", row)
+    second = write_csv(tmp_path / "store2.csv", row)
+    batch = ingest((first, DAY), (second, DAY), mapping={})
+    assert batch.days[0].valid.num_rows == 2
+    assert len(set(batch.days[0].valid.column("event_id").to_pylist())) == 2

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from segmentation_pipeline.core.settings import Settings
 from segmentation_pipeline.definitions import defs
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -15,6 +14,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def test_definitions_validate_with_the_dagster_cli(tmp_path: Path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "SEGMENTATION_DATA_DIR": str(tmp_path / "data")}
+    env.pop("SEGMENTATION_SOURCE_CONFIG", None)
     (tmp_path / "dagster.yaml").touch()
     dagster = Path(sys.executable).with_name("dagster")
     result = subprocess.run(
@@ -38,7 +38,7 @@ def test_graph_has_the_foundation_assets_on_one_daily_partitioning() -> None:
     (daily,) = partitions
     assert isinstance(daily, dg.DailyPartitionsDefinition)
     assert daily.timezone == "UTC"
-    assert daily.get_first_partition_key() == Settings.from_env().start_date.isoformat()
+    assert daily.get_first_partition_key() == "2025-01-01"
     assert graph.get(dg.AssetKey("merge_map")).parent_keys == {dg.AssetKey("id_history")}
     for key in ("raw_events", "id_history"):
         assert graph.get(dg.AssetKey(key)).backfill_policy == dg.BackfillPolicy.single_run()
@@ -55,4 +55,5 @@ def test_asset_checks_are_declared() -> None:
         ("merge_map", "canonical_ids_map_to_themselves"),
         ("merge_map", "one_canonical_id_per_id"),
         ("merge_map", "no_unresolved_chains"),
+        ("merge_map", "no_junk_merged"),
     }

@@ -104,7 +104,12 @@ def test_merge_map_resolves_everything_seen_so_far_with_its_checks_passing(
     )
     assert result.success
     checks = checks_by_name(result)
-    assert set(checks) == {"canonical_ids_map_to_themselves", "one_canonical_id_per_id", "no_unresolved_chains"}
+    assert set(checks) == {
+        "canonical_ids_map_to_themselves",
+        "one_canonical_id_per_id",
+        "no_unresolved_chains",
+        "no_junk_merged",
+    }
     assert all(check.passed for check in checks.values())
 
     warehouse = Warehouse(data_dir)

@@ -20,6 +20,7 @@ In strict mode cycles and over-deep chains raise instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +91,13 @@ class MergeReport:
 class MergeResolution:
     merge_map: pa.Table
     report: MergeReport
+
+
+def merges_in_effect(records: pa.Table, as_of: date) -> pa.Table:
+    """Merge records in effect by the end of `as_of`: one filed early (local time) waits for its day."""
+    end_of_day = datetime.combine(as_of + timedelta(days=1), time(), tzinfo=timezone.utc)
+    merged_at = records.schema.field("merged_at").type
+    return records.filter(pc.less(records["merged_at"], pa.scalar(end_of_day, merged_at)))
 
 
 def resolve_merges(records: pa.Table, settings: ResolverSettings | None = None) -> MergeResolution:

@@ -1,6 +1,6 @@
 """From a source to validated, day-partitioned tables in the warehouse.
 
-The Dagster assets call `ingest_days` and `store_batch`; a notebook can too.
+The Dagster assets call `ingest`; a notebook can too.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS, TableSpec
-from .warehouse import Warehouse, sql_string
+from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS
+from .warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,6 @@ class CheckOutcome:
     passed: bool
     summary: str
     metadata: dict[str, float | int | str] = field(default_factory=dict)
-
-
-def _files_sql(warehouse: Warehouse, spec: TableSpec, days: Sequence[date]) -> str | None:
-    files = [str(path) for path in (warehouse.partition_path(spec, day) for day in days) if path.exists()]
-    if not files:
-        return None
-    listing = ", ".join(sql_string(f) for f in files)
-    return f"read_parquet([{listing}], hive_partitioning = true)"
 
 
 @dataclass(frozen=True)
@@ -41,8 +33,8 @@ class EventPartitionStats:
 
 
 def event_partition_stats(warehouse: Warehouse, days: Sequence[date]) -> EventPartitionStats:
-    events = _files_sql(warehouse, RAW_EVENTS, days)
-    rejects = _files_sql(warehouse, QUARANTINE_EVENTS, days)
+    events = warehouse.parquet_relation(RAW_EVENTS, days)
+    rejects = warehouse.parquet_relation(QUARANTINE_EVENTS, days)
     allowed = ", ".join(f"'{t}'" for t in EVENT_TYPES)
     counts = (0, 0, 0, 0)
     quarantined = 0
@@ -90,7 +82,7 @@ def quarantine_rate(stats: EventPartitionStats, max_rate: float) -> CheckOutcome
 
 
 def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOutcome:
-    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    relation = warehouse.parquet_relation(MERGE_MAP, [day])
     if relation is None:
         return CheckOutcome(False, f"no merge_map partition for {day}")
     with warehouse.connect() as con:
@@ -110,7 +102,7 @@ def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOut
 
 
 def one_canonical_id_per_id(warehouse: Warehouse, day: date) -> CheckOutcome:
-    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    relation = warehouse.parquet_relation(MERGE_MAP, [day])
     if relation is None:
         return CheckOutcome(False, f"no merge_map partition for {day}")
     with warehouse.connect() as con:
@@ -125,7 +117,7 @@ def one_canonical_id_per_id(warehouse: Warehouse, day: date) -> CheckOutcome:
 
 def no_unresolved_chains(warehouse: Warehouse, day: date) -> CheckOutcome:
     """Applying the map twice must change nothing: map(map(x)) == map(x)."""
-    relation = _files_sql(warehouse, MERGE_MAP, [day])
+    relation = warehouse.parquet_relation(MERGE_MAP, [day])
     if relation is None:
         return CheckOutcome(False, f"no merge_map partition for {day}")
     with warehouse.connect() as con:
@@ -140,4 +132,23 @@ def no_unresolved_chains(warehouse: Warehouse, day: date) -> CheckOutcome:
         unresolved == 0,
         f"{unresolved} IDs whose canonical ID is itself merged into another",
         {"violations": int(unresolved)},
+    )
+
+
+def no_junk_merged(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """A junk ID is never merged into a customer, and no customer resolves to a junk ID."""
+    relation = warehouse.parquet_relation(MERGE_MAP, [day])
+    if relation is None:
+        return CheckOutcome(False, f"no merge_map partition for {day}")
+    with warehouse.connect() as con:
+        merged = con.execute(
+            f"""
+            WITH m AS (SELECT old_id, canonical_id, is_junk FROM {relation})
+            SELECT count(*) FROM m
+            WHERE (is_junk AND canonical_id <> old_id)
+               OR (old_id <> canonical_id AND canonical_id IN (SELECT old_id FROM m WHERE is_junk))
+            """
+        ).fetchone()[0]
+    return CheckOutcome(
+        merged == 0, f"{merged} IDs merged into or out of a junk ID", {"violations": int(merged)}
     )

@@ -7,12 +7,14 @@ and by the asset checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import DataValidationError
 
 # --------------------------------------------------------------------------- events
 
@@ -169,7 +171,6 @@ class TableSpec:
     name: str
     schema: pa.Schema
     description: str
-    required: tuple[str, ...] = field(default=())
     #: Folder under the warehouse root; defaults to the table name.
     location: str = ""
     #: An as-of table holds a full snapshot per day and gets a `<name>_latest` view.
@@ -206,7 +207,6 @@ RAW_EVENTS = TableSpec(
             pa.field("device", pa.string()),
         ]
     ),
-    required=("event_id", "customer_id", "event_type", "timestamp"),
 )
 
 #: Columns a source must provide (after column mapping); everything else is optional.
@@ -224,7 +224,6 @@ ID_HISTORY = TableSpec(
             pa.field("merged_at", UTC_TIMESTAMP, nullable=False),
         ]
     ),
-    required=("old_id", "new_id", "merged_at"),
 )
 ID_HISTORY_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("old_id", "new_id", "merged_at")
 
@@ -242,7 +241,6 @@ def _quarantine_spec(name: str, of: TableSpec) -> TableSpec:
             ]
             + [pa.field(column, pa.string()) for column in of.columns]
         ),
-        required=("reason", "source"),
         location=f"quarantine/{of.name}",
     )
 
@@ -279,7 +277,6 @@ MERGE_MAP = TableSpec(
             pa.field("junk_reason", pa.string()),
         ]
     ),
-    required=("old_id", "canonical_id", "component_size", "chain_depth", "in_cycle", "is_junk"),
     as_of=True,
 )
 
@@ -295,7 +292,6 @@ SYNTHETIC_TRUTH = TableSpec(
             pa.field("lapse_date", pa.date32()),
         ]
     ),
-    required=("customer_id", "person_id", "archetype", "join_date"),
     partitioned=False,
 )
 
@@ -320,8 +316,6 @@ def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
     Missing optional columns become nulls; a missing required column or a
     value that cannot be cast is a DataValidationError naming the column.
     """
-    from .errors import DataValidationError
-
     columns = []
     for field_ in spec.schema:
         if field_.name in table.column_names:

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import PipelineError
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_START_DATE = "2025-01-01"
 SOURCES = ("synthetic", "files")
 LLM_PROVIDERS = ("mock", "openai")
 
@@ -25,6 +26,7 @@ class Settings:
     data_dir: Path
     start_date: date
     source: str
+    #: Read and checked here for the LLM stages, which come later in the graph.
     llm_provider: str
     #: Fields of the event source resource (incoming folder, column mappings, ...) from the
     #: JSON file named by SEGMENTATION_SOURCE_CONFIG; they apply to every run, scheduled ones too.
@@ -34,7 +36,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("SEGMENTATION_DATA_DIR") or REPOSITORY_ROOT / "data")
-        raw_start = env.get("SEGMENTATION_START_DATE") or "2025-01-01"
+        raw_start = env.get("SEGMENTATION_START_DATE") or DEFAULT_START_DATE
         try:
             start_date = date.fromisoformat(raw_start)
         except ValueError as exc:

@@ -33,6 +33,7 @@ from .schemas import (
     EVENT_TYPES,
     ID_HISTORY,
     ID_HISTORY_REQUIRED_SOURCE_COLUMNS,
+    MONETARY_EVENT_TYPES,
     QUARANTINE_EVENTS,
     QUARANTINE_ID_HISTORY,
     RAW_EVENTS,
@@ -425,6 +426,7 @@ class _Columns:
 def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days: int, junk_ids: list[str]) -> str:
     """Typed values, and the reason a row is rejected, for every input row."""
     event_types = ", ".join(sql_string(t) for t in EVENT_TYPES)
+    monetary = ", ".join(sql_string(t) for t in MONETARY_EVENT_TYPES)
     junk = ", ".join(sql_string(j) for j in junk_ids) or "NULL"
     content = (
         "concat_ws('|', customer_id_value, event_type_value, epoch_us(ts), session_id_value, amount_value, "
@@ -462,7 +464,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
                 WHEN ts IS NULL THEN 'unparsable_timestamp'
                 WHEN ts < lower_bound OR ts >= upper_bound THEN 'timestamp_outside_partition'
                 WHEN has_amount AND (amount_value IS NULL OR NOT isfinite(amount_value)) THEN 'unparsable_amount'
-                WHEN event_type_value IN ('purchase', 'refund') AND amount_value IS NULL THEN 'missing_amount'
+                WHEN event_type_value IN ({monetary}) AND amount_value IS NULL THEN 'missing_amount'
                 WHEN event_type_value = 'purchase' AND amount_value < 0 THEN 'negative_amount'
                 WHEN has_quantity AND (quantity_value IS NULL OR quantity_value < 0
                     OR quantity_number <> trunc(quantity_number)) THEN 'unparsable_quantity'
@@ -473,8 +475,9 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
         SELECT *, NULL::VARCHAR AS derived_event_id FROM judged WHERE given_event_id IS NOT NULL
         UNION ALL
         -- Identical rows get distinct, stable IDs: a transaction log may hold two
-        -- equal purchases, and a re-run must derive the same IDs again.
-        SELECT *, 'h' || substr(md5({content} || '|' || row_number() OVER (
+        -- equal purchases (in one file or in two), and a re-run must derive the
+        -- same IDs again.
+        SELECT *, 'h' || substr(md5(__source || '|' || {content} || '|' || row_number() OVER (
                 PARTITION BY __source, {content} ORDER BY __source_row)), 1, 24)
         FROM judged WHERE given_event_id IS NULL
     )
@@ -490,7 +493,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
         event_type_value AS v_event_type,
         ts AS v_timestamp,
         session_id_value AS v_session_id,
-        CASE WHEN event_type_value IN ('purchase', 'refund') THEN abs(amount_value) END AS v_amount,
+        CASE WHEN event_type_value IN ({monetary}) THEN abs(amount_value) END AS v_amount,
         quantity_value AS v_quantity,
         product_category_value AS v_product_category,
         channel_value AS v_channel,

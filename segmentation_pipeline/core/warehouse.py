@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataValidationError, PipelineError
+from .errors import PipelineError
 from .schemas import TableSpec, conform
 
 PART_FILE = "part-0.parquet"
@@ -109,15 +109,22 @@ class Warehouse:
             return spec.empty()
         return conform(pq.read_table(path), spec)
 
-    def read_days(self, spec: TableSpec, days: Iterable[date]) -> pa.Table:
-        """The stored partitions of `days` as one table (missing days contribute nothing)."""
+    def parquet_relation(self, spec: TableSpec, days: Iterable[date]) -> str | None:
+        """DuckDB SQL reading the stored partitions of `days` (with their `date`); None if there are none."""
         files = [str(path) for path in (self.partition_path(spec, day) for day in days) if path.exists()]
         if not files:
+            return None
+        listing = ", ".join(sql_string(f) for f in files)
+        return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
+
+    def read_days(self, spec: TableSpec, days: Iterable[date]) -> pa.Table:
+        """The stored partitions of `days` as one table (missing days contribute nothing)."""
+        relation = self.parquet_relation(spec, days)
+        if relation is None:
             return spec.empty()
         with self.connect() as con:
-            listing = ", ".join(sql_string(f) for f in files)
             columns = ", ".join(f'"{name}"' for name in spec.columns)
-            table = con.sql(f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)").to_arrow_table()
+            table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
         return conform(table, spec)
 
     def partition_days(
@@ -135,11 +142,6 @@ class Warehouse:
                 if (start is None or day >= start) and (end is None or day <= end):
                     days.append(day)
         return sorted(days)
-
-    def partition_files(
-        self, spec: TableSpec, start: date | None = None, end: date | None = None
-    ) -> list[Path]:
-        return [self.partition_path(spec, day) for day in self.partition_days(spec, start, end)]
 
     # ---------------------------------------------------------------- DuckDB
 
@@ -216,13 +218,6 @@ def write_parquet_atomic(table: pa.Table, path: Path, attempts: int = 3) -> None
                 time.sleep(0.2 * (attempt + 1))
     finally:
         _remove_quietly(temporary)
-
-
-def read_parquet_file(path: Path, spec: TableSpec) -> pa.Table:
-    try:
-        return conform(pq.read_table(path), spec)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataValidationError(f"{path}: cannot be read as Parquet of {spec.name}: {exc}") from exc
 
 
 def sql_string(value: str) -> str:

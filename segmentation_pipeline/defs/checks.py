@@ -42,6 +42,11 @@ MERGE_MAP_CHECKS = [
     dg.AssetCheckSpec(
         "no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."
     ),
+    dg.AssetCheckSpec(
+        "no_junk_merged",
+        asset="merge_map",
+        description="No junk ID (block list or hub) is merged into a customer, nor a customer into one.",
+    ),
 ]
 
 
@@ -80,4 +85,5 @@ def merge_map_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResu
         _result("canonical_ids_map_to_themselves", quality.canonical_ids_map_to_themselves(warehouse, day)),
         _result("one_canonical_id_per_id", quality.one_canonical_id_per_id(warehouse, day)),
         _result("no_unresolved_chains", quality.no_unresolved_chains(warehouse, day)),
+        _result("no_junk_merged", quality.no_junk_merged(warehouse, day)),
     ]

@@ -13,10 +13,11 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ..core import synthetic
+from ..core.errors import PipelineError
 from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
 from ..core.schemas import DEFAULT_JUNK_IDS
-from ..core.settings import SOURCES
+from ..core.settings import DEFAULT_START_DATE, SOURCES, Settings
 from ..core.warehouse import Warehouse
 
 
@@ -34,7 +35,7 @@ class EventSourceResource(dg.ConfigurableResource):
 
     kind: str = Field(default="synthetic", description="'synthetic' or 'files' (SEGMENTATION_SOURCE).")
     start_date: str = Field(
-        default="2025-01-01", description="First day of the synthetic history (SEGMENTATION_START_DATE)."
+        default=DEFAULT_START_DATE, description="First day of the synthetic history (SEGMENTATION_START_DATE)."
     )
     seed: int = Field(default=42, description="Seed of the synthetic population and its events.")
     n_customers: int = Field(default=20_000, description="Synthetic population size.")
@@ -81,6 +82,17 @@ class EventSourceResource(dg.ConfigurableResource):
             raise ValueError(f"assume_timezone {value!r} is not a time zone name like 'UTC' or 'Europe/Berlin'") from exc
         return value
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "EventSourceResource":
+        """The resource as the environment configures it; a misspelt field in the source config is an error."""
+        unknown = sorted(set(settings.source_config) - set(cls.model_fields))
+        if unknown:
+            raise PipelineError(
+                f"SEGMENTATION_SOURCE_CONFIG: unknown field(s) {unknown}; expected some of {sorted(cls.model_fields)}"
+            )
+        defaults = {"kind": settings.source, "start_date": settings.start_date.isoformat()}
+        return cls(**(defaults | settings.source_config))
+
     def source(self, data_dir: Path) -> Source:
         if self.kind == "files":
             return FileSourceSettings(
@@ -111,5 +123,5 @@ class IdentityRulesResource(dg.ConfigurableResource):
     max_links_per_id: int = Field(
         default=ResolverSettings.max_links_per_id,
         description="An ID merged with more distinct IDs than this is a hub (shared device, test account), "
-        "not a person: it is never merged into a customer.",
+        "not a person: merge resolution never merges it into a customer.",
     )

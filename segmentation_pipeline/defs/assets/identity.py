@@ -1,14 +1,12 @@
 """merge_map: every customer ID seen so far, resolved to its canonical ID."""
 
 
-from datetime import date, datetime, time, timedelta, timezone
-
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from ...core.identity import ResolverSettings, resolve_merges
+from ...core.identity import ResolverSettings, merges_in_effect, resolve_merges
 from ...core.schemas import ID_HISTORY, MERGE_MAP, TABLES
 from ...core.warehouse import days_between
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
@@ -23,7 +21,10 @@ class MergeMapConfig(dg.Config):
         default=False,
         description="Raise on merge cycles and over-deep chains instead of resolving and reporting them.",
     )
-    max_chain_depth: int = Field(default=20, description="Chains longer than this many merges are reported (or raise).")
+    max_chain_depth: int = Field(
+        default=ResolverSettings.max_chain_depth,
+        description="Chains longer than this many merges are reported (or raise).",
+    )
 
 
 @dg.asset(
@@ -47,10 +48,10 @@ def merge_map(
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
-    window = days_between(SETTINGS.start_date if SETTINGS.start_date <= as_of else as_of, as_of)
+    window = days_between(min(SETTINGS.start_date, as_of), as_of)
     present = store.partition_days(ID_HISTORY, window[0], as_of)
     resolution = resolve_merges(
-        _effective_by(store.read_days(ID_HISTORY, present), as_of),
+        merges_in_effect(store.read_days(ID_HISTORY, present), as_of),
         ResolverSettings(
             junk_ids=tuple(identity_rules.junk_ids),
             max_links_per_id=identity_rules.max_links_per_id,
@@ -84,8 +85,3 @@ def _merged_ids(merge_map_table: pa.Table) -> pa.Table:
     """The rows worth a look: IDs that resolve to another ID."""
     return merge_map_table.filter(pc.not_equal(merge_map_table["old_id"], merge_map_table["canonical_id"]))
 
-
-def _effective_by(records: pa.Table, as_of: date) -> pa.Table:
-    """Merge records in effect by the end of the day: a record filed early (local time) waits."""
-    end_of_day = datetime.combine(as_of + timedelta(days=1), time(), tzinfo=timezone.utc)
-    return records.filter(pc.less(records["merged_at"], pa.scalar(end_of_day, records.schema.field("merged_at").type)))

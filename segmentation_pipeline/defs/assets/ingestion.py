@@ -1,7 +1,7 @@
 """raw_events and id_history: validated input, one Parquet file per UTC day.
 
 Both use a single-run backfill policy: a backfill of a date range is one run
-that reads the source once and writes one partition per day.
+that reads the source a chunk of days at a time and writes one partition per day.
 """
 
 import dagster as dg
@@ -18,12 +18,15 @@ from ..resources import EventSourceResource, IdentityRulesResource, WarehouseRes
 ROWS_PER_DAY_TABLE_LIMIT = 31
 
 
-class IngestionConfig(dg.Config):
-    max_quarantine_rate: float = Field(
-        default=0.05, description="Above this share of quarantined input rows the quarantine_rate check warns."
-    )
+class IdHistoryConfig(dg.Config):
     chunk_days: int = Field(
         default=31, description="Days validated and written together; bounds the memory of long backfills."
+    )
+
+
+class RawEventsConfig(IdHistoryConfig):
+    max_quarantine_rate: float = Field(
+        default=0.05, description="Above this share of quarantined input rows the quarantine_rate check warns."
     )
 
 
@@ -37,7 +40,7 @@ class IngestionConfig(dg.Config):
 )
 def raw_events(
     context: dg.AssetExecutionContext,
-    config: IngestionConfig,
+    config: RawEventsConfig,
     warehouse: WarehouseResource,
     event_source: EventSourceResource,
     identity_rules: IdentityRulesResource,
@@ -77,7 +80,7 @@ def raw_events(
 )
 def id_history(
     context: dg.AssetExecutionContext,
-    config: IngestionConfig,
+    config: IdHistoryConfig,
     warehouse: WarehouseResource,
     event_source: EventSourceResource,
 ) -> dg.MaterializeResult:
@@ -107,7 +110,7 @@ def _outside_run_message(summary: IngestSummary) -> str:
 
 
 def _add_partition_metadata(context: dg.AssetExecutionContext, summary: IngestSummary) -> None:
-    """Each day's own counts; a ranged run's totals go under run_* keys on every partition."""
+    """Each day's own row counts and file, on that day's materialization."""
     for day in summary.days:
         context.add_asset_metadata(
             {

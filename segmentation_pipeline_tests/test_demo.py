@@ -1,0 +1,42 @@
+"""`make demo`'s program, run as a user runs it, on a temporary data folder and instance."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) -> None:
+    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
+    env |= {"SEGMENTATION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "3"],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "History 2025-01-01 .. 2025-01-03 (3 days), source: synthetic" in result.stdout
+    assert f"Catalog:  {data_dir / 'segmentation.duckdb'}" in result.stdout
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        events = con.execute("SELECT count(*) FROM raw_events").fetchone()[0]
+        assert con.execute("SELECT DISTINCT date FROM merge_map_latest").fetchall()[0][0].isoformat() == "2025-01-03"
+    assert f"raw_events:  {events:,} events" in result.stdout
+    assert len(list((home / "storage").iterdir())) == 2  # two runs, kept in the instance for the UI
+
+
+def test_the_demo_refuses_an_empty_history() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "0"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "expected at least 1 day, got 0" in result.stderr
