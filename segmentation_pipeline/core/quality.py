@@ -81,74 +81,54 @@ def quarantine_rate(stats: EventPartitionStats, max_rate: float) -> CheckOutcome
     )
 
 
-def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOutcome:
+def _merge_map_rule(warehouse: Warehouse, day: date, violations_sql: str, summary: str) -> CheckOutcome:
+    """Count the violations of a rule over the stored merge map `m` of `day`; none means passed."""
     relation = warehouse.parquet_relation(MERGE_MAP, [day])
     if relation is None:
         return CheckOutcome(False, f"no merge_map partition for {day}")
     with warehouse.connect() as con:
-        broken = con.execute(
-            f"""
-            WITH m AS (SELECT old_id, canonical_id FROM {relation})
-            SELECT count(*) FROM (SELECT DISTINCT canonical_id FROM m) c
-            LEFT JOIN m self ON self.old_id = c.canonical_id
-            WHERE self.old_id IS NULL OR self.canonical_id <> c.canonical_id
-            """
-        ).fetchone()[0]
-    return CheckOutcome(
-        broken == 0,
-        f"{broken} canonical IDs that do not map to themselves (an unresolved chain)",
-        {"violations": int(broken)},
+        violations = int(con.execute(f"WITH m AS (SELECT * FROM {relation}) {violations_sql}").fetchone()[0])
+    return CheckOutcome(violations == 0, summary.format(violations), {"violations": violations})
+
+
+def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOutcome:
+    return _merge_map_rule(
+        warehouse,
+        day,
+        """SELECT count(*) FROM (SELECT DISTINCT canonical_id FROM m) c
+        LEFT JOIN m self ON self.old_id = c.canonical_id
+        WHERE self.old_id IS NULL OR self.canonical_id <> c.canonical_id""",
+        "{} canonical IDs that do not map to themselves (an unresolved chain)",
     )
 
 
 def one_canonical_id_per_id(warehouse: Warehouse, day: date) -> CheckOutcome:
-    relation = warehouse.parquet_relation(MERGE_MAP, [day])
-    if relation is None:
-        return CheckOutcome(False, f"no merge_map partition for {day}")
-    with warehouse.connect() as con:
-        ambiguous = con.execute(
-            f"SELECT count(*) FROM (SELECT old_id FROM {relation} GROUP BY old_id "
-            "HAVING count(DISTINCT canonical_id) > 1 OR count(*) > 1)"
-        ).fetchone()[0]
-    return CheckOutcome(
-        ambiguous == 0, f"{ambiguous} IDs listed more than once or under two canonical IDs", {"violations": int(ambiguous)}
+    return _merge_map_rule(
+        warehouse,
+        day,
+        "SELECT count(*) FROM (SELECT old_id FROM m GROUP BY old_id "
+        "HAVING count(DISTINCT canonical_id) > 1 OR count(*) > 1)",
+        "{} IDs listed more than once or under two canonical IDs",
     )
 
 
 def no_unresolved_chains(warehouse: Warehouse, day: date) -> CheckOutcome:
     """Applying the map twice must change nothing: map(map(x)) == map(x)."""
-    relation = warehouse.parquet_relation(MERGE_MAP, [day])
-    if relation is None:
-        return CheckOutcome(False, f"no merge_map partition for {day}")
-    with warehouse.connect() as con:
-        unresolved = con.execute(
-            f"""
-            WITH m AS (SELECT old_id, canonical_id FROM {relation})
-            SELECT count(*) FROM m a JOIN m b ON b.old_id = a.canonical_id
-            WHERE b.canonical_id <> a.canonical_id
-            """
-        ).fetchone()[0]
-    return CheckOutcome(
-        unresolved == 0,
-        f"{unresolved} IDs whose canonical ID is itself merged into another",
-        {"violations": int(unresolved)},
+    return _merge_map_rule(
+        warehouse,
+        day,
+        "SELECT count(*) FROM m a JOIN m b ON b.old_id = a.canonical_id WHERE b.canonical_id <> a.canonical_id",
+        "{} IDs whose canonical ID is itself merged into another",
     )
 
 
 def no_junk_merged(warehouse: Warehouse, day: date) -> CheckOutcome:
     """A junk ID is never merged into a customer, and no customer resolves to a junk ID."""
-    relation = warehouse.parquet_relation(MERGE_MAP, [day])
-    if relation is None:
-        return CheckOutcome(False, f"no merge_map partition for {day}")
-    with warehouse.connect() as con:
-        merged = con.execute(
-            f"""
-            WITH m AS (SELECT old_id, canonical_id, is_junk FROM {relation})
-            SELECT count(*) FROM m
-            WHERE (is_junk AND canonical_id <> old_id)
-               OR (old_id <> canonical_id AND canonical_id IN (SELECT old_id FROM m WHERE is_junk))
-            """
-        ).fetchone()[0]
-    return CheckOutcome(
-        merged == 0, f"{merged} IDs merged into or out of a junk ID", {"violations": int(merged)}
+    return _merge_map_rule(
+        warehouse,
+        day,
+        """SELECT count(*) FROM m
+        WHERE (is_junk AND canonical_id <> old_id)
+           OR (old_id <> canonical_id AND canonical_id IN (SELECT old_id FROM m WHERE is_junk))""",
+        "{} IDs merged into or out of a junk ID",
     )
