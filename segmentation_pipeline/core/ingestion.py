@@ -14,7 +14,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import synthetic
 from .errors import DataValidationError
@@ -28,6 +27,7 @@ from .sources import (
     IngestBatch,
     files_matching,
     files_of_day,
+    value_counts,
 )
 from .warehouse import Warehouse, WrittenPartition, days_between
 
@@ -65,7 +65,6 @@ class IngestSummary:
 
     table: str
     days: list[date]
-    rows_per_day: dict[date, int] = field(default_factory=dict)
     quarantined_per_day: dict[date, int] = field(default_factory=dict)
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
     event_types: Counter[str] = field(default_factory=Counter)
@@ -78,8 +77,12 @@ class IngestSummary:
     preview: pa.Table | None = None
 
     @property
+    def rows_per_day(self) -> dict[date, int]:
+        return {partition.day: partition.rows for partition in self.written}
+
+    @property
     def valid_rows(self) -> int:
-        return sum(self.rows_per_day.values())
+        return sum(partition.rows for partition in self.written)
 
     @property
     def quarantined_rows(self) -> int:
@@ -91,12 +94,11 @@ class IngestSummary:
 
     def add(self, batch: IngestBatch, written: list[WrittenPartition]) -> None:
         for day in batch.days:
-            self.rows_per_day[day.day] = day.valid.num_rows
             self.quarantined_per_day[day.day] = day.quarantined.num_rows
             if day.valid.num_rows:
                 self.preview = day.valid.slice(0, PREVIEW_ROWS)
             if "event_type" in day.valid.column_names:
-                self.event_types.update(_value_counts(day.valid.column("event_type")))
+                self.event_types.update(value_counts(day.valid.column("event_type")))
         self.quarantine_reasons.update(batch.quarantine_reasons())
         self.sources += len(batch.sources)
         self.written += written
@@ -191,7 +193,6 @@ def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source:
             ingest.add_file(path, mapping, day)
 
 
-
 def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) -> list[WrittenPartition]:
     """Write every day's valid and quarantined rows, replacing earlier runs of the same days.
 
@@ -218,10 +219,6 @@ def _store_unassigned(warehouse: Warehouse, contract: Contract, source: Source, 
         return warehouse.write_file(spec, f"{name}.parquet", batch.unassigned)
     warehouse.remove_file(spec, f"{name}.parquet")
     return None
-
-
-def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
-    return {entry["values"]: entry["counts"] for entry in pc.value_counts(column).to_pylist()}
 
 
 __all__ = ["EVENTS", "MERGES", "FileSourceSettings", "IngestSummary", "Source", "ingest", "ingest_days", "store_batch"]

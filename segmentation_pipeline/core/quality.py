@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS
-from .warehouse import Warehouse
+from .warehouse import Warehouse, sql_string
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class EventPartitionStats:
 def event_partition_stats(warehouse: Warehouse, days: Sequence[date]) -> EventPartitionStats:
     events = warehouse.parquet_relation(RAW_EVENTS, days)
     rejects = warehouse.parquet_relation(QUARANTINE_EVENTS, days)
-    allowed = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    allowed = ", ".join(sql_string(t) for t in EVENT_TYPES)
     counts = (0, 0, 0, 0)
     quarantined = 0
     with warehouse.connect() as con:

@@ -17,6 +17,7 @@ purchase.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -25,6 +26,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import DataValidationError
 from .schemas import (
@@ -84,17 +86,12 @@ class Contract:
     quarantine: TableSpec
     required: tuple[str, ...]
     time_column: str
-    reasons: tuple[str, ...]
     #: Folder of this table's files under the incoming folder: `<incoming>/<folder>/date=YYYY-MM-DD/`.
     incoming_folder: str
 
 
-EVENTS = Contract(
-    RAW_EVENTS, QUARANTINE_EVENTS, EVENT_REQUIRED_SOURCE_COLUMNS, "timestamp", EVENT_REASONS, "events"
-)
-MERGES = Contract(
-    ID_HISTORY, QUARANTINE_ID_HISTORY, ID_HISTORY_REQUIRED_SOURCE_COLUMNS, "merged_at", ID_HISTORY_REASONS, "id_history"
-)
+EVENTS = Contract(RAW_EVENTS, QUARANTINE_EVENTS, EVENT_REQUIRED_SOURCE_COLUMNS, "timestamp", "events")
+MERGES = Contract(ID_HISTORY, QUARANTINE_ID_HISTORY, ID_HISTORY_REQUIRED_SOURCE_COLUMNS, "merged_at", "id_history")
 
 
 @dataclass
@@ -127,13 +124,11 @@ class IngestBatch:
     def quarantined_rows(self) -> int:
         return sum(day.quarantined.num_rows for day in self.days) + self.unassigned.num_rows
 
-    def quarantine_reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        tables = [day.quarantined for day in self.days] + [self.unassigned]
-        for table in tables:
-            for reason in table.column("reason").to_pylist():
-                counts[reason] = counts.get(reason, 0) + 1
-        return dict(sorted(counts.items()))
+    def quarantine_reasons(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for table in [day.quarantined for day in self.days] + [self.unassigned]:
+            counts.update(value_counts(table.column("reason")))
+        return counts
 
 
 class Ingest:
@@ -323,6 +318,11 @@ class Ingest:
         builder = _event_sql if self.contract is EVENTS else _merge_sql
         start, end = bounds or (self.days[0], self.days[-1] + timedelta(days=1))
         return builder(view, _Columns(types), start, end, self.folder_slack_days, self.junk_ids)
+
+
+def value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    """How often each value occurs in a column, counted by Arrow."""
+    return {entry["values"]: entry["counts"] for entry in pc.value_counts(column).to_pylist()}
 
 
 def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Table]:

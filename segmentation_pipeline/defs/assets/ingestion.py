@@ -4,12 +4,16 @@ Both use a single-run backfill policy: a backfill of a date range is one run
 that reads the source a chunk of days at a time and writes one partition per day.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 from pydantic import Field
 
 from ...core import synthetic
-from ...core.ingestion import EVENTS, MERGES, IngestSummary, ingest
+from ...core.ingestion import EVENTS, MERGES, IngestSummary, Source, ingest
 from ...core.schemas import ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
+from ...core.sources import Contract
+from ...core.warehouse import Warehouse
 from ..checks import RAW_EVENTS_CHECKS, raw_events_results, rows_for_other_days_result
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_days
@@ -51,22 +55,17 @@ def raw_events(
     quantity, category, channel, device.
     """
     store = warehouse.warehouse()
-    days = partition_days(context)
     source = event_source.source(store.root)
-    summary = ingest(store, EVENTS, days, source, identity_rules.junk_ids, config.chunk_days)
     if isinstance(source, synthetic.SyntheticSettings):
         store.write_file(SYNTHETIC_TRUTH, "ground_truth.parquet", synthetic.ground_truth(source))
-    store.refresh_catalog(TABLES.values())
-    _add_partition_metadata(context, summary)
+    summary, outside_run = _ingest(context, store, EVENTS, source, identity_rules.junk_ids, config.chunk_days)
     metadata = _ingestion_metadata(summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
-    if summary.outside_run:
-        context.log.warning(_outside_run_message(summary))
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            *raw_events_results(store, days, config.max_quarantine_rate),
-            rows_for_other_days_result(summary.outside_run_rows, _outside_run_message(summary)),
+            *raw_events_results(store, summary.days, config.max_quarantine_rate),
+            rows_for_other_days_result(summary.outside_run_rows, outside_run),
         ],
     )
 
@@ -89,13 +88,26 @@ def id_history(
     One row per merge record; merged_at may lie before the day (late arrivals).
     """
     store = warehouse.warehouse()
-    source = event_source.source(store.root)
-    summary = ingest(store, MERGES, partition_days(context), source, (), config.chunk_days)
+    summary, _ = _ingest(context, store, MERGES, event_source.source(store.root), (), config.chunk_days)
+    return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
+
+
+def _ingest(
+    context: dg.AssetExecutionContext,
+    store: Warehouse,
+    contract: Contract,
+    source: Source,
+    junk_ids: Sequence[str],
+    chunk_days: int,
+) -> tuple[IngestSummary, str]:
+    """Ingest the run's days, refresh the catalog, stamp each partition; also says what lies outside the run."""
+    summary = ingest(store, contract, partition_days(context), source, junk_ids, chunk_days)
     store.refresh_catalog(TABLES.values())
     _add_partition_metadata(context, summary)
+    outside_run = _outside_run_message(summary)
     if summary.outside_run:
-        context.log.warning(_outside_run_message(summary))
-    return dg.MaterializeResult(metadata=_ingestion_metadata(summary))
+        context.log.warning(outside_run)
+    return summary, outside_run
 
 
 def _outside_run_message(summary: IngestSummary) -> str:
@@ -111,14 +123,14 @@ def _outside_run_message(summary: IngestSummary) -> str:
 
 def _add_partition_metadata(context: dg.AssetExecutionContext, summary: IngestSummary) -> None:
     """Each day's own row counts and file, on that day's materialization."""
-    for day in summary.days:
+    for partition in summary.written:
         context.add_asset_metadata(
             {
-                "dagster/row_count": summary.rows_per_day[day],
-                "quarantined_rows": summary.quarantined_per_day[day],
-                "path": dg.MetadataValue.path(str(next(w.path for w in summary.written if w.day == day))),
+                "dagster/row_count": partition.rows,
+                "quarantined_rows": summary.quarantined_per_day[partition.day],
+                "path": dg.MetadataValue.path(str(partition.path)),
             },
-            partition_key=day.isoformat(),
+            partition_key=partition.day.isoformat(),
         )
 
 
