@@ -1,0 +1,292 @@
+"""BG/NBD and Gamma-Gamma fits against the published CDNOW results, and the models' known properties.
+
+The CDNOW numbers come from Fader, Hardie & Lee (2005), "'Counting Your
+Customers' the Easy Way" (BG/NBD: r = 0.243, alpha = 4.414, a = 0.793,
+b = 2.426, LL = -9582.4, and 1.226 expected purchases in the next 39 weeks for
+a customer with x = 2, t_x = 30.43, T = 38.86), and from the lifetimes
+package's documentation of the same data (Gamma-Gamma p = 6.25, q = 3.74,
+v = 15.44..15.45; the conditional predictions quoted below). The data file and
+its derivation are described in data/cdnow/README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import hyp2f1
+
+from segmentation_pipeline.core.clv import (
+    BgNbdParams,
+    GammaGammaParams,
+    bg_nbd_log_likelihood,
+    customer_lifetime_value,
+    expected_average_spend,
+    expected_purchases,
+    fit_bg_nbd,
+    fit_gamma_gamma,
+    probability_alive,
+)
+from segmentation_pipeline.core.errors import DataValidationError, InsufficientDataError
+
+CDNOW = Path(__file__).parent / "data" / "cdnow" / "cdnow_customers_summary_with_transactions.csv"
+PUBLISHED_BG = BgNbdParams(
+    r=0.243, alpha=4.414, a=0.793, b=2.426, log_likelihood=-9582.4, n_customers=2357, converged=True
+)
+PUBLISHED_GG = {"p": 6.25, "q": 3.74, "v": 15.44}
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> dict[str, np.ndarray]:
+    """The 2,357 CDNOW sample customers over the 39-week calibration period (weeks, dollars)."""
+    table = np.loadtxt(CDNOW, delimiter=",", skiprows=1)
+    return {name: table[:, i] for i, name in enumerate(["id", "x", "t_x", "T", "zbar"])}
+
+
+@pytest.fixture(scope="module")
+def bg(cdnow: dict[str, np.ndarray]) -> BgNbdParams:
+    return fit_bg_nbd(cdnow["x"], cdnow["t_x"], cdnow["T"])
+
+
+@pytest.fixture(scope="module")
+def gg(cdnow: dict[str, np.ndarray]) -> GammaGammaParams:
+    repeat = cdnow["x"] > 0
+    return fit_gamma_gamma(cdnow["x"][repeat], cdnow["zbar"][repeat])
+
+
+def simulate_bg_nbd(n: int, r: float, alpha: float, a: float, b: float, T: np.ndarray, rng: np.random.Generator):
+    """Draw (x, t_x, T) from the BG/NBD: Poisson(lambda) purchases, dropout with probability p after each repeat one.
+
+    The j-th repeat purchase is the last one with probability p (1 - p)^(j-1).
+    Given n arrivals of the never-dropping process in (0, T], the x-th is at T
+    times a Beta(x, n - x + 1) draw (the x-th of n sorted uniforms).
+    """
+    lam, p = rng.gamma(r, 1.0 / alpha, n), rng.beta(a, b, n)
+    arrivals, last = rng.poisson(lam * T), rng.geometric(p)
+    x = np.minimum(last, arrivals)
+    t_x = np.where(x > 0, T * rng.beta(np.maximum(x, 1), arrivals - x + 1), 0.0)
+    return x.astype(float), t_x, T
+
+
+# --------------------------------------------------------------------------- CDNOW, published values
+
+
+def test_bg_nbd_fit_reproduces_the_published_cdnow_parameters(bg: BgNbdParams) -> None:
+    assert bg.converged
+    assert bg.n_customers == 2357
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(bg, name) == pytest.approx(getattr(PUBLISHED_BG, name), rel=0.01), name
+    assert bg.log_likelihood == pytest.approx(-9582.4, abs=0.1)
+
+
+def test_gamma_gamma_fit_reproduces_the_published_cdnow_parameters(gg: GammaGammaParams) -> None:
+    assert gg.converged
+    assert gg.n_customers == 946
+    for name, value in PUBLISHED_GG.items():
+        assert getattr(gg, name) == pytest.approx(value, rel=0.01), name
+
+
+def test_gamma_gamma_fit_ignores_customers_without_repeat_purchases(cdnow, gg: GammaGammaParams) -> None:
+    everyone = fit_gamma_gamma(cdnow["x"], cdnow["zbar"])
+    assert (everyone.p, everyone.q, everyone.v, everyone.n_customers) == pytest.approx((gg.p, gg.q, gg.v, 946))
+
+
+def test_fitted_log_likelihood_is_the_maximum(cdnow, bg: BgNbdParams) -> None:
+    data = (cdnow["x"], cdnow["t_x"], cdnow["T"])
+    assert bg_nbd_log_likelihood(bg, *data) == pytest.approx(bg.log_likelihood, abs=1e-6)
+    assert bg.log_likelihood >= bg_nbd_log_likelihood(PUBLISHED_BG, *data)
+
+
+def test_expected_purchases_of_the_papers_example_customer() -> None:
+    # FHL 2005: x = 2, t_x = 30.43, T = 38.86 expects 1.226 purchases in the next 39 weeks.
+    assert expected_purchases(PUBLISHED_BG, 39, 2, 30.43, 38.86) == pytest.approx(1.226, abs=5e-4)
+
+
+def test_expected_purchases_next_week_match_the_lifetimes_documentation(bg: BgNbdParams) -> None:
+    # The five CDNOW customers with the most expected purchases in the next week (IDs 509, 841, 1981, 157, 1516).
+    x = np.array([18, 19, 17, 29, 26])
+    t_x = np.array([35.14, 34.00, 28.43, 37.71, 30.86])
+    T = np.array([35.86, 34.14, 28.86, 38.00, 31.00])
+    documented = [0.424877, 0.474738, 0.486526, 0.662396, 0.710623]
+    assert expected_purchases(bg, 1, x, t_x, T) == pytest.approx(documented, rel=1e-3)
+
+
+def test_expected_average_spend_matches_the_lifetimes_documentation(cdnow, gg: GammaGammaParams) -> None:
+    documented = [24.658619, 18.911489, 35.170981, 35.170981, 35.170981, 71.462843, 18.911489, 35.170981, 27.282408]
+    spend = expected_average_spend(gg, cdnow["x"][:9], cdnow["zbar"][:9])
+    assert spend == pytest.approx(documented, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- BG/NBD properties
+
+
+def test_probability_alive_is_one_without_repeat_purchases(bg: BgNbdParams) -> None:
+    assert probability_alive(bg, [0, 0, 0], [0.0, 0.0, 0.0], [1.0, 20.0, 300.0]) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_probability_alive_falls_as_the_last_purchase_gets_older(bg: BgNbdParams) -> None:
+    recency = np.linspace(38.0, 1.0, 20)
+    alive = probability_alive(bg, np.full(20, 3), recency, np.full(20, 38.86))
+    assert np.all(np.diff(alive) < 0)
+    assert np.all((alive > 0) & (alive < 1))
+
+
+def test_expected_purchases_start_at_zero_and_grow_with_the_horizon(bg: BgNbdParams) -> None:
+    t = np.array([0.0, 1.0, 5.0, 39.0, 100.0, 1000.0])
+    for x, t_x in [(0, 0.0), (2, 30.43), (10, 5.0)]:
+        purchases = expected_purchases(bg, t, x, t_x, 38.86)
+        assert purchases[0] == 0.0
+        assert np.all(np.diff(purchases) > 0)
+
+
+def test_expected_purchases_equal_fhl_equation_10_as_written() -> None:
+    # Equation 10 evaluated literally (fine for moderate x), against the overflow-safe form in the module.
+    params = BgNbdParams(r=0.6, alpha=12.0, a=1.7, b=3.1, log_likelihood=0.0, n_customers=0, converged=True)
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    x, t_x, T, t = np.array([0, 1, 4, 12]), np.array([0.0, 3.0, 40.0, 90.0]), np.array([10.0, 50.0, 80.0, 100.0]), 52.0
+    z = t / (alpha + T + t)
+    numerator = (
+        (a + b + x - 1)
+        / (a - 1)
+        * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z))
+    )
+    literal = numerator / (1 + (x > 0) * a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x))
+    assert expected_purchases(params, t, x, t_x, T) == pytest.approx(literal, rel=1e-9)
+
+
+def test_expected_purchases_are_continuous_through_a_equal_to_one() -> None:
+    # Equation 10 divides by a - 1; the value at a = 1 is the limit from either side.
+    at = {a: BgNbdParams(0.5, 8.0, a, 2.5, 0.0, 0, True) for a in (1.0 - 1e-6, 1.0, 1.0 + 1e-6)}
+    values = {
+        a: expected_purchases(params, [1.0, 39.0, 1000.0], [0, 3, 10], [0.0, 20.0, 30.0], 40.0)
+        for a, params in at.items()
+    }
+    assert values[1.0] == pytest.approx(values[1.0 - 1e-6], rel=1e-5)
+    assert values[1.0] == pytest.approx(values[1.0 + 1e-6], rel=1e-5)
+
+
+def test_very_frequent_buyers_do_not_overflow(bg: BgNbdParams) -> None:
+    # 2000 repeat purchases in 39 weeks: one who just bought buys on; one silent for 34 weeks has gone.
+    purchases = expected_purchases(bg, 39, [2000, 2000], [38.86, 5.0], [38.86, 38.86])
+    alive = probability_alive(bg, [2000, 2000], [38.86, 5.0], [38.86, 38.86])
+    assert np.all(np.isfinite(purchases)) and np.all(purchases >= 0)
+    assert purchases[0] > 1000 and alive[1] == pytest.approx(0.0, abs=1e-300)
+
+
+def test_weights_give_the_same_fit_as_repeated_rows(cdnow) -> None:
+    rows = np.column_stack([cdnow["x"], cdnow["t_x"], cdnow["T"]])
+    distinct, counts = np.unique(rows, axis=0, return_counts=True)
+    weighted = fit_bg_nbd(*distinct.T, weights=counts)
+    full = fit_bg_nbd(cdnow["x"], cdnow["t_x"], cdnow["T"])
+    assert weighted.n_customers == 2357
+    assert (weighted.r, weighted.alpha, weighted.a, weighted.b) == pytest.approx(
+        (full.r, full.alpha, full.a, full.b), rel=1e-4
+    )
+    assert weighted.log_likelihood == pytest.approx(full.log_likelihood, abs=1e-4)
+
+
+def test_bg_nbd_fit_recovers_the_parameters_of_simulated_customers() -> None:
+    rng = np.random.default_rng(7)
+    true = {"r": 0.5, "alpha": 8.0, "a": 0.8, "b": 2.5}
+    fitted = fit_bg_nbd(*simulate_bg_nbd(20_000, *true.values(), rng.uniform(52.0, 104.0, 20_000), rng))
+    assert fitted.converged
+    for name, value in true.items():
+        assert getattr(fitted, name) == pytest.approx(value, rel=0.15), name
+
+
+def test_bg_nbd_alpha_follows_the_time_unit(cdnow, bg: BgNbdParams) -> None:
+    in_days = fit_bg_nbd(cdnow["x"], cdnow["t_x"] * 7, cdnow["T"] * 7)
+    assert (in_days.r, in_days.alpha / 7, in_days.a, in_days.b) == pytest.approx((bg.r, bg.alpha, bg.a, bg.b), rel=1e-4)
+    assert in_days.log_likelihood == pytest.approx(bg.log_likelihood - cdnow["x"].sum() * np.log(7), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- Gamma-Gamma and CLV
+
+
+def test_expected_average_spend_shrinks_toward_the_population_mean() -> None:
+    params = GammaGammaParams(p=6.0, q=4.0, v=15.0, log_likelihood=0.0, n_customers=0, converged=True)
+    population = 6.0 * 15.0 / 3.0  # p v / (q - 1) = 30
+    x = np.array([0, 1, 2, 10, 100])
+    spend = expected_average_spend(params, x, np.array([0.0, 50.0, 50.0, 50.0, 50.0]))
+    weight = 6.0 * x / (6.0 * x + 3.0)  # p x / (p x + q - 1)
+    assert spend == pytest.approx((1 - weight) * population + weight * 50.0)
+    assert spend[:2] == pytest.approx([30.0, 30.0 / 3 + 50.0 * 2 / 3])
+    assert np.all(np.diff(spend[1:]) > 0) and np.all(spend[1:] < 50.0)
+    assert params.population_mean_spend == pytest.approx(population)
+
+
+def test_gamma_gamma_fit_recovers_the_parameters_of_simulated_customers() -> None:
+    rng = np.random.default_rng(3)
+    n, p, q, v = 20_000, 4.0, 5.0, 60.0
+    x = rng.integers(1, 8, n).astype(float)
+    nu = rng.gamma(q, 1.0 / v, n)
+    mean_value = rng.gamma(p * x, 1.0 / (x * nu))  # the mean of x Gamma(p, nu) values is Gamma(p x, x nu)
+    fitted = fit_gamma_gamma(x, mean_value)
+    assert (fitted.p, fitted.q, fitted.v) == pytest.approx((p, q, v), rel=0.15)
+
+
+def test_clv_is_expected_purchases_times_expected_spend(cdnow, bg: BgNbdParams, gg: GammaGammaParams) -> None:
+    data = (cdnow["x"], cdnow["t_x"], cdnow["T"])
+    clv = customer_lifetime_value(bg, gg, *data, cdnow["zbar"], horizon=52)
+    expected = expected_purchases(bg, 52, *data) * expected_average_spend(gg, cdnow["x"], cdnow["zbar"])
+    assert clv == pytest.approx(expected)
+
+
+def test_clv_discounts_each_period_from_its_end(cdnow, bg: BgNbdParams, gg: GammaGammaParams) -> None:
+    data = (cdnow["x"][:50], cdnow["t_x"][:50], cdnow["T"][:50], cdnow["zbar"][:50])
+    undiscounted = customer_lifetime_value(bg, gg, *data, horizon=1)
+    assert customer_lifetime_value(bg, gg, *data, horizon=1, discount_rate_per_period=0.1) == pytest.approx(
+        undiscounted / 1.1
+    )
+    yearly = customer_lifetime_value(bg, gg, *data, horizon=52)
+    discounted = customer_lifetime_value(bg, gg, *data, horizon=52, discount_rate_per_period=0.002)
+    assert np.all(discounted < yearly) and np.all(discounted > yearly / 1.002**52)
+    assert customer_lifetime_value(bg, gg, *data, horizon=51.5, discount_rate_per_period=0.0) == pytest.approx(
+        customer_lifetime_value(bg, gg, *data, horizon=51.5, discount_rate_per_period=1e-12)
+    )
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("frequency", "recency", "T", "message"),
+    [
+        ([1, -1], [1.0, 0.0], [2.0, 2.0], "frequency has 1 negative"),
+        ([1, 1], [-1.0, 0.0], [2.0, 2.0], "recency has 1 negative"),
+        ([1, 1], [3.0, 1.0], [2.0, 2.0], "recency exceeds T"),
+        ([1, 1, 0], [1.0, 1.0], [2.0, 2.0], "same length"),
+        ([1.5, 1], [1.0, 1.0], [2.0, 2.0], "whole number"),
+        ([1, 1], [np.nan, 1.0], [2.0, 2.0], "recency has 1 missing"),
+    ],
+)
+def test_bad_bg_nbd_input_is_rejected(frequency, recency, T, message) -> None:
+    with pytest.raises(DataValidationError, match=message):
+        fit_bg_nbd(frequency, recency, T)
+    with pytest.raises(DataValidationError, match=message):
+        expected_purchases(PUBLISHED_BG, 1.0, frequency, recency, T)
+    with pytest.raises(DataValidationError, match=message):
+        probability_alive(PUBLISHED_BG, frequency, recency, T)
+
+
+def test_bg_nbd_needs_enough_customers_and_some_repeat_purchasers() -> None:
+    with pytest.raises(InsufficientDataError, match="at least 10 customers"):
+        fit_bg_nbd([1, 0, 2], [1.0, 0.0, 3.0], [5.0, 5.0, 5.0])
+    with pytest.raises(InsufficientDataError, match="no customer has a repeat purchase"):
+        fit_bg_nbd(np.zeros(50), np.zeros(50), np.full(50, 10.0))
+    with pytest.raises(DataValidationError, match="weights"):
+        fit_bg_nbd(np.ones(20), np.ones(20), np.full(20, 2.0), weights=np.ones(3))
+    with pytest.raises(DataValidationError, match="negative"):
+        expected_purchases(PUBLISHED_BG, -1.0, 1, 1.0, 2.0)
+
+
+def test_bad_gamma_gamma_input_is_rejected(gg: GammaGammaParams) -> None:
+    with pytest.raises(InsufficientDataError, match="repeat purchasers"):
+        fit_gamma_gamma([0, 0, 1, 2], [0.0, 0.0, 10.0, 12.0])
+    with pytest.raises(DataValidationError, match="monetary_value is 0"):
+        fit_gamma_gamma(np.ones(20), np.zeros(20))
+    with pytest.raises(DataValidationError, match="monetary_value has 1 negative"):
+        expected_average_spend(gg, [1, 2], [10.0, -3.0])
+    with pytest.raises(DataValidationError, match="same length"):
+        fit_gamma_gamma(np.ones(20), np.ones(19))
