@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from .schemas import EVENT_TYPES, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS
+from .schemas import (
+    CLUSTERS,
+    EVENT_TYPES,
+    MERGE_MAP,
+    PROFILES,
+    QUARANTINE_EVENTS,
+    RAW_EVENTS,
+    ROBUSTNESS,
+    SEGMENTS,
+    VIABILITY,
+    TableSpec,
+)
 from .warehouse import Warehouse, sql_string
 
 
@@ -81,14 +92,23 @@ def quarantine_rate(stats: EventPartitionStats, max_rate: float) -> CheckOutcome
     )
 
 
+def _stored_rule(
+    warehouse: Warehouse, day: date, tables: dict[str, TableSpec], violations_sql: str, summary: str
+) -> CheckOutcome:
+    """Count the violations of a rule over stored partitions of `day` (each table under its alias)."""
+    relations = {alias: warehouse.parquet_relation(spec, [day]) for alias, spec in tables.items()}
+    missing = [tables[alias].name for alias, relation in relations.items() if relation is None]
+    if missing:
+        return CheckOutcome(False, f"no {', '.join(missing)} partition for {day}")
+    ctes = ", ".join(f"{alias} AS (SELECT * FROM {relation})" for alias, relation in relations.items())
+    with warehouse.connect() as con:
+        violations = int(con.execute(f"WITH {ctes} {violations_sql}").fetchone()[0])
+    return CheckOutcome(violations == 0, summary.format(violations), {"violations": violations})
+
+
 def _merge_map_rule(warehouse: Warehouse, day: date, violations_sql: str, summary: str) -> CheckOutcome:
     """Count the violations of a rule over the stored merge map `m` of `day`; none means passed."""
-    relation = warehouse.parquet_relation(MERGE_MAP, [day])
-    if relation is None:
-        return CheckOutcome(False, f"no merge_map partition for {day}")
-    with warehouse.connect() as con:
-        violations = int(con.execute(f"WITH m AS (SELECT * FROM {relation}) {violations_sql}").fetchone()[0])
-    return CheckOutcome(violations == 0, summary.format(violations), {"violations": violations})
+    return _stored_rule(warehouse, day, {"m": MERGE_MAP}, violations_sql, summary)
 
 
 def canonical_ids_map_to_themselves(warehouse: Warehouse, day: date) -> CheckOutcome:
@@ -131,4 +151,71 @@ def no_junk_merged(warehouse: Warehouse, day: date) -> CheckOutcome:
         WHERE (is_junk AND canonical_id <> old_id)
            OR (old_id <> canonical_id AND canonical_id IN (SELECT old_id FROM m WHERE is_junk))""",
         "{} IDs merged into or out of a junk ID",
+    )
+
+
+# ------------------------------------------------------------------ profiles and segments
+
+
+def profiles_unique_per_customer(warehouse: Warehouse, day: date) -> CheckOutcome:
+    return _stored_rule(
+        warehouse,
+        day,
+        {"p": PROFILES},
+        "SELECT count(*) FROM (SELECT canonical_id FROM p GROUP BY canonical_id HAVING count(*) > 1)",
+        "{} canonical customers with more than one profile",
+    )
+
+
+def no_merged_away_ids(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """No profile belongs to an ID the merge map resolves to another customer, or to a junk ID."""
+    return _stored_rule(
+        warehouse,
+        day,
+        {"p": PROFILES, "m": MERGE_MAP},
+        "SELECT count(*) FROM p JOIN m ON m.old_id = p.canonical_id WHERE m.canonical_id <> m.old_id OR m.is_junk",
+        "{} profiles of merged-away or junk IDs",
+    )
+
+
+def every_profile_in_one_segment(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """Profiles and assignments list the same customers once each; every segment exists and has its size."""
+    return _stored_rule(
+        warehouse,
+        day,
+        {"p": PROFILES, "c": CLUSTERS, "s": SEGMENTS},
+        """SELECT (SELECT count(*) FROM p ANTI JOIN c USING (canonical_id))
+            + (SELECT count(*) FROM c ANTI JOIN p USING (canonical_id))
+            + (SELECT count(*) FROM (SELECT canonical_id FROM c GROUP BY canonical_id HAVING count(*) > 1))
+            + (SELECT count(*) FROM c ANTI JOIN s USING (segment_id))
+            + (SELECT count(*) FROM s LEFT JOIN (SELECT segment_id, count(*) AS n FROM c GROUP BY segment_id) a
+               USING (segment_id) WHERE a.n IS DISTINCT FROM s.size)""",
+        "{} customers without exactly one segment, or segments whose size disagrees with their members",
+    )
+
+
+def robustness_scores_in_unit_interval(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """Every segment has its scores, each within [0, 1]."""
+    scores = ("feature_drop_stability", "time_window_stability", "bootstrap_stability", "overall")
+    outside = " OR ".join(f"NOT ({score} BETWEEN 0 AND 1)" for score in scores)
+    return _stored_rule(
+        warehouse,
+        day,
+        {"r": ROBUSTNESS, "s": SEGMENTS},
+        f"""SELECT (SELECT count(*) FROM r WHERE {outside} OR overall IS NULL)
+            + (SELECT count(*) FROM s ANTI JOIN r USING (segment_id))""",
+        "{} segments without robustness scores or with a score outside [0, 1]",
+    )
+
+
+def every_segment_decided(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """Every segment is approved or rejected with reasons; strategic impact within [0, 1]."""
+    return _stored_rule(
+        warehouse,
+        day,
+        {"v": VIABILITY, "s": SEGMENTS},
+        """SELECT (SELECT count(*) FROM v WHERE (NOT approved AND len(reasons) = 0)
+                   OR NOT (strategic_impact BETWEEN 0 AND 1))
+            + (SELECT count(*) FROM s ANTI JOIN v USING (segment_id))""",
+        "{} segments without a decision, rejected without a reason, or with strategic impact outside [0, 1]",
     )

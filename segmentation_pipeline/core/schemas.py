@@ -15,6 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import DataValidationError
+from .features import FEATURES
 
 # --------------------------------------------------------------------------- events
 
@@ -280,6 +281,125 @@ MERGE_MAP = TableSpec(
     as_of=True,
 )
 
+#: Feature name -> value, for centroids and means in original units.
+FEATURE_VALUES = pa.map_(pa.string(), pa.float64())
+
+PROFILES = TableSpec(
+    name="profiles",
+    description="One row per canonical customer active in the look-back window ending that day.",
+    schema=pa.schema(
+        [
+            pa.field("canonical_id", pa.string(), nullable=False),
+            pa.field("n_ids", pa.int64(), nullable=False),
+            pa.field("window_days", pa.int64(), nullable=False),
+            pa.field("first_event", UTC_TIMESTAMP, nullable=False),
+            pa.field("last_event", UTC_TIMESTAMP, nullable=False),
+        ]
+        + [pa.field(feature.name, feature.type) for feature in FEATURES]
+        + [
+            pa.field("p_alive", pa.float64()),
+            pa.field("expected_purchases", pa.float64()),
+            pa.field("clv_method", pa.string(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+CLUSTERS = TableSpec(
+    name="clusters",
+    description="The segment of every profiled customer: one row per canonical customer.",
+    schema=pa.schema(
+        [
+            pa.field("canonical_id", pa.string(), nullable=False),
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("distance", pa.float64(), nullable=False),
+            pa.field("shaped_segments", pa.bool_(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+SEGMENTS = TableSpec(
+    name="segments",
+    description="Segment definitions of the snapshot: one row per segment.",
+    schema=pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("traits", pa.list_(pa.string()), nullable=False),
+            pa.field("size", pa.int64(), nullable=False),
+            pa.field("share", pa.float64(), nullable=False),
+            pa.field("total_clv", pa.float64(), nullable=False),
+            pa.field("mean_clv", pa.float64(), nullable=False),
+            pa.field("centroid", FEATURE_VALUES, nullable=False),
+            pa.field("feature_means", FEATURE_VALUES, nullable=False),
+            pa.field("top_category", pa.string()),
+            pa.field("top_channel", pa.string()),
+            pa.field("is_new", pa.bool_(), nullable=False),
+            pa.field("match_distance", pa.float64()),
+        ]
+    ),
+    as_of=True,
+)
+
+SEGMENT_MIGRATION = TableSpec(
+    name="segment_migration",
+    description="Customers moving between segments since the previous snapshot: one row per (from, to) pair; "
+    "from_segment_id is null for customers new to the snapshot, to_segment_id null for those who left it.",
+    schema=pa.schema(
+        [
+            pa.field("previous_as_of", pa.date32()),
+            pa.field("from_segment_id", pa.string()),
+            pa.field("to_segment_id", pa.string()),
+            pa.field("customers", pa.int64(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+ROBUSTNESS = TableSpec(
+    name="robustness",
+    description="Stability of each segment under feature-drop, time-window and bootstrap tests: one row per segment.",
+    schema=pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("feature_drop_stability", pa.float64()),
+            pa.field("feature_drop_worst_feature", pa.string()),
+            pa.field("time_window_stability", pa.float64()),
+            pa.field("time_window_windows", pa.int64(), nullable=False),
+            pa.field("bootstrap_stability", pa.float64()),
+            pa.field("bootstrap_samples", pa.int64(), nullable=False),
+            pa.field("overall", pa.float64()),
+            pa.field("band", pa.string(), nullable=False),
+            pa.field("production_ready", pa.bool_(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+VIABILITY = TableSpec(
+    name="viability",
+    description="Economic viability of each segment and whether it is approved, with reasons: one row per segment.",
+    schema=pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("size", pa.int64(), nullable=False),
+            pa.field("share", pa.float64(), nullable=False),
+            pa.field("total_clv", pa.float64(), nullable=False),
+            pa.field("mean_clv", pa.float64(), nullable=False),
+            pa.field("campaign_cost", pa.float64(), nullable=False),
+            pa.field("incremental_profit", pa.float64(), nullable=False),
+            pa.field("expected_roi", pa.float64(), nullable=False),
+            pa.field("strategic_impact", pa.float64(), nullable=False),
+            pa.field("strategic_tier", pa.string(), nullable=False),
+            pa.field("approved", pa.bool_(), nullable=False),
+            pa.field("reasons", pa.list_(pa.string()), nullable=False),
+            pa.field("failed_criteria", pa.list_(pa.string()), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
     description="Ground truth of the synthetic source: each customer's generating archetype.",
@@ -305,6 +425,12 @@ TABLES: dict[str, TableSpec] = {
         UNASSIGNED_EVENTS,
         UNASSIGNED_ID_HISTORY,
         MERGE_MAP,
+        PROFILES,
+        CLUSTERS,
+        SEGMENTS,
+        SEGMENT_MIGRATION,
+        ROBUSTNESS,
+        VIABILITY,
         SYNTHETIC_TRUTH,
     )
 }
@@ -325,8 +451,7 @@ def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
                     column = column.cast(field_.type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise DataValidationError(
-                        f"{spec.name}: column {field_.name!r} has type {column.type}, "
-                        f"expected {field_.type}: {exc}"
+                        f"{spec.name}: column {field_.name!r} has type {column.type}, expected {field_.type}: {exc}"
                     ) from exc
             if not field_.nullable and column.null_count:
                 raise DataValidationError(
@@ -336,8 +461,7 @@ def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
             column = pa.nulls(table.num_rows, type=field_.type)
         else:
             raise DataValidationError(
-                f"{spec.name}: missing required column {field_.name!r} ({field_.type}); "
-                f"found {table.column_names}"
+                f"{spec.name}: missing required column {field_.name!r} ({field_.type}); found {table.column_names}"
             )
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=spec.schema)

@@ -1,0 +1,664 @@
+"""Profiles -> feature matrix -> k -> segments with stable IDs, names and traits.
+
+Matrix
+    The configured features (core.features) of every profile. A share map
+    (category_shares, channel_shares) becomes one column per label. Missing
+    values take the feature's fill (no purchase: recency = the window length;
+    no cart: conversion 0). Heavy-tailed counts and money get log1p; then every
+    column is robust-scaled: minus its median, divided by its interquartile
+    range (its standard deviation where the IQR is 0, 1 where both are).
+
+Choosing k (unless `n_clusters` is set)
+    Every k in [k_min, k_max] is fitted on a sample of at most
+    `selection_sample` profiles and scored by the silhouette (on at most
+    `silhouette_sample` of them), Calinski-Harabasz, Davies-Bouldin and the
+    elbow of the inertia curve (kneedle: the k farthest below the chord of the
+    normalised curve). Each criterion is min-max normalised over the
+    candidates (Davies-Bouldin inverted; the elbow as 1 - |k - k_elbow| /
+    (k_max - k_min)), and the score is 0.4 silhouette + 0.2 Calinski-Harabasz
+    + 0.2 Davies-Bouldin + 0.2 elbow. The highest score wins; ties go to the
+    smaller k.
+
+Fitting
+    k-means with `n_init` starts; above `minibatch_above` profiles,
+    MiniBatchKMeans. Deterministic for a given seed. Only customers with at
+    least `min_active_days` active days choose k and shape the centroids;
+    everyone is then assigned to the nearest centroid.
+
+Stable IDs
+    The previous snapshot's centroids (stored in original units) are put
+    through this snapshot's transform and matched to the new centroids by the
+    Hungarian algorithm on Euclidean distance. A match counts when its
+    distance is at most `match_tolerance` x the median distance between the
+    new centroids; matched segments keep their ID, the others get the next
+    unused number.
+
+Names and traits
+    A segment's traits are the features on which its members' mean (in the
+    transformed space) differs from the whole population's by at least
+    `trait_threshold` population standard deviations, strongest first; its
+    name strings together the words of the strongest (core.features `high` /
+    `low`), e.g. "High-value frequent electronics-focused shoppers".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist, pdist
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
+from threadpoolctl import threadpool_limits
+
+from .errors import ClusteringError, InsufficientDataError
+from .features import DEFAULT_CLUSTER_FEATURES, FEATURES, LOG1P, Feature, feature
+from .schemas import CLUSTERS, SEGMENT_MIGRATION, SEGMENTS, conform
+
+SEGMENT_PREFIX = "S"
+SELECTION_WEIGHTS = {"silhouette": 0.4, "calinski_harabasz": 0.2, "davies_bouldin": 0.2, "elbow": 0.2}
+
+
+@dataclass(frozen=True)
+class ClusteringSettings:
+    features: tuple[str, ...] = DEFAULT_CLUSTER_FEATURES
+    k_min: int = 3
+    k_max: int = 10
+    #: Fixed number of segments; None chooses k by the rule in the module docstring.
+    n_clusters: int | None = None
+    seed: int = 42
+    n_init: int = 4
+    selection_sample: int = 20_000
+    silhouette_sample: int = 5_000
+    minibatch_above: int = 50_000
+    #: Customers with fewer active days are assigned to their nearest segment but do not shape
+    #: the segments or the choice of k: one or two visits are too thin to show a pattern.
+    min_active_days: int = 3
+    match_tolerance: float = 0.5
+    trait_threshold: float = 0.5
+    name_words: int = 3
+    #: BLAS/OpenMP threads for scikit-learn. One by default: on a 2-core machine with other work
+    #: running, k-means with two threads was measured 5-30 times slower than with one.
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.k_min < 2 or self.k_max < self.k_min:
+            raise ClusteringError(f"k_range must satisfy 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
+        if self.n_clusters is not None and self.n_clusters < 2:
+            raise ClusteringError(f"n_clusters must be at least 2, got {self.n_clusters}")
+        if not self.features:
+            raise ClusteringError("no clustering features configured")
+        for name in self.features:
+            spec = feature(name)
+            if spec.transform is None:
+                raise ClusteringError(f"feature {name!r} is a label, not a number; it cannot be clustered")
+
+    @property
+    def k_candidates(self) -> list[int]:
+        return [self.n_clusters] if self.n_clusters else list(range(self.k_min, self.k_max + 1))
+
+
+# ---------------------------------------------------------------------------- matrix
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """The scaled matrix and how to go back and forth between it and original units."""
+
+    values: np.ndarray
+    columns: list[str]
+    #: Feature name -> its column indices (a share map has several).
+    groups: dict[str, list[int]]
+    log1p: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    #: Configured features that are null for every profile (the source cannot support them).
+    dropped: list[str] = field(default_factory=list)
+
+    def to_original(self, scaled: np.ndarray) -> np.ndarray:
+        transformed = scaled * self.scale + self.center
+        return np.where(self.log1p, np.expm1(transformed), transformed)
+
+    def from_original(self, original: np.ndarray) -> np.ndarray:
+        transformed = np.where(self.log1p, np.log1p(np.maximum(original, 0.0)), original)
+        return (transformed - self.center) / self.scale
+
+    def without(self, name: str) -> FeatureMatrix:
+        """The matrix without one feature's columns."""
+        keep = [index for index in range(len(self.columns)) if index not in set(self.groups[name])]
+        groups = {}
+        for other, indices in self.groups.items():
+            if other != name:
+                groups[other] = [keep.index(index) for index in indices]
+        return FeatureMatrix(
+            self.values[:, keep],
+            [self.columns[index] for index in keep],
+            groups,
+            self.log1p[keep],
+            self.center[keep],
+            self.scale[keep],
+            self.dropped,
+        )
+
+
+def features_of(segments: pa.Table) -> list[str]:
+    """The features a stored snapshot was clustered on, read from its centroids' columns."""
+    if segments.num_rows == 0:
+        return []
+    columns = [key for key, _ in segments["centroid"][0].as_py()]
+    return list(dict.fromkeys(_split_column(column)[0] for column in columns))
+
+
+def share_column(feature_name: str, key: str) -> str:
+    return f"{feature_name}[{key}]"
+
+
+def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix:
+    """The clustering matrix of `profiles` (see the module docstring)."""
+    lookback_days = int(pc.max(profiles["window_days"]).as_py() or 0)
+    columns: list[np.ndarray] = []
+    names: list[str] = []
+    groups: dict[str, list[int]] = {}
+    log1p: list[bool] = []
+    dropped = []
+    for name in features:
+        spec = feature(name)
+        column = profiles[name]
+        if profiles.num_rows and column.null_count == profiles.num_rows:
+            dropped.append(name)
+            continue
+        if spec.is_share_map:
+            keys, block = _expand_share_map(column)
+            parts = [(share_column(name, key), block[:, index]) for index, key in enumerate(keys)]
+        else:
+            parts = [(name, _filled(column, spec, lookback_days))]
+        groups[name] = list(range(len(names), len(names) + len(parts)))
+        for column_name, values in parts:
+            names.append(column_name)
+            columns.append(values)
+            log1p.append(spec.transform == LOG1P)
+    if not columns:
+        raise ClusteringError(f"none of the features {list(features)} has a value; nothing to cluster")
+    raw = np.column_stack(columns).astype(float)
+    flags = np.array(log1p)
+    transformed = np.where(flags, np.log1p(np.maximum(raw, 0.0)), raw)
+    center = np.median(transformed, axis=0)
+    q75, q25 = np.percentile(transformed, [75, 25], axis=0)
+    scale = q75 - q25
+    std = transformed.std(axis=0)
+    scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+    return FeatureMatrix((transformed - center) / scale, names, groups, flags, center, scale, dropped)
+
+
+def _filled(column: pa.ChunkedArray, spec: Feature, lookback_days: int) -> np.ndarray:
+    fill = float(lookback_days) if spec.fill == "lookback" else float(spec.fill)
+    return pc.fill_null(column, fill).to_numpy(zero_copy_only=False).astype(float)
+
+
+def _expand_share_map(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """A map<string, double> column as a dense matrix, one column per key (sorted); absent keys are 0."""
+    array = column.combine_chunks()
+    offsets = array.offsets.to_numpy()
+    # keys and items are the whole child arrays; a sliced map column starts part-way into them.
+    entries = slice(offsets[0], offsets[-1])
+    keys = array.keys.to_numpy(zero_copy_only=False)[entries].astype(str)
+    items = np.nan_to_num(array.items.to_numpy(zero_copy_only=False)[entries].astype(float))
+    rows = np.repeat(np.arange(len(array)), np.diff(offsets))
+    labels, key_index = np.unique(keys, return_inverse=True)
+    block = np.zeros((len(array), len(labels)))
+    block[rows, key_index] = items
+    return labels.tolist(), block
+
+
+# ---------------------------------------------------------------------------- k and fit
+
+
+@dataclass(frozen=True)
+class KCandidate:
+    k: int
+    inertia: float
+    silhouette: float
+    calinski_harabasz: float
+    davies_bouldin: float
+    score: float = float("nan")
+
+
+@dataclass(frozen=True)
+class KSelection:
+    k: int
+    candidates: list[KCandidate]
+    elbow_k: int | None
+    sample_size: int
+    rule: str
+
+    def as_table(self) -> pd.DataFrame:
+        return pd.DataFrame([candidate.__dict__ for candidate in self.candidates])
+
+
+def cluster_labels(matrix: np.ndarray, k: int, seed: int, settings: ClusteringSettings = ClusteringSettings()):
+    """k-means labels and centres of `matrix`; MiniBatchKMeans above `minibatch_above` rows."""
+    if len(matrix) < k:
+        raise InsufficientDataError(f"{len(matrix)} customers cannot form {k} segments")
+    if len(matrix) > settings.minibatch_above:
+        model = MiniBatchKMeans(
+            n_clusters=k, n_init=settings.n_init, random_state=seed, batch_size=4096, max_no_improvement=20
+        )
+    else:
+        model = KMeans(n_clusters=k, n_init=settings.n_init, random_state=seed)
+    labels = model.fit_predict(matrix)
+    return labels.astype(np.int64), model.cluster_centers_
+
+
+def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
+    """The number of segments, by the rule in the module docstring."""
+    rng = np.random.default_rng(settings.seed)
+    sample = matrix
+    if len(matrix) > settings.selection_sample:
+        sample = matrix[np.sort(rng.choice(len(matrix), settings.selection_sample, replace=False))]
+    candidates_k = [k for k in settings.k_candidates if k < len(sample)]
+    if not candidates_k:
+        raise InsufficientDataError(
+            f"{len(matrix)} customers are too few for k in {settings.k_candidates[0]}..{settings.k_candidates[-1]}"
+        )
+    silhouette_rows = None
+    if len(sample) > settings.silhouette_sample:
+        silhouette_rows = np.sort(rng.choice(len(sample), settings.silhouette_sample, replace=False))
+    candidates = []
+    for k in candidates_k:
+        model = KMeans(n_clusters=k, n_init=settings.n_init, random_state=settings.seed).fit(sample)
+        labels = model.labels_
+        if len(np.unique(labels)) < 2:
+            candidates.append(KCandidate(k, float(model.inertia_), -1.0, 0.0, float("inf")))
+            continue
+        rows = silhouette_rows if silhouette_rows is not None else slice(None)
+        sil_labels = labels[rows]
+        silhouette = float(silhouette_score(sample[rows], sil_labels)) if len(np.unique(sil_labels)) > 1 else -1.0
+        candidates.append(
+            KCandidate(
+                k,
+                float(model.inertia_),
+                silhouette,
+                float(calinski_harabasz_score(sample, labels)),
+                float(davies_bouldin_score(sample, labels)),
+            )
+        )
+    if settings.n_clusters:
+        return KSelection(settings.n_clusters, candidates, None, len(sample), "n_clusters set in config")
+    elbow = kneedle([c.k for c in candidates], [c.inertia for c in candidates])
+    scored = _score_candidates(candidates, elbow)
+    best = max(scored, key=lambda c: (c.score, -c.k))
+    return KSelection(best.k, scored, elbow, len(sample), "0.4 silhouette + 0.2 CH + 0.2 DB + 0.2 elbow")
+
+
+def kneedle(ks: Sequence[int], inertias: Sequence[float]) -> int | None:
+    """The elbow of a decreasing, convex inertia curve: the point farthest below its normalised chord."""
+    if len(ks) < 3:
+        return None
+    x = np.asarray(ks, float)
+    y = np.asarray(inertias, float)
+    x = (x - x.min()) / (x.max() - x.min())
+    span = y.max() - y.min()
+    if span <= 0:
+        return None
+    y = (y - y.min()) / span
+    gap = (1.0 - x) - y
+    return int(ks[int(np.argmax(gap))]) if gap.max() > 0 else None
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros_like(values)
+    low, high = values[finite].min(), values[finite].max()
+    if high == low:
+        return np.where(finite, 1.0, 0.0)
+    return np.where(finite, (values - low) / (high - low), 0.0)
+
+
+def _score_candidates(candidates: list[KCandidate], elbow: int | None) -> list[KCandidate]:
+    ks = np.array([c.k for c in candidates], float)
+    silhouette = _normalised(np.array([c.silhouette for c in candidates]))
+    calinski = _normalised(np.array([c.calinski_harabasz for c in candidates]))
+    davies = 1.0 - _normalised(np.array([c.davies_bouldin for c in candidates]))
+    davies = np.where(np.isfinite([c.davies_bouldin for c in candidates]), davies, 0.0)
+    span = max(ks.max() - ks.min(), 1.0)
+    elbow_score = np.zeros_like(ks) if elbow is None else 1.0 - np.abs(ks - elbow) / span
+    weights = SELECTION_WEIGHTS
+    scores = (
+        weights["silhouette"] * silhouette
+        + weights["calinski_harabasz"] * calinski
+        + weights["davies_bouldin"] * davies
+        + weights["elbow"] * elbow_score
+    )
+    return [KCandidate(**{**c.__dict__, "score": round(float(s), 6)}) for c, s in zip(candidates, scores)]
+
+
+# ---------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    assignments: pa.Table
+    segments: pa.Table
+    selection: KSelection
+    matrix: FeatureMatrix
+    labels: np.ndarray
+    #: The customers that shaped the segments (see ClusteringSettings.min_active_days).
+    shaping: np.ndarray
+    #: Label -> segment ID.
+    segment_ids: list[str]
+
+
+def segment_customers(
+    profiles: pa.Table,
+    settings: ClusteringSettings,
+    previous_segments: pa.Table | None = None,
+    used_ids: Sequence[str] = (),
+) -> Segmentation:
+    """Cluster the profiles and describe the segments; IDs follow `previous_segments` where they match."""
+    with threadpool_limits(settings.threads):
+        return _segment_customers(profiles, settings, previous_segments, used_ids)
+
+
+def _segment_customers(
+    profiles: pa.Table,
+    settings: ClusteringSettings,
+    previous_segments: pa.Table | None,
+    used_ids: Sequence[str],
+) -> Segmentation:
+    if profiles.num_rows == 0:
+        raise InsufficientDataError("no profiles to cluster: the look-back window holds no customers")
+    matrix = feature_matrix(profiles, settings.features)
+    shaping = established_customers(profiles, settings.min_active_days)
+    selection = choose_k(matrix.values[shaping], settings)
+    fitted, centers = cluster_labels(matrix.values[shaping], selection.k, settings.seed, settings)
+    fitted, centers = _drop_empty(fitted, centers)
+    labels = nearest_center(matrix.values, centers)
+    labels[shaping] = fitted
+    sizes = np.bincount(labels, minlength=len(centers))
+    matches = match_segments(matrix, centers, previous_segments, settings.match_tolerance)
+    segment_ids = _segment_ids(sizes, matches, used_ids)
+    distance = np.linalg.norm(matrix.values - centers[labels], axis=1)
+    assignments = pa.table(
+        {
+            "canonical_id": profiles["canonical_id"],
+            "segment_id": pa.array(np.array(segment_ids, dtype=object)[labels], pa.string()),
+            "distance": pa.array(distance),
+            "shaped_segments": pa.array(shaping),
+        }
+    )
+    segments = describe_segments(profiles, matrix, labels, centers, segment_ids, matches, settings)
+    return Segmentation(
+        conform(assignments, CLUSTERS), conform(segments, SEGMENTS), selection, matrix, labels, shaping, segment_ids
+    )
+
+
+def established_customers(profiles: pa.Table, min_active_days: int) -> np.ndarray:
+    """Customers whose history shapes the segments; all of them when fewer than 2 would."""
+    active = pc.fill_null(profiles["active_days"], 0).to_numpy(zero_copy_only=False)
+    shaping = active >= min_active_days
+    return shaping if shaping.sum() >= 2 else np.ones(len(active), dtype=bool)
+
+
+def nearest_center(matrix: np.ndarray, centers: np.ndarray, batch_rows: int = 100_000) -> np.ndarray:
+    """Index of the nearest centre of every row, in batches to bound memory."""
+    labels = np.empty(len(matrix), dtype=np.int64)
+    for start in range(0, len(matrix), batch_rows):
+        labels[start : start + batch_rows] = cdist(matrix[start : start + batch_rows], centers).argmin(axis=1)
+    return labels
+
+
+def _drop_empty(labels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MiniBatchKMeans can leave a centre without members; renumber the labels without it."""
+    used = np.unique(labels)
+    if len(used) == len(centers):
+        return labels, centers
+    renumber = np.full(len(centers), -1)
+    renumber[used] = np.arange(len(used))
+    return renumber[labels], centers[used]
+
+
+@dataclass(frozen=True)
+class SegmentMatch:
+    previous_id: str
+    distance: float
+
+
+def match_segments(
+    matrix: FeatureMatrix, centers: np.ndarray, previous: pa.Table | None, tolerance: float
+) -> dict[int, SegmentMatch]:
+    """Label -> the previous snapshot's segment it continues (Hungarian matching on centroids)."""
+    if previous is None or previous.num_rows == 0:
+        return {}
+    previous_ids = previous["segment_id"].to_pylist()
+    previous_centroids = np.array(
+        [[dict(row).get(column, np.nan) for column in matrix.columns] for row in previous["centroid"].to_pylist()]
+    )
+    comparable = ~np.isnan(previous_centroids).any(axis=0)
+    if not comparable.any():
+        return {}
+    previous_scaled = matrix.from_original(np.nan_to_num(previous_centroids))[:, comparable]
+    distances = cdist(centers[:, comparable], previous_scaled)
+    spread = float(np.median(pdist(centers[:, comparable]))) if len(centers) > 1 else 1.0
+    rows, cols = linear_sum_assignment(distances)
+    return {
+        int(row): SegmentMatch(previous_ids[col], float(distances[row, col]))
+        for row, col in zip(rows, cols)
+        if distances[row, col] <= tolerance * spread
+    }
+
+
+def segment_number(segment_id: str) -> int | None:
+    digits = segment_id[len(SEGMENT_PREFIX) :]
+    return int(digits) if segment_id.startswith(SEGMENT_PREFIX) and digits.isdigit() else None
+
+
+def _segment_ids(sizes: np.ndarray, matches: dict[int, SegmentMatch], used_ids: Sequence[str]) -> list[str]:
+    """Matched labels keep their previous ID; new ones count on from the highest ID ever used, largest first."""
+    ids: list[str | None] = [matches[label].previous_id if label in matches else None for label in range(len(sizes))]
+    numbers = [segment_number(i) for i in [*used_ids, *(i for i in ids if i)]]
+    next_number = max([n for n in numbers if n is not None], default=0) + 1
+    for label in sorted(range(len(sizes)), key=lambda label: (-sizes[label], label)):
+        if ids[label] is None:
+            ids[label] = f"{SEGMENT_PREFIX}{next_number:02d}"
+            next_number += 1
+    return [str(i) for i in ids]
+
+
+def describe_segments(
+    profiles: pa.Table,
+    matrix: FeatureMatrix,
+    labels: np.ndarray,
+    centers: np.ndarray,
+    segment_ids: list[str],
+    matches: dict[int, SegmentMatch],
+    settings: ClusteringSettings,
+) -> pa.Table:
+    """One row per segment: size, value, centroid and means in original units, name and traits."""
+    frame = _numeric_frame(profiles, matrix)
+    clv = pc.fill_null(profiles["clv_estimate"], 0.0).to_numpy(zero_copy_only=False).astype(float)
+    population_mean = matrix.values.mean(axis=0)
+    population_std = matrix.values.std(axis=0)
+    population_std = np.where(population_std > 0, population_std, 1.0)
+    original_centroids = matrix.to_original(centers)
+    rows = []
+    n = len(labels)
+    labels_frame = profiles.select(["top_category", "top_channel"]).to_pandas()
+    for label, segment_id in enumerate(segment_ids):
+        members = labels == label
+        z = (matrix.values[members].mean(axis=0) - population_mean) / population_std
+        traits = _traits(matrix, z, frame, members, settings.trait_threshold)
+        rows.append(
+            {
+                "segment_id": segment_id,
+                "traits": [trait.sentence for trait in traits],
+                "words": [trait.word for trait in traits if trait.word][: settings.name_words],
+                "size": int(members.sum()),
+                "share": float(members.sum() / n),
+                "total_clv": float(clv[members].sum()),
+                "mean_clv": float(clv[members].mean()),
+                "centroid": list(zip(matrix.columns, original_centroids[label].round(6).tolist())),
+                "feature_means": [
+                    (column, float(value))
+                    for column, value in frame[members].mean().round(6).items()
+                    if np.isfinite(value)
+                ],
+                "top_category": _mode(labels_frame["top_category"][members]),
+                "top_channel": _mode(labels_frame["top_channel"][members]),
+                "is_new": label not in matches,
+                "match_distance": matches[label].distance if label in matches else None,
+            }
+        )
+    names = segment_names([row.pop("words") for row in rows], segment_ids)
+    table = pa.Table.from_pylist([{**row, "name": name} for row, name in zip(rows, names)], schema=SEGMENTS.schema)
+    return table.sort_by("segment_id")
+
+
+@dataclass(frozen=True)
+class Trait:
+    column: str
+    z: float
+    word: str
+    sentence: str
+
+
+def _traits(
+    matrix: FeatureMatrix, z: np.ndarray, frame: pd.DataFrame, members: np.ndarray, threshold: float
+) -> list[Trait]:
+    traits = []
+    for index in np.argsort(-np.abs(z), kind="stable"):
+        if abs(z[index]) < threshold:
+            break
+        column = matrix.columns[index]
+        name, key = _split_column(column)
+        spec = feature(name)
+        word = (spec.high if z[index] > 0 else spec.low).format(key=(key or "").replace("_", " "))
+        segment_value = frame[column][members].mean()
+        population_value = frame[column].mean()
+        label = f"{name.replace('_', ' ')} {key}" if key else name.replace("_", " ")
+        direction = "high" if z[index] > 0 else "low"
+        traits.append(
+            Trait(
+                column,
+                float(z[index]),
+                word,
+                f"{direction} {label}: {_number(segment_value)} vs {_number(population_value)} overall",
+            )
+        )
+    return traits
+
+
+def _split_column(column: str) -> tuple[str, str | None]:
+    if column.endswith("]") and "[" in column:
+        name, key = column[:-1].split("[", 1)
+        return name, key
+    return column, None
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def segment_names(words: list[list[str]], segment_ids: list[str]) -> list[str]:
+    """'High-value weekend mobile shoppers'; a name two segments would share gets their IDs."""
+    names = []
+    for chosen in words:
+        ordered = sorted(dict.fromkeys(chosen), key=_word_order)
+        text = " ".join(ordered) if ordered else "typical"
+        names.append(f"{text[0].upper()}{text[1:]} shoppers")
+    counts = pd.Series(names).value_counts()
+    return [f"{name} ({segment_id})" if counts[name] > 1 else name for name, segment_id in zip(names, segment_ids)]
+
+
+_WORD_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}
+
+
+def _word_order(word: str) -> int:
+    # Words read value -> engagement -> timing -> category -> channel, the order of FEATURES.
+    for spec in FEATURES:
+        if word in (spec.high, spec.low) or (spec.is_share_map and spec.high.replace("{key}", "") in word):
+            return _WORD_ORDER[spec.name]
+    return len(FEATURES)
+
+
+def _mode(values: pd.Series) -> str | None:
+    counts = values.dropna().value_counts()
+    if counts.empty:
+        return None
+    top = counts[counts == counts.max()].index
+    return str(sorted(top)[0])
+
+
+def _numeric_frame(profiles: pa.Table, matrix: FeatureMatrix) -> pd.DataFrame:
+    """Every clustered column plus every other numeric feature, in original units (nulls stay NaN)."""
+    columns: dict[str, np.ndarray] = {}
+    for spec in FEATURES:
+        if spec.transform is None or spec.name not in profiles.column_names:
+            continue
+        if spec.is_share_map:
+            if profiles[spec.name].null_count == profiles.num_rows:
+                continue
+            keys, block = _expand_share_map(profiles[spec.name])
+            for index, key in enumerate(keys):
+                columns[share_column(spec.name, key)] = block[:, index]
+        else:
+            columns[spec.name] = profiles[spec.name].to_numpy(zero_copy_only=False).astype(float)
+    return pd.DataFrame(columns)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def adjusted_rand_against_truth(assignments: pa.Table, truth: pa.Table) -> tuple[float, int]:
+    """ARI between segments and the generating archetypes, over customers present in both."""
+    joined = assignments.select(["canonical_id", "segment_id"]).join(
+        truth.select(["customer_id", "archetype"]), "canonical_id", "customer_id", join_type="inner"
+    )
+    if joined.num_rows == 0:
+        return float("nan"), 0
+    return (
+        float(
+            adjusted_rand_score(
+                joined["archetype"].to_numpy(zero_copy_only=False), joined["segment_id"].to_numpy(zero_copy_only=False)
+            )
+        ),
+        joined.num_rows,
+    )
+
+
+def segment_migration(previous: pa.Table | None, current: pa.Table, previous_as_of) -> pa.Table:
+    """Customers per (previous segment, current segment); null on one side for arrivals and departures."""
+    now = current.select(["canonical_id", "segment_id"]).to_pandas().rename(columns={"segment_id": "to_segment_id"})
+    if previous is None:
+        before = pd.DataFrame({"canonical_id": pd.Series(dtype=str), "from_segment_id": pd.Series(dtype=str)})
+    else:
+        before = (
+            previous.select(["canonical_id", "segment_id"])
+            .to_pandas()
+            .rename(columns={"segment_id": "from_segment_id"})
+        )
+    moves = before.merge(now, on="canonical_id", how="outer")
+    counts = (
+        moves.groupby(["from_segment_id", "to_segment_id"], dropna=False)
+        .size()
+        .reset_index(name="customers")
+        .sort_values(["from_segment_id", "to_segment_id"], na_position="first")
+    )
+    counts["previous_as_of"] = previous_as_of
+    counts = counts.astype({"from_segment_id": object, "to_segment_id": object})
+    counts = counts.where(counts.notna(), None)
+    return conform(pa.Table.from_pandas(counts, preserve_index=False), SEGMENT_MIGRATION)

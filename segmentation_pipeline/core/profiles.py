@@ -1,0 +1,519 @@
+"""Customer profiles: one row per canonical customer over a look-back window.
+
+The features (core.features) are computed in one DuckDB query straight over the
+raw_events Parquet partitions of the window, joined to the merge map so that
+the events of merged IDs count for their canonical customer; junk IDs (hubs
+the resolver refused to merge) are left out. Raw events never pass through
+pandas: only the per-customer result does.
+
+Churn risk and CLV
+------------------
+Where the window holds enough repeat buyers, two probabilistic models are
+fitted by maximum likelihood (core.clv), with purchase *days* as transactions
+and days as the time unit:
+
+* BG/NBD (Fader, Hardie & Lee 2005) on x = purchase days - 1,
+  t_x = last - first purchase day, T = as-of day - first purchase day, for
+  P(alive) and the expected purchase days over the CLV horizon;
+* Gamma-Gamma on the mean value of the repeat purchase days, for the expected
+  spend per purchase day.
+
+Then clv_estimate = expected purchase days x expected spend for every buyer
+(clv_method "bg_nbd_gamma_gamma"), and churn_risk = 1 - P(alive) for repeat
+buyers. BG/NBD lets a customer drop out only after a purchase, so a one-time
+buyer's P(alive) is 1 whatever their silence; their churn risk is the
+heuristic's.
+
+Otherwise (too few repeat buyers, a fit that does not converge, and always for
+customers without a purchase in the window) the heuristic applies
+(clv_method "heuristic"):
+
+* churn_risk = 1 - exp(-g / (2 * gap)), where g is the days since the last
+  event and gap the customer's mean gap between active days (tenure / (active
+  days - 1), at least `churn_gap_floor_days`): the gap since the last visit is
+  compared with twice the usual one;
+* clv_estimate = net revenue per day of tenure (tenure at least the gap floor)
+  x horizon x (1 - churn_risk), never negative.
+
+The window is the customer's whole history as far as the profile knows: a
+customer whose first purchase predates it looks younger than they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import clv
+from .errors import InsufficientDataError, ProfileBuildError
+from .features import FEATURES, MODELLED_FEATURES, Feature
+from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
+from .warehouse import Warehouse, days_between, sql_string
+
+PROBABILISTIC = "bg_nbd_gamma_gamma"
+HEURISTIC = "heuristic"
+
+#: Columns the profile query returns beside the features, used here and dropped.
+_SUPPORT_COLUMNS = ("_sessions", "_page_views", "_carts", "_refunds", "_categorised", "_channelled", "_devices")
+_MODEL_INPUTS = ("_repeat_days", "_purchase_span", "_purchase_age", "_repeat_value")
+
+_REQUIREMENT_TOTALS = {
+    "event:session_start": "_sessions",
+    "event:page_view": "_page_views",
+    "event:add_to_cart": "_carts",
+    "event:refund": "_refunds",
+    "column:product_category": "_categorised",
+    "column:channel": "_channelled",
+    "column:device": "_devices",
+}
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    lookback_days: int = 365
+    #: category_shares / channel_shares keep the most common labels of the window; the rest is "other".
+    top_categories: int = 8
+    top_channels: int = 6
+    clv_horizon_days: int = 365
+    #: Below this many customers with a repeat purchase day the models are not fitted.
+    min_repeat_buyers: int = 30
+    churn_gap_floor_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("lookback_days", "clv_horizon_days"):
+            if getattr(self, name) < 1:
+                raise ProfileBuildError(f"{name} must be at least 1 day, got {getattr(self, name)}")
+        for name in ("top_categories", "top_channels", "min_repeat_buyers"):
+            if getattr(self, name) < 0:
+                raise ProfileBuildError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.churn_gap_floor_days <= 0:
+            raise ProfileBuildError(f"churn_gap_floor_days must be positive, got {self.churn_gap_floor_days}")
+
+
+@dataclass(frozen=True)
+class ProfileWindow:
+    """The days a profile looks at: `lookback_days` ending `shift_days` before the as-of day."""
+
+    as_of: date
+    lookback_days: int
+    shift_days: int = 0
+
+    @property
+    def last_day(self) -> date:
+        return self.as_of - timedelta(days=self.shift_days)
+
+    @property
+    def first_day(self) -> date:
+        return self.last_day - timedelta(days=self.lookback_days - 1)
+
+    @property
+    def days(self) -> list[date]:
+        return days_between(self.first_day, self.last_day)
+
+    @property
+    def end(self) -> datetime:
+        """The first instant after the window."""
+        return datetime.combine(self.last_day + timedelta(days=1), time(), tzinfo=timezone.utc)
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first_day, time(), tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ClvFit:
+    method: str
+    reason: str
+    repeat_buyers: int
+    bg_nbd: dict[str, float] = field(default_factory=dict)
+    gamma_gamma: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    table: pa.Table
+    window: ProfileWindow
+    days_present: list[date]
+    #: Feature -> the requirements the source did not meet (the feature is null).
+    unsupported: dict[str, list[str]]
+    clv_fit: ClvFit
+    top_categories: list[str]
+    top_channels: list[str]
+
+    @property
+    def coverage(self) -> float:
+        return len(self.days_present) / self.window.lookback_days
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "customers": self.table.num_rows,
+            "window_first_day": self.window.first_day.isoformat(),
+            "window_last_day": self.window.last_day.isoformat(),
+            "window_days_present": len(self.days_present),
+            "window_days": self.window.lookback_days,
+            "window_coverage": round(self.coverage, 4),
+            "unsupported_features": sorted(self.unsupported),
+            "clv_method": self.clv_fit.method,
+            "clv_method_reason": self.clv_fit.reason,
+            "repeat_buyers": self.clv_fit.repeat_buyers,
+            **{f"bg_nbd_{name}": round(value, 6) for name, value in self.clv_fit.bg_nbd.items()},
+            **{f"gamma_gamma_{name}": round(value, 6) for name, value in self.clv_fit.gamma_gamma.items()},
+        }
+
+
+def build_profiles(
+    store: Warehouse,
+    as_of: date,
+    settings: ProfileSettings = ProfileSettings(),
+    shift_days: int = 0,
+    lookback_days: int | None = None,
+) -> ProfileResult:
+    """Profiles of every customer active in the window, with IDs resolved by the merge map as of `as_of`.
+
+    `shift_days` and `lookback_days` move and shorten the window (the robustness
+    tests build such profiles); the merge map is always the one of `as_of`.
+    """
+    window = ProfileWindow(as_of, lookback_days or settings.lookback_days, shift_days)
+    merge_map_path = store.partition_path(MERGE_MAP, as_of)
+    if not merge_map_path.exists():
+        raise ProfileBuildError(
+            f"merge_map for {as_of.isoformat()} is not materialized ({merge_map_path}); materialize it first"
+        )
+    days_present = store.partition_days(RAW_EVENTS, window.first_day, window.last_day)
+    events = store.parquet_relation(RAW_EVENTS, days_present)
+    if events is None:
+        return _empty_result(window, settings)
+    merge_map = f"read_parquet({sql_string(str(merge_map_path))})"
+    with store.connect() as con:
+        top_categories = _top_labels(con, events, window, "product_category", settings.top_categories)
+        top_channels = _top_labels(con, events, window, "channel", settings.top_channels)
+        query = profile_sql(events, merge_map, window, top_categories, top_channels)
+        table = con.sql(query).to_arrow_table()
+    unsupported = _unsupported(table)
+    table = _null_unsupported(table, unsupported)
+    table, clv_fit = _model_churn_and_clv(table, settings)
+    table = table.drop_columns([*_SUPPORT_COLUMNS, *_MODEL_INPUTS])
+    return ProfileResult(
+        table=conform(table, PROFILES),
+        window=window,
+        days_present=days_present,
+        unsupported=unsupported,
+        clv_fit=clv_fit,
+        top_categories=top_categories,
+        top_channels=top_channels,
+    )
+
+
+def _empty_result(window: ProfileWindow, settings: ProfileSettings) -> ProfileResult:
+    return ProfileResult(
+        table=PROFILES.empty(),
+        window=window,
+        days_present=[],
+        unsupported={},
+        clv_fit=ClvFit(HEURISTIC, "no events in the window", 0),
+        top_categories=[],
+        top_channels=[],
+    )
+
+
+def _window_filter(window: ProfileWindow, alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return (
+        f"{prefix}timestamp >= TIMESTAMPTZ {sql_string(window.start.isoformat())} "
+        f"AND {prefix}timestamp < TIMESTAMPTZ {sql_string(window.end.isoformat())}"
+    )
+
+
+def _top_labels(con, events: str, window: ProfileWindow, column: str, limit: int) -> list[str]:
+    """The window's most common values of a label column, most common first (ties alphabetical)."""
+    if limit == 0:
+        return []
+    rows = con.execute(
+        f"SELECT {column} AS label, count(*) AS n FROM {events} "
+        f"WHERE {column} IS NOT NULL AND {_window_filter(window)} "
+        f"GROUP BY label ORDER BY n DESC, label LIMIT {int(limit)}"
+    ).fetchall()
+    return [label for label, _ in rows]
+
+
+def profile_sql(
+    events: str, merge_map: str, window: ProfileWindow, top_categories: list[str], top_channels: list[str]
+) -> str:
+    """The profile query: one row per canonical customer, a column per SQL feature."""
+    features = ",\n    ".join(
+        f"CAST({'NULL' if feature.name in MODELLED_FEATURES else feature.sql} AS {_sql_type(feature)}) "
+        f"AS {feature.name}"
+        for feature in FEATURES
+    )
+    categories = _label_stats("category", "product_category", top_categories)
+    channels = _label_stats("channel", "channel", top_channels)
+    return f"""
+WITH params AS (
+  SELECT TIMESTAMPTZ {sql_string(window.end.isoformat())} AS window_end,
+         DATE {sql_string(window.last_day.isoformat())} AS last_day
+),
+ids AS (SELECT old_id, canonical_id, is_junk FROM {merge_map}),
+e AS (
+  SELECT coalesce(ids.canonical_id, ev.customer_id) AS canonical_id,
+         ev.customer_id, ev.event_type, ev.timestamp, ev.amount, ev.product_category, ev.channel, ev.device,
+         CAST(ev.timestamp AS DATE) AS day, hour(ev.timestamp) AS hour, isodow(ev.timestamp) - 1 AS weekday
+  FROM {events} AS ev LEFT JOIN ids ON ev.customer_id = ids.old_id
+  WHERE {_window_filter(window, "ev")} AND NOT coalesce(ids.is_junk, false)
+),
+aggregates AS (
+  SELECT canonical_id,
+    count(DISTINCT customer_id) AS n_ids,
+    min(timestamp) AS first_event,
+    max(timestamp) AS last_event,
+    count(*) AS events,
+    count(*) FILTER (WHERE event_type = 'purchase') AS orders,
+    coalesce(sum(amount) FILTER (WHERE event_type = 'purchase'), 0) AS gross_revenue,
+    count(*) FILTER (WHERE event_type = 'refund') AS refunds,
+    coalesce(sum(amount) FILTER (WHERE event_type = 'refund'), 0) AS refund_total,
+    max(timestamp) FILTER (WHERE event_type = 'purchase') AS last_purchase,
+    count(*) FILTER (WHERE event_type = 'session_start') AS sessions,
+    count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
+    count(*) FILTER (WHERE event_type = 'add_to_cart') AS carts,
+    count(DISTINCT day) AS active_days,
+    count(*) FILTER (WHERE weekday >= 5) AS weekend_events,
+    count(*) FILTER (WHERE hour < 6) AS night_events,
+    count(*) FILTER (WHERE hour >= 6 AND hour < 12) AS morning_events,
+    count(*) FILTER (WHERE hour >= 12 AND hour < 18) AS afternoon_events,
+    count(*) FILTER (WHERE hour >= 18) AS evening_events,
+    count(*) FILTER (
+      WHERE lower(device) IN ('mobile', 'tablet', 'phone', 'smartphone') OR lower(channel) IN ('mobile_app', 'app')
+    ) AS mobile_events,
+    count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL) AS device_or_channel_events,
+    count(product_category) AS categorised,
+    count(channel) AS channelled,
+    count(device) AS devices
+  FROM e GROUP BY canonical_id
+),
+purchase_days AS (
+  SELECT canonical_id,
+    count(*) AS purchase_days,
+    min(day) AS first_purchase_day,
+    max(day) AS last_purchase_day,
+    sum(amount) AS purchase_amount,
+    arg_min(amount, day) AS first_day_amount
+  FROM (SELECT canonical_id, day, sum(amount) AS amount FROM e WHERE event_type = 'purchase' GROUP BY ALL)
+  GROUP BY canonical_id
+),
+hours AS (
+  SELECT canonical_id, first(hour ORDER BY n DESC, hour) AS preferred_hour
+  FROM (SELECT canonical_id, hour, count(*) AS n FROM e GROUP BY ALL) GROUP BY canonical_id
+),
+weekdays AS (
+  SELECT canonical_id, first(weekday ORDER BY n DESC, weekday) AS preferred_day_of_week
+  FROM (SELECT canonical_id, weekday, count(*) AS n FROM e GROUP BY ALL) GROUP BY canonical_id
+),
+{categories.ctes}
+{channels.ctes}
+base AS (
+  SELECT aggregates.*, coalesce(purchase_days.purchase_days, 0) AS purchase_days,
+    purchase_days.first_purchase_day, purchase_days.last_purchase_day,
+    purchase_days.purchase_amount, purchase_days.first_day_amount,
+    hours.preferred_hour, weekdays.preferred_day_of_week,
+    {categories.columns}, {channels.columns},
+    params.*
+  FROM aggregates
+  LEFT JOIN purchase_days USING (canonical_id)
+  LEFT JOIN hours USING (canonical_id)
+  LEFT JOIN weekdays USING (canonical_id)
+  {categories.joins}
+  {channels.joins}
+  CROSS JOIN params
+)
+SELECT canonical_id, n_ids, {window.lookback_days} AS window_days, first_event, last_event,
+    {features},
+    CAST(NULL AS DOUBLE) AS p_alive,
+    CAST(NULL AS DOUBLE) AS expected_purchases,
+    {sql_string(HEURISTIC)} AS clv_method,
+    sessions AS _sessions, page_views AS _page_views, carts AS _carts, refunds AS _refunds,
+    categorised AS _categorised, channelled AS _channelled, devices AS _devices,
+    purchase_days - 1 AS _repeat_days,
+    CAST(date_diff('day', first_purchase_day, last_purchase_day) AS DOUBLE) AS _purchase_span,
+    CAST(date_diff('day', first_purchase_day, last_day) AS DOUBLE) AS _purchase_age,
+    CASE WHEN purchase_days > 1 THEN (purchase_amount - first_day_amount) / (purchase_days - 1) END AS _repeat_value
+FROM base
+ORDER BY canonical_id
+"""
+
+
+@dataclass(frozen=True)
+class _LabelSql:
+    ctes: str
+    columns: str
+    joins: str
+
+
+def _label_stats(kind: str, column: str, top: list[str]) -> _LabelSql:
+    """Top label, shares of the top labels (+ 'other') and entropy of one label column."""
+    names = (f"top_{kind}", f"{kind}_shares", f"{kind}_entropy")
+    if not top:
+        return _LabelSql("", ", ".join(f"NULL AS {name}" for name in names), "")
+    kept = ", ".join(sql_string(label) for label in top)
+    counts, stats = f"{kind}_counts", f"{kind}_stats"
+    ctes = f"""{counts} AS (
+  SELECT canonical_id, {column} AS label, count(*) AS n, sum(count(*)) OVER (PARTITION BY canonical_id) AS total
+  FROM e WHERE {column} IS NOT NULL GROUP BY canonical_id, {column}
+),
+{stats} AS (
+  SELECT canonical_id, first(label ORDER BY n DESC, label) AS top_{kind},
+    greatest(0.0, -sum(n / total * log2(n / total))) AS {kind}_entropy,
+    map_from_entries(
+      list(struct_pack(k := bin, v := share) ORDER BY bin) FILTER (WHERE first_of_bin = 1)
+    ) AS {kind}_shares
+  FROM (
+    -- every label row counts for the top label and the entropy; the share map takes one row per bin
+    SELECT canonical_id, label, n, total,
+      CASE WHEN label IN ({kept}) THEN label ELSE 'other' END AS bin,
+      sum(n) OVER (PARTITION BY canonical_id, CASE WHEN label IN ({kept}) THEN label ELSE 'other' END) / total AS share,
+      row_number() OVER (
+        PARTITION BY canonical_id, CASE WHEN label IN ({kept}) THEN label ELSE 'other' END ORDER BY label
+      ) AS first_of_bin
+    FROM {counts}
+  )
+  GROUP BY canonical_id
+),"""
+    return _LabelSql(ctes, ", ".join(f"{stats}.{name}" for name in names), f"LEFT JOIN {stats} USING (canonical_id)")
+
+
+def _sql_type(feature: Feature) -> str:
+    if feature.is_share_map:
+        return "MAP(VARCHAR, DOUBLE)"
+    return {
+        pa.float64(): "DOUBLE",
+        pa.int64(): "BIGINT",
+        pa.string(): "VARCHAR",
+    }[feature.type]
+
+
+def _unsupported(table: pa.Table) -> dict[str, list[str]]:
+    """Features whose requirements the window's events never meet."""
+    if table.num_rows == 0:
+        return {}
+    met = {requirement: (pc.sum(table[column]).as_py() or 0) > 0 for requirement, column in _REQUIREMENT_TOTALS.items()}
+    missing = {}
+    for feature in FEATURES:
+        unmet = [requirement for requirement in feature.requires if not met[requirement]]
+        if unmet:
+            missing[feature.name] = unmet
+    return missing
+
+
+def _null_unsupported(table: pa.Table, unsupported: dict[str, list[str]]) -> pa.Table:
+    for name in unsupported:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pa.nulls(table.num_rows, table.schema.field(name).type))
+    return table
+
+
+def _column(table: pa.Table, name: str, fill: float | None = None) -> np.ndarray:
+    """A column as floats; nulls become NaN, or `fill`."""
+    column = table[name] if fill is None else pc.fill_null(table[name], fill)
+    return column.to_numpy(zero_copy_only=False).astype(float)
+
+
+def heuristic_churn_and_clv(
+    days_since_last_event: np.ndarray,
+    tenure_days: np.ndarray,
+    active_days: np.ndarray,
+    monetary_total: np.ndarray,
+    settings: ProfileSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The activity-gap churn risk and the run-rate CLV (see the module docstring)."""
+    gap = np.maximum(settings.churn_gap_floor_days, tenure_days / np.maximum(active_days - 1, 1))
+    churn_risk = 1.0 - np.exp(-days_since_last_event / (2.0 * gap))
+    daily_value = monetary_total / np.maximum(tenure_days, settings.churn_gap_floor_days)
+    value = np.maximum(0.0, daily_value * settings.clv_horizon_days * (1.0 - churn_risk))
+    return churn_risk, value
+
+
+def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa.Table, ClvFit]:
+    if table.num_rows == 0:
+        return table, ClvFit(HEURISTIC, "no customers", 0)
+    churn_risk, value = heuristic_churn_and_clv(
+        _column(table, "days_since_last_event", 0.0),
+        _column(table, "tenure_days", 0.0),
+        _column(table, "active_days", 1.0),
+        _column(table, "monetary_total", 0.0),
+        settings,
+    )
+    p_alive = np.full(table.num_rows, np.nan)
+    expected = np.full(table.num_rows, np.nan)
+    method = np.full(table.num_rows, HEURISTIC, dtype=object)
+    buyers = ~np.isnan(_column(table, "_purchase_age"))
+    repeat_days = _column(table, "_repeat_days", 0.0)
+    repeat_buyers = int(np.count_nonzero(repeat_days[buyers] > 0))
+    fit = _fit_models(table, buyers, repeat_days, repeat_buyers, settings)
+    if fit is not None:
+        bg, gg = fit
+        x, t_x, age = (
+            repeat_days[buyers],
+            _column(table, "_purchase_span")[buyers],
+            _column(table, "_purchase_age")[buyers],
+        )
+        repeat_value = np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0)
+        p_alive[buyers] = clv.probability_alive(bg, x, t_x, age)
+        expected[buyers] = clv.expected_purchases(bg, settings.clv_horizon_days, x, t_x, age)
+        value[buyers] = clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, settings.clv_horizon_days)
+        # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat
+        # purchase), so their churn risk stays the heuristic's.
+        repeat = buyers.copy()
+        repeat[buyers] = x > 0
+        churn_risk[repeat] = 1.0 - p_alive[repeat]
+        method[buyers] = PROBABILISTIC
+        clv_fit = ClvFit(
+            PROBABILISTIC,
+            f"fitted on {int(buyers.sum()):,} buyers, {repeat_buyers:,} with repeat purchase days",
+            repeat_buyers,
+            {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b},
+            {"p": gg.p, "q": gg.q, "v": gg.v},
+        )
+    else:
+        clv_fit = ClvFit(HEURISTIC, _heuristic_reason(repeat_buyers, settings), repeat_buyers)
+    table = _replace(table, "churn_risk", pa.array(np.clip(churn_risk, 0.0, 1.0)))
+    table = _replace(table, "clv_estimate", pa.array(value))
+    table = _replace(table, "p_alive", pa.array(p_alive, from_pandas=True))
+    table = _replace(table, "expected_purchases", pa.array(expected, from_pandas=True))
+    table = _replace(table, "clv_method", pa.array(method, pa.string()))
+    return table, clv_fit
+
+
+def _heuristic_reason(repeat_buyers: int, settings: ProfileSettings) -> str:
+    if repeat_buyers < settings.min_repeat_buyers:
+        return f"{repeat_buyers} repeat buyers, fewer than min_repeat_buyers={settings.min_repeat_buyers}"
+    return "the BG/NBD or Gamma-Gamma fit did not converge"
+
+
+def _fit_models(
+    table: pa.Table, buyers: np.ndarray, repeat_days: np.ndarray, repeat_buyers: int, settings: ProfileSettings
+) -> tuple[clv.BgNbdParams, clv.GammaGammaParams] | None:
+    if repeat_buyers < max(settings.min_repeat_buyers, 2):
+        return None
+    x = repeat_days[buyers]
+    try:
+        bg = clv.fit_bg_nbd(x, _column(table, "_purchase_span")[buyers], _column(table, "_purchase_age")[buyers])
+        repeat_value = _column(table, "_repeat_value")[buyers]
+        spenders = (x > 0) & (repeat_value > 0)
+        gg = clv.fit_gamma_gamma(x[spenders], repeat_value[spenders])
+    except InsufficientDataError:
+        return None
+    if (
+        not (bg.converged and gg.converged)
+        or not all(math.isfinite(value) for value in (bg.r, bg.alpha, bg.a, bg.b, gg.p, gg.q, gg.v))
+        or gg.q <= 1
+    ):
+        return None
+    return bg, gg
+
+
+def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    return table.set_column(index, pa.field(name, column.type), column)
