@@ -5,12 +5,14 @@ import dagster as dg
 
 from .defs.assets.identity import merge_map
 from .defs.assets.ingestion import id_history, raw_events
+from .defs.assets.profiles import profiles
+from .defs.assets.segmentation import clusters, robustness, segment_migration, viability
 from .defs.jobs import segmentation_job
 from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
 defs = dg.Definitions(
-    assets=[raw_events, id_history, merge_map],
+    assets=[raw_events, id_history, merge_map, profiles, clusters, segment_migration, robustness, viability],
     jobs=[segmentation_job],
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),

@@ -56,4 +56,25 @@ def test_asset_checks_are_declared() -> None:
         ("merge_map", "one_canonical_id_per_id"),
         ("merge_map", "no_unresolved_chains"),
         ("merge_map", "no_junk_merged"),
+        ("profiles", "unique_per_customer"),
+        ("profiles", "no_merged_away_ids"),
+        ("clusters", "every_profile_in_one_segment"),
+        ("robustness", "scores_in_unit_interval"),
+        ("viability", "every_segment_decided"),
     }
+
+
+def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
+    graph = defs.resolve_asset_graph()
+
+    def parents(key: str) -> set[str]:
+        return {parent.to_user_string() for parent in graph.get(dg.AssetKey(key)).parent_keys}
+
+    assert parents("profiles") == {"raw_events", "merge_map"}
+    assert parents("clusters") == {"profiles"}
+    assert parents("segment_migration") == {"clusters"}
+    assert parents("robustness") == {"clusters"}
+    assert parents("viability") == {"robustness"}
+    daily = graph.get(dg.AssetKey("raw_events")).partitions_def
+    for key in ("profiles", "clusters", "segment_migration", "robustness", "viability"):
+        assert graph.get(dg.AssetKey(key)).partitions_def == daily

@@ -4,7 +4,6 @@ The checks run in the same step as their asset (declared with `check_specs`),
 over the files the step just wrote; the rules themselves live in core.quality.
 """
 
-
 from collections.abc import Sequence
 from datetime import date
 
@@ -39,9 +38,7 @@ MERGE_MAP_CHECKS = [
     dg.AssetCheckSpec(
         "one_canonical_id_per_id", asset="merge_map", description="No ID is listed twice or under two canonical IDs."
     ),
-    dg.AssetCheckSpec(
-        "no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."
-    ),
+    dg.AssetCheckSpec("no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."),
     dg.AssetCheckSpec(
         "no_junk_merged",
         asset="merge_map",
@@ -60,7 +57,9 @@ def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.
     )
 
 
-def raw_events_results(warehouse: Warehouse, days: Sequence[date], max_quarantine_rate: float) -> list[dg.AssetCheckResult]:
+def raw_events_results(
+    warehouse: Warehouse, days: Sequence[date], max_quarantine_rate: float
+) -> list[dg.AssetCheckResult]:
     stats = quality.event_partition_stats(warehouse, days)
     return [
         _result("no_null_customer_ids", quality.no_null_customer_ids(stats)),
@@ -87,3 +86,58 @@ def merge_map_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResu
         _result("no_unresolved_chains", quality.no_unresolved_chains(warehouse, day)),
         _result("no_junk_merged", quality.no_junk_merged(warehouse, day)),
     ]
+
+
+PROFILES_CHECKS = [
+    dg.AssetCheckSpec(
+        "unique_per_customer", asset="profiles", description="At most one profile per canonical customer."
+    ),
+    dg.AssetCheckSpec(
+        "no_merged_away_ids",
+        asset="profiles",
+        description="No profile belongs to an ID merged into another customer, or to a junk ID.",
+    ),
+]
+
+CLUSTERS_CHECKS = [
+    dg.AssetCheckSpec(
+        "every_profile_in_one_segment",
+        asset="clusters",
+        description="Every profile is assigned to exactly one existing segment; segment sizes agree.",
+    ),
+]
+
+ROBUSTNESS_CHECKS = [
+    dg.AssetCheckSpec(
+        "scores_in_unit_interval",
+        asset="robustness",
+        description="Every segment has robustness scores, each within [0, 1].",
+    ),
+]
+
+VIABILITY_CHECKS = [
+    dg.AssetCheckSpec(
+        "every_segment_decided",
+        asset="viability",
+        description="Every segment is approved, or rejected with its reasons; strategic impact within [0, 1].",
+    ),
+]
+
+
+def profiles_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [
+        _result("unique_per_customer", quality.profiles_unique_per_customer(warehouse, day)),
+        _result("no_merged_away_ids", quality.no_merged_away_ids(warehouse, day)),
+    ]
+
+
+def clusters_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [_result("every_profile_in_one_segment", quality.every_profile_in_one_segment(warehouse, day))]
+
+
+def robustness_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [_result("scores_in_unit_interval", quality.robustness_scores_in_unit_interval(warehouse, day))]
+
+
+def viability_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [_result("every_segment_decided", quality.every_segment_decided(warehouse, day))]

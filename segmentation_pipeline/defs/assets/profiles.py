@@ -1,0 +1,98 @@
+"""profiles: one row per canonical customer over the look-back window ending that day."""
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from ...core.features import FEATURES
+from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
+from ...core.schemas import PROFILES, TABLES
+from ..checks import PROFILES_CHECKS, profiles_results
+from ..metadata import column_schema, preview
+from ..partitions import daily_partitions, partition_day
+from ..resources import WarehouseResource
+from .identity import merge_map
+from .ingestion import raw_events
+
+_DEFAULTS = ProfileSettings()
+
+
+class ProfilesConfig(dg.Config):
+    lookback_days: int = Field(
+        default=_DEFAULTS.lookback_days, description="Days of events (ending on the as-of day) each profile covers."
+    )
+    top_categories: int = Field(
+        default=_DEFAULTS.top_categories,
+        description="category_shares keeps this many of the window's most common categories; the rest is 'other'.",
+    )
+    top_channels: int = Field(
+        default=_DEFAULTS.top_channels,
+        description="channel_shares keeps this many of the window's most common channels; the rest is 'other'.",
+    )
+    clv_horizon_days: int = Field(default=_DEFAULTS.clv_horizon_days, description="Horizon of clv_estimate in days.")
+    min_repeat_buyers: int = Field(
+        default=_DEFAULTS.min_repeat_buyers,
+        description="Fewer customers with a repeat purchase day than this: heuristic CLV instead of BG/NBD.",
+    )
+    churn_gap_floor_days: float = Field(
+        default=_DEFAULTS.churn_gap_floor_days,
+        description="Smallest 'usual gap between visits' the heuristic churn risk assumes, in days.",
+    )
+
+    def settings(self) -> ProfileSettings:
+        return ProfileSettings(**self.model_dump())
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[raw_events, merge_map],
+    group_name="segmentation",
+    kinds={"parquet", "duckdb"},
+    check_specs=PROFILES_CHECKS,
+    metadata={"dagster/column_schema": column_schema(PROFILES)},
+)
+def profiles(
+    context: dg.AssetExecutionContext, config: ProfilesConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Customer profiles: RFM, revenue, engagement, timing, categories, channels, churn risk and CLV.
+
+    One row per canonical customer active in the look-back window ending that day;
+    the events of merged IDs count for their canonical customer.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    result = build_profiles(store, as_of, config.settings())
+    written = store.write_partition(PROFILES, as_of, result.table)
+    store.refresh_catalog(TABLES.values())
+    if result.unsupported:
+        context.log.warning(f"features the source cannot support (left null): {sorted(result.unsupported)}")
+    if result.coverage < 1:
+        context.log.warning(
+            f"{len(result.days_present)} of {result.window.lookback_days} days of the window have raw_events"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.table.num_rows,
+            **result.as_metadata(),
+            "unsupported_because": dg.MetadataValue.json(result.unsupported),
+            "feature_summary": feature_summary(result),
+            "path": dg.MetadataValue.path(str(written.path)),
+            "preview": preview(result.table.select(["canonical_id", "n_ids", *_NUMERIC[:8]])),
+        },
+        check_results=profiles_results(store, as_of),
+    )
+
+
+_NUMERIC = [feature.name for feature in FEATURES if feature.transform is not None and not feature.is_share_map]
+
+
+def feature_summary(result: ProfileResult) -> dg.MetadataValue:
+    """Mean, quartiles and nulls of every numeric feature, as a Markdown table."""
+    table: pa.Table = result.table
+    if table.num_rows == 0:
+        return dg.MetadataValue.md("no profiles")
+    frame = table.select(_NUMERIC).to_pandas()
+    summary = frame.describe(percentiles=[0.25, 0.5, 0.75]).T[["mean", "25%", "50%", "75%"]]
+    summary["nulls"] = frame.isna().sum()
+    summary["unit"] = [next(f.unit for f in FEATURES if f.name == name) for name in summary.index]
+    return dg.MetadataValue.md(summary.round(3).to_markdown())

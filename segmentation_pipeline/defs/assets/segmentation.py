@@ -1,0 +1,365 @@
+"""clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
+
+from datetime import date
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from ...core import clustering
+from ...core import robustness as robustness_tests
+from ...core import viability as viability_rules
+from ...core.clustering import ClusteringSettings, segment_customers
+from ...core.features import DEFAULT_CLUSTER_FEATURES
+from ...core.robustness import RobustnessSettings
+from ...core.schemas import (
+    CLUSTERS,
+    PROFILES,
+    ROBUSTNESS,
+    SEGMENT_MIGRATION,
+    SEGMENTS,
+    SYNTHETIC_TRUTH,
+    TABLES,
+    VIABILITY,
+    TableSpec,
+)
+from ...core.warehouse import Warehouse
+from ..checks import (
+    CLUSTERS_CHECKS,
+    ROBUSTNESS_CHECKS,
+    VIABILITY_CHECKS,
+    clusters_results,
+    robustness_results,
+    viability_results,
+)
+from ..metadata import column_schema, preview
+from ..partitions import daily_partitions, partition_day
+from ..resources import WarehouseResource
+from .profiles import profiles
+
+_CLUSTERING = ClusteringSettings()
+_ROBUSTNESS = RobustnessSettings()
+
+
+class ClustersConfig(dg.Config):
+    features: list[str] = Field(
+        default=list(DEFAULT_CLUSTER_FEATURES),
+        description="Profile features the segments are built on (names from core.features).",
+    )
+    k_range: list[int] = Field(
+        default=[_CLUSTERING.k_min, _CLUSTERING.k_max],
+        description="Smallest and largest number of segments considered when k is chosen automatically.",
+    )
+    n_clusters: int | None = Field(
+        default=None, description="A fixed number of segments; empty chooses k automatically within k_range."
+    )
+    seed: int = Field(default=_CLUSTERING.seed, description="Random seed: equal inputs and seed give equal segments.")
+    n_init: int = Field(default=_CLUSTERING.n_init, description="k-means restarts per fit; the best is kept.")
+    selection_sample: int = Field(
+        default=_CLUSTERING.selection_sample, description="At most this many customers are used to choose k."
+    )
+    minibatch_above: int = Field(
+        default=_CLUSTERING.minibatch_above, description="Above this many customers MiniBatchKMeans fits the segments."
+    )
+    min_active_days: int = Field(
+        default=_CLUSTERING.min_active_days,
+        description="Customers with fewer active days are assigned to the nearest segment but do not shape them.",
+    )
+    match_tolerance: float = Field(
+        default=_CLUSTERING.match_tolerance,
+        description="A segment keeps the ID of the previous snapshot's segment whose centroid lies within this "
+        "share of the median distance between this snapshot's centroids.",
+    )
+
+    def settings(self) -> ClusteringSettings:
+        if len(self.k_range) != 2:
+            raise dg.Failure(f"k_range must be [smallest, largest], got {self.k_range}")
+        return ClusteringSettings(
+            features=tuple(self.features),
+            k_min=self.k_range[0],
+            k_max=self.k_range[1],
+            n_clusters=self.n_clusters,
+            seed=self.seed,
+            n_init=self.n_init,
+            selection_sample=self.selection_sample,
+            minibatch_above=self.minibatch_above,
+            min_active_days=self.min_active_days,
+            match_tolerance=self.match_tolerance,
+        )
+
+
+def _previous_day(store: Warehouse, spec: TableSpec, as_of: date) -> date | None:
+    days = store.partition_days(spec, end=date.fromordinal(as_of.toordinal() - 1))
+    return days[-1] if days else None
+
+
+def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
+    """Every segment ID any earlier snapshot used: a new segment never takes a retired one's ID."""
+    earlier = store.partition_days(SEGMENTS, end=date.fromordinal(as_of.toordinal() - 1))
+    if not earlier:
+        return []
+    return pc.unique(store.read_days(SEGMENTS, earlier)["segment_id"]).to_pylist()
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[profiles],
+    group_name="segmentation",
+    kinds={"parquet", "scikitlearn"},
+    check_specs=CLUSTERS_CHECKS,
+    metadata={"dagster/column_schema": column_schema(CLUSTERS)},
+)
+def clusters(
+    context: dg.AssetExecutionContext, config: ClustersConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """The segment of every profiled customer (clusters) and the segment definitions (segments table).
+
+    One row per canonical customer; the segments table has one row per segment
+    with its size, value, centroid, name and traits. Segment IDs follow the
+    previous snapshot's where the segments match.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    previous_day = _previous_day(store, SEGMENTS, as_of)
+    previous = store.read_partition(SEGMENTS, previous_day) if previous_day else None
+    result = segment_customers(
+        store.read_partition(PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
+    )
+    written = store.write_partition(CLUSTERS, as_of, result.assignments)
+    segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
+    store.refresh_catalog(TABLES.values())
+    metadata = {
+        "dagster/row_count": result.assignments.num_rows,
+        "k": result.selection.k,
+        "k_rule": result.selection.rule,
+        "elbow_k": result.selection.elbow_k if result.selection.elbow_k is not None else -1,
+        "k_candidates": dg.MetadataValue.md(result.selection.as_table().round(4).to_markdown(index=False)),
+        "features_used": result.matrix.columns,
+        "features_without_values": result.matrix.dropped,
+        "customers_shaping_segments": int(result.shaping.sum()),
+        "previous_snapshot": previous_day.isoformat() if previous_day else "none",
+        "new_segment_ids": [row["segment_id"] for row in result.segments.to_pylist() if row["is_new"]],
+        "segments": preview(result.segments.select(["segment_id", "name", "size", "share", "mean_clv", "is_new"]), 50),
+        "path": dg.MetadataValue.path(str(written.path)),
+        "segments_path": dg.MetadataValue.path(str(segments_written.path)),
+    }
+    metadata.update(_agreement_with_truth(store, result))
+    return dg.MaterializeResult(metadata=metadata, check_results=clusters_results(store, as_of))
+
+
+def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> dict[str, float | int]:
+    """Adjusted Rand index against the synthetic source's archetypes, when that ground truth exists."""
+    if not store.has_files(SYNTHETIC_TRUTH):
+        return {}
+    truth = store.read_days(SYNTHETIC_TRUTH, []) if SYNTHETIC_TRUTH.partitioned else _read_truth(store)
+    everyone, matched = clustering.adjusted_rand_against_truth(result.assignments, truth)
+    shaping = result.assignments.filter(result.assignments["shaped_segments"])
+    established, _ = clustering.adjusted_rand_against_truth(shaping, truth)
+    return {
+        "adjusted_rand_index": round(everyone, 4),
+        "adjusted_rand_index_shaping_customers": round(established, 4),
+        "customers_with_ground_truth": matched,
+    }
+
+
+def _read_truth(store: Warehouse) -> pa.Table:
+    with store.connect() as con:
+        return con.sql(f"SELECT * FROM read_parquet('{store.table_glob(SYNTHETIC_TRUTH)}')").to_arrow_table()
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[clusters],
+    group_name="segmentation",
+    kinds={"parquet"},
+    metadata={"dagster/column_schema": column_schema(SEGMENT_MIGRATION)},
+)
+def segment_migration(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Customers moving between segments since the previous snapshot.
+
+    One row per (previous segment, current segment) pair with the number of
+    customers; a null previous segment counts arrivals, a null current one departures.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    previous_day = _previous_day(store, CLUSTERS, as_of)
+    previous = store.read_partition(CLUSTERS, previous_day) if previous_day else None
+    moves = clustering.segment_migration(previous, store.read_partition(CLUSTERS, as_of), previous_day)
+    written = store.write_partition(SEGMENT_MIGRATION, as_of, moves)
+    store.refresh_catalog(TABLES.values())
+    frame = moves.to_pandas()
+    stayed = int(frame.loc[frame.from_segment_id == frame.to_segment_id, "customers"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": moves.num_rows,
+            "previous_snapshot": previous_day.isoformat() if previous_day else "none",
+            "customers_stayed": stayed,
+            "customers_moved": int(
+                frame.loc[
+                    frame.from_segment_id.notna()
+                    & frame.to_segment_id.notna()
+                    & (frame.from_segment_id != frame.to_segment_id),
+                    "customers",
+                ].sum()
+            ),
+            "customers_arrived": int(frame.loc[frame.from_segment_id.isna(), "customers"].sum()),
+            "customers_left": int(frame.loc[frame.to_segment_id.isna(), "customers"].sum()),
+            "path": dg.MetadataValue.path(str(written.path)),
+            "preview": preview(moves, 50),
+        }
+    )
+
+
+class RobustnessConfig(dg.Config):
+    n_bootstrap: int = Field(default=_ROBUSTNESS.n_bootstrap, description="Bootstrap resamples per snapshot (B).")
+    sample_size: int = Field(
+        default=_ROBUSTNESS.sample_size,
+        description="Customers per bootstrap resample and per feature-drop refit: bounds the cost at any size.",
+    )
+    feature_drop_weight: float = Field(
+        default=_ROBUSTNESS.feature_drop_weight, description="Weight in the overall score."
+    )
+    time_window_weight: float = Field(
+        default=_ROBUSTNESS.time_window_weight, description="Weight in the overall score."
+    )
+    bootstrap_weight: float = Field(default=_ROBUSTNESS.bootstrap_weight, description="Weight in the overall score.")
+    production_ready_threshold: float = Field(
+        default=_ROBUSTNESS.production_ready_threshold,
+        description="Overall score a production-ready segment reaches (0.75: 'stable' after Hennig).",
+    )
+    min_test_score: float = Field(
+        default=_ROBUSTNESS.min_test_score,
+        description="No single test of a production-ready segment scores below this.",
+    )
+    window_lookback_share: list[float] = Field(
+        default=[0.5, 1.0],
+        description="Time-window test: each alternative window's length as a share of the profiles' window.",
+    )
+    window_shift_days: list[int] = Field(
+        default=[0, 30],
+        description="Time-window test: how many days before the as-of day each alternative window ends "
+        "(paired with window_lookback_share).",
+    )
+    seed: int = Field(default=_CLUSTERING.seed, description="Seed of the resampling and the refits.")
+
+    def settings(self) -> RobustnessSettings:
+        return RobustnessSettings(
+            feature_drop_weight=self.feature_drop_weight,
+            time_window_weight=self.time_window_weight,
+            bootstrap_weight=self.bootstrap_weight,
+            n_bootstrap=self.n_bootstrap,
+            sample_size=self.sample_size,
+            production_ready_threshold=self.production_ready_threshold,
+            min_test_score=self.min_test_score,
+        )
+
+    def windows(self) -> list[tuple[float, int]]:
+        if len(self.window_lookback_share) != len(self.window_shift_days):
+            raise dg.Failure("window_lookback_share and window_shift_days must have the same length")
+        return list(zip(self.window_lookback_share, self.window_shift_days))
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[clusters],
+    group_name="segmentation",
+    kinds={"parquet", "scikitlearn"},
+    check_specs=ROBUSTNESS_CHECKS,
+    metadata={"dagster/column_schema": column_schema(ROBUSTNESS)},
+)
+def robustness(
+    context: dg.AssetExecutionContext, config: RobustnessConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """How stable each segment is: feature-drop, time-window and bootstrap Jaccard, overall score and band.
+
+    One row per segment. Bands after Hennig's clusterboot: <= 0.5 dissolved,
+    0.6-0.75 doubtful, >= 0.75 stable, >= 0.85 highly stable.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    assessment = robustness_tests.assess_snapshot(store, as_of, config.settings(), config.windows(), config.seed)
+    written = store.write_partition(ROBUSTNESS, as_of, assessment.table)
+    store.refresh_catalog(TABLES.values())
+    bands = assessment.table["band"].value_counts().to_pylist()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": assessment.table.num_rows,
+            "production_ready_segments": int(pc.sum(assessment.table["production_ready"]).as_py() or 0),
+            "bands": dg.MetadataValue.json({item["values"]: item["counts"] for item in bands}),
+            "time_windows": [f"{days} days ending {shift} days earlier" for days, shift in assessment.windows],
+            "scores": preview(assessment.table, 50),
+            "feature_drop": dg.MetadataValue.md(assessment.feature_drop.round(4).to_markdown(index=False)),
+            "path": dg.MetadataValue.path(str(written.path)),
+        },
+        check_results=robustness_results(store, as_of),
+    )
+
+
+class ViabilityConfig(dg.Config):
+    min_segment_size: int = Field(default=10, description="Fewest customers a targetable segment may have.")
+    max_segment_size_pct: float = Field(
+        default=0.5, description="Largest share of all customers a segment may hold and still be a segment."
+    )
+    min_total_clv: float = Field(default=1000.0, description="Least total customer lifetime value, in money.")
+    min_feature_stability: float = Field(default=0.3, description="Least feature-drop stability.")
+    min_overall_robustness: float = Field(default=0.4, description="Least overall robustness score.")
+    min_expected_roi: float = Field(default=0.5, description="Least expected campaign ROI (0.5 = 50% return).")
+    campaign_cost_per_customer: float = Field(default=2.0, description="Money spent per targeted customer.")
+    expected_uplift: float = Field(
+        default=0.10, description="Share by which a campaign raises the segment's expected value (CLV)."
+    )
+    margin: float = Field(default=0.30, description="Gross margin on revenue: the profit part of extra CLV.")
+
+    def criteria(self) -> viability_rules.ValidationCriteria:
+        return viability_rules.ValidationCriteria(
+            **self.model_dump(include=set(viability_rules.ValidationCriteria.model_fields))
+        )
+
+    def economics(self) -> viability_rules.CampaignEconomics:
+        return viability_rules.CampaignEconomics(
+            **self.model_dump(include=set(viability_rules.CampaignEconomics.model_fields))
+        )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[robustness],
+    group_name="segmentation",
+    kinds={"parquet"},
+    check_specs=VIABILITY_CHECKS,
+    metadata={"dagster/column_schema": column_schema(VIABILITY)},
+)
+def viability(
+    context: dg.AssetExecutionContext, config: ViabilityConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Whether each segment is worth targeting: size, value, stability and campaign ROI, with reasons.
+
+    One row per segment, approved or rejected; a rejection is a result, not an error.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    decisions = viability_rules.assess_viability(
+        store.read_partition(SEGMENTS, as_of).to_pandas(),
+        store.read_partition(ROBUSTNESS, as_of).to_pandas(),
+        config.criteria(),
+        config.economics(),
+    )
+    table = pa.Table.from_pandas(decisions, preserve_index=False)
+    written = store.write_partition(VIABILITY, as_of, table)
+    store.refresh_catalog(TABLES.values())
+    approved = int(decisions["approved"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(decisions),
+            "approved_segments": approved,
+            "rejected_segments": len(decisions) - approved,
+            "decisions": dg.MetadataValue.md(
+                decisions[["segment_id", "size", "expected_roi", "strategic_tier", "approved", "reasons"]]
+                .round(3)
+                .to_markdown(index=False)
+            ),
+            "path": dg.MetadataValue.path(str(written.path)),
+        },
+        check_results=viability_results(store, as_of),
+    )
