@@ -199,7 +199,8 @@ FEATURES: tuple[Feature, ...] = (
         pa.float64(),
         "share",
         "Purchases per item added to a cart, at most 1; null without a cart.",
-        f"least(1.0, {_safe_ratio('orders', 'carts')})",
+        # least() skips NULLs, so the no-cart case is spelled out.
+        "CASE WHEN carts > 0 THEN least(1.0, CAST(orders AS DOUBLE) / carts) END",
         requires=(CARTS,),
         transform=IDENTITY,
         clustered=True,

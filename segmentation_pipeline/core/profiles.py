@@ -452,21 +452,13 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa
     repeat_days = _column(table, "_repeat_days", 0.0)
     repeat_buyers = int(np.count_nonzero(repeat_days[buyers] > 0))
     fit = _fit_models(table, buyers, repeat_days, repeat_buyers, settings)
-    if fit is not None:
+    predictions = _predict(table, buyers, repeat_days, fit, settings) if fit else None
+    if predictions is not None:
         bg, gg = fit
-        x, t_x, age = (
-            repeat_days[buyers],
-            _column(table, "_purchase_span")[buyers],
-            _column(table, "_purchase_age")[buyers],
-        )
-        repeat_value = np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0)
-        p_alive[buyers] = clv.probability_alive(bg, x, t_x, age)
-        expected[buyers] = clv.expected_purchases(bg, settings.clv_horizon_days, x, t_x, age)
-        value[buyers] = clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, settings.clv_horizon_days)
+        p_alive[buyers], expected[buyers], value[buyers] = predictions
         # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat
         # purchase), so their churn risk stays the heuristic's.
-        repeat = buyers.copy()
-        repeat[buyers] = x > 0
+        repeat = buyers & (repeat_days > 0)
         churn_risk[repeat] = 1.0 - p_alive[repeat]
         method[buyers] = PROBABILISTIC
         clv_fit = ClvFit(
@@ -476,6 +468,8 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa
             {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b},
             {"p": gg.p, "q": gg.q, "v": gg.v},
         )
+    elif fit is not None:
+        clv_fit = ClvFit(HEURISTIC, "the fitted models gave non-finite predictions", repeat_buyers)
     else:
         clv_fit = ClvFit(HEURISTIC, _heuristic_reason(repeat_buyers, settings), repeat_buyers)
     table = _replace(table, "churn_risk", pa.array(np.clip(churn_risk, 0.0, 1.0)))
@@ -484,6 +478,28 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa
     table = _replace(table, "expected_purchases", pa.array(expected, from_pandas=True))
     table = _replace(table, "clv_method", pa.array(method, pa.string()))
     return table, clv_fit
+
+
+def _predict(
+    table: pa.Table,
+    buyers: np.ndarray,
+    repeat_days: np.ndarray,
+    fit: tuple[clv.BgNbdParams, clv.GammaGammaParams],
+    settings: ProfileSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """P(alive), expected purchase days and CLV of every buyer; None if any is not finite."""
+    bg, gg = fit
+    x = repeat_days[buyers]
+    t_x = _column(table, "_purchase_span")[buyers]
+    age = _column(table, "_purchase_age")[buyers]
+    repeat_value = np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p_alive = clv.probability_alive(bg, x, t_x, age)
+        expected = clv.expected_purchases(bg, settings.clv_horizon_days, x, t_x, age)
+        value = clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, settings.clv_horizon_days)
+    if not all(np.isfinite(values).all() for values in (p_alive, expected, value)):
+        return None
+    return p_alive, expected, value
 
 
 def _heuristic_reason(repeat_buyers: int, settings: ProfileSettings) -> str:

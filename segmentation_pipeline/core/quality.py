@@ -189,7 +189,7 @@ def every_profile_in_one_segment(warehouse: Warehouse, day: date) -> CheckOutcom
             + (SELECT count(*) FROM (SELECT canonical_id FROM c GROUP BY canonical_id HAVING count(*) > 1))
             + (SELECT count(*) FROM c ANTI JOIN s USING (segment_id))
             + (SELECT count(*) FROM s LEFT JOIN (SELECT segment_id, count(*) AS n FROM c GROUP BY segment_id) a
-               USING (segment_id) WHERE a.n IS DISTINCT FROM s.size)""",
+               USING (segment_id) WHERE coalesce(a.n, 0) <> s.size)""",
         "{} customers without exactly one segment, or segments whose size disagrees with their members",
     )
 
@@ -197,12 +197,13 @@ def every_profile_in_one_segment(warehouse: Warehouse, day: date) -> CheckOutcom
 def robustness_scores_in_unit_interval(warehouse: Warehouse, day: date) -> CheckOutcome:
     """Every segment has its scores, each within [0, 1]."""
     scores = ("feature_drop_stability", "time_window_stability", "bootstrap_stability", "overall")
-    outside = " OR ".join(f"NOT ({score} BETWEEN 0 AND 1)" for score in scores)
+    # NULL or NaN means "not measured" (allowed, but not for the overall score).
+    outside = " OR ".join(f"(NOT isnan({score}) AND NOT ({score} BETWEEN 0 AND 1))" for score in scores)
     return _stored_rule(
         warehouse,
         day,
         {"r": ROBUSTNESS, "s": SEGMENTS},
-        f"""SELECT (SELECT count(*) FROM r WHERE {outside} OR overall IS NULL)
+        f"""SELECT (SELECT count(*) FROM r WHERE {outside} OR overall IS NULL OR isnan(overall))
             + (SELECT count(*) FROM s ANTI JOIN r USING (segment_id))""",
         "{} segments without robustness scores or with a score outside [0, 1]",
     )

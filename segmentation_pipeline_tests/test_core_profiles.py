@@ -1,0 +1,345 @@
+"""Profiles of a handful of hand-made customers equal the values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from segmentation_pipeline.core import clv
+from segmentation_pipeline.core import profiles as profiles_module
+from segmentation_pipeline.core.errors import ProfileBuildError
+from segmentation_pipeline.core.features import FEATURES
+from segmentation_pipeline.core.profiles import (
+    HEURISTIC,
+    PROBABILISTIC,
+    ProfileSettings,
+    build_profiles,
+    heuristic_churn_and_clv,
+)
+from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
+from segmentation_pipeline.core.warehouse import Warehouse
+
+AS_OF = date(2025, 3, 10)  # a Monday
+WINDOW_END = datetime(2025, 3, 11, tzinfo=timezone.utc)
+SETTINGS = ProfileSettings(lookback_days=10)
+
+
+def at(day: int, hour: int, minute: int = 0, month: int = 3) -> datetime:
+    return datetime(2025, month, day, hour, minute, tzinfo=timezone.utc)
+
+
+def event(customer, kind, when, *, amount=None, category=None, channel=None, device=None, session=None):
+    return {
+        "customer_id": customer,
+        "event_type": kind,
+        "timestamp": when,
+        "amount": amount,
+        "product_category": category,
+        "channel": channel,
+        "device": device,
+        "session_id": session,
+    }
+
+
+# Customer A used two IDs: a_old (merged into A) on Saturday morning, A on Monday evening.
+CUSTOMER_A = [
+    event("a_old", "session_start", at(8, 10, 0), channel="web", device="desktop", session="s1"),
+    event("a_old", "page_view", at(8, 10, 1), category="electronics", channel="web", device="desktop", session="s1"),
+    event("a_old", "add_to_cart", at(8, 10, 2), category="electronics", channel="web", device="desktop", session="s1"),
+    event("a_old", "purchase", at(8, 10, 3), amount=100.0, category="electronics", channel="web", device="desktop"),
+    event("A", "session_start", at(10, 20, 0), channel="mobile_app", device="mobile", session="s2"),
+    event("A", "page_view", at(10, 20, 1), category="books", channel="mobile_app", device="mobile", session="s2"),
+    event("A", "page_view", at(10, 20, 2), category="books", channel="mobile_app", device="mobile", session="s2"),
+    event("A", "add_to_cart", at(10, 20, 3), category="books", channel="mobile_app", device="mobile", session="s2"),
+    event("A", "purchase", at(10, 20, 5), amount=50.0, category="books", channel="mobile_app", device="mobile"),
+    event("A", "refund", at(10, 21, 0), amount=20.0, category="books", channel="mobile_app", device="mobile"),
+]
+# B browsed once, on Wednesday night, and bought nothing.
+CUSTOMER_B = [
+    event("B", "session_start", at(5, 2, 0), channel="social", device="mobile", session="s3"),
+    event("B", "page_view", at(5, 2, 1), category="fashion", channel="social", device="mobile", session="s3"),
+]
+# A hub the resolver refused to merge: its events belong to nobody.
+JUNK_HUB = [event("shared-device", "purchase", at(9, 12), amount=999.0, channel="web")]
+# C was only active before the window.
+CUSTOMER_C = [event("C", "purchase", at(20, 12, month=2), amount=10.0, channel="web")]
+
+
+def store_events(warehouse: Warehouse, rows: list[dict]) -> None:
+    by_day: dict[date, list[dict]] = {}
+    for number, row in enumerate(rows):
+        by_day.setdefault(row["timestamp"].date(), []).append({"event_id": f"e{number}", **row})
+    for day, day_rows in by_day.items():
+        warehouse.write_partition(RAW_EVENTS, day, conform(pa.Table.from_pylist(day_rows), RAW_EVENTS))
+
+
+def store_merge_map(warehouse: Warehouse, rows: list[tuple[str, str, bool]]) -> None:
+    table = pa.table(
+        {
+            "old_id": [old for old, _, _ in rows],
+            "canonical_id": [canonical for _, canonical, _ in rows],
+            "component_size": [2 if old != canonical or old == "A" else 1 for old, canonical, _ in rows],
+            "chain_depth": [int(old != canonical) for old, canonical, _ in rows],
+            "in_cycle": [False] * len(rows),
+            "is_junk": [junk for _, _, junk in rows],
+        }
+    )
+    warehouse.write_partition(MERGE_MAP, AS_OF, table)
+
+
+@pytest.fixture
+def hand_made(warehouse: Warehouse) -> Warehouse:
+    store_events(warehouse, CUSTOMER_A + CUSTOMER_B + JUNK_HUB + CUSTOMER_C)
+    store_merge_map(warehouse, [("a_old", "A", False), ("A", "A", False), ("shared-device", "shared-device", True)])
+    return warehouse
+
+
+def profile_of(result, canonical_id: str) -> dict:
+    rows = [row for row in result.table.to_pylist() if row["canonical_id"] == canonical_id]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_one_profile_per_canonical_customer_in_the_window(hand_made: Warehouse) -> None:
+    result = build_profiles(hand_made, AS_OF, SETTINGS)
+    assert result.table.schema == PROFILES.schema
+    # a_old counts for A; the junk hub and C (active only before the window) have no profile.
+    assert result.table["canonical_id"].to_pylist() == ["A", "B"]
+    assert result.days_present == [date(2025, 3, 5), date(2025, 3, 8), date(2025, 3, 9), date(2025, 3, 10)]
+    assert result.coverage == pytest.approx(4 / 10)
+    assert result.window.first_day == date(2025, 3, 1)
+
+
+def test_features_of_a_merged_customer_by_hand(hand_made: Warehouse) -> None:
+    a = profile_of(build_profiles(hand_made, AS_OF, SETTINGS), "A")
+    assert a["n_ids"] == 2
+    assert a["window_days"] == 10
+    assert a["frequency"] == 2
+    assert a["monetary_total"] == pytest.approx(100 + 50 - 20)
+    assert a["avg_order_value"] == pytest.approx(75.0)
+    assert a["refund_rate"] == pytest.approx(1 / 2)
+    assert a["purchase_days"] == 2
+    # Last purchase Monday 20:05, window ends Tuesday 00:00.
+    assert a["recency_days"] == pytest.approx((3 * 60 + 55) / (24 * 60))
+    # First event Saturday 10:00.
+    assert a["tenure_days"] == pytest.approx(2 + 14 / 24)
+    assert a["days_since_last_event"] == pytest.approx(3 / 24)
+    assert a["sessions"] == 2
+    assert a["page_views"] == 3
+    assert a["pages_per_session"] == pytest.approx(1.5)
+    assert a["add_to_cart"] == 2
+    assert a["cart_conversion_rate"] == pytest.approx(1.0)
+    assert a["active_days"] == 2
+    # 6 of the 10 events on Monday (0), 5 of them in hour 20.
+    assert a["preferred_day_of_week"] == 0
+    assert a["preferred_hour"] == 20
+    assert a["weekend_share"] == pytest.approx(4 / 10)
+    assert a["morning_share"] == pytest.approx(4 / 10)
+    assert a["evening_share"] == pytest.approx(6 / 10)
+    assert a["afternoon_share"] == 0
+    assert a["night_share"] == 0
+    # 8 categorised events: 3 electronics, 5 books.
+    assert a["top_category"] == "books"
+    assert dict(a["category_shares"]) == pytest.approx({"books": 5 / 8, "electronics": 3 / 8})
+    assert a["category_entropy"] == pytest.approx(-(5 / 8 * math.log2(5 / 8) + 3 / 8 * math.log2(3 / 8)))
+    assert a["top_channel"] == "mobile_app"
+    assert dict(a["channel_shares"]) == pytest.approx({"mobile_app": 0.6, "web": 0.4})
+    assert a["mobile_share"] == pytest.approx(0.6)
+
+
+def test_a_browser_without_purchases(hand_made: Warehouse) -> None:
+    b = profile_of(build_profiles(hand_made, AS_OF, SETTINGS), "B")
+    assert b["frequency"] == 0
+    assert b["monetary_total"] == 0
+    assert b["purchase_days"] == 0
+    for no_purchase in ("recency_days", "avg_order_value", "refund_rate", "cart_conversion_rate", "p_alive"):
+        assert b[no_purchase] is None, no_purchase
+    assert b["night_share"] == pytest.approx(1.0)
+    assert b["weekend_share"] == 0
+    assert b["preferred_day_of_week"] == 2
+    assert b["preferred_hour"] == 2
+    assert b["category_entropy"] == 0
+    assert b["mobile_share"] == pytest.approx(1.0)
+
+
+def test_heuristic_churn_and_clv_by_hand(hand_made: Warehouse) -> None:
+    result = build_profiles(hand_made, AS_OF, SETTINGS)
+    # Two buyers, one of them repeat: far too few to fit BG/NBD.
+    assert result.clv_fit.method == HEURISTIC
+    assert "1 repeat buyers" in result.clv_fit.reason
+    a, b = profile_of(result, "A"), profile_of(result, "B")
+    assert a["clv_method"] == b["clv_method"] == HEURISTIC
+    # A: gap = max(30, tenure / (2 - 1)) = 30 days; last event 3 h before the window's end.
+    churn_a = 1 - math.exp(-(3 / 24) / (2 * 30))
+    assert a["churn_risk"] == pytest.approx(churn_a)
+    # 130 net over a tenure shorter than the 30-day floor, over a 365-day horizon.
+    assert a["clv_estimate"] == pytest.approx(130 / 30 * 365 * (1 - churn_a))
+    since_b = (WINDOW_END - at(5, 2, 1)).total_seconds() / 86400
+    assert b["churn_risk"] == pytest.approx(1 - math.exp(-since_b / 60))
+    assert b["clv_estimate"] == 0
+
+
+def test_heuristic_never_gives_a_negative_value() -> None:
+    churn, value = heuristic_churn_and_clv(
+        np.array([10.0]), np.array([100.0]), np.array([5.0]), np.array([-50.0]), ProfileSettings()
+    )
+    # gap = max(30, 100 / 4) = 30
+    assert churn[0] == pytest.approx(1 - math.exp(-10 / 60))
+    assert value[0] == 0
+
+
+def test_top_categories_keep_the_most_common_and_bin_the_rest(hand_made: Warehouse) -> None:
+    # Over the window: books 5, electronics 3, fashion 1.
+    result = build_profiles(hand_made, AS_OF, ProfileSettings(lookback_days=10, top_categories=1))
+    assert result.top_categories == ["books"]
+    assert dict(profile_of(result, "A")["category_shares"]) == pytest.approx({"books": 5 / 8, "other": 3 / 8})
+    assert dict(profile_of(result, "B")["category_shares"]) == pytest.approx({"other": 1.0})
+    # The entropy still sees every category.
+    assert profile_of(result, "A")["category_entropy"] == pytest.approx(0.954434, abs=1e-6)
+
+
+def test_a_shorter_or_shifted_window(hand_made: Warehouse) -> None:
+    shifted = build_profiles(hand_made, AS_OF, SETTINGS, shift_days=2, lookback_days=5)
+    # Window 2025-03-04 .. 2025-03-08: B's visit and A's Saturday (as a_old, resolved to A).
+    assert shifted.window.first_day == date(2025, 3, 4)
+    assert shifted.table["canonical_id"].to_pylist() == ["A", "B"]
+    a = profile_of(shifted, "A")
+    assert a["frequency"] == 1
+    assert a["monetary_total"] == pytest.approx(100.0)
+    assert a["window_days"] == 5
+
+
+def test_a_transaction_log_leaves_what_it_cannot_support_null(warehouse: Warehouse) -> None:
+    rows = [event("T", "purchase", at(day, 12), amount=10.0 * day) for day in (2, 5, 9)]
+    rows += [event("U", "purchase", at(7, 9), amount=5.0)]
+    store_events(warehouse, rows)
+    store_merge_map(warehouse, [])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    expected_null = {
+        "refund_rate",
+        "sessions",
+        "page_views",
+        "pages_per_session",
+        "add_to_cart",
+        "cart_conversion_rate",
+        "top_category",
+        "category_shares",
+        "category_entropy",
+        "top_channel",
+        "channel_shares",
+        "mobile_share",
+    }
+    assert set(result.unsupported) == expected_null
+    assert result.unsupported["pages_per_session"] == ["event:session_start", "event:page_view"]
+    for name in expected_null:
+        assert result.table[name].null_count == result.table.num_rows, name
+    t = profile_of(result, "T")
+    assert t["frequency"] == 3
+    assert t["monetary_total"] == pytest.approx(160.0)
+    assert t["purchase_days"] == 3
+    assert t["recency_days"] == pytest.approx(1.5)
+    supported = {f.name for f in FEATURES} - expected_null
+    assert all(t[name] is not None for name in supported)
+
+
+def buyers_from_the_models(rng: np.random.Generator, customers: int, days_observed: int):
+    """Purchase events from 2025-01-01 on, one customer at a time, and each customer's (days, amounts)."""
+    rows, truth = [], {}
+    for number in range(customers):
+        customer = f"c{number:03d}"
+        rate, dropout, spend_level = rng.gamma(0.8, 1 / 15), rng.beta(0.8, 2.5), rng.gamma(3.0, 15.0)
+        moment, days = float(rng.uniform(0, days_observed / 3)), []
+        while moment < days_observed:
+            if int(moment) not in days:
+                days.append(int(moment))
+            if rng.random() < dropout:
+                break
+            moment += rng.exponential(1 / rate)
+        amounts = [round(float(rng.gamma(4.0, spend_level / 4)), 2) + 0.01 for _ in days]
+        for offset, amount in zip(days, amounts):
+            rows.append(event(customer, "purchase", at(1, 12, month=1) + timedelta(days=offset), amount=amount))
+        truth[customer] = (days, amounts)
+    return rows, truth
+
+
+def test_bg_nbd_inputs_are_purchase_days_in_the_window(warehouse: Warehouse) -> None:
+    """With enough repeat buyers the models are fitted; each buyer gets the model's values for its (x, t_x, T)."""
+    # Buyers drawn from the models themselves (gamma purchase rates, beta dropout, gamma spend
+    # levels), watched long enough for dropout to show.
+    rows, truth = buyers_from_the_models(np.random.default_rng(7), customers=400, days_observed=150)
+    as_of = date(2025, 5, 31)
+    store_events(warehouse, rows)
+    warehouse.write_partition(MERGE_MAP, as_of, MERGE_MAP.empty())
+    result = build_profiles(warehouse, as_of, ProfileSettings(lookback_days=151, min_repeat_buyers=10))
+    assert result.clv_fit.method == PROBABILISTIC, result.clv_fit.reason
+    bg = clv.BgNbdParams(**result.clv_fit.bg_nbd, log_likelihood=0.0, n_customers=0, converged=True)
+    gg = clv.GammaGammaParams(**result.clv_fit.gamma_gamma, log_likelihood=0.0, n_customers=0, converged=True)
+    first_day = date(2025, 1, 1)
+    for customer in ("c000", "c001", "c002", "c050"):
+        days, amounts = truth[customer]
+        x = len(days) - 1
+        t_x = days[-1] - days[0]
+        age = (as_of - (first_day + timedelta(days=days[0]))).days
+        repeat_value = sum(amounts[1:]) / x if x else 0.0
+        row = profile_of(result, customer)
+        assert row["clv_method"] == PROBABILISTIC
+        assert row["p_alive"] == pytest.approx(float(clv.probability_alive(bg, x, t_x, age)))
+        assert row["expected_purchases"] == pytest.approx(float(clv.expected_purchases(bg, 365, x, t_x, age)))
+        value = float(clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, 365))
+        assert row["clv_estimate"] == pytest.approx(value)
+        # A one-time buyer's P(alive) is 1 under BG/NBD; their churn risk is the heuristic's.
+        if x > 0:
+            assert row["churn_risk"] == pytest.approx(1 - row["p_alive"])
+        else:
+            assert row["p_alive"] == pytest.approx(1.0)
+            assert 0 < row["churn_risk"] < 1
+
+
+def test_no_events_in_the_window_gives_no_profiles(warehouse: Warehouse) -> None:
+    store_merge_map(warehouse, [])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    assert result.table.num_rows == 0
+    assert result.table.schema == PROFILES.schema
+    assert result.coverage == 0
+
+
+def test_a_missing_merge_map_is_an_error(warehouse: Warehouse) -> None:
+    store_events(warehouse, CUSTOMER_B)
+    with pytest.raises(ProfileBuildError, match="merge_map for 2025-03-10"):
+        build_profiles(warehouse, AS_OF, SETTINGS)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ProfileBuildError, match="lookback_days"):
+        ProfileSettings(lookback_days=0)
+    with pytest.raises(ProfileBuildError, match="churn_gap_floor_days"):
+        ProfileSettings(churn_gap_floor_days=0)
+
+
+def test_models_that_cannot_predict_fall_back_to_the_heuristic() -> None:
+    """Homogeneous dropout over a short window once drove the fitted beta parameters to a~57k, b~242k,
+    where the 2F1 term of expected purchases is NaN; such a fit must not reach the profiles."""
+    runaway = clv.BgNbdParams(
+        r=0.448, alpha=12.63, a=56836.45, b=241864.97, log_likelihood=0.0, n_customers=300, converged=True
+    )
+    spend = clv.GammaGammaParams(p=2.87, q=2.59, v=26.7, log_likelihood=0.0, n_customers=150, converged=True)
+    table = pa.table(
+        {
+            "_purchase_span": [10.0, 0.0],
+            "_purchase_age": [40.0, 20.0],
+            "_repeat_value": [30.0, None],
+        }
+    )
+    buyers = np.array([True, True])
+    repeat_days = np.array([2.0, 0.0])
+    with np.errstate(invalid="ignore"):
+        assert not np.isfinite(clv.expected_purchases(runaway, 365, repeat_days, [10.0, 0.0], [40.0, 20.0])).all()
+    assert profiles_module._predict(table, buyers, repeat_days, (runaway, spend), ProfileSettings()) is None
+    sane = clv.BgNbdParams(r=0.45, alpha=12.6, a=0.8, b=2.4, log_likelihood=0.0, n_customers=300, converged=True)
+    p_alive, expected, value = profiles_module._predict(table, buyers, repeat_days, (sane, spend), ProfileSettings())
+    assert np.isfinite(expected).all() and np.isfinite(value).all()
+    assert p_alive[1] == 1.0
