@@ -38,7 +38,8 @@ Names and traits
     transformed space) differs from the whole population's by at least
     `trait_threshold` population standard deviations, strongest first; its
     name strings together the words of the strongest (core.features `high` /
-    `low`), e.g. "High-value frequent electronics-focused shoppers".
+    `low`) in the order of the feature list (value, engagement, timing, category,
+    channel), e.g. "Frequent high-value electronics-focused shoppers".
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class ClusteringSettings:
     minibatch_above: int = 50_000
     #: Customers with fewer active days are assigned to their nearest segment but do not shape
     #: the segments or the choice of k: one or two visits are too thin to show a pattern.
-    min_active_days: int = 3
+    min_active_days: int = 5
     match_tolerance: float = 0.5
     trait_threshold: float = 0.5
     name_words: int = 3
@@ -265,10 +266,13 @@ def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
     sample = matrix
     if len(matrix) > settings.selection_sample:
         sample = matrix[np.sort(rng.choice(len(matrix), settings.selection_sample, replace=False))]
-    candidates_k = [k for k in settings.k_candidates if k < len(sample)]
+    # Customers with identical features cannot be told apart: k stays below the distinct profiles.
+    distinct = len(np.unique(sample, axis=0))
+    candidates_k = [k for k in settings.k_candidates if k < len(sample) and k <= distinct]
     if not candidates_k:
         raise InsufficientDataError(
-            f"{len(matrix)} customers are too few for k in {settings.k_candidates[0]}..{settings.k_candidates[-1]}"
+            f"{len(matrix)} customers ({distinct} distinct profiles) are too few for k in "
+            f"{settings.k_candidates[0]}..{settings.k_candidates[-1]}"
         )
     silhouette_rows = None
     if len(sample) > settings.silhouette_sample:
@@ -312,7 +316,8 @@ def kneedle(ks: Sequence[int], inertias: Sequence[float]) -> int | None:
         return None
     y = (y - y.min()) / span
     gap = (1.0 - x) - y
-    return int(ks[int(np.argmax(gap))]) if gap.max() > 0 else None
+    # Points on the chord itself give 1e-16 rather than 0: a straight line has no elbow.
+    return int(ks[int(np.argmax(gap))]) if gap.max() > 1e-9 else None
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -502,7 +507,7 @@ def describe_segments(
             {
                 "segment_id": segment_id,
                 "traits": [trait.sentence for trait in traits],
-                "words": [trait.word for trait in traits if trait.word][: settings.name_words],
+                "words": name_words(traits, settings.name_words),
                 "size": int(members.sum()),
                 "share": float(members.sum() / n),
                 "total_clv": float(clv[members].sum()),
@@ -573,26 +578,23 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def name_words(traits: list[Trait], limit: int) -> list[str]:
+    """The words of the `limit` strongest traits, in the order of the feature list."""
+    strongest = [trait for trait in traits if trait.word][:limit]
+    return [trait.word for trait in sorted(strongest, key=lambda trait: _FEATURE_ORDER[_split_column(trait.column)[0]])]
+
+
 def segment_names(words: list[list[str]], segment_ids: list[str]) -> list[str]:
-    """'High-value weekend mobile shoppers'; a name two segments would share gets their IDs."""
+    """'Frequent high-value weekend shoppers'; a name two segments would share gets their IDs."""
     names = []
     for chosen in words:
-        ordered = sorted(dict.fromkeys(chosen), key=_word_order)
-        text = " ".join(ordered) if ordered else "typical"
+        text = " ".join(dict.fromkeys(chosen)) or "typical"
         names.append(f"{text[0].upper()}{text[1:]} shoppers")
     counts = pd.Series(names).value_counts()
     return [f"{name} ({segment_id})" if counts[name] > 1 else name for name, segment_id in zip(names, segment_ids)]
 
 
-_WORD_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}
-
-
-def _word_order(word: str) -> int:
-    # Words read value -> engagement -> timing -> category -> channel, the order of FEATURES.
-    for spec in FEATURES:
-        if word in (spec.high, spec.low) or (spec.is_share_map and spec.high.replace("{key}", "") in word):
-            return _WORD_ORDER[spec.name]
-    return len(FEATURES)
+_FEATURE_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}
 
 
 def _mode(values: pd.Series) -> str | None:

@@ -43,6 +43,8 @@ _LOG_PARAM_BOUND = 20.0
 """Fitted log-parameters are kept within +-this (parameters within about 2e-9 .. 5e8)."""
 
 _OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-9}
+#: Largest gradient component (of the mean log-likelihood in log-parameters) taken as an optimum.
+_STATIONARY_GRADIENT = 1e-5
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,10 @@ def _minimize(objective, start: np.ndarray, args: tuple) -> tuple[np.ndarray, bo
             objective, result.x, args=args, jac=True, method="L-BFGS-B", bounds=bounds, options=_OPTIMIZER_OPTIONS
         )
     at_bound = np.any(np.abs(result.x) >= _LOG_PARAM_BOUND - 1e-6)
-    return result.x, bool(result.success and not at_bound)
+    # With tolerances this tight, L-BFGS-B can end "ABNORMAL" (no line-search progress) at the
+    # optimum itself; a vanishing gradient of the mean log-likelihood says it is there.
+    stationary = result.success or float(np.max(np.abs(result.jac))) <= _STATIONARY_GRADIENT
+    return result.x, bool(stationary and not at_bound)
 
 
 # --------------------------------------------------------------------------- BG/NBD

@@ -112,7 +112,7 @@ FEATURES: tuple[Feature, ...] = (
         pa.float64(),
         "money",
         "Net revenue in the window: purchases minus refunds.",
-        "gross_revenue - refund_total",
+        "CAST(gross_revenue - refund_total AS DOUBLE)",
         transform=LOG1P,
         clustered=True,
         high="high-value",

@@ -260,7 +260,9 @@ WITH params AS (
 ids AS (SELECT old_id, canonical_id, is_junk FROM {merge_map}),
 e AS (
   SELECT coalesce(ids.canonical_id, ev.customer_id) AS canonical_id,
-         ev.customer_id, ev.event_type, ev.timestamp, ev.amount, ev.product_category, ev.channel, ev.device,
+         ev.customer_id, ev.event_type, ev.timestamp, ev.product_category, ev.channel, ev.device,
+         -- exact sums: a float sum depends on the order threads add in, and a re-run must not change a cent
+         CAST(ev.amount AS DECIMAL(18, 4)) AS amount,
          CAST(ev.timestamp AS DATE) AS day, hour(ev.timestamp) AS hour, isodow(ev.timestamp) - 1 AS weekday
   FROM {events} AS ev LEFT JOIN ids ON ev.customer_id = ids.old_id
   WHERE {_window_filter(window, "ev")} AND NOT coalesce(ids.is_junk, false)
@@ -339,7 +341,8 @@ SELECT canonical_id, n_ids, {window.lookback_days} AS window_days, first_event, 
     purchase_days - 1 AS _repeat_days,
     CAST(date_diff('day', first_purchase_day, last_purchase_day) AS DOUBLE) AS _purchase_span,
     CAST(date_diff('day', first_purchase_day, last_day) AS DOUBLE) AS _purchase_age,
-    CASE WHEN purchase_days > 1 THEN (purchase_amount - first_day_amount) / (purchase_days - 1) END AS _repeat_value
+    CASE WHEN purchase_days > 1
+      THEN CAST(purchase_amount - first_day_amount AS DOUBLE) / (purchase_days - 1) END AS _repeat_value
 FROM base
 ORDER BY canonical_id
 """
@@ -365,7 +368,7 @@ def _label_stats(kind: str, column: str, top: list[str]) -> _LabelSql:
 ),
 {stats} AS (
   SELECT canonical_id, first(label ORDER BY n DESC, label) AS top_{kind},
-    greatest(0.0, -sum(n / total * log2(n / total))) AS {kind}_entropy,
+    greatest(0.0, -list_sum(list(n / total * log2(n / total) ORDER BY label))) AS {kind}_entropy,
     map_from_entries(
       list(struct_pack(k := bin, v := share) ORDER BY bin) FILTER (WHERE first_of_bin = 1)
     ) AS {kind}_shares

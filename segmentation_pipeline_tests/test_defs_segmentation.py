@@ -1,0 +1,309 @@
+"""profiles, clusters, segment_migration, robustness and viability materialized by Dagster."""
+
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from segmentation_pipeline.core import synthetic
+from segmentation_pipeline.core.ingestion import ingest
+from segmentation_pipeline.core.schemas import (
+    CLUSTERS,
+    PROFILES,
+    ROBUSTNESS,
+    SEGMENT_MIGRATION,
+    SEGMENTS,
+    SYNTHETIC_TRUTH,
+    VIABILITY,
+)
+from segmentation_pipeline.core.sources import EVENTS, MERGES
+from segmentation_pipeline.core.warehouse import Warehouse, days_between
+from segmentation_pipeline.defs.assets.identity import merge_map
+from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.assets.profiles import profiles
+from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
+from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
+
+SNAPSHOT_ASSETS = [merge_map, profiles, clusters, segment_migration, robustness, viability]
+SOURCE = synthetic.SyntheticSettings(n_customers=4000)
+DAY_BEFORE, LAST_DAY = date(2025, 12, 30), date(2025, 12, 31)
+#: Measured 0.757 with 7 segments on this history (4,000 customers, one year); the floor leaves room
+#: for library versions, not for a broken pipeline (3 segments give about 0.1).
+ARI_FLOOR = 0.65
+
+
+def resources(data_dir: Path, **source: object) -> dict[str, object]:
+    return {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": SOURCE.n_customers} | source)),
+    }
+
+
+def snapshot(instance: dg.DagsterInstance, data_dir: Path, day: date, assets=None, run_config=None):
+    return dg.materialize(
+        assets or SNAPSHOT_ASSETS,
+        instance=instance,
+        resources=resources(data_dir),
+        partition_key=day.isoformat(),
+        run_config=run_config,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture(scope="module")
+def year(tmp_path_factory: pytest.TempPathFactory, instance: dg.DagsterInstance):
+    """A year of synthetic history (ingested by core, as raw_events would) and snapshots of its last two days."""
+    data_dir = tmp_path_factory.mktemp("year") / "data"
+    warehouse = Warehouse(data_dir)
+    days = days_between(date(2025, 1, 1), LAST_DAY)
+    ingest(warehouse, EVENTS, days, SOURCE, ())
+    ingest(warehouse, MERGES, days, SOURCE, ())
+    warehouse.write_file(SYNTHETIC_TRUTH, "ground_truth.parquet", synthetic.ground_truth(SOURCE))
+    first = snapshot(instance, data_dir, DAY_BEFORE)
+    second = snapshot(instance, data_dir, LAST_DAY)
+    assert first.success and second.success
+    return data_dir, first, second
+
+
+def read(data_dir: Path, spec, day: date) -> pa.Table:
+    return Warehouse(data_dir).read_partition(spec, day)
+
+
+def test_every_check_passes_and_the_catalog_answers(year) -> None:
+    data_dir, first, second = year
+    for result in (first, second):
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 9
+        assert all(evaluation.passed for evaluation in evaluations), [
+            (e.check_name, e.description) for e in evaluations if not e.passed
+        ]
+    customers = metadata(second, "profiles")["dagster/row_count"]
+    assert customers > 2000
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0] == customers
+        assert con.execute("SELECT count(*) FROM clusters_latest").fetchone()[0] == customers
+        assert con.execute("SELECT sum(size) FROM segments_latest").fetchone()[0] == customers
+        assert con.execute("SELECT count(DISTINCT date) FROM segments").fetchone()[0] == 2
+        joined = con.execute(
+            "SELECT count(*) FROM robustness_latest r JOIN viability_latest v USING (segment_id) "
+            "JOIN segments_latest s USING (segment_id)"
+        ).fetchone()[0]
+        assert joined == metadata(second, "clusters")["k"]
+
+
+def test_profiles_report_their_window_and_clv_method(year) -> None:
+    _, _, second = year
+    profile_metadata = metadata(second, "profiles")
+    assert profile_metadata["window_days"] == 365
+    assert profile_metadata["window_days_present"] == 365
+    assert profile_metadata["window_coverage"] == 1.0
+    assert profile_metadata["unsupported_features"] == []
+    assert profile_metadata["clv_method"] == "bg_nbd_gamma_gamma"
+    assert 0 < profile_metadata["bg_nbd_r"] and 0 < profile_metadata["gamma_gamma_q"]
+
+
+def test_segments_recover_the_generating_archetypes(year) -> None:
+    _, _, second = year
+    cluster_metadata = metadata(second, "clusters")
+    # Seven archetypes generated the customers.
+    assert cluster_metadata["k"] == 7
+    assert cluster_metadata["adjusted_rand_index"] >= ARI_FLOOR
+    assert cluster_metadata["customers_with_ground_truth"] == cluster_metadata["dagster/row_count"]
+    header = cluster_metadata["k_candidates"].splitlines()[0]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "k",
+        "inertia",
+        "silhouette",
+        "calinski_harabasz",
+        "davies_bouldin",
+        "score",
+    ]
+
+
+def test_segment_ids_and_members_carry_over_to_the_next_day(year) -> None:
+    data_dir, first, second = year
+    before, after = read(data_dir, SEGMENTS, DAY_BEFORE), read(data_dir, SEGMENTS, LAST_DAY)
+    assert before["segment_id"].to_pylist() == after["segment_id"].to_pylist()
+    assert all(before["is_new"].to_pylist())
+    assert not any(after["is_new"].to_pylist())
+    assert metadata(second, "clusters")["new_segment_ids"] == []
+    migration = metadata(second, "segment_migration")
+    assert migration["previous_snapshot"] == DAY_BEFORE.isoformat()
+    assert migration["customers_stayed"] >= 0.95 * before["size"].to_numpy().sum()
+    # The first snapshot had nothing before it: everyone arrived.
+    first_moves = read(data_dir, SEGMENT_MIGRATION, DAY_BEFORE)
+    assert first_moves["from_segment_id"].null_count == first_moves.num_rows
+    assert pc.sum(first_moves["customers"]).as_py() == before["size"].to_numpy().sum()
+
+
+def test_robustness_and_viability_score_every_segment(year) -> None:
+    data_dir, _, second = year
+    scores = read(data_dir, ROBUSTNESS, LAST_DAY).to_pandas()
+    segments = read(data_dir, SEGMENTS, LAST_DAY).to_pandas()
+    assert sorted(scores.segment_id) == sorted(segments.segment_id)
+    assert scores.time_window_windows.eq(2).all()
+    assert scores.bootstrap_samples.gt(0).all()
+    for column in ("feature_drop_stability", "time_window_stability", "bootstrap_stability", "overall"):
+        assert scores[column].between(0, 1).all(), column
+    assert set(scores.band) <= {"dissolved", "unstable", "doubtful", "stable", "highly_stable"}
+    decisions = read(data_dir, VIABILITY, LAST_DAY).to_pandas()
+    assert sorted(decisions.segment_id) == sorted(segments.segment_id)
+    assert metadata(second, "viability")["approved_segments"] == int(decisions.approved.sum())
+    for row in decisions.itertuples():
+        assert len(row.reasons) >= 1
+        assert row.approved == (len(row.failed_criteria) == 0)
+
+
+def test_a_rerun_of_a_snapshot_changes_nothing(year, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    specs = (PROFILES, CLUSTERS, SEGMENTS, SEGMENT_MIGRATION, ROBUSTNESS, VIABILITY)
+    before = {spec.name: read(data_dir, spec, LAST_DAY) for spec in specs}
+    assert snapshot(instance, data_dir, LAST_DAY).success
+    for spec in specs:
+        assert read(data_dir, spec, LAST_DAY).equals(before[spec.name]), spec.name
+        assert Warehouse(data_dir).partition_days(spec) == [DAY_BEFORE, LAST_DAY]
+
+
+def test_an_adhoc_rerun_with_other_settings_uses_the_stored_upstream(
+    year, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    warehouse = Warehouse(data_dir)
+    profile_file = warehouse.partition_path(PROFILES, LAST_DAY)
+    stamp = profile_file.stat().st_mtime_ns
+    result = snapshot(
+        instance,
+        data_dir,
+        LAST_DAY,
+        assets=[clusters, robustness, viability],
+        run_config=dg.RunConfig(
+            {
+                "clusters": {"config": {"n_clusters": 4}},
+                "robustness": {"config": {"n_bootstrap": 5}},
+                "viability": {"config": {"min_segment_size": 1_000_000}},
+            }
+        ),
+    )
+    assert result.success
+    assert profile_file.stat().st_mtime_ns == stamp
+    assert metadata(result, "clusters")["k"] == 4
+    assert metadata(result, "clusters")["k_rule"] == "n_clusters set in config"
+    assert read(data_dir, ROBUSTNESS, LAST_DAY)["bootstrap_samples"].to_pylist() == [5] * 4
+    decisions = read(data_dir, VIABILITY, LAST_DAY).to_pylist()
+    assert len(decisions) == 4
+    assert not any(row["approved"] for row in decisions)
+    assert all("min_segment_size" in row["failed_criteria"] for row in decisions)
+    assert all(any("below the minimum of 1000000" in reason for reason in row["reasons"]) for row in decisions)
+
+
+def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """Customer, date, amount and nothing else: the features it cannot support are null and said so."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    settings = synthetic.SyntheticSettings(n_customers=1500, bad_row_rate=0.0)
+    days = days_between(date(2025, 1, 1), date(2025, 3, 31))
+    purchases = []
+    for day in days:
+        events = synthetic.events_for_day(settings, day)
+        bought = events.filter(pc.equal(events["event_type"], "purchase"))
+        purchases.append(
+            pa.table(
+                {
+                    "customer": bought["customer_id"],
+                    "date": pa.array([day.isoformat()] * bought.num_rows, pa.string()),
+                    "total": bought["amount"],
+                }
+            )
+        )
+    pacsv.write_csv(pa.concat_tables(purchases), incoming / "orders.csv")
+    (incoming / "merges.csv").write_text("old_id,new_id,merged_at\n")
+    source = {
+        "kind": "files",
+        "incoming_dir": str(incoming),
+        "events_path": "orders.csv",
+        "id_history_path": "merges.csv",
+        "event_columns": {"customer": "customer_id", "date": "timestamp", "total": "amount"},
+    }
+    data_dir = tmp_path / "data"
+    ingested = dg.materialize(
+        [raw_events, id_history],
+        instance=instance,
+        resources=resources(data_dir, **source),
+        tags={
+            "dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat(),
+        },
+    )
+    assert ingested.success
+    result = dg.materialize(
+        SNAPSHOT_ASSETS, instance=instance, resources=resources(data_dir, **source), partition_key=days[-1].isoformat()
+    )
+    assert result.success
+    profile_metadata = metadata(result, "profiles")
+    assert {"sessions", "page_views", "category_shares", "channel_shares", "mobile_share"} <= set(
+        profile_metadata["unsupported_features"]
+    )
+    assert profile_metadata["window_days_present"] == len(days)
+    stored = read(data_dir, PROFILES, days[-1])
+    assert stored["sessions"].null_count == stored.num_rows
+    assert stored["frequency"].null_count == 0
+    without = metadata(result, "clusters")["features_without_values"]
+    assert {"sessions", "pages_per_session", "cart_conversion_rate", "category_shares", "channel_shares"} <= set(
+        without
+    )
+    assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
+    assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
+
+
+def test_profiles_without_a_merge_map_fail_naming_it(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = dg.materialize(
+        [profiles], instance=instance, resources=resources(data_dir), partition_key="2025-02-01", raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "merge_map for 2025-02-01 is not materialized" in str(failure.event_specific_data.error)
+
+
+def test_the_stored_tables_keep_their_schemas(year) -> None:
+    data_dir, _, _ = year
+    warehouse = Warehouse(data_dir)
+    for spec in (PROFILES, CLUSTERS, SEGMENTS, SEGMENT_MIGRATION, ROBUSTNESS, VIABILITY):
+        assert pq.read_schema(warehouse.partition_path(spec, LAST_DAY)).remove_metadata() == spec.schema, spec.name
+
+
+def test_segments_have_names_and_traits(year) -> None:
+    data_dir, _, _ = year
+    segments = read(data_dir, SEGMENTS, LAST_DAY).to_pylist()
+    names = [segment["name"] for segment in segments]
+    assert len(set(names)) == len(names)
+    assert all(name.endswith("shoppers") or name.endswith(")") for name in names)
+    assert sum(len(segment["traits"]) > 0 for segment in segments) >= len(segments) - 1
+    assert abs(sum(segment["share"] for segment in segments) - 1) < 1e-9
+    # Segments are a week of ordinary days apart from nothing: every centroid speaks the same features.
+    columns = {tuple(key for key, _ in segment["centroid"]) for segment in segments}
+    assert len(columns) == 1
+    assert any(segment["total_clv"] > 0 for segment in segments)
+    assert all(segment["size"] >= 1 for segment in segments)
+    assert date.fromisoformat("2025-12-31") - timedelta(days=1) == DAY_BEFORE
