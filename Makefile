@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-DEMO_DAYS ?= 60
+DEMO_DAYS ?= 365
 
 .PHONY: install demo test dev validate lint clean
 

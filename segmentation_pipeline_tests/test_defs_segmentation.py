@@ -22,6 +22,9 @@ from segmentation_pipeline.core.schemas import (
     SEGMENTS,
     SYNTHETIC_TRUTH,
     VIABILITY,
+    RobustnessScore,
+    Segment,
+    SegmentViability,
 )
 from segmentation_pipeline.core.sources import EVENTS, MERGES
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
@@ -307,3 +310,20 @@ def test_segments_have_names_and_traits(year) -> None:
     assert any(segment["total_clv"] > 0 for segment in segments)
     assert all(segment["size"] >= 1 for segment in segments)
     assert date.fromisoformat("2025-12-31") - timedelta(days=1) == DAY_BEFORE
+
+
+def test_stored_rows_are_the_records_models(year) -> None:
+    """Every stored segment, robustness and viability row validates as its pydantic model, field for field."""
+    data_dir, _, _ = year
+    for spec, model in ((SEGMENTS, Segment), (ROBUSTNESS, RobustnessScore), (VIABILITY, SegmentViability)):
+        rows = read(data_dir, spec, LAST_DAY).to_pylist()
+        assert rows
+        for row in rows:
+            record = model.model_validate(row)
+            dumped = record.model_dump()
+            assert set(dumped) == set(spec.columns), spec.name
+            for column in ("centroid", "feature_means"):
+                if column in row:
+                    assert dumped[column] == dict(row[column])
+                    row = {**row, column: dumped[column]}
+            assert dumped == row, spec.name

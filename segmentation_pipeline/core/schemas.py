@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
+from typing import Annotated
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from .errors import DataValidationError
 from .features import FEATURES
@@ -101,40 +102,79 @@ class CustomerProfile(BaseModel):
     monetary_total: float | None = None
 
 
-class Segment(BaseModel):
-    """One segment of a snapshot."""
+Score = Annotated[float, Field(ge=0, le=1)]
 
-    model_config = ConfigDict(extra="allow")
+
+def _pairs_to_dict(value: object) -> object:
+    """Arrow hands a map column over as a list of (key, value) pairs."""
+    if isinstance(value, list):
+        return dict(value)
+    return value
+
+
+FeatureValues = Annotated[dict[str, float], BeforeValidator(_pairs_to_dict)]
+
+
+class Segment(BaseModel):
+    """One segment of a snapshot: a row of the segments table."""
+
+    model_config = ConfigDict(extra="forbid")
 
     segment_id: str
     name: str
-    size: int = Field(ge=0)
-    share: float = Field(ge=0, le=1)
     traits: list[str] = Field(default_factory=list)
+    size: int = Field(ge=0)
+    share: Score
+    total_clv: float
+    mean_clv: float
+    #: Feature column -> the k-means centre in original units.
+    centroid: FeatureValues
+    #: Feature column -> the members' mean in original units.
+    feature_means: FeatureValues
+    top_category: str | None = None
+    top_channel: str | None = None
+    is_new: bool
+    match_distance: float | None = None
 
 
 class RobustnessScore(BaseModel):
-    """Stability of one segment under perturbation, each score in [0, 1]."""
+    """Stability of one segment under perturbation: a row of the robustness table.
 
-    model_config = ConfigDict(extra="allow")
+    A test that could not be run (no alternative window, no member sampled) has no score.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     segment_id: str
-    feature_drop_stability: float = Field(ge=0, le=1)
-    time_window_stability: float = Field(ge=0, le=1)
-    bootstrap_stability: float = Field(ge=0, le=1)
-    overall: float = Field(ge=0, le=1)
+    feature_drop_stability: Score | None
+    feature_drop_worst_feature: str | None = None
+    time_window_stability: Score | None
+    time_window_windows: int = Field(ge=0)
+    bootstrap_stability: Score | None
+    bootstrap_samples: int = Field(ge=0)
+    overall: Score
+    band: str
     production_ready: bool
 
 
 class SegmentViability(BaseModel):
-    """Economic viability of one segment; a rejection carries its reasons."""
+    """Economic viability of one segment: a row of the viability table; a rejection carries its reasons."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     segment_id: str
-    approved: bool
+    size: int = Field(ge=0)
+    share: Score
+    total_clv: float
+    mean_clv: float
+    campaign_cost: float
+    incremental_profit: float
     expected_roi: float
+    strategic_impact: Score
+    strategic_tier: str
+    approved: bool
     reasons: list[str] = Field(default_factory=list)
+    failed_criteria: list[str] = Field(default_factory=list)
 
 
 class ActionabilityEvaluation(BaseModel):
