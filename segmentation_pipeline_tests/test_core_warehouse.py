@@ -147,3 +147,20 @@ def test_unpartitioned_tables_get_a_view_too(warehouse: Warehouse) -> None:
 def test_a_data_folder_with_glob_characters_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"contains one of"):
         Warehouse(tmp_path / "data[prod]")
+
+
+def test_an_unpartitioned_table_reads_all_its_files(warehouse: Warehouse) -> None:
+    assert warehouse.read_unpartitioned(SYNTHETIC_TRUTH).num_rows == 0
+    rows = {
+        "customer_id": ["a", "b"],
+        "person_id": ["p1", "p2"],
+        "archetype": ["x", "y"],
+        "join_date": [date(2025, 1, 1), date(2025, 1, 2)],
+    }
+    warehouse.write_file(SYNTHETIC_TRUTH, "one.parquet", pa.table(rows))
+    warehouse.write_file(SYNTHETIC_TRUTH, "two.parquet", pa.table({k: v[:1] for k, v in rows.items()}))
+    table = warehouse.read_unpartitioned(SYNTHETIC_TRUTH)
+    assert table.schema == SYNTHETIC_TRUTH.schema
+    assert sorted(table["customer_id"].to_pylist()) == ["a", "a", "b"]
+    with pytest.raises(PipelineError, match="partitioned by day"):
+        warehouse.read_unpartitioned(RAW_EVENTS)

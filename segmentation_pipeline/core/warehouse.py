@@ -109,6 +109,16 @@ class Warehouse:
             return spec.empty()
         return conform(pq.read_table(path), spec)
 
+    def read_unpartitioned(self, spec: TableSpec) -> pa.Table:
+        """Every file of an unpartitioned table as one table (empty if there are none)."""
+        if spec.partitioned:
+            raise PipelineError(f"{spec.name} is partitioned by day; read its days instead")
+        if not self.has_files(spec):
+            return spec.empty()
+        with self.connect() as con:
+            table = con.sql(f"SELECT * FROM read_parquet({sql_string(self.table_glob(spec))})").to_arrow_table()
+        return conform(table, spec)
+
     def parquet_relation(self, spec: TableSpec, days: Iterable[date]) -> str | None:
         """DuckDB SQL reading the stored partitions of `days` (with their `date`); None if there are none."""
         files = [str(path) for path in (self.partition_path(spec, day) for day in days) if path.exists()]

@@ -152,7 +152,7 @@ def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> 
     """Adjusted Rand index against the synthetic source's archetypes, when that ground truth exists."""
     if not store.has_files(SYNTHETIC_TRUTH):
         return {}
-    truth = store.read_days(SYNTHETIC_TRUTH, []) if SYNTHETIC_TRUTH.partitioned else _read_truth(store)
+    truth = store.read_unpartitioned(SYNTHETIC_TRUTH)
     everyone, matched = clustering.adjusted_rand_against_truth(result.assignments, truth)
     shaping = result.assignments.filter(result.assignments["shaped_segments"])
     established, _ = clustering.adjusted_rand_against_truth(shaping, truth)
@@ -161,11 +161,6 @@ def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> 
         "adjusted_rand_index_shaping_customers": round(established, 4),
         "customers_with_ground_truth": matched,
     }
-
-
-def _read_truth(store: Warehouse) -> pa.Table:
-    with store.connect() as con:
-        return con.sql(f"SELECT * FROM read_parquet('{store.table_glob(SYNTHETIC_TRUTH)}')").to_arrow_table()
 
 
 @dg.asset(
