@@ -299,6 +299,28 @@ def test_bg_nbd_inputs_are_purchase_days_in_the_window(warehouse: Warehouse) -> 
             assert 0 < row["churn_risk"] < 1
 
 
+def test_free_repeat_orders_get_the_population_spend(warehouse: Warehouse) -> None:
+    rows, truth = buyers_from_the_models(np.random.default_rng(7), customers=400, days_observed=150)
+    # A customer whose repeat purchase days were free samples.
+    rows += [
+        event("free", "purchase", at(2, 12, month=5), amount=10.0),
+        event("free", "purchase", at(9, 12, month=5), amount=0.0),
+        event("free", "purchase", at(20, 12, month=5), amount=0.0),
+    ]
+    as_of = date(2025, 5, 31)
+    store_events(warehouse, rows)
+    warehouse.write_partition(MERGE_MAP, as_of, MERGE_MAP.empty())
+    result = build_profiles(warehouse, as_of, ProfileSettings(lookback_days=151, min_repeat_buyers=10))
+    assert result.clv_fit.method == PROBABILISTIC
+    bg = clv.BgNbdParams(**result.clv_fit.bg_nbd, log_likelihood=0.0, n_customers=0, converged=True)
+    gg = clv.GammaGammaParams(**result.clv_fit.gamma_gamma, log_likelihood=0.0, n_customers=0, converged=True)
+    free = profile_of(result, "free")
+    # x = 2, t_x = 18, T = 29 days; spend: the population mean p v / (q - 1).
+    expected = float(clv.expected_purchases(bg, 365, 2, 18, 29))
+    assert free["expected_purchases"] == pytest.approx(expected)
+    assert free["clv_estimate"] == pytest.approx(expected * gg.p * gg.v / (gg.q - 1))
+
+
 def test_no_events_in_the_window_gives_no_profiles(warehouse: Warehouse) -> None:
     store_merge_map(warehouse, [])
     result = build_profiles(warehouse, AS_OF, SETTINGS)
@@ -343,3 +365,17 @@ def test_models_that_cannot_predict_fall_back_to_the_heuristic() -> None:
     p_alive, expected, value = profiles_module._predict(table, buyers, repeat_days, (sane, spend), ProfileSettings())
     assert np.isfinite(expected).all() and np.isfinite(value).all()
     assert p_alive[1] == 1.0
+
+
+def test_mobile_share_reads_the_app_channel_without_a_device_column(warehouse: Warehouse) -> None:
+    rows = [
+        event("M", "session_start", at(9, 9), channel="mobile_app"),
+        event("M", "session_start", at(9, 10), channel="web"),
+        event("M", "session_start", at(10, 9), channel="mobile_app"),
+        event("M", "page_view", at(10, 10), channel="email"),
+    ]
+    store_events(warehouse, rows)
+    store_merge_map(warehouse, [])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    assert "mobile_share" not in result.unsupported
+    assert profile_of(result, "M")["mobile_share"] == pytest.approx(2 / 4)

@@ -389,3 +389,47 @@ def test_windows_without_a_reference_are_refused() -> None:
             seed=0,
             time_window_alternatives=[pd.Series([0], index=["c0"])],
         )
+
+
+def test_the_full_assessment_keeps_noise_out_of_production() -> None:
+    matrix = blobs_and_noise(0)
+    labels = kmeans(matrix, 8, 0)
+    blob_segments = {int(labels[0]), int(labels[100])}
+    table = robustness.assess_robustness(
+        matrix,
+        labels,
+        feature_names=[f"f{i}" for i in range(20)],
+        cluster_fn=kmeans,
+        k=8,
+        seed=0,
+        settings=RobustnessSettings(n_bootstrap=10),
+    ).segments.set_index("segment")
+    for segment, row in table.iterrows():
+        if segment in blob_segments:
+            assert row.production_ready and row.band == "highly_stable"
+        else:
+            assert row.bootstrap_stability <= 0.5
+            assert not row.production_ready
+            assert row.band in {"dissolved", "unstable", "doubtful"}
+
+
+def test_one_feature_leaves_feature_drop_unscored() -> None:
+    rng = np.random.default_rng(3)
+    matrix = np.concatenate([rng.normal(0, 0.3, 60), rng.normal(10, 0.3, 60)]).reshape(-1, 1)
+    labels = kmeans(matrix, 2, 3)
+    assessment = robustness.assess_robustness(
+        matrix,
+        labels,
+        feature_names=["frequency"],
+        cluster_fn=kmeans,
+        k=2,
+        seed=3,
+        settings=RobustnessSettings(n_bootstrap=5),
+    )
+    table = assessment.segments
+    assert table["feature_drop_stability"].isna().all()
+    assert table["feature_drop_worst_feature"].tolist() == ["", ""]
+    # The bootstrap alone carries the score.
+    assert table["overall"].tolist() == pytest.approx(table["bootstrap_stability"].tolist())
+    assert table["bootstrap_stability"].tolist() == pytest.approx([1.0, 1.0])
+    assert assessment.feature_drop.empty

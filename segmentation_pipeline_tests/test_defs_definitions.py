@@ -71,10 +71,13 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         return {parent.to_user_string() for parent in graph.get(dg.AssetKey(key)).parent_keys}
 
     assert parents("profiles") == {"raw_events", "merge_map"}
-    assert parents("clusters") == {"profiles"}
+    # Segment IDs follow the previous day's snapshot.
+    assert parents("clusters") == {"profiles", "clusters"}
+    previous = graph.get(dg.AssetKey("clusters")).partition_mappings[dg.AssetKey("clusters")]
+    assert previous == dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     assert parents("segment_migration") == {"clusters"}
-    assert parents("robustness") == {"clusters"}
-    assert parents("viability") == {"robustness"}
+    assert parents("robustness") == {"clusters", "profiles"}
+    assert parents("viability") == {"robustness", "clusters"}
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
     for key in ("profiles", "clusters", "segment_migration", "robustness", "viability"):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily

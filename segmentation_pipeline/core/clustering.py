@@ -39,7 +39,8 @@ Names and traits
     `trait_threshold` population standard deviations, strongest first; its
     name strings together the words of the strongest (core.features `high` /
     `low`) in the order of the feature list (value, engagement, timing, category,
-    channel), e.g. "Frequent high-value electronics-focused shoppers".
+    channel, device, then churn and CLV), e.g. "Frequent high-value
+    electronics-focused shoppers".
 """
 
 from __future__ import annotations

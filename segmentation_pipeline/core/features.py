@@ -24,6 +24,8 @@ REFUNDS = "event:refund"
 CATEGORIES = "column:product_category"
 CHANNELS = "column:channel"
 DEVICES = "column:device"
+#: Either a device or a channel column (mobile_share reads the mobile app channel too).
+DEVICES_OR_CHANNELS = "column:device_or_channel"
 
 #: Transforms of the clustering matrix: heavy-tailed counts and money get log1p,
 #: shares and bounded values stay as they are. Everything is then robust-scaled.
@@ -336,7 +338,7 @@ FEATURES: tuple[Feature, ...] = (
         "share",
         "Share of events on a mobile device (phone or tablet) or in the mobile app.",
         _safe_ratio("mobile_events", "device_or_channel_events"),
-        requires=(DEVICES,),
+        requires=(DEVICES_OR_CHANNELS,),
         transform=IDENTITY,
         high="mobile",
         low="desktop",

@@ -59,7 +59,16 @@ PROBABILISTIC = "bg_nbd_gamma_gamma"
 HEURISTIC = "heuristic"
 
 #: Columns the profile query returns beside the features, used here and dropped.
-_SUPPORT_COLUMNS = ("_sessions", "_page_views", "_carts", "_refunds", "_categorised", "_channelled", "_devices")
+_SUPPORT_COLUMNS = (
+    "_sessions",
+    "_page_views",
+    "_carts",
+    "_refunds",
+    "_categorised",
+    "_channelled",
+    "_devices",
+    "_devices_or_channels",
+)
 _MODEL_INPUTS = ("_repeat_days", "_purchase_span", "_purchase_age", "_repeat_value")
 
 _REQUIREMENT_TOTALS = {
@@ -70,6 +79,7 @@ _REQUIREMENT_TOTALS = {
     "column:product_category": "_categorised",
     "column:channel": "_channelled",
     "column:device": "_devices",
+    "column:device_or_channel": "_devices_or_channels",
 }
 
 
@@ -172,11 +182,13 @@ def build_profiles(
     settings: ProfileSettings = ProfileSettings(),
     shift_days: int = 0,
     lookback_days: int | None = None,
+    fit_clv_models: bool = True,
 ) -> ProfileResult:
     """Profiles of every customer active in the window, with IDs resolved by the merge map as of `as_of`.
 
     `shift_days` and `lookback_days` move and shorten the window (the robustness
     tests build such profiles); the merge map is always the one of `as_of`.
+    `fit_clv_models=False` keeps to the heuristic churn risk and CLV.
     """
     window = ProfileWindow(as_of, lookback_days or settings.lookback_days, shift_days)
     merge_map_path = store.partition_path(MERGE_MAP, as_of)
@@ -196,7 +208,7 @@ def build_profiles(
         table = con.sql(query).to_arrow_table()
     unsupported = _unsupported(table)
     table = _null_unsupported(table, unsupported)
-    table, clv_fit = _model_churn_and_clv(table, settings)
+    table, clv_fit = _model_churn_and_clv(table, settings, fit_clv_models)
     table = table.drop_columns([*_SUPPORT_COLUMNS, *_MODEL_INPUTS])
     return ProfileResult(
         table=conform(table, PROFILES),
@@ -338,6 +350,7 @@ SELECT canonical_id, n_ids, {window.lookback_days} AS window_days, first_event, 
     {sql_string(HEURISTIC)} AS clv_method,
     sessions AS _sessions, page_views AS _page_views, carts AS _carts, refunds AS _refunds,
     categorised AS _categorised, channelled AS _channelled, devices AS _devices,
+    device_or_channel_events AS _devices_or_channels,
     purchase_days - 1 AS _repeat_days,
     CAST(date_diff('day', first_purchase_day, last_purchase_day) AS DOUBLE) AS _purchase_span,
     CAST(date_diff('day', first_purchase_day, last_day) AS DOUBLE) AS _purchase_age,
@@ -438,7 +451,7 @@ def heuristic_churn_and_clv(
     return churn_risk, value
 
 
-def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa.Table, ClvFit]:
+def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models: bool) -> tuple[pa.Table, ClvFit]:
     if table.num_rows == 0:
         return table, ClvFit(HEURISTIC, "no customers", 0)
     churn_risk, value = heuristic_churn_and_clv(
@@ -454,7 +467,7 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa
     buyers = ~np.isnan(_column(table, "_purchase_age"))
     repeat_days = _column(table, "_repeat_days", 0.0)
     repeat_buyers = int(np.count_nonzero(repeat_days[buyers] > 0))
-    fit = _fit_models(table, buyers, repeat_days, repeat_buyers, settings)
+    fit = _fit_models(table, buyers, repeat_days, repeat_buyers, settings) if fit_models else None
     predictions = _predict(table, buyers, repeat_days, fit, settings) if fit else None
     if predictions is not None:
         bg, gg = fit
@@ -473,6 +486,8 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings) -> tuple[pa
         )
     elif fit is not None:
         clv_fit = ClvFit(HEURISTIC, "the fitted models gave non-finite predictions", repeat_buyers)
+    elif not fit_models:
+        clv_fit = ClvFit(HEURISTIC, "the models were not asked for", repeat_buyers)
     else:
         clv_fit = ClvFit(HEURISTIC, _heuristic_reason(repeat_buyers, settings), repeat_buyers)
     table = _replace(table, "churn_risk", pa.array(np.clip(churn_risk, 0.0, 1.0)))
@@ -496,10 +511,14 @@ def _predict(
     t_x = _column(table, "_purchase_span")[buyers]
     age = _column(table, "_purchase_age")[buyers]
     repeat_value = np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0)
+    # Free repeat orders (amount 0) say nothing about spend: such a buyer gets the population's.
+    spending = repeat_value > 0
     with np.errstate(invalid="ignore", over="ignore"):
         p_alive = clv.probability_alive(bg, x, t_x, age)
         expected = clv.expected_purchases(bg, settings.clv_horizon_days, x, t_x, age)
-        value = clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, settings.clv_horizon_days)
+        spend = clv.expected_average_spend(gg, np.where(spending, x, 0), np.where(spending, repeat_value, 0.0))
+        # CLV without discounting: expected purchase days x expected spend (core.clv.customer_lifetime_value).
+        value = expected * spend
     if not all(np.isfinite(values).all() for values in (p_alive, expected, value)):
         return None
     return p_alive, expected, value

@@ -445,11 +445,21 @@ def assess_robustness(
     if time_window_alternatives and time_window_reference is None:
         raise SensitivityTestError("time-window alternatives were given without the reference segment labels")
 
-    feature_drop = feature_drop_stability(
-        matrix, labels, feature_names, cluster_fn, k, seed, settings.sample_size, feature_groups
-    )
-    bootstrap = bootstrap_stability(matrix, labels, cluster_fn, k, settings.n_bootstrap, settings.sample_size, seed)
     segments = np.unique(labels).tolist()
+    groups = len(feature_groups) if feature_groups is not None else matrix.shape[1]
+    if groups >= 2:
+        feature_drop = feature_drop_stability(
+            matrix, labels, feature_names, cluster_fn, k, seed, settings.sample_size, feature_groups
+        )
+    else:
+        # One feature: dropping it leaves nothing to cluster, so the test has no score.
+        feature_drop = FeatureDropStability(
+            stability=dict.fromkeys(segments, math.nan),
+            worst_feature=dict.fromkeys(segments, ""),
+            jaccard_by_feature=pd.DataFrame(columns=segments, dtype=float),
+            group_sizes={},
+        )
+    bootstrap = bootstrap_stability(matrix, labels, cluster_fn, k, settings.n_bootstrap, settings.sample_size, seed)
     if time_window_alternatives:
         windows = time_window_jaccards(time_window_reference, time_window_alternatives)
         windows = windows.reindex(segments).astype(float)
@@ -564,11 +574,15 @@ def assess_snapshot(
 ) -> SnapshotRobustness:
     """Run the three tests on the stored segments of `as_of`, from the stored profiles and assignments.
 
-    The segments' own features and k are read from the stored segments, so a
-    re-run of clusters with other settings is tested as it was made. The tests
-    re-cluster the customers that shaped the segments; each time-window
-    alternative is a fresh clustering (same features and k) of profiles over a
-    window of `share` x the profiles' window length ending `shift` days earlier.
+    The features and k are read from the stored segments, so a re-run of
+    clusters with other features or k is tested as it was made; the refits use
+    `clustering_settings` (k-means starts, MiniBatchKMeans threshold,
+    min_active_days) and `seed`. The tests re-cluster the customers that shaped
+    the segments. Each time-window alternative is a fresh clustering (same
+    features and k) of at most `settings.sample_size` customers of profiles
+    over a window of `share` x the profiles' window length ending `shift` days
+    earlier (built without fitting the CLV models, which the default features
+    do not use).
     """
     clustering_settings = clustering_settings or ClusteringSettings()
     profiles = store.read_partition(PROFILES, as_of)
@@ -578,9 +592,13 @@ def assess_snapshot(
     features = clustering.features_of(segments)
     assignments = store.read_partition(CLUSTERS, as_of).to_pandas().set_index("canonical_id")
     profile_ids = profiles["canonical_id"].to_pandas()
+    if len(assignments) != len(profile_ids) or not assignments.index.isin(profile_ids).all():
+        raise SensitivityTestError(
+            f"the stored profiles and segment assignments of {as_of} list different customers "
+            f"({len(profile_ids):,} profiles, {len(assignments):,} assignments): profiles changed after "
+            "clusters ran; re-run clusters"
+        )
     segment_of = assignments["segment_id"].reindex(profile_ids)
-    if segment_of.isna().any():
-        raise SensitivityTestError(f"{int(segment_of.isna().sum())} profiles of {as_of} have no stored segment")
     shaping = assignments["shaped_segments"].reindex(profile_ids).to_numpy(dtype=bool)
     segment_ids = np.array(sorted(segments["segment_id"].to_pylist()))
     labels = np.searchsorted(segment_ids, segment_of.to_numpy(dtype=str))
@@ -593,7 +611,7 @@ def assess_snapshot(
     with threadpool_limits(clustering_settings.threads):
         reference = pd.Series(labels[shaping], index=profile_ids[shaping].to_numpy())
         alternatives, window_days = _time_window_labels(
-            store, as_of, profiles, features, k, seed, windows, cluster_fn, clustering_settings
+            store, as_of, profiles, features, k, seed, windows, cluster_fn, clustering_settings, settings.sample_size
         )
         assessment = assess_robustness(
             matrix.values[shaping],
@@ -625,20 +643,22 @@ def _time_window_labels(
     windows: Sequence[tuple[float, int]],
     cluster_fn: ClusterFn,
     clustering_settings: ClusteringSettings,
+    sample_size: int,
 ) -> tuple[list[pd.Series], list[tuple[int, int]]]:
-    """customer -> label of a fresh clustering of each alternative window's profiles."""
+    """customer -> label of a fresh clustering of a sample of each alternative window's profiles."""
     window_days = int(profiles["window_days"][0].as_py()) if profiles.num_rows else 0
     alternatives, used = [], []
     for share, shift in windows:
         lookback = max(1, round(window_days * share))
-        alternative = build_profiles(store, as_of, ProfileSettings(lookback_days=lookback), shift_days=shift).table
-        shaping = clustering.established_customers(alternative, clustering_settings.min_active_days)
-        if shaping.sum() <= k:
+        settings = ProfileSettings(lookback_days=lookback)
+        alternative = build_profiles(store, as_of, settings, shift_days=shift, fit_clv_models=False).table
+        shaping = np.flatnonzero(clustering.established_customers(alternative, clustering_settings.min_active_days))
+        if len(shaping) <= k:
             continue
+        rows = np.sort(np.random.default_rng(seed).permutation(shaping)[:sample_size])
         matrix = clustering.feature_matrix(alternative, features)
-        labels = cluster_fn(matrix.values[shaping], k, seed)
-        alternatives.append(
-            pd.Series(labels, index=alternative["canonical_id"].to_numpy(zero_copy_only=False)[shaping])
-        )
+        labels = cluster_fn(matrix.values[rows], k, seed)
+        customers = alternative["canonical_id"].to_numpy(zero_copy_only=False)[rows]
+        alternatives.append(pd.Series(labels, index=customers))
         used.append((lookback, shift))
     return alternatives, used

@@ -1,16 +1,19 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
+from copy import copy
 from datetime import date
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
 
 from ...core import clustering
 from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
 from ...core.clustering import ClusteringSettings, segment_customers
+from ...core.errors import PipelineError
 from ...core.features import DEFAULT_CLUSTER_FEATURES
 from ...core.robustness import RobustnessSettings
 from ...core.schemas import (
@@ -94,6 +97,14 @@ def _previous_day(store: Warehouse, spec: TableSpec, as_of: date) -> date | None
     return days[-1] if days else None
 
 
+def _stored(store: Warehouse, spec: TableSpec, as_of: date) -> pa.Table:
+    """The stored partition an as-of stage builds on; its absence is an error that names it."""
+    path = store.partition_path(spec, as_of)
+    if not path.exists():
+        raise PipelineError(f"{spec.name} for {as_of.isoformat()} is not materialized ({path}); materialize it first")
+    return store.read_partition(spec, as_of)
+
+
 def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
     """Every segment ID any earlier snapshot used: a new segment never takes a retired one's ID."""
     earlier = store.partition_days(SEGMENTS, end=date.fromordinal(as_of.toordinal() - 1))
@@ -102,9 +113,16 @@ def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
     return pc.unique(store.read_days(SEGMENTS, earlier)["segment_id"]).to_pylist()
 
 
+#: A snapshot's segment IDs follow the previous day's: clusters of D depends on clusters of D-1,
+#: so backfills run the days in order and a re-run of a day marks the days after it stale.
+_PREVIOUS_SNAPSHOT = dg.AssetDep(
+    "clusters", partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+)
+
+
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[profiles],
+    deps=[profiles, _PREVIOUS_SNAPSHOT],
     group_name="segmentation",
     kinds={"parquet", "scikitlearn"},
     check_specs=CLUSTERS_CHECKS,
@@ -124,7 +142,7 @@ def clusters(
     previous_day = _previous_day(store, SEGMENTS, as_of)
     previous = store.read_partition(SEGMENTS, previous_day) if previous_day else None
     result = segment_customers(
-        store.read_partition(PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
+        _stored(store, PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
     )
     written = store.write_partition(CLUSTERS, as_of, result.assignments)
     segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
@@ -180,7 +198,7 @@ def segment_migration(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     as_of = partition_day(context)
     previous_day = _previous_day(store, CLUSTERS, as_of)
     previous = store.read_partition(CLUSTERS, previous_day) if previous_day else None
-    moves = clustering.segment_migration(previous, store.read_partition(CLUSTERS, as_of), previous_day)
+    moves = clustering.segment_migration(previous, _stored(store, CLUSTERS, as_of), previous_day)
     written = store.write_partition(SEGMENT_MIGRATION, as_of, moves)
     store.refresh_catalog(TABLES.values())
     frame = moves.to_pandas()
@@ -257,7 +275,8 @@ class RobustnessConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[clusters],
+    # The time-window test profiles other windows from raw_events and merge_map, as profiles does.
+    deps=[clusters, profiles],
     group_name="segmentation",
     kinds={"parquet", "scikitlearn"},
     check_specs=ROBUSTNESS_CHECKS,
@@ -291,20 +310,24 @@ def robustness(
     )
 
 
+def _field_of(model: type[BaseModel], name: str) -> FieldInfo:
+    """The field as core.viability defines it (default, bounds, description): one definition."""
+    return copy(model.model_fields[name])
+
+
+_CRITERIA, _ECONOMICS = viability_rules.ValidationCriteria, viability_rules.CampaignEconomics
+
+
 class ViabilityConfig(dg.Config):
-    min_segment_size: int = Field(default=10, description="Fewest customers a targetable segment may have.")
-    max_segment_size_pct: float = Field(
-        default=0.5, description="Largest share of all customers a segment may hold and still be a segment."
-    )
-    min_total_clv: float = Field(default=1000.0, description="Least total customer lifetime value, in money.")
-    min_feature_stability: float = Field(default=0.3, description="Least feature-drop stability.")
-    min_overall_robustness: float = Field(default=0.4, description="Least overall robustness score.")
-    min_expected_roi: float = Field(default=0.5, description="Least expected campaign ROI (0.5 = 50% return).")
-    campaign_cost_per_customer: float = Field(default=2.0, description="Money spent per targeted customer.")
-    expected_uplift: float = Field(
-        default=0.10, description="Share by which a campaign raises the segment's expected value (CLV)."
-    )
-    margin: float = Field(default=0.30, description="Gross margin on revenue: the profit part of extra CLV.")
+    min_segment_size: int = _field_of(_CRITERIA, "min_segment_size")
+    max_segment_size_pct: float = _field_of(_CRITERIA, "max_segment_size_pct")
+    min_total_clv: float = _field_of(_CRITERIA, "min_total_clv")
+    min_feature_stability: float = _field_of(_CRITERIA, "min_feature_stability")
+    min_overall_robustness: float = _field_of(_CRITERIA, "min_overall_robustness")
+    min_expected_roi: float = _field_of(_CRITERIA, "min_expected_roi")
+    campaign_cost_per_customer: float = _field_of(_ECONOMICS, "campaign_cost_per_customer")
+    expected_uplift: float = _field_of(_ECONOMICS, "expected_uplift")
+    margin: float = _field_of(_ECONOMICS, "margin")
 
     def criteria(self) -> viability_rules.ValidationCriteria:
         return viability_rules.ValidationCriteria(
@@ -319,7 +342,7 @@ class ViabilityConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[robustness],
+    deps=[robustness, clusters],
     group_name="segmentation",
     kinds={"parquet"},
     check_specs=VIABILITY_CHECKS,
@@ -335,8 +358,8 @@ def viability(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     decisions = viability_rules.assess_viability(
-        store.read_partition(SEGMENTS, as_of).to_pandas(),
-        store.read_partition(ROBUSTNESS, as_of).to_pandas(),
+        _stored(store, SEGMENTS, as_of).to_pandas(),
+        _stored(store, ROBUSTNESS, as_of).to_pandas(),
         config.criteria(),
         config.economics(),
     )
