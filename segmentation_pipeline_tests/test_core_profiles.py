@@ -379,3 +379,12 @@ def test_mobile_share_reads_the_app_channel_without_a_device_column(warehouse: W
     result = build_profiles(warehouse, AS_OF, SETTINGS)
     assert "mobile_share" not in result.unsupported
     assert profile_of(result, "M")["mobile_share"] == pytest.approx(2 / 4)
+
+
+def test_profiles_of_a_sample_of_customers(hand_made: Warehouse) -> None:
+    everyone = build_profiles(hand_made, AS_OF, SETTINGS)
+    sample = build_profiles(hand_made, AS_OF, SETTINGS, customers=["A", "nobody"])
+    assert sample.table["canonical_id"].to_pylist() == ["A"]
+    # The merged ID's events still count for A.
+    assert profile_of(sample, "A") == profile_of(everyone, "A")
+    assert build_profiles(hand_made, AS_OF, SETTINGS, customers=[]).table.num_rows == 0

@@ -59,6 +59,7 @@ from sklearn.metrics import (
     adjusted_rand_score,
     calinski_harabasz_score,
     davies_bouldin_score,
+    pairwise_distances,
     silhouette_score,
 )
 from threadpoolctl import threadpool_limits
@@ -212,14 +213,19 @@ def _expand_share_map(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     array = column.combine_chunks()
     offsets = array.offsets.to_numpy()
     # keys and items are the whole child arrays; a sliced map column starts part-way into them.
-    entries = slice(offsets[0], offsets[-1])
-    keys = array.keys.to_numpy(zero_copy_only=False)[entries].astype(str)
-    items = np.nan_to_num(array.items.to_numpy(zero_copy_only=False)[entries].astype(float))
+    keys = array.keys.slice(offsets[0], offsets[-1] - offsets[0])
+    items = np.nan_to_num(array.items.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False))
     rows = np.repeat(np.arange(len(array)), np.diff(offsets))
-    labels, key_index = np.unique(keys, return_inverse=True)
+    # Dictionary codes instead of np.unique on strings: an order of magnitude faster at a million rows.
+    encoded = pc.dictionary_encode(keys)
+    dictionary = encoded.dictionary.to_pylist()
+    order = np.argsort(dictionary, kind="stable")
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    labels = [dictionary[index] for index in order]
     block = np.zeros((len(array), len(labels)))
-    block[rows, key_index] = items
-    return labels.tolist(), block
+    block[rows, position[encoded.indices.to_numpy(zero_copy_only=False)]] = items.astype(float)
+    return labels, block
 
 
 # ---------------------------------------------------------------------------- k and fit
@@ -275,9 +281,11 @@ def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
             f"{len(matrix)} customers ({distinct} distinct profiles) are too few for k in "
             f"{settings.k_candidates[0]}..{settings.k_candidates[-1]}"
         )
-    silhouette_rows = None
+    silhouette_rows = np.arange(len(sample))
     if len(sample) > settings.silhouette_sample:
         silhouette_rows = np.sort(rng.choice(len(sample), settings.silhouette_sample, replace=False))
+    # One distance matrix serves every candidate's silhouette.
+    distances = pairwise_distances(sample[silhouette_rows])
     candidates = []
     for k in candidates_k:
         model = KMeans(n_clusters=k, n_init=settings.n_init, random_state=settings.seed).fit(sample)
@@ -285,9 +293,12 @@ def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
         if len(np.unique(labels)) < 2:
             candidates.append(KCandidate(k, float(model.inertia_), -1.0, 0.0, float("inf")))
             continue
-        rows = silhouette_rows if silhouette_rows is not None else slice(None)
-        sil_labels = labels[rows]
-        silhouette = float(silhouette_score(sample[rows], sil_labels)) if len(np.unique(sil_labels)) > 1 else -1.0
+        sil_labels = labels[silhouette_rows]
+        silhouette = (
+            float(silhouette_score(distances, sil_labels, metric="precomputed"))
+            if len(np.unique(sil_labels)) > 1
+            else -1.0
+        )
         candidates.append(
             KCandidate(
                 k,
@@ -633,14 +644,12 @@ def adjusted_rand_against_truth(assignments: pa.Table, truth: pa.Table) -> tuple
     )
     if joined.num_rows == 0:
         return float("nan"), 0
-    return (
-        float(
-            adjusted_rand_score(
-                joined["archetype"].to_numpy(zero_copy_only=False), joined["segment_id"].to_numpy(zero_copy_only=False)
-            )
-        ),
-        joined.num_rows,
+    # Integer codes: sklearn sorts its inputs, and sorting a million Python strings is slow.
+    archetypes, segments = (
+        pc.dictionary_encode(joined[name]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+        for name in ("archetype", "segment_id")
     )
+    return float(adjusted_rand_score(archetypes, segments)), joined.num_rows
 
 
 def segment_migration(previous: pa.Table | None, current: pa.Table, previous_as_of) -> pa.Table:

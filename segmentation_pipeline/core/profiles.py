@@ -42,6 +42,7 @@ customer whose first purchase predates it looks younger than they are.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -183,12 +184,14 @@ def build_profiles(
     shift_days: int = 0,
     lookback_days: int | None = None,
     fit_clv_models: bool = True,
+    customers: Sequence[str] | None = None,
 ) -> ProfileResult:
     """Profiles of every customer active in the window, with IDs resolved by the merge map as of `as_of`.
 
-    `shift_days` and `lookback_days` move and shorten the window (the robustness
-    tests build such profiles); the merge map is always the one of `as_of`.
-    `fit_clv_models=False` keeps to the heuristic churn risk and CLV.
+    `shift_days` and `lookback_days` move and shorten the window, and
+    `customers` (canonical IDs) restricts the profiles to a sample: the
+    robustness tests build such profiles. The merge map is always the one of
+    `as_of`. `fit_clv_models=False` keeps to the heuristic churn risk and CLV.
     """
     window = ProfileWindow(as_of, lookback_days or settings.lookback_days, shift_days)
     merge_map_path = store.partition_path(MERGE_MAP, as_of)
@@ -204,7 +207,11 @@ def build_profiles(
     with store.connect() as con:
         top_categories = _top_labels(con, events, window, "product_category", settings.top_categories)
         top_channels = _top_labels(con, events, window, "channel", settings.top_channels)
-        query = profile_sql(events, merge_map, window, top_categories, top_channels)
+        sample = None
+        if customers is not None:
+            con.register("customer_sample", pa.table({"canonical_id": pa.array(list(customers), pa.string())}))
+            sample = "customer_sample"
+        query = profile_sql(events, merge_map, window, top_categories, top_channels, sample)
         table = con.sql(query).to_arrow_table()
     unsupported = _unsupported(table)
     table = _null_unsupported(table, unsupported)
@@ -254,9 +261,14 @@ def _top_labels(con, events: str, window: ProfileWindow, column: str, limit: int
 
 
 def profile_sql(
-    events: str, merge_map: str, window: ProfileWindow, top_categories: list[str], top_channels: list[str]
+    events: str,
+    merge_map: str,
+    window: ProfileWindow,
+    top_categories: list[str],
+    top_channels: list[str],
+    customers: str | None = None,
 ) -> str:
-    """The profile query: one row per canonical customer, a column per SQL feature."""
+    """The profile query: one row per canonical customer (of the `customers` relation, if given)."""
     features = ",\n    ".join(
         f"CAST({'NULL' if feature.name in MODELLED_FEATURES else feature.sql} AS {_sql_type(feature)}) "
         f"AS {feature.name}"
@@ -264,6 +276,11 @@ def profile_sql(
     )
     categories = _label_stats("category", "product_category", top_categories)
     channels = _label_stats("channel", "channel", top_channels)
+    sample_filter = (
+        f"\n    AND coalesce(ids.canonical_id, ev.customer_id) IN (SELECT canonical_id FROM {customers})"
+        if customers
+        else ""
+    )
     return f"""
 WITH params AS (
   SELECT TIMESTAMPTZ {sql_string(window.end.isoformat())} AS window_end,
@@ -277,7 +294,7 @@ e AS (
          CAST(ev.amount AS DECIMAL(18, 4)) AS amount,
          CAST(ev.timestamp AS DATE) AS day, hour(ev.timestamp) AS hour, isodow(ev.timestamp) - 1 AS weekday
   FROM {events} AS ev LEFT JOIN ids ON ev.customer_id = ids.old_id
-  WHERE {_window_filter(window, "ev")} AND NOT coalesce(ids.is_junk, false)
+  WHERE {_window_filter(window, "ev")} AND NOT coalesce(ids.is_junk, false){sample_filter}
 ),
 aggregates AS (
   SELECT canonical_id,

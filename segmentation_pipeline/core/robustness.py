@@ -579,10 +579,10 @@ def assess_snapshot(
     `clustering_settings` (k-means starts, MiniBatchKMeans threshold,
     min_active_days) and `seed`. The tests re-cluster the customers that shaped
     the segments. Each time-window alternative is a fresh clustering (same
-    features and k) of at most `settings.sample_size` customers of profiles
+    features and k) of at most `settings.sample_size` of the shaping customers' profiles
     over a window of `share` x the profiles' window length ending `shift` days
-    earlier (built without fitting the CLV models, which the default features
-    do not use).
+    earlier; only those customers are profiled again, without fitting the CLV
+    models (which the default features do not use).
     """
     clustering_settings = clustering_settings or ClusteringSettings()
     profiles = store.read_partition(PROFILES, as_of)
@@ -611,7 +611,17 @@ def assess_snapshot(
     with threadpool_limits(clustering_settings.threads):
         reference = pd.Series(labels[shaping], index=profile_ids[shaping].to_numpy())
         alternatives, window_days = _time_window_labels(
-            store, as_of, profiles, features, k, seed, windows, cluster_fn, clustering_settings, settings.sample_size
+            store,
+            as_of,
+            profiles,
+            reference,
+            features,
+            k,
+            seed,
+            windows,
+            cluster_fn,
+            clustering_settings,
+            settings.sample_size,
         )
         assessment = assess_robustness(
             matrix.values[shaping],
@@ -637,6 +647,7 @@ def _time_window_labels(
     store: Warehouse,
     as_of: date,
     profiles: pa.Table,
+    reference: pd.Series,
     features: Sequence[str],
     k: int,
     seed: int,
@@ -645,20 +656,26 @@ def _time_window_labels(
     clustering_settings: ClusteringSettings,
     sample_size: int,
 ) -> tuple[list[pd.Series], list[tuple[int, int]]]:
-    """customer -> label of a fresh clustering of a sample of each alternative window's profiles."""
+    """customer -> label of a fresh clustering of each alternative window's profiles.
+
+    Only a sample of at most `sample_size` of the reference customers is profiled
+    again: the comparison is over the customers both clusterings hold anyway.
+    """
     window_days = int(profiles["window_days"][0].as_py()) if profiles.num_rows else 0
+    sample = np.sort(np.random.default_rng(seed).permutation(reference.index.to_numpy())[:sample_size])
     alternatives, used = [], []
     for share, shift in windows:
         lookback = max(1, round(window_days * share))
         settings = ProfileSettings(lookback_days=lookback)
-        alternative = build_profiles(store, as_of, settings, shift_days=shift, fit_clv_models=False).table
-        shaping = np.flatnonzero(clustering.established_customers(alternative, clustering_settings.min_active_days))
-        if len(shaping) <= k:
+        alternative = build_profiles(
+            store, as_of, settings, shift_days=shift, fit_clv_models=False, customers=sample.tolist()
+        ).table
+        shaping = clustering.established_customers(alternative, clustering_settings.min_active_days)
+        if shaping.sum() <= k:
             continue
-        rows = np.sort(np.random.default_rng(seed).permutation(shaping)[:sample_size])
         matrix = clustering.feature_matrix(alternative, features)
-        labels = cluster_fn(matrix.values[rows], k, seed)
-        customers = alternative["canonical_id"].to_numpy(zero_copy_only=False)[rows]
+        labels = cluster_fn(matrix.values[shaping], k, seed)
+        customers = alternative["canonical_id"].to_numpy(zero_copy_only=False)[shaping]
         alternatives.append(pd.Series(labels, index=customers))
         used.append((lookback, shift))
     return alternatives, used
