@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from segmentation_pipeline.core import clv
+from segmentation_pipeline.core import clv, synthetic
 from segmentation_pipeline.core import profiles as profiles_module
 from segmentation_pipeline.core.errors import ProfileBuildError
 from segmentation_pipeline.core.features import FEATURES
+from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.profiles import (
     HEURISTIC,
     PROBABILISTIC,
@@ -21,7 +22,8 @@ from segmentation_pipeline.core.profiles import (
     heuristic_churn_and_clv,
 )
 from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
-from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.core.sources import EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse, days_between
 
 AS_OF = date(2025, 3, 10)  # a Monday
 WINDOW_END = datetime(2025, 3, 11, tzinfo=timezone.utc)
@@ -388,3 +390,31 @@ def test_profiles_of_a_sample_of_customers(hand_made: Warehouse) -> None:
     # The merged ID's events still count for A.
     assert profile_of(sample, "A") == profile_of(everyone, "A")
     assert build_profiles(hand_made, AS_OF, SETTINGS, customers=[]).table.num_rows == 0
+
+
+@pytest.mark.parametrize("top_categories", [0, 3, 8])
+def test_the_pivoted_and_grouped_label_statistics_agree(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, top_categories: int
+) -> None:
+    """Few labels are counted in the main aggregation, many in a grouped pass: same profiles either way."""
+    source = synthetic.SyntheticSettings(n_customers=800, bad_row_rate=0.0)
+    days = days_between(date(2025, 1, 1), date(2025, 2, 28))
+    ingest(warehouse, EVENTS, days, source, ())
+    warehouse.write_partition(MERGE_MAP, days[-1], MERGE_MAP.empty())
+    settings = ProfileSettings(lookback_days=59, top_categories=top_categories)
+    pivoted = build_profiles(warehouse, days[-1], settings).table
+    monkeypatch.setattr(profiles_module, "PIVOT_LABELS", 0)
+    grouped = build_profiles(warehouse, days[-1], settings).table
+    assert pivoted.num_rows > 200
+    for name in pivoted.column_names:
+        if name in ("category_entropy", "channel_entropy"):
+            assert np.allclose(pivoted[name].to_numpy(), grouped[name].to_numpy(), atol=1e-12)
+        elif name in ("category_shares", "channel_shares"):
+            for left, right in zip(pivoted[name].to_pylist(), grouped[name].to_pylist()):
+                assert [key for key, _ in left] == [key for key, _ in right]
+                assert [value for _, value in left] == pytest.approx([value for _, value in right], abs=1e-12)
+        else:
+            assert pivoted[name].equals(grouped[name]), name
+    keys = {key for shares in pivoted["category_shares"].to_pylist() for key, _ in shares}
+    assert ("other" in keys) == (top_categories < 8)
+    assert len(keys - {"other"}) == top_categories

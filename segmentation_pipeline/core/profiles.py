@@ -205,13 +205,20 @@ def build_profiles(
         return _empty_result(window, settings)
     merge_map = f"read_parquet({sql_string(str(merge_map_path))})"
     with store.connect() as con:
-        top_categories = _top_labels(con, events, window, "product_category", settings.top_categories)
-        top_channels = _top_labels(con, events, window, "channel", settings.top_channels)
+        categories = _window_labels(con, events, window, "product_category")
+        channels = _window_labels(con, events, window, "channel")
         sample = None
         if customers is not None:
             con.register("customer_sample", pa.table({"canonical_id": pa.array(list(customers), pa.string())}))
             sample = "customer_sample"
-        query = profile_sql(events, merge_map, window, top_categories, top_channels, sample)
+        query = profile_sql(
+            events,
+            merge_map,
+            window,
+            _Labels(categories, settings.top_categories),
+            _Labels(channels, settings.top_channels),
+            sample,
+        )
         table = con.sql(query).to_arrow_table()
     unsupported = _unsupported(table)
     table = _null_unsupported(table, unsupported)
@@ -223,8 +230,8 @@ def build_profiles(
         days_present=days_present,
         unsupported=unsupported,
         clv_fit=clv_fit,
-        top_categories=top_categories,
-        top_channels=top_channels,
+        top_categories=categories[: settings.top_categories],
+        top_channels=channels[: settings.top_channels],
     )
 
 
@@ -248,24 +255,34 @@ def _window_filter(window: ProfileWindow, alias: str = "") -> str:
     )
 
 
-def _top_labels(con, events: str, window: ProfileWindow, column: str, limit: int) -> list[str]:
-    """The window's most common values of a label column, most common first (ties alphabetical)."""
-    if limit == 0:
-        return []
+def _window_labels(con, events: str, window: ProfileWindow, column: str) -> list[str]:
+    """Every value of a label column in the window, most common first (ties alphabetical)."""
     rows = con.execute(
         f"SELECT {column} AS label, count(*) AS n FROM {events} "
         f"WHERE {column} IS NOT NULL AND {_window_filter(window)} "
-        f"GROUP BY label ORDER BY n DESC, label LIMIT {int(limit)}"
+        f"GROUP BY label ORDER BY n DESC, label"
     ).fetchall()
     return [label for label, _ in rows]
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The labels of one column in the window (most common first) and how many keep their own share."""
+
+    every: list[str]
+    keep: int
+
+    @property
+    def top(self) -> list[str]:
+        return self.every[: self.keep]
 
 
 def profile_sql(
     events: str,
     merge_map: str,
     window: ProfileWindow,
-    top_categories: list[str],
-    top_channels: list[str],
+    categories: _Labels,
+    channels: _Labels,
     customers: str | None = None,
 ) -> str:
     """The profile query: one row per canonical customer (of the `customers` relation, if given)."""
@@ -274,8 +291,8 @@ def profile_sql(
         f"AS {feature.name}"
         for feature in FEATURES
     )
-    categories = _label_stats("category", "product_category", top_categories)
-    channels = _label_stats("channel", "channel", top_channels)
+    categories = _label_stats("category", "product_category", "categorised", categories)
+    channels = _label_stats("channel", "channel", "channelled", channels)
     sample_filter = (
         f"\n    AND coalesce(ids.canonical_id, ev.customer_id) IN (SELECT canonical_id FROM {customers})"
         if customers
@@ -322,7 +339,7 @@ aggregates AS (
     count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL) AS device_or_channel_events,
     count(product_category) AS categorised,
     count(channel) AS channelled,
-    count(device) AS devices
+    count(device) AS devices{categories.counts}{channels.counts}
   FROM e GROUP BY canonical_id
 ),
 purchase_days AS (
@@ -380,17 +397,58 @@ ORDER BY canonical_id
 
 @dataclass(frozen=True)
 class _LabelSql:
+    #: Extra aggregates (one count per label) for the per-customer aggregation.
+    counts: str
     ctes: str
     columns: str
     joins: str
 
 
-def _label_stats(kind: str, column: str, top: list[str]) -> _LabelSql:
-    """Top label, shares of the top labels (+ 'other') and entropy of one label column."""
+#: Up to this many distinct labels, one conditional count per label in the main aggregation;
+#: beyond it (product IDs used as categories, say) a grouped pass per label column.
+PIVOT_LABELS = 32
+
+
+def _label_stats(kind: str, column: str, total: str, labels: _Labels) -> _LabelSql:
+    """Top label, shares of the top labels (+ 'other') and entropy of one label column.
+
+    Ties for the top label go to the first in alphabetical order; the share map
+    lists the bins a customer has, in alphabetical order; the entropy adds its
+    terms in label order, so that a re-run gives the same bits.
+    """
     names = (f"top_{kind}", f"{kind}_shares", f"{kind}_entropy")
-    if not top:
-        return _LabelSql("", ", ".join(f"NULL AS {name}" for name in names), "")
-    kept = ", ".join(sql_string(label) for label in top)
+    if not labels.every:
+        return _LabelSql("", "", ", ".join(f"NULL AS {name}" for name in names), "")
+    if len(labels.every) <= PIVOT_LABELS:
+        return _pivoted_label_stats(kind, column, total, labels)
+    return _grouped_label_stats(kind, column, labels)
+
+
+def _pivoted_label_stats(kind: str, column: str, total: str, labels: _Labels) -> _LabelSql:
+    counted = {label: f"_{kind}_{index}" for index, label in enumerate(sorted(labels.every))}
+    counts = "".join(
+        f",\n    count(*) FILTER (WHERE {column} = {sql_string(label)}) AS {name}" for label, name in counted.items()
+    )
+    ranked = ", ".join(f"{{'n': -{name}, 'label': {sql_string(label)}}}" for label, name in counted.items())
+    top = f"list_sort(list_filter([{ranked}], lambda c: c.n < 0))[1].label"
+    terms = ", ".join(
+        f"CASE WHEN {name} > 0 THEN {name} / {total} * log2({name} / {total}) ELSE 0 END" for name in counted.values()
+    )
+    entropy = f"greatest(0.0, -list_sum([{terms}]))"
+    other = " + ".join(name for label, name in counted.items() if label not in labels.top) or "0"
+    bins = sorted([(label, counted[label]) for label in labels.top] + [("other", f"({other})")])
+    entries = ", ".join(f"{{'k': {sql_string(label)}, 'v': {count} / {total}}}" for label, count in bins)
+    shares = f"map_from_entries(list_filter([{entries}], lambda entry: entry.v > 0))"
+    columns = ", ".join(
+        f"CASE WHEN {total} > 0 THEN {expression} END AS {name}"
+        for expression, name in zip((top, shares, entropy), (f"top_{kind}", f"{kind}_shares", f"{kind}_entropy"))
+    )
+    return _LabelSql(counts, "", columns, "")
+
+
+def _grouped_label_stats(kind: str, column: str, labels: _Labels) -> _LabelSql:
+    names = (f"top_{kind}", f"{kind}_shares", f"{kind}_entropy")
+    kept = f"label IN ({', '.join(sql_string(label) for label in labels.top)})" if labels.top else "FALSE"
     counts, stats = f"{kind}_counts", f"{kind}_stats"
     ctes = f"""{counts} AS (
   SELECT canonical_id, {column} AS label, count(*) AS n, sum(count(*)) OVER (PARTITION BY canonical_id) AS total
@@ -405,16 +463,18 @@ def _label_stats(kind: str, column: str, top: list[str]) -> _LabelSql:
   FROM (
     -- every label row counts for the top label and the entropy; the share map takes one row per bin
     SELECT canonical_id, label, n, total,
-      CASE WHEN label IN ({kept}) THEN label ELSE 'other' END AS bin,
-      sum(n) OVER (PARTITION BY canonical_id, CASE WHEN label IN ({kept}) THEN label ELSE 'other' END) / total AS share,
+      CASE WHEN {kept} THEN label ELSE 'other' END AS bin,
+      sum(n) OVER (PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE 'other' END) / total AS share,
       row_number() OVER (
-        PARTITION BY canonical_id, CASE WHEN label IN ({kept}) THEN label ELSE 'other' END ORDER BY label
+        PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE 'other' END ORDER BY label
       ) AS first_of_bin
     FROM {counts}
   )
   GROUP BY canonical_id
 ),"""
-    return _LabelSql(ctes, ", ".join(f"{stats}.{name}" for name in names), f"LEFT JOIN {stats} USING (canonical_id)")
+    return _LabelSql(
+        "", ctes, ", ".join(f"{stats}.{name}" for name in names), f"LEFT JOIN {stats} USING (canonical_id)"
+    )
 
 
 def _sql_type(feature: Feature) -> str:
