@@ -60,27 +60,18 @@ PROBABILISTIC = "bg_nbd_gamma_gamma"
 HEURISTIC = "heuristic"
 
 #: Columns the profile query returns beside the features, used here and dropped.
-_SUPPORT_COLUMNS = (
-    "_sessions",
-    "_page_views",
-    "_carts",
-    "_refunds",
-    "_categorised",
-    "_channelled",
-    "_devices",
-    "_devices_or_channels",
-)
 _MODEL_INPUTS = ("_repeat_days", "_purchase_span", "_purchase_age", "_repeat_value")
 
-_REQUIREMENT_TOTALS = {
-    "event:session_start": "_sessions",
-    "event:page_view": "_page_views",
-    "event:add_to_cart": "_carts",
-    "event:refund": "_refunds",
-    "column:product_category": "_categorised",
-    "column:channel": "_channelled",
-    "column:device": "_devices",
-    "column:device_or_channel": "_devices_or_channels",
+#: How the window's events show that the source provides a requirement (core.features).
+_REQUIREMENT_COUNTS = {
+    "event:session_start": "count(*) FILTER (WHERE event_type = 'session_start')",
+    "event:page_view": "count(*) FILTER (WHERE event_type = 'page_view')",
+    "event:add_to_cart": "count(*) FILTER (WHERE event_type = 'add_to_cart')",
+    "event:refund": "count(*) FILTER (WHERE event_type = 'refund')",
+    "column:product_category": "count(product_category)",
+    "column:channel": "count(channel)",
+    "column:device": "count(device)",
+    "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
 }
 
 
@@ -205,6 +196,7 @@ def build_profiles(
         return _empty_result(window, settings)
     merge_map = f"read_parquet({sql_string(str(merge_map_path))})"
     with store.connect() as con:
+        met = _window_support(con, events, window)
         categories = _window_labels(con, events, window, "product_category")
         channels = _window_labels(con, events, window, "channel")
         sample = None
@@ -220,18 +212,18 @@ def build_profiles(
             sample,
         )
         table = con.sql(query).to_arrow_table()
-    unsupported = _unsupported(table)
+    unsupported = _unsupported(met)
     table = _null_unsupported(table, unsupported)
     table, clv_fit = _model_churn_and_clv(table, settings, fit_clv_models)
-    table = table.drop_columns([*_SUPPORT_COLUMNS, *_MODEL_INPUTS])
+    table = table.drop_columns(list(_MODEL_INPUTS))
     return ProfileResult(
         table=conform(table, PROFILES),
         window=window,
         days_present=days_present,
         unsupported=unsupported,
         clv_fit=clv_fit,
-        top_categories=categories[: settings.top_categories],
-        top_channels=channels[: settings.top_channels],
+        top_categories=_Labels(categories, settings.top_categories).top,
+        top_channels=_Labels(channels, settings.top_channels).top,
     )
 
 
@@ -265,6 +257,10 @@ def _window_labels(con, events: str, window: ProfileWindow, column: str) -> list
     return [label for label, _ in rows]
 
 
+#: The bin of the labels outside the top N in category_shares and channel_shares.
+OTHER = "other"
+
+
 @dataclass(frozen=True)
 class _Labels:
     """The labels of one column in the window (most common first) and how many keep their own share."""
@@ -274,7 +270,8 @@ class _Labels:
 
     @property
     def top(self) -> list[str]:
-        return self.every[: self.keep]
+        """The labels with a share of their own; a real label called 'other' joins the 'other' bin."""
+        return [label for label in self.every[: self.keep] if label != OTHER]
 
 
 def profile_sql(
@@ -338,8 +335,7 @@ aggregates AS (
     ) AS mobile_events,
     count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL) AS device_or_channel_events,
     count(product_category) AS categorised,
-    count(channel) AS channelled,
-    count(device) AS devices{categories.counts}{channels.counts}
+    count(channel) AS channelled{categories.counts}{channels.counts}
   FROM e GROUP BY canonical_id
 ),
 purchase_days AS (
@@ -382,9 +378,6 @@ SELECT canonical_id, n_ids, {window.lookback_days} AS window_days, first_event, 
     CAST(NULL AS DOUBLE) AS p_alive,
     CAST(NULL AS DOUBLE) AS expected_purchases,
     {sql_string(HEURISTIC)} AS clv_method,
-    sessions AS _sessions, page_views AS _page_views, carts AS _carts, refunds AS _refunds,
-    categorised AS _categorised, channelled AS _channelled, devices AS _devices,
-    device_or_channel_events AS _devices_or_channels,
     purchase_days - 1 AS _repeat_days,
     CAST(date_diff('day', first_purchase_day, last_purchase_day) AS DOUBLE) AS _purchase_span,
     CAST(date_diff('day', first_purchase_day, last_day) AS DOUBLE) AS _purchase_age,
@@ -436,7 +429,7 @@ def _pivoted_label_stats(kind: str, column: str, total: str, labels: _Labels) ->
     )
     entropy = f"greatest(0.0, -list_sum([{terms}]))"
     other = " + ".join(name for label, name in counted.items() if label not in labels.top) or "0"
-    bins = sorted([(label, counted[label]) for label in labels.top] + [("other", f"({other})")])
+    bins = sorted([(label, counted[label]) for label in labels.top] + [(OTHER, f"({other})")])
     entries = ", ".join(f"{{'k': {sql_string(label)}, 'v': {count} / {total}}}" for label, count in bins)
     shares = f"map_from_entries(list_filter([{entries}], lambda entry: entry.v > 0))"
     columns = ", ".join(
@@ -449,6 +442,7 @@ def _pivoted_label_stats(kind: str, column: str, total: str, labels: _Labels) ->
 def _grouped_label_stats(kind: str, column: str, labels: _Labels) -> _LabelSql:
     names = (f"top_{kind}", f"{kind}_shares", f"{kind}_entropy")
     kept = f"label IN ({', '.join(sql_string(label) for label in labels.top)})" if labels.top else "FALSE"
+    other = sql_string(OTHER)
     counts, stats = f"{kind}_counts", f"{kind}_stats"
     ctes = f"""{counts} AS (
   SELECT canonical_id, {column} AS label, count(*) AS n, sum(count(*)) OVER (PARTITION BY canonical_id) AS total
@@ -463,10 +457,10 @@ def _grouped_label_stats(kind: str, column: str, labels: _Labels) -> _LabelSql:
   FROM (
     -- every label row counts for the top label and the entropy; the share map takes one row per bin
     SELECT canonical_id, label, n, total,
-      CASE WHEN {kept} THEN label ELSE 'other' END AS bin,
-      sum(n) OVER (PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE 'other' END) / total AS share,
+      CASE WHEN {kept} THEN label ELSE {other} END AS bin,
+      sum(n) OVER (PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE {other} END) / total AS share,
       row_number() OVER (
-        PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE 'other' END ORDER BY label
+        PARTITION BY canonical_id, CASE WHEN {kept} THEN label ELSE {other} END ORDER BY label
       ) AS first_of_bin
     FROM {counts}
   )
@@ -487,11 +481,15 @@ def _sql_type(feature: Feature) -> str:
     }[feature.type]
 
 
-def _unsupported(table: pa.Table) -> dict[str, list[str]]:
+def _window_support(con, events: str, window: ProfileWindow) -> dict[str, bool]:
+    """Which requirements of core.features the window's events meet (all of them, not just a sample's)."""
+    counts = ", ".join(_REQUIREMENT_COUNTS.values())
+    row = con.execute(f"SELECT {counts} FROM {events} WHERE {_window_filter(window)}").fetchone()
+    return {requirement: count > 0 for requirement, count in zip(_REQUIREMENT_COUNTS, row)}
+
+
+def _unsupported(met: dict[str, bool]) -> dict[str, list[str]]:
     """Features whose requirements the window's events never meet."""
-    if table.num_rows == 0:
-        return {}
-    met = {requirement: (pc.sum(table[column]).as_py() or 0) > 0 for requirement, column in _REQUIREMENT_TOTALS.items()}
     missing = {}
     for feature in FEATURES:
         unmet = [requirement for requirement in feature.requires if not met[requirement]]

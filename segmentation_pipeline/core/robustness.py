@@ -581,8 +581,10 @@ def assess_snapshot(
     the segments. Each time-window alternative is a fresh clustering (same
     features and k) of at most `settings.sample_size` of the shaping customers' profiles
     over a window of `share` x the profiles' window length ending `shift` days
-    earlier; only those customers are profiled again, without fitting the CLV
-    models (which the default features do not use).
+    earlier: the same customers, seen over another window. Only they are
+    profiled again (without the CLV fits, which the default features do not
+    use), and the matrix is scaled over them, not over every customer of the
+    other window.
     """
     clustering_settings = clustering_settings or ClusteringSettings()
     profiles = store.read_partition(PROFILES, as_of)
