@@ -8,7 +8,9 @@ materializes the snapshot of the day before the last (so that segment IDs have
 a previous snapshot to follow, as in a nightly run) and times the snapshot of
 the last day asset by asset, each in its own Dagster run on an ephemeral
 instance with the production resources and config defaults. Peak RSS is this
-process's, i.e. of the snapshot runs alone.
+process's: Dagster loaded, both snapshots, not the history build. The timed
+runs find imports and the page cache warm, as the second asset of a nightly
+run does. `events` counts the whole history (the window is its last 365 days).
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
 
+#: Marks a folder as this benchmark's scratch space, which it may delete.
+MARKER = ".bench-snapshot-scratch"
+
+
+def _clear_scratch(scratch: Path) -> None:
+    """Empty the scratch folder, refusing one that holds anything but an earlier scratch run."""
+    if scratch.exists() and any(scratch.iterdir()) and not (scratch / MARKER).exists():
+        raise SystemExit(f"{scratch} is not empty and is not a benchmark scratch folder; choose another --scratch")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    (scratch / MARKER).touch()
+
 
 def build_history(scratch: Path, customers: int, first_day: date, days: int) -> None:
     from segmentation_pipeline.core import synthetic
@@ -32,7 +46,7 @@ def build_history(scratch: Path, customers: int, first_day: date, days: int) -> 
     from segmentation_pipeline.core.schemas import DEFAULT_JUNK_IDS, SYNTHETIC_TRUTH
     from segmentation_pipeline.core.warehouse import Warehouse
 
-    shutil.rmtree(scratch, ignore_errors=True)
+    _clear_scratch(scratch)
     warehouse = Warehouse(scratch)
     source = synthetic.SyntheticSettings(n_customers=customers, start_date=first_day)
     history = [first_day + timedelta(days=offset) for offset in range(days)]
@@ -108,6 +122,7 @@ def main() -> None:
         },
         arguments.out,
     )
+    # The build checked that this is the benchmark's own scratch folder.
     shutil.rmtree(arguments.scratch, ignore_errors=True)
 
 
