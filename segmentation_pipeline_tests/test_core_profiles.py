@@ -351,20 +351,21 @@ def test_models_that_cannot_predict_fall_back_to_the_heuristic() -> None:
         r=0.448, alpha=12.63, a=56836.45, b=241864.97, log_likelihood=0.0, n_customers=300, converged=True
     )
     spend = clv.GammaGammaParams(p=2.87, q=2.59, v=26.7, log_likelihood=0.0, n_customers=150, converged=True)
+    repeat_days = np.array([2.0, 0.0])
     table = pa.table(
         {
+            "_repeat_days": repeat_days,
             "_purchase_span": [10.0, 0.0],
             "_purchase_age": [40.0, 20.0],
             "_repeat_value": [30.0, None],
         }
     )
-    buyers = np.array([True, True])
-    repeat_days = np.array([2.0, 0.0])
+    inputs = profiles_module._BuyerInputs.of(table, np.array([True, True]))
     with np.errstate(invalid="ignore"):
         assert not np.isfinite(clv.expected_purchases(runaway, 365, repeat_days, [10.0, 0.0], [40.0, 20.0])).all()
-    assert profiles_module._predict(table, buyers, repeat_days, (runaway, spend), ProfileSettings()) is None
+    assert profiles_module._predict(inputs, (runaway, spend), ProfileSettings()) is None
     sane = clv.BgNbdParams(r=0.45, alpha=12.6, a=0.8, b=2.4, log_likelihood=0.0, n_customers=300, converged=True)
-    p_alive, expected, value = profiles_module._predict(table, buyers, repeat_days, (sane, spend), ProfileSettings())
+    p_alive, expected, value = profiles_module._predict(inputs, (sane, spend), ProfileSettings())
     assert np.isfinite(expected).all() and np.isfinite(value).all()
     assert p_alive[1] == 1.0
 

@@ -133,25 +133,7 @@ class FeatureMatrix:
         return np.where(self.log1p, np.expm1(transformed), transformed)
 
     def from_original(self, original: np.ndarray) -> np.ndarray:
-        transformed = np.where(self.log1p, np.log1p(np.maximum(original, 0.0)), original)
-        return (transformed - self.center) / self.scale
-
-    def without(self, name: str) -> FeatureMatrix:
-        """The matrix without one feature's columns."""
-        keep = [index for index in range(len(self.columns)) if index not in set(self.groups[name])]
-        groups = {}
-        for other, indices in self.groups.items():
-            if other != name:
-                groups[other] = [keep.index(index) for index in indices]
-        return FeatureMatrix(
-            self.values[:, keep],
-            [self.columns[index] for index in keep],
-            groups,
-            self.log1p[keep],
-            self.center[keep],
-            self.scale[keep],
-            self.dropped,
-        )
+        return (_transformed(original, self.log1p) - self.center) / self.scale
 
 
 def features_of(segments: pa.Table) -> list[str]:
@@ -192,15 +174,19 @@ def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix
             log1p.append(spec.transform == LOG1P)
     if not columns:
         raise ClusteringError(f"none of the features {list(features)} has a value; nothing to cluster")
-    raw = np.column_stack(columns).astype(float)
     flags = np.array(log1p)
-    transformed = np.where(flags, np.log1p(np.maximum(raw, 0.0)), raw)
+    transformed = _transformed(np.column_stack(columns).astype(float), flags)
     center = np.median(transformed, axis=0)
     q75, q25 = np.percentile(transformed, [75, 25], axis=0)
     scale = q75 - q25
     std = transformed.std(axis=0)
     scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
     return FeatureMatrix((transformed - center) / scale, names, groups, flags, center, scale, dropped)
+
+
+def _transformed(original: np.ndarray, log1p: np.ndarray) -> np.ndarray:
+    """log1p where the feature is heavy-tailed (negative values count as 0), the value itself elsewhere."""
+    return np.where(log1p, np.log1p(np.maximum(original, 0.0)), original)
 
 
 def _filled(column: pa.ChunkedArray, spec: Feature, lookback_days: int) -> np.ndarray:
@@ -502,7 +488,7 @@ def describe_segments(
     settings: ClusteringSettings,
 ) -> pa.Table:
     """One row per segment: size, value, centroid and means in original units, name and traits."""
-    frame = _numeric_frame(profiles, matrix)
+    frame = _numeric_frame(profiles)
     clv = pc.fill_null(profiles["clv_estimate"], 0.0).to_numpy(zero_copy_only=False).astype(float)
     population_mean = matrix.values.mean(axis=0)
     population_std = matrix.values.std(axis=0)
@@ -617,7 +603,7 @@ def _mode(values: pd.Series) -> str | None:
     return str(sorted(top)[0])
 
 
-def _numeric_frame(profiles: pa.Table, matrix: FeatureMatrix) -> pd.DataFrame:
+def _numeric_frame(profiles: pa.Table) -> pd.DataFrame:
     """Every clustered column plus every other numeric feature, in original units (nulls stay NaN)."""
     columns: dict[str, np.ndarray] = {}
     for spec in FEATURES:

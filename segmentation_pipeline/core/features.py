@@ -23,7 +23,6 @@ CARTS = "event:add_to_cart"
 REFUNDS = "event:refund"
 CATEGORIES = "column:product_category"
 CHANNELS = "column:channel"
-DEVICES = "column:device"
 #: Either a device or a channel column (mobile_share reads the mobile app channel too).
 DEVICES_OR_CHANNELS = "column:device_or_channel"
 
@@ -41,7 +40,8 @@ class Feature:
     type: pa.DataType
     unit: str
     description: str
-    #: SQL over the aggregate columns of core.profiles' `base` relation.
+    #: SQL over the aggregate columns of core.profiles' `base` relation; NULL for the
+    #: features core.profiles computes afterwards (churn_risk, clv_estimate).
     sql: str
     #: What the source must provide (see the constants above); all of them.
     requires: tuple[str, ...] = ()
@@ -371,9 +371,6 @@ FEATURES_BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEA
 
 #: Features the clustering uses unless told otherwise.
 DEFAULT_CLUSTER_FEATURES: tuple[str, ...] = tuple(feature.name for feature in FEATURES if feature.clustered)
-
-#: Features computed after the SQL, from the fitted CLV models or the heuristic.
-MODELLED_FEATURES: tuple[str, ...] = ("churn_risk", "clv_estimate")
 
 
 def feature(name: str) -> Feature:

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
-from .features import FEATURES, MODELLED_FEATURES, Feature
+from .features import FEATURES, Feature
 from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
 from .warehouse import Warehouse, days_between, sql_string
 
@@ -70,7 +70,6 @@ _REQUIREMENT_COUNTS = {
     "event:refund": "count(*) FILTER (WHERE event_type = 'refund')",
     "column:product_category": "count(product_category)",
     "column:channel": "count(channel)",
-    "column:device": "count(device)",
     "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
 }
 
@@ -193,24 +192,17 @@ def build_profiles(
     days_present = store.partition_days(RAW_EVENTS, window.first_day, window.last_day)
     events = store.parquet_relation(RAW_EVENTS, days_present)
     if events is None:
-        return _empty_result(window, settings)
+        return _empty_result(window)
     merge_map = f"read_parquet({sql_string(str(merge_map_path))})"
     with store.connect() as con:
         met = _window_support(con, events, window)
-        categories = _window_labels(con, events, window, "product_category")
-        channels = _window_labels(con, events, window, "channel")
+        categories = _Labels(_window_labels(con, events, window, "product_category"), settings.top_categories)
+        channels = _Labels(_window_labels(con, events, window, "channel"), settings.top_channels)
         sample = None
         if customers is not None:
             con.register("customer_sample", pa.table({"canonical_id": pa.array(list(customers), pa.string())}))
             sample = "customer_sample"
-        query = profile_sql(
-            events,
-            merge_map,
-            window,
-            _Labels(categories, settings.top_categories),
-            _Labels(channels, settings.top_channels),
-            sample,
-        )
+        query = profile_sql(events, merge_map, window, categories, channels, sample)
         table = con.sql(query).to_arrow_table()
     unsupported = _unsupported(met)
     table = _null_unsupported(table, unsupported)
@@ -222,12 +214,12 @@ def build_profiles(
         days_present=days_present,
         unsupported=unsupported,
         clv_fit=clv_fit,
-        top_categories=_Labels(categories, settings.top_categories).top,
-        top_channels=_Labels(channels, settings.top_channels).top,
+        top_categories=categories.top,
+        top_channels=channels.top,
     )
 
 
-def _empty_result(window: ProfileWindow, settings: ProfileSettings) -> ProfileResult:
+def _empty_result(window: ProfileWindow) -> ProfileResult:
     return ProfileResult(
         table=PROFILES.empty(),
         window=window,
@@ -283,11 +275,7 @@ def profile_sql(
     customers: str | None = None,
 ) -> str:
     """The profile query: one row per canonical customer (of the `customers` relation, if given)."""
-    features = ",\n    ".join(
-        f"CAST({'NULL' if feature.name in MODELLED_FEATURES else feature.sql} AS {_sql_type(feature)}) "
-        f"AS {feature.name}"
-        for feature in FEATURES
-    )
+    features = ",\n    ".join(f"CAST({feature.sql} AS {_sql_type(feature)}) AS {feature.name}" for feature in FEATURES)
     categories = _label_stats("category", "product_category", "categorised", categories)
     channels = _label_stats("channel", "channel", "channelled", channels)
     sample_filter = (
@@ -500,8 +488,7 @@ def _unsupported(met: dict[str, bool]) -> dict[str, list[str]]:
 
 def _null_unsupported(table: pa.Table, unsupported: dict[str, list[str]]) -> pa.Table:
     for name in unsupported:
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, pa.nulls(table.num_rows, table.schema.field(name).type))
+        table = _replace(table, name, pa.nulls(table.num_rows, table.schema.field(name).type))
     return table
 
 
@@ -540,16 +527,16 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models:
     expected = np.full(table.num_rows, np.nan)
     method = np.full(table.num_rows, HEURISTIC, dtype=object)
     buyers = ~np.isnan(_column(table, "_purchase_age"))
-    repeat_days = _column(table, "_repeat_days", 0.0)
-    repeat_buyers = int(np.count_nonzero(repeat_days[buyers] > 0))
-    fit = _fit_models(table, buyers, repeat_days, repeat_buyers, settings) if fit_models else None
-    predictions = _predict(table, buyers, repeat_days, fit, settings) if fit else None
+    inputs = _BuyerInputs.of(table, buyers)
+    repeat_buyers = int(np.count_nonzero(inputs.x > 0))
+    fit = _fit_models(inputs, repeat_buyers, settings) if fit_models else None
+    predictions = _predict(inputs, fit, settings) if fit else None
     if predictions is not None:
         bg, gg = fit
         p_alive[buyers], expected[buyers], value[buyers] = predictions
         # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat
         # purchase), so their churn risk stays the heuristic's.
-        repeat = buyers & (repeat_days > 0)
+        repeat = np.flatnonzero(buyers)[inputs.x > 0]
         churn_risk[repeat] = 1.0 - p_alive[repeat]
         method[buyers] = PROBABILISTIC
         clv_fit = ClvFit(
@@ -573,19 +560,33 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models:
     return table, clv_fit
 
 
+@dataclass(frozen=True)
+class _BuyerInputs:
+    """The models' inputs for the customers with a purchase in the window, in days."""
+
+    #: Repeat purchase days, days from the first to the last purchase day, from the first to the as-of day.
+    x: np.ndarray
+    t_x: np.ndarray
+    age: np.ndarray
+    #: Mean value of the repeat purchase days; 0 without one.
+    repeat_value: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table, buyers: np.ndarray) -> _BuyerInputs:
+        return cls(
+            _column(table, "_repeat_days", 0.0)[buyers],
+            _column(table, "_purchase_span")[buyers],
+            _column(table, "_purchase_age")[buyers],
+            np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0),
+        )
+
+
 def _predict(
-    table: pa.Table,
-    buyers: np.ndarray,
-    repeat_days: np.ndarray,
-    fit: tuple[clv.BgNbdParams, clv.GammaGammaParams],
-    settings: ProfileSettings,
+    inputs: _BuyerInputs, fit: tuple[clv.BgNbdParams, clv.GammaGammaParams], settings: ProfileSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """P(alive), expected purchase days and CLV of every buyer; None if any is not finite."""
     bg, gg = fit
-    x = repeat_days[buyers]
-    t_x = _column(table, "_purchase_span")[buyers]
-    age = _column(table, "_purchase_age")[buyers]
-    repeat_value = np.nan_to_num(_column(table, "_repeat_value")[buyers], nan=0.0)
+    x, t_x, age, repeat_value = inputs.x, inputs.t_x, inputs.age, inputs.repeat_value
     # Free repeat orders (amount 0) say nothing about spend: such a buyer gets the population's.
     spending = repeat_value > 0
     with np.errstate(invalid="ignore", over="ignore"):
@@ -606,16 +607,14 @@ def _heuristic_reason(repeat_buyers: int, settings: ProfileSettings) -> str:
 
 
 def _fit_models(
-    table: pa.Table, buyers: np.ndarray, repeat_days: np.ndarray, repeat_buyers: int, settings: ProfileSettings
+    inputs: _BuyerInputs, repeat_buyers: int, settings: ProfileSettings
 ) -> tuple[clv.BgNbdParams, clv.GammaGammaParams] | None:
     if repeat_buyers < max(settings.min_repeat_buyers, 2):
         return None
-    x = repeat_days[buyers]
     try:
-        bg = clv.fit_bg_nbd(x, _column(table, "_purchase_span")[buyers], _column(table, "_purchase_age")[buyers])
-        repeat_value = _column(table, "_repeat_value")[buyers]
-        spenders = (x > 0) & (repeat_value > 0)
-        gg = clv.fit_gamma_gamma(x[spenders], repeat_value[spenders])
+        bg = clv.fit_bg_nbd(inputs.x, inputs.t_x, inputs.age)
+        spenders = (inputs.x > 0) & (inputs.repeat_value > 0)
+        gg = clv.fit_gamma_gamma(inputs.x[spenders], inputs.repeat_value[spenders])
     except InsufficientDataError:
         return None
     if (

@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from ...core.features import FEATURES
+from ...core.features import FEATURES, FEATURES_BY_NAME
 from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import PROFILES, TABLES
 from ..checks import PROFILES_CHECKS, profiles_results
@@ -94,5 +94,5 @@ def feature_summary(result: ProfileResult) -> dg.MetadataValue:
     frame = table.select(_NUMERIC).to_pandas()
     summary = frame.describe(percentiles=[0.25, 0.5, 0.75]).T[["mean", "25%", "50%", "75%"]]
     summary["nulls"] = frame.isna().sum()
-    summary["unit"] = [next(f.unit for f in FEATURES if f.name == name) for name in summary.index]
+    summary["unit"] = [FEATURES_BY_NAME[name].unit for name in summary.index]
     return dg.MetadataValue.md(summary.round(3).to_markdown())

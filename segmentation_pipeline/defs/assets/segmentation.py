@@ -1,7 +1,7 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
 from copy import copy
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pyarrow as pa
@@ -92,8 +92,12 @@ class ClustersConfig(dg.Config):
         )
 
 
+def _days_before(store: Warehouse, spec: TableSpec, as_of: date) -> list[date]:
+    return store.partition_days(spec, end=as_of - timedelta(days=1))
+
+
 def _previous_day(store: Warehouse, spec: TableSpec, as_of: date) -> date | None:
-    days = store.partition_days(spec, end=date.fromordinal(as_of.toordinal() - 1))
+    days = _days_before(store, spec, as_of)
     return days[-1] if days else None
 
 
@@ -107,7 +111,7 @@ def _stored(store: Warehouse, spec: TableSpec, as_of: date) -> pa.Table:
 
 def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
     """Every segment ID any earlier snapshot used: a new segment never takes a retired one's ID."""
-    earlier = store.partition_days(SEGMENTS, end=date.fromordinal(as_of.toordinal() - 1))
+    earlier = _days_before(store, SEGMENTS, as_of)
     if not earlier:
         return []
     return pc.unique(store.read_days(SEGMENTS, earlier)["segment_id"]).to_pylist()
