@@ -10,9 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from .llm.actionability import DIMENSIONS, Rubric
+from .llm.facts import snapshot_facts
+from .llm.questions import answers_faithful
 from .schemas import (
+    ACTIONABILITY,
     CLUSTERS,
     EVENT_TYPES,
+    EXPLANATIONS,
     MERGE_MAP,
     PROFILES,
     QUARANTINE_EVENTS,
@@ -220,3 +225,76 @@ def every_segment_decided(warehouse: Warehouse, day: date) -> CheckOutcome:
             + (SELECT count(*) FROM s ANTI JOIN v USING (segment_id))""",
         "{} segments without a decision, rejected without a reason, or with strategic impact outside [0, 1]",
     )
+
+
+# ------------------------------------------------------------------ language-model answers
+
+
+def every_segment_evaluated(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """One actionability row per segment, every score within [0, 1]."""
+    outside = " OR ".join(f"NOT ({dimension}_score BETWEEN 0 AND 1)" for dimension in DIMENSIONS)
+    return _stored_rule(
+        warehouse,
+        day,
+        {"a": ACTIONABILITY, "s": SEGMENTS},
+        f"""SELECT (SELECT count(*) FROM a WHERE {outside})
+            + (SELECT count(*) FROM s ANTI JOIN a USING (segment_id))
+            + (SELECT count(*) FROM a ANTI JOIN s USING (segment_id))
+            + (SELECT count(*) FROM (SELECT segment_id FROM a GROUP BY segment_id HAVING count(*) > 1))""",
+        "{} segments without exactly one evaluation, or with a score outside [0, 1]",
+    )
+
+
+def every_segment_explained(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """One explanation per segment, with a summary and a known confidence level."""
+    return _stored_rule(
+        warehouse,
+        day,
+        {"e": EXPLANATIONS, "s": SEGMENTS},
+        """SELECT (SELECT count(*) FROM e WHERE trim(executive_summary) = ''
+                   OR confidence_level NOT IN ('high', 'medium', 'low'))
+            + (SELECT count(*) FROM s ANTI JOIN e USING (segment_id))
+            + (SELECT count(*) FROM e ANTI JOIN s USING (segment_id))
+            + (SELECT count(*) FROM (SELECT segment_id FROM e GROUP BY segment_id HAVING count(*) > 1))""",
+        "{} segments without exactly one explanation, or with an empty summary or unknown confidence level",
+    )
+
+
+def no_fallback_answers(warehouse: Warehouse, day: date, spec: TableSpec) -> CheckOutcome:
+    """Every answer came from the configured provider; a fallback means the model's answer was unusable."""
+    return _stored_rule(
+        warehouse,
+        day,
+        {"t": spec},
+        "SELECT count(*) FROM t WHERE source = 'fallback'",
+        "{} answers replaced by the mock's (see fallback_reason)",
+    )
+
+
+def numbers_match_statistics(
+    warehouse: Warehouse, day: date, spec: TableSpec, rubric: Rubric | None = None
+) -> CheckOutcome:
+    """Every number the stored answers quote is in the statistics of the stored snapshot.
+
+    Fails when an answer quotes something it was not given, or when the snapshot
+    changed after the answers were written (a re-run upstream without this stage).
+    """
+    needed = (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, spec)
+    missing = sorted({table.name for table in needed if not warehouse.partition_path(table, day).exists()})
+    if missing:
+        return CheckOutcome(False, f"no {', '.join(missing)} partition for {day}")
+    facts = snapshot_facts(
+        warehouse.read_partition(SEGMENTS, day),
+        warehouse.read_partition(ROBUSTNESS, day),
+        warehouse.read_partition(VIABILITY, day),
+        day,
+    )
+    problems = answers_faithful(
+        facts,
+        warehouse.read_partition(spec, day),
+        spec.name,
+        rubric or Rubric(),
+        warehouse.read_partition(ACTIONABILITY, day),
+    )
+    summary = f"{len(problems)} quoted numbers not in the statistics" + (f", e.g. {problems[0]}" if problems else "")
+    return CheckOutcome(not problems, summary, {"violations": len(problems)})

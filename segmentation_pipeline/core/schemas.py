@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -177,29 +177,76 @@ class SegmentViability(BaseModel):
     failed_criteria: list[str] = Field(default_factory=list)
 
 
-class ActionabilityEvaluation(BaseModel):
-    """WHAT / WHEN / HOW / WHO evaluation of one segment, each in [0, 1]."""
+#: Where an answer came from: the configured language model ("llm"), the deterministic
+#: mock because it is the configured provider ("mock"), or the mock standing in for a
+#: language-model answer that was unusable or never came ("fallback").
+AnswerSource = Literal["llm", "mock", "fallback"]
 
-    model_config = ConfigDict(extra="allow")
+
+class AnswerProvenance(BaseModel):
+    """Who answered, with which prompt; and why the model's answer was replaced, if it was."""
+
+    source: AnswerSource
+    provider: str
+    model: str
+    prompt_version: str
+    fallback_reason: str | None = None
+
+
+class ActionabilityAnswer(BaseModel):
+    """WHAT / WHEN / HOW / WHO of one segment, each 0..1 with its evidence, and the verdict.
+
+    This is the JSON the language model is asked for (its JSON schema goes into the request).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    what_score: Score = Field(description="Product preferences: how clearly the segment favours some categories.")
+    what_evidence: str = Field(min_length=1, description="The statistics behind what_score.")
+    when_score: Score = Field(description="Timing: how concentrated the segment's activity is in days and hours.")
+    when_evidence: str = Field(min_length=1, description="The statistics behind when_score.")
+    how_score: Score = Field(description="Channels: how clearly the segment prefers some channels.")
+    how_evidence: str = Field(min_length=1, description="The statistics behind how_score.")
+    who_score: Score = Field(description="Customer value: worth of the segment's customers against the population.")
+    who_evidence: str = Field(min_length=1, description="The statistics behind who_score.")
+    actionable: bool = Field(description="Whether a campaign can be built for the segment, by the rubric.")
+    reason: str = Field(min_length=1, description="Why the segment is or is not actionable.")
+
+
+class ActionabilityEvaluation(ActionabilityAnswer, AnswerProvenance):
+    """A row of the actionability table: one segment's answer and where it came from."""
 
     segment_id: str
-    what: float = Field(ge=0, le=1)
-    when: float = Field(ge=0, le=1)
-    how: float = Field(ge=0, le=1)
-    who: float = Field(ge=0, le=1)
-    actionable: bool
-    reason: str
 
 
-class SegmentExplanation(BaseModel):
-    """Business-language explanation of one segment."""
+class CampaignRecommendation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    model_config = ConfigDict(extra="allow")
+    channel: str = Field(min_length=1, description="The channel to reach the audience through.")
+    timing: str = Field(min_length=1, description="When to send: days and hours.")
+    offer: str = Field(min_length=1, description="What to offer.")
+    audience_size: int = Field(ge=0, description="Customers the campaign addresses.")
+    rationale: str = Field(min_length=1, description="Why this channel, timing and offer, from the statistics.")
+
+
+class ExplanationAnswer(BaseModel):
+    """A segment in business language: the JSON the language model is asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executive_summary: str = Field(min_length=1, description="Who these customers are and what they are worth.")
+    recommendations: list[CampaignRecommendation] = Field(
+        description="Campaigns worth running; empty when the segment should not be targeted."
+    )
+    expected_roi: float = Field(description="The expected campaign ROI from the viability statistics.")
+    confidence_level: Literal["high", "medium", "low"]
+    confidence_justification: str = Field(min_length=1, description="Why that confidence, from the statistics.")
+
+
+class SegmentExplanation(ExplanationAnswer, AnswerProvenance):
+    """A row of the explanations table: one segment's explanation and where it came from."""
 
     segment_id: str
-    executive_summary: str
-    recommendations: list[str] = Field(default_factory=list)
-    confidence: str
 
 
 # ------------------------------------------------------------------- Arrow tables
@@ -440,6 +487,62 @@ VIABILITY = TableSpec(
     as_of=True,
 )
 
+_PROVENANCE_FIELDS = [
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("provider", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+    pa.field("fallback_reason", pa.string()),
+]
+
+ACTIONABILITY = TableSpec(
+    name="actionability",
+    description="WHAT/WHEN/HOW/WHO scores of each segment with their evidence, the verdict and its reason, "
+    "and whether the answer came from the language model, the mock or the fallback: one row per segment.",
+    schema=pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            *[
+                pa.field(f"{dimension}_{part}", pa.float64() if part == "score" else pa.string(), nullable=False)
+                for dimension in ("what", "when", "how", "who")
+                for part in ("score", "evidence")
+            ],
+            pa.field("actionable", pa.bool_(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            *_PROVENANCE_FIELDS,
+        ]
+    ),
+    as_of=True,
+)
+
+RECOMMENDATION = pa.struct(
+    [
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("timing", pa.string(), nullable=False),
+        pa.field("offer", pa.string(), nullable=False),
+        pa.field("audience_size", pa.int64(), nullable=False),
+        pa.field("rationale", pa.string(), nullable=False),
+    ]
+)
+
+EXPLANATIONS = TableSpec(
+    name="explanations",
+    description="Each segment in business language: summary, campaign recommendations, expected ROI and "
+    "confidence, and where the answer came from: one row per segment.",
+    schema=pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("executive_summary", pa.string(), nullable=False),
+            pa.field("recommendations", pa.list_(RECOMMENDATION), nullable=False),
+            pa.field("expected_roi", pa.float64(), nullable=False),
+            pa.field("confidence_level", pa.string(), nullable=False),
+            pa.field("confidence_justification", pa.string(), nullable=False),
+            *_PROVENANCE_FIELDS,
+        ]
+    ),
+    as_of=True,
+)
+
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
     description="Ground truth of the synthetic source: each customer's generating archetype.",
@@ -471,6 +574,8 @@ TABLES: dict[str, TableSpec] = {
         SEGMENT_MIGRATION,
         ROBUSTNESS,
         VIABILITY,
+        ACTIONABILITY,
+        EXPLANATIONS,
         SYNTHETIC_TRUTH,
     )
 }

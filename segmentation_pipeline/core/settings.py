@@ -19,6 +19,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_START_DATE = "2025-01-01"
 SOURCES = ("synthetic", "files")
 LLM_PROVIDERS = ("mock", "openai")
+#: The environment variable holding the LLM API key. Its value is read by Dagster at run
+#: time (dg.EnvVar) and never stored in settings, logs or metadata.
+LLM_API_KEY_VARIABLE = "SEGMENTATION_LLM_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,10 @@ class Settings:
     data_dir: Path
     start_date: date
     source: str
-    #: Read and checked here for the LLM stages, which come later in the graph.
     llm_provider: str
+    #: Chat-completions endpoint and model of the openai provider; empty means the resource's default.
+    llm_base_url: str = ""
+    llm_model: str = ""
     #: Fields of the event source resource (incoming folder, column mappings, ...) from the
     #: JSON file named by SEGMENTATION_SOURCE_CONFIG; they apply to every run, scheduled ones too.
     source_config: dict[str, object] = field(default_factory=dict)
@@ -50,6 +55,8 @@ class Settings:
             start_date=start_date,
             source=source,
             llm_provider=llm_provider,
+            llm_base_url=(env.get("SEGMENTATION_LLM_BASE_URL") or "").strip(),
+            llm_model=(env.get("SEGMENTATION_LLM_MODEL") or "").strip(),
             source_config=_source_config(env.get("SEGMENTATION_SOURCE_CONFIG", "")),
         )
 

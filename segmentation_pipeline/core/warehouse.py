@@ -64,6 +64,11 @@ class Warehouse:
         return self.root / "segmentation.duckdb"
 
     @property
+    def llm_cache_dir(self) -> Path:
+        """Language-model answers, one file per request hash (core.llm.cache)."""
+        return self.root / "llm_cache"
+
+    @property
     def scratch_dir(self) -> Path:
         """Spill space for DuckDB; never read by anyone."""
         return self.root / "tmp"
@@ -107,6 +112,13 @@ class Warehouse:
         path = self.partition_path(spec, day)
         if not path.exists():
             return spec.empty()
+        return conform(pq.read_table(path), spec)
+
+    def read_required(self, spec: TableSpec, day: date) -> pa.Table:
+        """The stored partition a later stage builds on; its absence is an error that names it."""
+        path = self.partition_path(spec, day)
+        if not path.exists():
+            raise PipelineError(f"{spec.name} for {day.isoformat()} is not materialized ({path}); materialize it first")
         return conform(pq.read_table(path), spec)
 
     def read_unpartitioned(self, spec: TableSpec) -> pa.Table:

@@ -10,6 +10,8 @@ from datetime import date
 import dagster as dg
 
 from ..core import quality
+from ..core.llm.actionability import Rubric
+from ..core.schemas import ACTIONABILITY, EXPLANATIONS
 from ..core.warehouse import Warehouse
 
 RAW_EVENTS_CHECKS = [
@@ -141,3 +143,47 @@ def robustness_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckRes
 
 def viability_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
     return [_result("every_segment_decided", quality.every_segment_decided(warehouse, day))]
+
+
+def _answer_checks(asset: str, complete: tuple[str, str]) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(complete[0], asset=asset, description=complete[1]),
+        dg.AssetCheckSpec(
+            "numbers_match_statistics",
+            asset=asset,
+            description="Every number the answers quote is in the statistics of the stored snapshot; fails "
+            "for an answer that invents one, or when the snapshot changed after the answers were written.",
+        ),
+        dg.AssetCheckSpec(
+            "answered_by_configured_model",
+            asset=asset,
+            description="No answer was replaced by the mock's because the model's was invalid, unfaithful "
+            "or never came (warning; see fallback_reason).",
+        ),
+    ]
+
+
+ACTIONABILITY_CHECKS = _answer_checks(
+    "actionability",
+    ("every_segment_evaluated", "One evaluation per segment of the snapshot, every score within [0, 1]."),
+)
+EXPLANATIONS_CHECKS = _answer_checks(
+    "explanations",
+    ("every_segment_explained", "One explanation per segment, with a summary and a high/medium/low confidence."),
+)
+
+
+def actionability_results(warehouse: Warehouse, day: date, rubric: Rubric) -> list[dg.AssetCheckResult]:
+    return [
+        _result("every_segment_evaluated", quality.every_segment_evaluated(warehouse, day)),
+        _result("numbers_match_statistics", quality.numbers_match_statistics(warehouse, day, ACTIONABILITY, rubric)),
+        _result("answered_by_configured_model", quality.no_fallback_answers(warehouse, day, ACTIONABILITY), warn=True),
+    ]
+
+
+def explanations_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [
+        _result("every_segment_explained", quality.every_segment_explained(warehouse, day)),
+        _result("numbers_match_statistics", quality.numbers_match_statistics(warehouse, day, EXPLANATIONS)),
+        _result("answered_by_configured_model", quality.no_fallback_answers(warehouse, day, EXPLANATIONS), warn=True),
+    ]

@@ -4,7 +4,6 @@ Their defaults come from the environment (core.settings), read once; every
 field shows with its description in the Launchpad.
 """
 
-
 from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,9 +15,13 @@ from ..core import synthetic
 from ..core.errors import PipelineError
 from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
+from ..core.llm.cache import AnswerCache
+from ..core.llm.providers import LLMSettings
+from ..core.llm.runner import Answerer
 from ..core.schemas import DEFAULT_JUNK_IDS
-from ..core.settings import DEFAULT_START_DATE, SOURCES, Settings
+from ..core.settings import DEFAULT_START_DATE, LLM_API_KEY_VARIABLE, SOURCES, Settings
 from ..core.warehouse import Warehouse
+from .fields import field_of
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -51,7 +54,8 @@ class EventSourceResource(dg.ConfigurableResource):
         "Per-day layout: <incoming>/events/date=YYYY-MM-DD/*.csv|*.parquet (same for id_history).",
     )
     events_path: str = Field(
-        default="", description="A file or glob of events spanning many days, split by event date (instead of per-day folders)."
+        default="",
+        description="A file or glob of events spanning many days, split by event date (instead of per-day folders).",
     )
     id_history_path: str = Field(
         default="", description="A file or glob of ID merge records spanning many days, split by merged_at."
@@ -79,7 +83,9 @@ class EventSourceResource(dg.ConfigurableResource):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"assume_timezone {value!r} is not a time zone name like 'UTC' or 'Europe/Berlin'") from exc
+            raise ValueError(
+                f"assume_timezone {value!r} is not a time zone name like 'UTC' or 'Europe/Berlin'"
+            ) from exc
         return value
 
     @classmethod
@@ -125,3 +131,47 @@ class IdentityRulesResource(dg.ConfigurableResource):
         description="An ID merged with more distinct IDs than this is a hub (shared device, test account), "
         "not a person: merge resolution never merges it into a customer.",
     )
+
+
+class LLMResource(dg.ConfigurableResource):
+    """The language model that judges and explains segments: the deterministic mock or an
+    OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    provider: str = field_of(LLMSettings, "provider")
+    base_url: str = field_of(LLMSettings, "base_url")
+    model: str = field_of(LLMSettings, "model")
+    api_key: str = Field(
+        default="",
+        description=f"API key of the openai provider. Give it as an environment variable ({LLM_API_KEY_VARIABLE} "
+        "by default), never inline: it is not logged or put in metadata.",
+    )
+    timeout_seconds: float = field_of(LLMSettings, "timeout_seconds")
+    max_retries: int = field_of(LLMSettings, "max_retries")
+    backoff_seconds: float = field_of(LLMSettings, "backoff_seconds")
+    max_backoff_seconds: float = field_of(LLMSettings, "max_backoff_seconds")
+    max_concurrent_requests: int = field_of(LLMSettings, "max_concurrent_requests")
+    answer_attempts: int = field_of(LLMSettings, "answer_attempts")
+    temperature: float = field_of(LLMSettings, "temperature")
+    max_tokens: int = field_of(LLMSettings, "max_tokens")
+    structured_output: str = Field(
+        default="json_schema", description=LLMSettings.model_fields["structured_output"].description
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LLMResource":
+        """The resource as the environment configures it; the key is only looked up for the openai provider."""
+        fields: dict[str, object] = {"provider": settings.llm_provider}
+        if settings.llm_base_url:
+            fields["base_url"] = settings.llm_base_url
+        if settings.llm_model:
+            fields["model"] = settings.llm_model
+        if settings.llm_provider == "openai":
+            fields["api_key"] = dg.EnvVar(LLM_API_KEY_VARIABLE)
+        return cls(**fields)
+
+    def settings(self) -> LLMSettings:
+        return LLMSettings(**self.model_dump(include=set(LLMSettings.model_fields)))
+
+    def answerer(self, cache_dir: Path, read_cache: bool = True) -> Answerer:
+        """Answers for one run. Valid answers are always cached; read_cache=False asks again anyway."""
+        return Answerer(self.settings(), AnswerCache(cache_dir), read_cache=read_cache)

@@ -1,19 +1,16 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
-from copy import copy
 from datetime import date, timedelta
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
-from pydantic.fields import FieldInfo
+from pydantic import Field
 
 from ...core import clustering
 from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
 from ...core.clustering import ClusteringSettings, segment_customers
-from ...core.errors import PipelineError
 from ...core.features import DEFAULT_CLUSTER_FEATURES
 from ...core.robustness import RobustnessSettings
 from ...core.schemas import (
@@ -36,6 +33,7 @@ from ..checks import (
     robustness_results,
     viability_results,
 )
+from ..fields import field_of
 from ..metadata import column_schema, preview
 from ..partitions import daily_partitions, partition_day
 from ..resources import WarehouseResource
@@ -101,14 +99,6 @@ def _previous_day(store: Warehouse, spec: TableSpec, as_of: date) -> date | None
     return days[-1] if days else None
 
 
-def _stored(store: Warehouse, spec: TableSpec, as_of: date) -> pa.Table:
-    """The stored partition an as-of stage builds on; its absence is an error that names it."""
-    path = store.partition_path(spec, as_of)
-    if not path.exists():
-        raise PipelineError(f"{spec.name} for {as_of.isoformat()} is not materialized ({path}); materialize it first")
-    return store.read_partition(spec, as_of)
-
-
 def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
     """Every segment ID any earlier snapshot used: a new segment never takes a retired one's ID."""
     earlier = _days_before(store, SEGMENTS, as_of)
@@ -146,7 +136,7 @@ def clusters(
     previous_day = _previous_day(store, SEGMENTS, as_of)
     previous = store.read_partition(SEGMENTS, previous_day) if previous_day else None
     result = segment_customers(
-        _stored(store, PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
+        store.read_required(PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
     )
     written = store.write_partition(CLUSTERS, as_of, result.assignments)
     segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
@@ -202,7 +192,7 @@ def segment_migration(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     as_of = partition_day(context)
     previous_day = _previous_day(store, CLUSTERS, as_of)
     previous = store.read_partition(CLUSTERS, previous_day) if previous_day else None
-    moves = clustering.segment_migration(previous, _stored(store, CLUSTERS, as_of), previous_day)
+    moves = clustering.segment_migration(previous, store.read_required(CLUSTERS, as_of), previous_day)
     written = store.write_partition(SEGMENT_MIGRATION, as_of, moves)
     store.refresh_catalog(TABLES.values())
     frame = moves.to_pandas()
@@ -314,24 +304,19 @@ def robustness(
     )
 
 
-def _field_of(model: type[BaseModel], name: str) -> FieldInfo:
-    """The field as core.viability defines it (default, bounds, description): one definition."""
-    return copy(model.model_fields[name])
-
-
 _CRITERIA, _ECONOMICS = viability_rules.ValidationCriteria, viability_rules.CampaignEconomics
 
 
 class ViabilityConfig(dg.Config):
-    min_segment_size: int = _field_of(_CRITERIA, "min_segment_size")
-    max_segment_size_pct: float = _field_of(_CRITERIA, "max_segment_size_pct")
-    min_total_clv: float = _field_of(_CRITERIA, "min_total_clv")
-    min_feature_stability: float = _field_of(_CRITERIA, "min_feature_stability")
-    min_overall_robustness: float = _field_of(_CRITERIA, "min_overall_robustness")
-    min_expected_roi: float = _field_of(_CRITERIA, "min_expected_roi")
-    campaign_cost_per_customer: float = _field_of(_ECONOMICS, "campaign_cost_per_customer")
-    expected_uplift: float = _field_of(_ECONOMICS, "expected_uplift")
-    margin: float = _field_of(_ECONOMICS, "margin")
+    min_segment_size: int = field_of(_CRITERIA, "min_segment_size")
+    max_segment_size_pct: float = field_of(_CRITERIA, "max_segment_size_pct")
+    min_total_clv: float = field_of(_CRITERIA, "min_total_clv")
+    min_feature_stability: float = field_of(_CRITERIA, "min_feature_stability")
+    min_overall_robustness: float = field_of(_CRITERIA, "min_overall_robustness")
+    min_expected_roi: float = field_of(_CRITERIA, "min_expected_roi")
+    campaign_cost_per_customer: float = field_of(_ECONOMICS, "campaign_cost_per_customer")
+    expected_uplift: float = field_of(_ECONOMICS, "expected_uplift")
+    margin: float = field_of(_ECONOMICS, "margin")
 
     def criteria(self) -> viability_rules.ValidationCriteria:
         return viability_rules.ValidationCriteria(
@@ -362,8 +347,8 @@ def viability(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     decisions = viability_rules.assess_viability(
-        _stored(store, SEGMENTS, as_of).to_pandas(),
-        _stored(store, ROBUSTNESS, as_of).to_pandas(),
+        store.read_required(SEGMENTS, as_of).to_pandas(),
+        store.read_required(ROBUSTNESS, as_of).to_pandas(),
         config.criteria(),
         config.economics(),
     )

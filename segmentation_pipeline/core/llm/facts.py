@@ -1,0 +1,257 @@
+"""The statistics a prompt carries about one segment: aggregates only, rounded as they are quoted.
+
+Everything here comes from the stored segments, robustness and viability
+tables of one snapshot. No customer ID or event goes in: the facts are means,
+shares and totals over the segment and the population. The rounding is the
+precision answers may quote, and the faithfulness check reads its numbers
+from this same document.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import LLMIntegrationError
+
+#: Hours of each day part, as core.profiles counts them (UTC).
+DAY_PART_HOURS: dict[str, str] = {
+    "morning": "06:00-12:00",
+    "afternoon": "12:00-18:00",
+    "evening": "18:00-24:00",
+    "night": "00:00-06:00",
+}
+#: A label's share of the segment rounded to this many decimals (0.491 = 49.1%).
+SHARE_DECIMALS = 3
+#: Money to cents; ratios and scores to two decimals.
+MONEY_DECIMALS = 2
+RATIO_DECIMALS = 2
+#: Categories and channels listed per segment, by their share of its activity.
+TOP_LABELS = 4
+#: The rest bin of categories and channels; never a preference in itself.
+OTHER_LABEL = "other"
+
+
+class LabelShare(BaseModel):
+    """A category, channel or day part: its share of the segment's events and of everyone's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    share: float
+    population_share: float
+    #: share / population_share: 2.0 means twice as common in the segment as overall.
+    lift: float | None
+
+
+class DayPart(LabelShare):
+    hours: str
+
+
+class RobustnessFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overall: float
+    band: str
+    production_ready: bool
+    feature_drop: float | None
+    time_window: float | None
+    bootstrap: float | None
+
+
+class ViabilityFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approved: bool
+    expected_roi: float
+    campaign_cost: float
+    cost_per_customer: float
+    incremental_profit: float
+    strategic_tier: str
+    reasons: list[str]
+
+
+class SegmentFacts(BaseModel):
+    """One segment as the language model sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment_id: str
+    name: str
+    as_of: str
+    traits: list[str]
+    customers: int
+    share_of_customers: float
+    population_customers: int
+    segments_in_snapshot: int
+    mean_clv: float
+    population_mean_clv: float
+    #: mean_clv / population_mean_clv
+    clv_vs_population: float | None
+    total_clv: float
+    share_of_total_clv: float
+    mean_orders: float | None
+    mean_net_revenue: float | None
+    avg_order_value: float | None
+    mean_days_since_purchase: float | None
+    churn_risk: float | None
+    population_churn_risk: float | None
+    #: The segment's largest categories and channels; the *_in_population counts say how many there are.
+    categories: list[LabelShare]
+    categories_in_population: int
+    channels: list[LabelShare]
+    channels_in_population: int
+    weekend_share: float | None
+    population_weekend_share: float | None
+    day_parts: list[DayPart]
+    robustness: RobustnessFacts
+    viability: ViabilityFacts
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1)
+
+
+def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table, as_of: date) -> list[SegmentFacts]:
+    """The facts of every segment of a snapshot, in segment order."""
+    rows = segments.sort_by("segment_id").to_pylist()
+    if not rows:
+        return []
+    robust = _by_segment(robustness, "robustness", rows)
+    viable = _by_segment(viability, "viability", rows)
+    population = _Population(
+        segment_means=[dict(row["feature_means"]) for row in rows],
+        sizes=[row["size"] for row in rows],
+        total_clv=sum(row["total_clv"] for row in rows),
+        as_of=as_of.isoformat(),
+    )
+    return [
+        _segment_facts(row, means, population, robust[row["segment_id"]], viable[row["segment_id"]])
+        for row, means in zip(rows, population.segment_means)
+    ]
+
+
+class _Population:
+    """Population means of the segment features: the size-weighted mean of the segments' means."""
+
+    def __init__(self, segment_means: list[dict[str, float]], sizes: list[int], total_clv: float, as_of: str) -> None:
+        self.segment_means = segment_means
+        self.sizes = sizes
+        self.customers = sum(sizes)
+        self.total_clv = total_clv
+        self.as_of = as_of
+
+    @property
+    def mean_clv(self) -> float:
+        return self.total_clv / self.customers if self.customers else 0.0
+
+    def mean(self, column: str) -> float | None:
+        pairs = [(m[column], size) for m, size in zip(self.segment_means, self.sizes) if column in m]
+        weight = sum(size for _, size in pairs)
+        return sum(value * size for value, size in pairs) / weight if weight else None
+
+    def labels(self, feature: str) -> list[str]:
+        prefix = f"{feature}["
+        return sorted({key[len(prefix) : -1] for m in self.segment_means for key in m if key.startswith(prefix)})
+
+
+def _segment_facts(
+    row: dict, means: dict[str, float], population: _Population, robust: dict, viable: dict
+) -> SegmentFacts:
+    def value(column: str, decimals: int) -> float | None:
+        return round(means[column], decimals) if column in means else None
+
+    def population_value(column: str, decimals: int) -> float | None:
+        mean = population.mean(column)
+        return round(mean, decimals) if mean is not None else None
+
+    return SegmentFacts(
+        segment_id=row["segment_id"],
+        name=row["name"],
+        as_of=population.as_of,
+        traits=list(row["traits"]),
+        customers=row["size"],
+        share_of_customers=round(row["share"], SHARE_DECIMALS),
+        population_customers=population.customers,
+        segments_in_snapshot=len(population.sizes),
+        mean_clv=round(row["mean_clv"], MONEY_DECIMALS),
+        population_mean_clv=round(population.mean_clv, MONEY_DECIMALS),
+        clv_vs_population=_ratio(row["mean_clv"], population.mean_clv),
+        total_clv=round(row["total_clv"], MONEY_DECIMALS),
+        share_of_total_clv=round(row["total_clv"] / population.total_clv, SHARE_DECIMALS)
+        if population.total_clv
+        else 0.0,
+        mean_orders=value("frequency", RATIO_DECIMALS),
+        mean_net_revenue=value("monetary_total", MONEY_DECIMALS),
+        avg_order_value=value("avg_order_value", MONEY_DECIMALS),
+        mean_days_since_purchase=value("recency_days", 1),
+        churn_risk=value("churn_risk", RATIO_DECIMALS),
+        population_churn_risk=population_value("churn_risk", RATIO_DECIMALS),
+        categories=_label_shares("category_shares", means, population),
+        categories_in_population=len(population.labels("category_shares")),
+        channels=_label_shares("channel_shares", means, population),
+        channels_in_population=len(population.labels("channel_shares")),
+        weekend_share=value("weekend_share", SHARE_DECIMALS),
+        population_weekend_share=population_value("weekend_share", SHARE_DECIMALS),
+        day_parts=[
+            DayPart(hours=hours, **_label_share(part, means[f"{part}_share"], population.mean(f"{part}_share")))
+            for part, hours in DAY_PART_HOURS.items()
+            if f"{part}_share" in means
+        ],
+        robustness=RobustnessFacts(
+            overall=_round(robust["overall"], RATIO_DECIMALS),
+            band=robust["band"],
+            production_ready=robust["production_ready"],
+            feature_drop=_round(robust["feature_drop_stability"], RATIO_DECIMALS),
+            time_window=_round(robust["time_window_stability"], RATIO_DECIMALS),
+            bootstrap=_round(robust["bootstrap_stability"], RATIO_DECIMALS),
+        ),
+        viability=ViabilityFacts(
+            approved=viable["approved"],
+            expected_roi=round(viable["expected_roi"], RATIO_DECIMALS),
+            campaign_cost=round(viable["campaign_cost"], MONEY_DECIMALS),
+            cost_per_customer=round(viable["campaign_cost"] / row["size"], MONEY_DECIMALS) if row["size"] else 0.0,
+            incremental_profit=round(viable["incremental_profit"], MONEY_DECIMALS),
+            strategic_tier=viable["strategic_tier"],
+            reasons=list(viable["reasons"]),
+        ),
+    )
+
+
+def _label_shares(feature: str, means: dict[str, float], population: _Population) -> list[LabelShare]:
+    """The segment's largest labels of a share map, 'other' left out: it is no preference."""
+    shares = [
+        LabelShare(**_label_share(label, means[key], population.mean(key)))
+        for label in population.labels(feature)
+        if label != OTHER_LABEL and (key := f"{feature}[{label}]") in means
+    ]
+    shares.sort(key=lambda item: (-item.share, item.label))
+    return shares[:TOP_LABELS]
+
+
+def _label_share(label: str, share: float, population_share: float | None) -> dict:
+    return {
+        "label": label,
+        "share": round(share, SHARE_DECIMALS),
+        "population_share": round(population_share or 0.0, SHARE_DECIMALS),
+        "lift": _ratio(share, population_share or 0.0),
+    }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, RATIO_DECIMALS) if denominator > 0 else None
+
+
+def _round(value: float | None, decimals: int) -> float | None:
+    if value is None or value != value:  # NaN: the test could not be run
+        return None
+    return round(value, decimals)
+
+
+def _by_segment(table: pa.Table, name: str, segments: list[dict]) -> dict[str, dict]:
+    rows = {row["segment_id"]: row for row in table.to_pylist()}
+    missing = sorted({row["segment_id"] for row in segments} - set(rows))
+    if missing:
+        raise LLMIntegrationError(f"{name} has no row for segment(s) {missing}; materialize {name} for this day first")
+    return rows

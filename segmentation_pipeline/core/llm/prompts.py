@@ -1,0 +1,106 @@
+"""The prompts, in one place, with their version.
+
+Change PROMPT_VERSION with any change to the wording below or to the answer
+models: the version is part of every cache key, so old answers are not
+served for new prompts.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+
+from ..schemas import ActionabilityAnswer, ExplanationAnswer
+from .actionability import Rubric
+from .facts import SegmentFacts
+
+PROMPT_VERSION = "2026-11-27.1"
+
+#: The statistics travel between these markers, as one JSON document.
+STATISTICS_OPEN = "<statistics>"
+STATISTICS_CLOSE = "</statistics>"
+
+SYSTEM = """You are a senior marketing analyst. You judge customer segments for campaign targeting and \
+explain them to a marketing team in plain business language.
+
+You see aggregate statistics of one segment and of the whole customer population, never individual \
+customers. Shares are fractions of the segment's events (0.25 = 25%), lift is the segment's share \
+divided by the population's, CLV is expected revenue per customer, times are UTC.
+
+Rules for every answer:
+- Quote only numbers that appear in the statistics, as given or a share written as a percentage \
+(0.491 -> 49.1%). Do not compute new numbers, sums or differences.
+- Do not invent customers, products, prices or dates.
+- Answer with one JSON object that matches the JSON schema you are given, and nothing else."""
+
+ACTIONABILITY_TASK = """Judge whether this segment is actionable: can a campaign say WHAT to offer, WHEN to \
+send it, HOW to reach the customers and WHO they are worth?
+
+Score each dimension from 0 (nothing to act on) to 1 (perfectly clear), with the evidence from the \
+statistics behind the score:
+- WHAT: product preferences. A category with a large share of the segment's activity and a high lift.
+- WHEN: timing. Activity concentrated in a day part or on weekends or weekdays, against the population.
+- HOW: channels. A channel with a large share of the segment's events and a high lift.
+- WHO: customer value. Mean CLV against the population's (clv_vs_population), churn risk.
+
+Rubric for the verdict: {rubric}
+Give the reason for the verdict in one or two sentences."""
+
+EXPLANATION_TASK = """Explain this segment to the marketing team.
+
+- executive_summary: who these customers are, how many, what they are worth, and whether to target them.
+- recommendations: campaigns to run (channel, timing, offer, audience size, rationale). Recommend \
+campaigns only if viability.approved and actionability.actionable are both true; otherwise leave \
+the list empty and say why in the summary.
+- expected_roi: the viability statistics' expected_roi.
+- confidence_level: high, medium or low, from robustness (overall, band, production_ready) and size; \
+confidence_justification quotes the numbers behind it."""
+
+RETRY = """Your answer was rejected:
+{problems}
+Answer again with one JSON object that matches the JSON schema, quoting only numbers from the statistics."""
+
+
+def actionability_statistics(facts: SegmentFacts, rubric: Rubric) -> dict:
+    return {"segment": facts.model_dump(), "rubric": rubric.model_dump()}
+
+
+def explanation_statistics(facts: SegmentFacts, actionability: ActionabilityAnswer) -> dict:
+    return {"segment": facts.model_dump(), "actionability": actionability.model_dump()}
+
+
+def messages(task: str, statistics: dict, answer_model: type[BaseModel]) -> list[dict[str, str]]:
+    """The chat messages of one request: the rules, then the task, the statistics and the answer schema."""
+    user = "\n\n".join(
+        [
+            task,
+            f"{STATISTICS_OPEN}\n{json.dumps(statistics, indent=1)}\n{STATISTICS_CLOSE}",
+            "JSON schema of the answer:\n" + json.dumps(answer_model.model_json_schema(), sort_keys=True),
+        ]
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def actionability_messages(facts: SegmentFacts, rubric: Rubric) -> list[dict[str, str]]:
+    return messages(
+        ACTIONABILITY_TASK.format(rubric=rubric.describe()),
+        actionability_statistics(facts, rubric),
+        ActionabilityAnswer,
+    )
+
+
+def explanation_messages(facts: SegmentFacts, actionability: ActionabilityAnswer) -> list[dict[str, str]]:
+    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability), ExplanationAnswer)
+
+
+def retry_messages(answer_text: str, problems: list[str]) -> list[dict[str, str]]:
+    """What follows a rejected answer: the answer itself, then what was wrong with it."""
+    listed = "\n".join(f"- {problem}" for problem in problems)
+    return [{"role": "assistant", "content": answer_text}, {"role": "user", "content": RETRY.format(problems=listed)}]
+
+
+def statistics_of(user_message: str) -> dict:
+    """The statistics document inside a user message (what a provider was given)."""
+    start = user_message.index(STATISTICS_OPEN) + len(STATISTICS_OPEN)
+    return json.loads(user_message[start : user_message.index(STATISTICS_CLOSE)])

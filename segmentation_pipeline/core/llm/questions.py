@@ -1,0 +1,143 @@
+"""The two questions asked about every segment, each with its check and its fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from ..errors import PipelineError
+from ..schemas import ACTIONABILITY, EXPLANATIONS, ActionabilityAnswer, ExplanationAnswer
+from .actionability import DIMENSIONS, Rubric, mock_actionability, verdict_problems
+from .explainer import mock_explanation
+from .facts import SegmentFacts
+from .faithfulness import Statistics, unfaithful
+from .prompts import (
+    actionability_messages,
+    actionability_statistics,
+    explanation_messages,
+    explanation_statistics,
+)
+from .runner import Answered, Answerer, Question
+
+#: Numeric fields that are the answer's own judgement, not quotes of the statistics.
+JUDGED_FIELDS = tuple(f"{dimension}_score" for dimension in DIMENSIONS)
+#: Difference from the statistics' expected ROI still read as the same number.
+ROI_TOLERANCE = 0.005
+
+
+def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
+    statistics = Statistics([actionability_statistics(facts, rubric)])
+
+    def check(answer: ActionabilityAnswer) -> list[str]:
+        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric)
+
+    return Question(
+        kind="actionability",
+        segment_id=facts.segment_id,
+        messages=actionability_messages(facts, rubric),
+        answer_model=ActionabilityAnswer,
+        check=check,
+        fallback=lambda: mock_actionability(facts, rubric),
+    )
+
+
+def explanation_question(facts: SegmentFacts, actionability: ActionabilityAnswer) -> Question:
+    statistics = Statistics([explanation_statistics(facts, actionability)])
+
+    def check(answer: ExplanationAnswer) -> list[str]:
+        return unfaithful(answer, statistics) + explanation_problems(answer, facts, actionability)
+
+    return Question(
+        kind="explanation",
+        segment_id=facts.segment_id,
+        messages=explanation_messages(facts, actionability),
+        answer_model=ExplanationAnswer,
+        check=check,
+        fallback=lambda: mock_explanation(facts, actionability),
+    )
+
+
+def explanation_problems(
+    answer: ExplanationAnswer, facts: SegmentFacts, actionability: ActionabilityAnswer
+) -> list[str]:
+    """What an explanation must agree with beyond quoting real numbers."""
+    problems = []
+    if abs(answer.expected_roi - facts.viability.expected_roi) > ROI_TOLERANCE:
+        problems.append(
+            f"expected_roi {answer.expected_roi} is not the viability's expected ROI {facts.viability.expected_roi}"
+        )
+    targeted = facts.viability.approved and actionability.actionable
+    if answer.recommendations and not targeted:
+        problems.append(
+            "recommends campaigns for a segment that is "
+            + ("not approved by viability" if not facts.viability.approved else "not actionable")
+        )
+    for index, recommendation in enumerate(answer.recommendations):
+        if recommendation.audience_size > facts.customers:
+            problems.append(
+                f"recommendations[{index}].audience_size {recommendation.audience_size} exceeds the segment's "
+                f"{facts.customers} customers"
+            )
+    return problems
+
+
+def evaluate_actionability(facts: Sequence[SegmentFacts], rubric: Rubric, answerer: Answerer) -> list[Answered]:
+    return answerer.answer_all([actionability_question(item, rubric) for item in facts])
+
+
+def explain_segments(
+    facts: Sequence[SegmentFacts], evaluations: dict[str, ActionabilityAnswer], answerer: Answerer
+) -> list[Answered]:
+    missing = [item.segment_id for item in facts if item.segment_id not in evaluations]
+    if missing:
+        raise PipelineError(
+            f"actionability has no evaluation of segment(s) {missing}: it was materialized before the segments "
+            "changed; materialize actionability for this day again"
+        )
+    return answerer.answer_all([explanation_question(item, evaluations[item.segment_id]) for item in facts])
+
+
+def answers_table(answered: Sequence[Answered], kind: str) -> pa.Table:
+    spec = ACTIONABILITY if kind == "actionability" else EXPLANATIONS
+    return pa.Table.from_pylist([item.row() for item in answered], schema=spec.schema)
+
+
+def stored_answers(table: pa.Table, answer_model: type[BaseModel]) -> dict[str, BaseModel]:
+    """The answers of a stored actionability or explanations table, by segment."""
+    fields = set(answer_model.model_fields)
+    return {row["segment_id"]: answer_model(**{name: row[name] for name in fields}) for row in table.to_pylist()}
+
+
+def stored_evaluations(table: pa.Table) -> dict[str, ActionabilityAnswer]:
+    return stored_answers(table, ActionabilityAnswer)
+
+
+def answers_faithful(
+    facts: Sequence[SegmentFacts], answers: pa.Table, kind: str, rubric: Rubric, evaluations: pa.Table
+) -> list[str]:
+    """Every quoted number of stored answers that the snapshot's statistics do not hold, as '<segment>: ...'.
+
+    Explanations are checked against the stored actionability answers they were given.
+    """
+    if kind == "actionability":
+        stored = stored_answers(answers, ActionabilityAnswer)
+        statistics = {item.segment_id: Statistics([actionability_statistics(item, rubric)]) for item in facts}
+        judged = JUDGED_FIELDS
+    else:
+        stored = stored_answers(answers, ExplanationAnswer)
+        given = stored_evaluations(evaluations)
+        statistics = {
+            item.segment_id: Statistics([explanation_statistics(item, given[item.segment_id])])
+            for item in facts
+            if item.segment_id in given
+        }
+        judged = ()
+    problems = []
+    for segment_id, answer in stored.items():
+        if segment_id not in statistics:
+            problems.append(f"{segment_id}: no statistics for this segment in the snapshot")
+            continue
+        problems += [f"{segment_id}: {problem}" for problem in unfaithful(answer, statistics[segment_id], judged)]
+    return problems

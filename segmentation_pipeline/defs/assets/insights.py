@@ -1,0 +1,147 @@
+"""actionability and explanations: the language model's judgement and story of each segment."""
+
+from collections import Counter
+from datetime import date
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+
+from ...core.llm.actionability import Rubric
+from ...core.llm.facts import SegmentFacts, snapshot_facts
+from ...core.llm.prompts import PROMPT_VERSION
+from ...core.llm.questions import answers_table, evaluate_actionability, explain_segments, stored_evaluations
+from ...core.llm.runner import Answered, Answerer
+from ...core.schemas import ACTIONABILITY, EXPLANATIONS, ROBUSTNESS, SEGMENTS, TABLES, VIABILITY, TableSpec
+from ...core.warehouse import Warehouse
+from ..checks import ACTIONABILITY_CHECKS, EXPLANATIONS_CHECKS, actionability_results, explanations_results
+from ..fields import field_of
+from ..metadata import column_schema, counts_table, preview
+from ..partitions import daily_partitions, partition_day
+from ..resources import LLMResource, WarehouseResource
+from .segmentation import clusters, robustness, viability
+
+_READ_CACHE = Field(
+    default=True,
+    description="Serve answers cached by earlier runs (no request). Off asks the provider again and "
+    "replaces the cached answers.",
+)
+
+
+class ActionabilityConfig(dg.Config):
+    strong_score: float = field_of(Rubric, "strong_score")
+    min_strong_dimensions: int = field_of(Rubric, "min_strong_dimensions")
+    read_cache: bool = _READ_CACHE
+
+    def rubric(self) -> Rubric:
+        return Rubric(strong_score=self.strong_score, min_strong_dimensions=self.min_strong_dimensions)
+
+
+class ExplanationsConfig(dg.Config):
+    read_cache: bool = _READ_CACHE
+
+
+def _snapshot_facts(store: Warehouse, as_of: date) -> list[SegmentFacts]:
+    return snapshot_facts(
+        store.read_required(SEGMENTS, as_of),
+        store.read_required(ROBUSTNESS, as_of),
+        store.read_required(VIABILITY, as_of),
+        as_of,
+    )
+
+
+def _write_answers(
+    context: dg.AssetExecutionContext, store: Warehouse, spec: TableSpec, answered: list[Answered], answerer: Answerer
+) -> tuple[pa.Table, dict]:
+    """Store the answers; the metadata says who answered and what it cost. The API key never appears."""
+    table = answers_table(answered, spec.name)
+    written = store.write_partition(spec, partition_day(context), table)
+    store.refresh_catalog(TABLES.values())
+    fallbacks = [
+        (item.segment_id, item.provenance.fallback_reason) for item in answered if item.provenance.fallback_reason
+    ]
+    for segment_id, reason in fallbacks:
+        context.log.warning(f"{spec.name} of {segment_id}: the mock's answer stands in ({reason})")
+    settings = answerer.settings
+    metadata = {
+        "dagster/row_count": table.num_rows,
+        "provider": settings.provider,
+        "model": settings.answering_model,
+        "prompt_version": PROMPT_VERSION,
+        "answer_sources": counts_table(dict(Counter(item.provenance.source for item in answered)), "source", "answers"),
+        **answerer.usage.as_metadata(),
+        "path": dg.MetadataValue.path(str(written.path)),
+    }
+    if settings.provider != "mock":
+        metadata["base_url"] = settings.base_url or "the openai client's default"
+    if fallbacks:
+        metadata["fallback_reasons"] = dg.MetadataValue.md(
+            "\n".join(f"- {segment_id}: {reason}" for segment_id, reason in fallbacks)
+        )
+    return table, metadata
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[viability, robustness, clusters],
+    group_name="insights",
+    kinds={"parquet", "openai"},
+    check_specs=ACTIONABILITY_CHECKS,
+    metadata={"dagster/column_schema": column_schema(ACTIONABILITY)},
+)
+def actionability(
+    context: dg.AssetExecutionContext, config: ActionabilityConfig, warehouse: WarehouseResource, llm: LLMResource
+) -> dg.MaterializeResult:
+    """Whether a campaign can be aimed at each segment: WHAT/WHEN/HOW/WHO scores with evidence and a verdict.
+
+    One row per segment. The language model sees aggregate statistics only;
+    `source` says whether the answer came from it, the mock, or the mock standing in.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
+    answered = evaluate_actionability(_snapshot_facts(store, as_of), config.rubric(), answerer)
+    table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer)
+    actionable = sum(1 for item in answered if item.answer.actionable)
+    metadata |= {
+        "actionable_segments": actionable,
+        "not_actionable_segments": len(answered) - actionable,
+        "scores": preview(
+            table.select(["segment_id", "what_score", "when_score", "how_score", "who_score", "actionable", "source"]),
+            50,
+        ),
+    }
+    return dg.MaterializeResult(metadata=metadata, check_results=actionability_results(store, as_of, config.rubric()))
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[actionability, viability, robustness, clusters],
+    group_name="insights",
+    kinds={"parquet", "openai"},
+    check_specs=EXPLANATIONS_CHECKS,
+    metadata={"dagster/column_schema": column_schema(EXPLANATIONS)},
+)
+def explanations(
+    context: dg.AssetExecutionContext, config: ExplanationsConfig, warehouse: WarehouseResource, llm: LLMResource
+) -> dg.MaterializeResult:
+    """Each segment in business language: summary, campaign recommendations, expected ROI and confidence.
+
+    One row per segment, drawing on its statistics, robustness, viability and actionability.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    evaluations = stored_evaluations(store.read_required(ACTIONABILITY, as_of))
+    answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
+    answered = explain_segments(_snapshot_facts(store, as_of), evaluations, answerer)
+    table, metadata = _write_answers(context, store, EXPLANATIONS, answered, answerer)
+    metadata |= {
+        "segments_with_campaigns": sum(1 for item in answered if item.answer.recommendations),
+        "summaries": dg.MetadataValue.md(
+            "\n\n".join(
+                f"**{item.segment_id}** ({item.answer.confidence_level} confidence): {item.answer.executive_summary}"
+                for item in answered
+            )
+        ),
+    }
+    return dg.MaterializeResult(metadata=metadata, check_results=explanations_results(store, as_of))
