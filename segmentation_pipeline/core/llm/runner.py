@@ -59,7 +59,7 @@ class Usage:
     completion_tokens: int = 0
     #: Requests repeated after a timeout, 429 or 5xx.
     retries: int = 0
-    #: Answers sent back because they were invalid or unfaithful.
+    #: Answers rejected as invalid JSON, off the schema, unfaithful or against the rubric.
     rejected_answers: int = 0
     fallbacks: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -129,8 +129,8 @@ class Answerer:
                 if self.cache is not None:
                     self.cache.put(question.kind, key, answer.model_dump(mode="json"), self.settings.model)
                 return self._answered(question, answer, "llm")
+            self.usage.add(rejected_answers=1)
             if attempt + 1 < self.settings.answer_attempts:
-                self.usage.add(rejected_answers=1)
                 messages = messages + retry_messages(completion.content, problems)
         shown = "; ".join(problems[:REASON_PROBLEMS]) + (
             f" (and {len(problems) - REASON_PROBLEMS} more)" if len(problems) > REASON_PROBLEMS else ""

@@ -1,0 +1,185 @@
+"""A chat-completions server on 127.0.0.1 that stands in for an OpenAI-compatible LLM provider.
+
+It speaks the API's wire format over real HTTP. By default it answers like a
+careful model would: it reads the statistics from the prompt and answers with
+the mock's judgement, reworded so the answer is recognisably its own. A test
+scripts misbehaviour per request: invalid JSON, a schema error, an invented
+number, a slow answer, 429 and 500 answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from segmentation_pipeline.core.llm.actionability import Rubric, mock_actionability
+from segmentation_pipeline.core.llm.explainer import mock_explanation
+from segmentation_pipeline.core.llm.facts import SegmentFacts
+from segmentation_pipeline.core.llm.prompts import statistics_of
+from segmentation_pipeline.core.schemas import ActionabilityAnswer
+
+#: What the server does with a request.
+VALID = "valid"
+FENCED = "fenced"  # a valid answer inside a Markdown code fence, as local models often write
+INVALID_JSON = "invalid_json"
+SCHEMA_ERROR = "schema_error"
+INVENTED_NUMBER = "invented_number"
+SLOW = "slow"  # answers after `slow_seconds`, longer than the client's timeout
+RATE_LIMITED = "429"
+SERVER_ERROR = "500"
+
+INVENTED = "12,345"
+#: Marks the server's own wording, so a test can tell its answers from the mock's.
+MODEL_VOICE = "In the model's view: "
+
+
+def model_answer(user_message: str) -> dict:
+    """What a faithful model answers: the mock's judgement in its own words."""
+    statistics = statistics_of(user_message)
+    facts = SegmentFacts.model_validate(statistics["segment"])
+    if "rubric" in statistics:
+        answer = mock_actionability(facts, Rubric(**statistics["rubric"])).model_dump()
+        answer["reason"] = MODEL_VOICE + answer["reason"]
+    else:
+        evaluation = ActionabilityAnswer.model_validate(statistics["actionability"])
+        answer = mock_explanation(facts, evaluation).model_dump()
+        answer["executive_summary"] = MODEL_VOICE + answer["executive_summary"]
+    return answer
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: dict
+
+    @property
+    def user_message(self) -> str:
+        return next(message["content"] for message in self.body["messages"] if message["role"] == "user")
+
+
+@dataclass
+class ChatServer:
+    """The server's script and what it saw. `script` is consumed one behaviour per request."""
+
+    script: deque[str] = field(default_factory=deque)
+    #: When the script is empty: VALID, or a behaviour repeated for ever (a server that always fails).
+    otherwise: str = VALID
+    slow_seconds: float = 1.5
+    requests: list[Request] = field(default_factory=list)
+    port: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def queue(self, behaviours: Iterable[str]) -> None:
+        with self._lock:
+            self.script.extend(behaviours)
+
+    def next_behaviour(self, request: Request) -> str:
+        with self._lock:
+            self.requests.append(request)
+            return self.script.popleft() if self.script else self.otherwise
+
+    def reset(self, otherwise: str = VALID) -> None:
+        with self._lock:
+            self.script.clear()
+            self.requests.clear()
+            self.otherwise = otherwise
+
+
+def _handler(server_state: ChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet test output
+            return
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(self.rfile.read(length)))
+            if not self.path.endswith("/chat/completions"):
+                self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+                return
+            behaviour = server_state.next_behaviour(request)
+            if behaviour == RATE_LIMITED:
+                self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"retry-after": "0"})
+                return
+            if behaviour == SERVER_ERROR:
+                self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+                return
+            if behaviour == SLOW:
+                time.sleep(server_state.slow_seconds)
+            self._send(200, _completion(request, _content(behaviour, request)))
+
+        def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
+
+    return Handler
+
+
+def _content(behaviour: str, request: Request) -> str:
+    if behaviour == INVALID_JSON:
+        return '{"what_score": 0.7, "executive_summary": "unterminated'
+    answer = model_answer(request.user_message)
+    if behaviour == SCHEMA_ERROR:
+        answer.pop(next(iter(answer)))
+        return json.dumps(answer)
+    if behaviour == INVENTED_NUMBER:
+        key = "reason" if "reason" in answer else "executive_summary"
+        answer[key] += f" About {INVENTED} customers respond to campaigns like this."
+    text = json.dumps(answer)
+    return f"```json\n{text}\n```" if behaviour == FENCED else text
+
+
+def _completion(request: Request, content: str) -> dict:
+    prompt_tokens = sum(len(message["content"]) for message in request.body["messages"]) // 4
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.body.get("model", ""),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(content) // 4,
+            "total_tokens": prompt_tokens + len(content) // 4,
+        },
+    }
+
+
+class running_server:
+    """Context manager: a ChatServer listening on 127.0.0.1 in a background thread, stopped on exit."""
+
+    def __init__(self, state: ChatServer | None = None) -> None:
+        self.state = state or ChatServer()
+
+    def __enter__(self) -> ChatServer:
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self._http.daemon_threads = True
+        self.state.port = self._http.server_address[1]
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=5)
