@@ -72,6 +72,9 @@ class ChatServer:
     otherwise: str = VALID
     slow_seconds: float = 1.5
     requests: list[Request] = field(default_factory=list)
+    #: Requests being answered right now, and the most there ever were at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,11 +91,21 @@ class ChatServer:
             self.requests.append(request)
             return self.script.popleft() if self.script else self.otherwise
 
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
     def reset(self, otherwise: str = VALID) -> None:
         with self._lock:
             self.script.clear()
             self.requests.clear()
             self.otherwise = otherwise
+            self.max_in_flight = 0
 
 
 def _handler(server_state: ChatServer) -> type[BaseHTTPRequestHandler]:
@@ -104,11 +117,20 @@ def _handler(server_state: ChatServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
-            request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(self.rfile.read(length)))
-            if not self.path.endswith("/chat/completions"):
+            request = Request(
+                self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(self.rfile.read(length))
+            )
+            if self.path != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                 return
             behaviour = server_state.next_behaviour(request)
+            server_state.enter()
+            try:
+                self._answer(behaviour, request)
+            finally:
+                server_state.leave()
+
+        def _answer(self, behaviour: str, request: Request) -> None:
             if behaviour == RATE_LIMITED:
                 self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"retry-after": "0"})
                 return
@@ -175,7 +197,7 @@ class running_server:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
         self._http.daemon_threads = True
         self.state.port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self.state
 

@@ -61,6 +61,12 @@ def test_asset_checks_are_declared() -> None:
         ("clusters", "every_profile_in_one_segment"),
         ("robustness", "scores_in_unit_interval"),
         ("viability", "every_segment_decided"),
+        ("actionability", "every_segment_evaluated"),
+        ("actionability", "numbers_match_statistics"),
+        ("actionability", "answered_by_configured_model"),
+        ("explanations", "every_segment_explained"),
+        ("explanations", "numbers_match_statistics"),
+        ("explanations", "answered_by_configured_model"),
     }
 
 
@@ -78,6 +84,33 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     assert parents("segment_migration") == {"clusters"}
     assert parents("robustness") == {"clusters", "profiles"}
     assert parents("viability") == {"robustness", "clusters"}
+    assert parents("actionability") == {"viability", "robustness", "clusters"}
+    assert parents("explanations") == {"actionability", "viability", "robustness", "clusters"}
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
-    for key in ("profiles", "clusters", "segment_migration", "robustness", "viability"):
+    for key in ("profiles", "clusters", "segment_migration", "robustness", "viability", "actionability", "explanations"):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily
+
+
+def test_the_llm_resource_defaults_to_the_mock_and_reads_the_key_from_the_environment() -> None:
+    from segmentation_pipeline.core.settings import LLM_API_KEY_VARIABLE, Settings
+    from segmentation_pipeline.defs.resources import LLMResource
+
+    default = defs.resources["llm"]
+    assert default.provider == "mock"
+    assert default.api_key == ""
+    configured = LLMResource.from_settings(
+        Settings.from_env(
+            {
+                "SEGMENTATION_LLM_PROVIDER": "openai",
+                "SEGMENTATION_LLM_BASE_URL": "http://127.0.0.1:8000/v1",
+                "SEGMENTATION_LLM_MODEL": "llama3.1:8b",
+            }
+        )
+    )
+    assert (configured.provider, configured.base_url, configured.model) == (
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        "llama3.1:8b",
+    )
+    # The key stays a reference to the variable until a run resolves it.
+    assert configured.api_key == dg.EnvVar(LLM_API_KEY_VARIABLE)
