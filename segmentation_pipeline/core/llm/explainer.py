@@ -17,8 +17,10 @@ SECONDARY_CHANNEL_SHARE = 0.2
 
 
 def confidence_level(facts: SegmentFacts) -> str:
-    """High: production-ready and highly stable. Medium: at least not doubtful. Low: otherwise."""
+    """High: production-ready and highly stable. Medium: at least not doubtful. Low: otherwise or unmeasured."""
     robustness = facts.robustness
+    if robustness.overall is None:
+        return "low"
     if robustness.production_ready and robustness.overall >= HIGH_CONFIDENCE_ROBUSTNESS:
         return "high"
     if robustness.overall >= MEDIUM_CONFIDENCE_ROBUSTNESS:
@@ -156,6 +158,8 @@ def _justification(facts: SegmentFacts) -> str:
         )
         if score is not None
     ]
+    if robustness.overall is None:
+        return f"No robustness test could be run on the segment; {facts.customers:,} customers."
     ready = "production-ready" if robustness.production_ready else "not production-ready"
     return (
         f"Robustness {robustness.overall:.2f} ({robustness.band.replace('_', ' ')}, {ready}): "

@@ -53,7 +53,8 @@ class DayPart(LabelShare):
 class RobustnessFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    overall: float
+    #: None when no test could be run on the segment (band "unmeasured").
+    overall: float | None
     band: str
     production_ready: bool
     feature_drop: float | None

@@ -73,17 +73,18 @@ def dates_in(text: str) -> list[str]:
     return _DATE.findall(text)
 
 
-def hours_in(text: str) -> list[int]:
-    return [int(hour) for hour, _ in _TIME.findall(_DATE.sub(" ", text))]
+def times_in(text: str) -> list[str]:
+    """Clock times as HH:MM ("9:30" reads "09:30")."""
+    return [f"{int(hour):02d}:{minute}" for hour, minute in _TIME.findall(_DATE.sub(" ", text))]
 
 
 class Statistics:
-    """The numbers, dates and clock hours an answer may quote."""
+    """The numbers, dates and clock times an answer may quote."""
 
-    def __init__(self, documents: Iterable[object], dates: Iterable[str] = (), hours: Iterable[int] = ()) -> None:
+    def __init__(self, documents: Iterable[object], dates: Iterable[str] = (), times: Iterable[str] = ()) -> None:
         values: set[float] = set()
         self.dates = set(dates)
-        self.hours = set(hours)
+        self.times = set(times)
         for document in documents:
             for leaf in _leaves(document):
                 if isinstance(leaf, bool):
@@ -93,7 +94,7 @@ class Statistics:
                         values.add(float(leaf))
                 elif isinstance(leaf, str):
                     self.dates.update(dates_in(leaf))
-                    self.hours.update(hours_in(leaf))
+                    self.times.update(times_in(leaf))
                     for quote in quotes(leaf):
                         values.update(value for value, _ in quote.readings())
         self.values = sorted(values)
@@ -115,9 +116,9 @@ class Statistics:
         for day in dates_in(text):
             if day not in self.dates:
                 found.append(f"{where}: date {day} is not in the statistics")
-        for hour in hours_in(text):
-            if hour not in self.hours:
-                found.append(f"{where}: time {hour:02d}:00 is not a day-part boundary of the statistics")
+        for time in times_in(text):
+            if time not in self.times:
+                found.append(f"{where}: time {time} is not a day-part boundary of the statistics")
         for quote in quotes(text):
             if not self.supports(quote):
                 found.append(f"{where}: {quote.text!r} is not in the statistics")

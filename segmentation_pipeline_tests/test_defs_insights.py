@@ -1,0 +1,321 @@
+"""actionability and explanations materialized by Dagster, with the mock and with a real HTTP provider."""
+
+import json
+import re
+import shutil
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from segmentation_pipeline.core import synthetic
+from segmentation_pipeline.core.ingestion import ingest
+from segmentation_pipeline.core.llm.actionability import DIMENSIONS, Rubric
+from segmentation_pipeline.core.llm.prompts import PROMPT_VERSION
+from segmentation_pipeline.core.schemas import (
+    ACTIONABILITY,
+    CLUSTERS,
+    EXPLANATIONS,
+    SEGMENTS,
+    VIABILITY,
+    ActionabilityEvaluation,
+    SegmentExplanation,
+)
+from segmentation_pipeline.core.settings import LLM_API_KEY_VARIABLE
+from segmentation_pipeline.core.sources import EVENTS, MERGES
+from segmentation_pipeline.core.warehouse import Warehouse, days_between
+from segmentation_pipeline.defs.assets.identity import merge_map
+from segmentation_pipeline.defs.assets.insights import actionability, explanations
+from segmentation_pipeline.defs.assets.profiles import profiles
+from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, viability
+from segmentation_pipeline.defs.resources import (
+    EventSourceResource,
+    IdentityRulesResource,
+    LLMResource,
+    WarehouseResource,
+)
+
+from .llm_server import MODEL_VOICE, SERVER_ERROR, ChatServer, running_server
+
+DAY = date(2025, 12, 31)
+SOURCE = synthetic.SyntheticSettings(n_customers=2000)
+INSIGHTS = [actionability, explanations]
+API_KEY = "sk-insights-test-4f9e2a"
+
+
+def resources(data_dir: Path, llm: LLMResource | None = None) -> dict[str, object]:
+    return {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(n_customers=SOURCE.n_customers),
+        "llm": llm or LLMResource(),
+    }
+
+
+def provider(server: ChatServer, **fields: object) -> LLMResource:
+    return LLMResource(
+        provider="openai",
+        base_url=server.base_url,
+        model="test-model",
+        api_key=dg.EnvVar(LLM_API_KEY_VARIABLE),
+        backoff_seconds=0.01,
+        **fields,
+    )
+
+
+def run(instance: dg.DagsterInstance, data_dir: Path, assets=None, llm=None, run_config=None, raise_on_error=True):
+    return dg.materialize(
+        assets or INSIGHTS,
+        instance=instance,
+        resources=resources(data_dir, llm),
+        partition_key=DAY.isoformat(),
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory):
+    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("dagster_home"))) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory, instance: dg.DagsterInstance) -> Path:
+    """Seven months of synthetic history and one snapshot through viability (no LLM stage yet)."""
+    data_dir = tmp_path_factory.mktemp("snapshot") / "data"
+    warehouse = Warehouse(data_dir)
+    days = days_between(date(2025, 6, 1), DAY)
+    ingest(warehouse, EVENTS, days, SOURCE, ())
+    ingest(warehouse, MERGES, days, SOURCE, ())
+    result = run(
+        instance,
+        data_dir,
+        assets=[merge_map, profiles, clusters, robustness, viability],
+        run_config=dg.RunConfig({"robustness": {"config": {"n_bootstrap": 5}}}),
+    )
+    assert result.success
+    return data_dir
+
+
+@pytest.fixture
+def data_dir(snapshot: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(snapshot, copy)
+    return copy
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(LLM_API_KEY_VARIABLE, API_KEY)
+    with running_server(ChatServer()) as state:
+        yield state
+
+
+def read(data_dir: Path, spec) -> list[dict]:
+    return Warehouse(data_dir).read_partition(spec, DAY).to_pylist()
+
+
+def test_the_mock_evaluates_and_explains_every_segment(instance: dg.DagsterInstance, data_dir: Path) -> None:
+    result = run(instance, data_dir)
+    assert result.success
+    evaluations = checks(result)
+    assert len(evaluations) == 6
+    assert all(e.passed for e in evaluations.values()), [
+        (k, e.description) for k, e in evaluations.items() if not e.passed
+    ]
+    segments = read(data_dir, SEGMENTS)
+    rows = read(data_dir, ACTIONABILITY)
+    assert [row["segment_id"] for row in rows] == [segment["segment_id"] for segment in segments]
+    assert {(row["source"], row["provider"], row["model"], row["prompt_version"]) for row in rows} == {
+        ("mock", "mock", "rules", PROMPT_VERSION)
+    }
+    # Different segments, different judgements: not one constant answer.
+    assert len({(row["what_score"], row["when_score"], row["how_score"], row["who_score"]) for row in rows}) == len(
+        rows
+    )
+    rubric = Rubric()
+    for row in rows:
+        scores = {dimension: row[f"{dimension}_score"] for dimension in DIMENSIONS}
+        assert row["actionable"] == rubric.verdict(scores)
+    stated = metadata(result, "actionability")
+    assert stated["actionable_segments"] == sum(row["actionable"] for row in rows)
+    assert (stated["requests"], stated["cache_hits"], stated["fallbacks"], stated["prompt_tokens"]) == (0, 0, 0, 0)
+    explained = read(data_dir, EXPLANATIONS)
+    decided = {row["segment_id"]: row for row in read(data_dir, VIABILITY)}
+    judged = {row["segment_id"]: row for row in rows}
+    for row in explained:
+        segment_id = row["segment_id"]
+        targeted = decided[segment_id]["approved"] and judged[segment_id]["actionable"]
+        assert bool(row["recommendations"]) == targeted
+        assert row["expected_roi"] == round(decided[segment_id]["expected_roi"], 2)
+        size = next(segment["size"] for segment in segments if segment["segment_id"] == segment_id)
+        assert all(item["audience_size"] == size for item in row["recommendations"])
+        assert f"{size:,} customers" in row["executive_summary"]
+    assert metadata(result, "explanations")["segments_with_campaigns"] == sum(
+        bool(r["recommendations"]) for r in explained
+    )
+
+
+def test_stored_answers_are_the_records_models_and_the_catalog_joins_them(
+    instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    assert run(instance, data_dir).success
+    warehouse = Warehouse(data_dir)
+    for spec, model in ((ACTIONABILITY, ActionabilityEvaluation), (EXPLANATIONS, SegmentExplanation)):
+        assert pq.read_schema(warehouse.partition_path(spec, DAY)).remove_metadata() == spec.schema
+        for row in read(data_dir, spec):
+            assert model.model_validate(row).model_dump() == row
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        joined = con.execute(
+            """SELECT count(*) FROM segments_latest s
+               JOIN actionability_latest a USING (segment_id) JOIN explanations_latest e USING (segment_id)"""
+        ).fetchone()[0]
+        assert joined == len(read(data_dir, SEGMENTS))
+
+
+def test_the_openai_provider_answers_through_dagster_and_a_rerun_comes_from_the_cache(
+    instance: dg.DagsterInstance, data_dir: Path, server: ChatServer
+) -> None:
+    segments = len(read(data_dir, SEGMENTS))
+    first = run(instance, data_dir, llm=provider(server))
+    assert first.success
+    assert len(server.requests) == 2 * segments
+    assert all(request.headers["authorization"] == f"Bearer {API_KEY}" for request in server.requests)
+    stated = metadata(first, "actionability")
+    assert (stated["provider"], stated["model"], stated["requests"], stated["cache_hits"]) == (
+        "openai",
+        "test-model",
+        segments,
+        0,
+    )
+    assert stated["prompt_tokens"] > 0 and stated["completion_tokens"] > 0
+    assert stated["base_url"] == server.base_url
+    rows = read(data_dir, ACTIONABILITY) + read(data_dir, EXPLANATIONS)
+    assert {row["source"] for row in rows} == {"llm"}
+    assert all(row["reason"].startswith(MODEL_VOICE) for row in read(data_dir, ACTIONABILITY))
+    assert all(e.passed for e in checks(first).values())
+    stored = {spec.name: read(data_dir, spec) for spec in (ACTIONABILITY, EXPLANATIONS)}
+
+    server.reset()
+    second = run(instance, data_dir, llm=provider(server))
+    assert second.success
+    assert server.requests == []
+    for asset in ("actionability", "explanations"):
+        assert (metadata(second, asset)["requests"], metadata(second, asset)["cache_hits"]) == (0, segments)
+    assert {spec.name: read(data_dir, spec) for spec in (ACTIONABILITY, EXPLANATIONS)} == stored
+
+    # read_cache off asks again, as an analyst re-running one asset from the Launchpad would.
+    third = run(
+        instance,
+        data_dir,
+        [actionability],
+        provider(server),
+        dg.RunConfig({"actionability": {"config": {"read_cache": False}}}),
+    )
+    assert metadata(third, "actionability")["requests"] == segments
+
+    # The key went to the server and nowhere else: not into metadata, logs or stored rows.
+    for result in (first, second, third):
+        logs = instance.all_logs(result.run_id)
+        assert logs and not any(API_KEY in dg.serialize_value(entry) for entry in logs)
+    assert API_KEY not in json.dumps(rows, default=str)
+
+
+def test_no_customer_id_reaches_the_provider(instance: dg.DagsterInstance, data_dir: Path, server: ChatServer) -> None:
+    assert run(instance, data_dir, llm=provider(server)).success
+    customer_ids = set(Warehouse(data_dir).read_partition(CLUSTERS, DAY)["canonical_id"].to_pylist())
+    assert len(customer_ids) > 1000
+    prompts = [json.dumps(request.body) for request in server.requests]
+    assert len(prompts) == 2 * len(read(data_dir, SEGMENTS))
+    id_shaped = re.compile(r"\b[A-Z]\d{7}\b")  # how the synthetic source writes IDs
+    for prompt in prompts:
+        assert not id_shaped.findall(prompt)
+        assert not any(customer_id in prompt for customer_id in customer_ids)
+
+
+def test_a_failing_provider_leaves_flagged_fallbacks_and_a_warning(
+    instance: dg.DagsterInstance, data_dir: Path, server: ChatServer
+) -> None:
+    server.reset(otherwise=SERVER_ERROR)
+    result = run(instance, data_dir, llm=provider(server, max_retries=1))
+    assert result.success
+    segments = len(read(data_dir, SEGMENTS))
+    assert len(server.requests) == 2 * 2 * segments
+    for spec in (ACTIONABILITY, EXPLANATIONS):
+        rows = read(data_dir, spec)
+        assert {row["source"] for row in rows} == {"fallback"}
+        assert all("HTTP 500" in row["fallback_reason"] for row in rows)
+    assert metadata(result, "actionability")["fallbacks"] == segments
+    assert "fallback_reasons" in metadata(result, "explanations")
+    outcome = checks(result)
+    for asset in ("actionability", "explanations"):
+        warning = outcome[(asset, "answered_by_configured_model")]
+        assert not warning.passed
+        assert warning.severity == dg.AssetCheckSeverity.WARN
+        assert outcome[(asset, "numbers_match_statistics")].passed
+
+
+def test_rubric_settings_change_the_verdicts(instance: dg.DagsterInstance, data_dir: Path) -> None:
+    strict = run(
+        instance,
+        data_dir,
+        [actionability],
+        run_config=dg.RunConfig({"actionability": {"config": {"strong_score": 0.99, "min_strong_dimensions": 4}}}),
+    )
+    assert strict.success
+    assert not any(row["actionable"] for row in read(data_dir, ACTIONABILITY))
+    assert all(e.passed for e in checks(strict).values())
+
+
+def test_explanations_refuse_evaluations_of_another_snapshot(instance: dg.DagsterInstance, data_dir: Path) -> None:
+    assert run(instance, data_dir, [actionability]).success
+    warehouse = Warehouse(data_dir)
+    stored = warehouse.read_partition(ACTIONABILITY, DAY)
+    warehouse.write_partition(ACTIONABILITY, DAY, stored.filter(pc.not_equal(stored["segment_id"], "S02")))
+    result = run(instance, data_dir, [explanations], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "actionability has no evaluation of segment(s) ['S02']" in str(failure.event_specific_data.error)
+
+
+def test_answers_written_before_the_snapshot_changed_fail_the_numbers_check(
+    instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    assert run(instance, data_dir).success
+    # Viability re-run with other economics: the stored explanations quote the old ROI.
+    repriced = run(
+        instance,
+        data_dir,
+        [viability],
+        run_config=dg.RunConfig({"viability": {"config": {"campaign_cost_per_customer": 7.5}}}),
+    )
+    assert repriced.success
+    from segmentation_pipeline.core import quality
+
+    outcome = quality.numbers_match_statistics(Warehouse(data_dir), DAY, EXPLANATIONS)
+    assert not outcome.passed
+    assert outcome.metadata["violations"] > 0
+    # Re-running the insights brings them in line again.
+    again = run(instance, data_dir)
+    assert all(e.passed for e in checks(again).values())
+
+
+def test_an_insight_stage_without_its_upstream_fails_naming_it(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    result = run(instance, tmp_path / "data", [actionability], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"segments for {DAY.isoformat()} is not materialized" in str(failure.event_specific_data.error)
