@@ -22,12 +22,13 @@ from .core.warehouse import Warehouse  # noqa: E402
 from .definitions import defs  # noqa: E402
 from .defs.assets.identity import merge_map  # noqa: E402
 from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
+from .defs.assets.insights import actionability, explanations  # noqa: E402
 from .defs.assets.profiles import profiles  # noqa: E402
 from .defs.assets.segmentation import clusters, robustness, segment_migration, viability  # noqa: E402
 from .defs.partitions import SETTINGS  # noqa: E402
 
 #: The as-of stages of one day, in graph order.
-SNAPSHOT = [merge_map, profiles, clusters, segment_migration, robustness, viability]
+SNAPSHOT = [merge_map, profiles, clusters, segment_migration, robustness, viability, actionability, explanations]
 
 #: Keep the console to warnings; every event is still in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -66,16 +67,24 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
             "SELECT count(*), count(DISTINCT canonical_id) FILTER (WHERE NOT is_junk), "
             "count(*) FILTER (WHERE in_cycle), count(*) FILTER (WHERE is_junk) FROM merge_map_latest"
         ).fetchone()
-        profiled, clv_method = con.execute(
-            "SELECT count(*), mode(clv_method) FROM profiles_latest"
-        ).fetchone()
+        profiled, clv_method = con.execute("SELECT count(*), mode(clv_method) FROM profiles_latest").fetchone()
         segments = con.execute(
             """SELECT s.segment_id, s.name, s.size, s.share, s.mean_clv, r.overall, r.band, v.approved,
-                      v.expected_roi, v.reasons
+                      v.expected_roi, v.reasons, a.actionable
                FROM segments_latest s JOIN robustness_latest r USING (segment_id)
-               JOIN viability_latest v USING (segment_id) ORDER BY s.segment_id"""
+               JOIN viability_latest v USING (segment_id) JOIN actionability_latest a USING (segment_id)
+               ORDER BY s.segment_id"""
         ).fetchall()
+        campaigns = con.execute(
+            """SELECT segment_id, c.channel, c.timing, c.offer, c.audience_size
+               FROM explanations_latest, unnest(recommendations) AS r(c) ORDER BY segment_id"""
+        ).fetchall()
+        provider, model, sources = con.execute(
+            """SELECT any_value(provider), any_value(model), string_agg(DISTINCT source, ', ')
+               FROM (SELECT * FROM actionability_latest UNION ALL BY NAME SELECT * FROM explanations_latest)"""
+        ).fetchone()
     approved = sum(1 for row in segments if row[7])
+    actionable = sum(1 for row in segments if row[10])
     lines = [
         f"History {first} .. {last} ({(last - first).days + 1} days), source: {defs.resources['event_source'].kind}",
         f"  raw_events:  {events:,} events from {customers:,} customer IDs; {quarantined:,} rows quarantined",
@@ -83,24 +92,31 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  merge_map:   {ids:,} IDs in the merge history resolve to {canonical:,} customers as of {last}"
         f" ({cycles} on cycles, {junk} junk IDs kept apart)",
         f"  profiles:    {profiled:,} customers active in the year to {last} (CLV: {clv_method})",
-        f"  segments:    {len(segments)}, {approved} approved for targeting",
+        f"  segments:    {len(segments)}, {approved} approved for targeting, {actionable} actionable",
+        f"  insights:    answers by {provider} ({model}), source: {sources}",
         "",
         f"  {'id':<4} {'segment':<52} {'customers':>9} {'share':>6} {'mean CLV':>9}  {'robustness':<19}  decision",
     ]
-    for segment_id, name, size, share, mean_clv, overall, band, is_approved, roi, reasons in segments:
+    for segment_id, name, size, share, mean_clv, overall, band, is_approved, roi, reasons, is_actionable in segments:
         decision = f"approved, ROI {roi:.1f}" if is_approved else f"rejected: {'; '.join(reasons)}"
+        decision += "" if is_actionable else " (not actionable)"
         lines.append(
             f"  {segment_id:<4} {name[:52]:<52} {size:>9,} {share:>6.1%} {mean_clv:>9,.0f} "
             f" {overall:>5.2f} {band:<13}  {decision}"
         )
+    lines += ["", "Campaigns:"] + [
+        f"  {segment_id:<4} {channel}, {timing}: {offer} ({audience:,} customers)"
+        for segment_id, channel, timing, offer, audience in campaigns
+    ]
     lines += [
         "",
         "Outputs:",
         f"  Parquet:  {warehouse.tables_dir}/<table>/date=YYYY-MM-DD/part-0.parquet",
-        f"            ({RAW_EVENTS.name}, {MERGE_MAP.name}, profiles, clusters, segments, robustness, viability, ...)",
+        f"            ({RAW_EVENTS.name}, {MERGE_MAP.name}, profiles, clusters, segments, robustness, viability, "
+        "actionability, explanations, ...)",
         f"  Catalog:  {warehouse.catalog_path}",
         f"            .venv/bin/python -c \"import duckdb; duckdb.connect('{warehouse.catalog_path}', read_only=True)"
-        ".sql('select segment_id, name, size, traits from segments_latest').show(max_width=200)\"",
+        ".sql('select segment_id, executive_summary from explanations_latest').show(max_width=200)\"",
         "  UI:       make dev, then open http://127.0.0.1:3000",
     ]
     return "\n".join(lines)
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     print(f"Ingesting {args.days} days ({first} .. {last}) in one run ...", flush=True)
     run_range(instance, [raw_events, id_history], first, last)
-    print(f"Resolving IDs, profiling, segmenting and testing the segments as of {last} ...", flush=True)
+    print(f"Resolving IDs, profiling, segmenting, testing and explaining the segments as of {last} ...", flush=True)
     run_day(instance, SNAPSHOT, last)
     print(summary(Warehouse(SETTINGS.data_dir), first, last))
     return 0

@@ -248,6 +248,22 @@ def test_a_transaction_log_leaves_what_it_cannot_support_null(warehouse: Warehou
     assert all(t[name] is not None for name in supported)
 
 
+def test_plain_dates_have_no_time_of_day(warehouse: Warehouse) -> None:
+    """A log of dates stores every event at midnight UTC: the day parts would all read 'night'."""
+    rows = [event("T", "purchase", at(day, 0), amount=10.0) for day in (2, 5, 6)]
+    rows += [event("U", "purchase", at(7, 0), amount=5.0)]
+    store_events(warehouse, rows)
+    store_merge_map(warehouse, [])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    clock = {"preferred_hour", "morning_share", "afternoon_share", "evening_share", "night_share"}
+    assert clock <= set(result.unsupported)
+    assert all(result.unsupported[name] == ["timestamp:time_of_day"] for name in clock)
+    for name in clock:
+        assert result.table[name].null_count == result.table.num_rows, name
+    # The day of the week still means something.
+    assert profile_of(result, "T")["weekend_share"] == pytest.approx(1 / 3)
+
+
 def buyers_from_the_models(rng: np.random.Generator, customers: int, days_observed: int):
     """Purchase events from 2025-01-01 on, one customer at a time, and each customer's (days, amounts)."""
     rows, truth = [], {}

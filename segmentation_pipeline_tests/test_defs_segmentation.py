@@ -17,7 +17,9 @@ from segmentation_pipeline.core.errors import SensitivityTestError
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.robustness import RobustnessSettings, assess_snapshot
 from segmentation_pipeline.core.schemas import (
+    ACTIONABILITY,
     CLUSTERS,
+    EXPLANATIONS,
     PROFILES,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -32,9 +34,15 @@ from segmentation_pipeline.core.sources import EVENTS, MERGES
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.assets.insights import actionability, explanations
 from segmentation_pipeline.defs.assets.profiles import profiles
 from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
-from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
+from segmentation_pipeline.defs.resources import (
+    EventSourceResource,
+    IdentityRulesResource,
+    LLMResource,
+    WarehouseResource,
+)
 
 SNAPSHOT_ASSETS = [merge_map, profiles, clusters, segment_migration, robustness, viability]
 SOURCE = synthetic.SyntheticSettings(n_customers=4000)
@@ -262,11 +270,14 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
     )
     assert ingested.success
     result = dg.materialize(
-        SNAPSHOT_ASSETS, instance=instance, resources=resources(data_dir, **source), partition_key=days[-1].isoformat()
+        [*SNAPSHOT_ASSETS, actionability, explanations],
+        instance=instance,
+        resources=resources(data_dir, **source) | {"llm": LLMResource()},
+        partition_key=days[-1].isoformat(),
     )
     assert result.success
     profile_metadata = metadata(result, "profiles")
-    assert {"sessions", "page_views", "category_shares", "channel_shares", "mobile_share"} <= set(
+    assert {"sessions", "page_views", "category_shares", "channel_shares", "mobile_share", "morning_share"} <= set(
         profile_metadata["unsupported_features"]
     )
     assert profile_metadata["window_days_present"] == len(days)
@@ -279,6 +290,15 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
     )
     assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
     assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
+    # Without categories, channels or times of day, WHAT and HOW have nothing to go on.
+    evaluations = read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
+    assert len(evaluations) == metadata(result, "clusters")["k"]
+    assert all(row["what_score"] == 0 and row["how_score"] == 0 for row in evaluations)
+    assert all(row["what_evidence"].startswith("Nothing to go on") for row in evaluations)
+    # Plain dates carry no time of day: the timing evidence speaks of weekends only.
+    assert all("weekends" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
+    assert not any(row["actionable"] for row in evaluations)
+    assert read(data_dir, EXPLANATIONS, days[-1]).num_rows == len(evaluations)
 
 
 @pytest.mark.parametrize(

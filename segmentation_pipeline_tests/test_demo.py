@@ -29,15 +29,23 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     assert f"Catalog:  {data_dir / 'segmentation.duckdb'}" in result.stdout
     with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
         events = con.execute("SELECT count(*) FROM raw_events").fetchone()[0]
-        for table in ("merge_map", "profiles", "segments", "robustness", "viability"):
+        for table in ("merge_map", "profiles", "segments", "robustness", "viability", "actionability", "explanations"):
             (latest,) = con.execute(f"SELECT DISTINCT date FROM {table}_latest").fetchall()
             assert latest[0].isoformat() == "2025-01-03", table
         profiled = con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0]
         segments = con.execute("SELECT segment_id, name, size FROM segments_latest ORDER BY segment_id").fetchall()
         approved = con.execute("SELECT count(*) FILTER (WHERE approved) FROM viability_latest").fetchone()[0]
+        actionable = con.execute("SELECT count(*) FILTER (WHERE actionable) FROM actionability_latest").fetchone()[0]
+        campaigns = con.execute(
+            "SELECT segment_id, c.channel, c.audience_size FROM explanations_latest, unnest(recommendations) AS r(c)"
+        ).fetchall()
     assert f"raw_events:  {events:,} events" in result.stdout
     assert f"profiles:    {profiled:,} customers" in result.stdout
-    assert f"segments:    {len(segments)}, {approved} approved for targeting" in result.stdout
+    assert f"segments:    {len(segments)}, {approved} approved for targeting, {actionable} actionable" in result.stdout
+    assert "insights:    answers by mock (rules), source: mock" in result.stdout
+    for segment_id, channel, audience in campaigns:
+        assert f"  {segment_id:<4} {channel}, " in result.stdout
+        assert f"({audience:,} customers)" in result.stdout
     for segment_id, name, size in segments:
         assert f"  {segment_id:<4} {name[:52]:<52} {size:>9,} " in result.stdout
     assert len(list((home / "storage").iterdir())) == 2  # two runs, kept in the instance for the UI

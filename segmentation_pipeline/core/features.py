@@ -25,6 +25,9 @@ CATEGORIES = "column:product_category"
 CHANNELS = "column:channel"
 #: Either a device or a channel column (mobile_share reads the mobile app channel too).
 DEVICES_OR_CHANNELS = "column:device_or_channel"
+#: Timestamps with a time of day. A source of plain dates (a transaction log) puts every event
+#: at midnight UTC, which would read as "all activity at night".
+CLOCK_TIMES = "timestamp:time_of_day"
 
 #: Transforms of the clustering matrix: heavy-tailed counts and money get log1p,
 #: shares and bounded values stay as they are. Everything is then robust-scaled.
@@ -231,6 +234,7 @@ FEATURES: tuple[Feature, ...] = (
         "hour",
         "The UTC hour with most events (0..23); ties go to the earlier hour.",
         "preferred_hour",
+        requires=(CLOCK_TIMES,),
     ),
     Feature(
         "weekend_share",
@@ -249,6 +253,7 @@ FEATURES: tuple[Feature, ...] = (
         "share",
         "Share of events between 06:00 and 12:00 UTC.",
         _safe_ratio("morning_events", "events"),
+        requires=(CLOCK_TIMES,),
         transform=IDENTITY,
         clustered=True,
         high="morning",
@@ -259,6 +264,7 @@ FEATURES: tuple[Feature, ...] = (
         "share",
         "Share of events between 12:00 and 18:00 UTC.",
         _safe_ratio("afternoon_events", "events"),
+        requires=(CLOCK_TIMES,),
         transform=IDENTITY,
         clustered=True,
         high="afternoon",
@@ -269,6 +275,7 @@ FEATURES: tuple[Feature, ...] = (
         "share",
         "Share of events between 18:00 and 24:00 UTC.",
         _safe_ratio("evening_events", "events"),
+        requires=(CLOCK_TIMES,),
         transform=IDENTITY,
         clustered=True,
         high="evening",
@@ -279,6 +286,7 @@ FEATURES: tuple[Feature, ...] = (
         "share",
         "Share of events between 00:00 and 06:00 UTC.",
         _safe_ratio("night_events", "events"),
+        requires=(CLOCK_TIMES,),
         transform=IDENTITY,
         clustered=True,
         high="late-night",

@@ -71,6 +71,9 @@ _REQUIREMENT_COUNTS = {
     "column:product_category": "count(product_category)",
     "column:channel": "count(channel)",
     "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
+    # Plain dates are all stored as midnight UTC: one clock time means the source has none.
+    "timestamp:time_of_day": "count(DISTINCT hour(timezone('UTC', \"timestamp\")) * 60 "
+    "+ minute(timezone('UTC', \"timestamp\"))) - 1",
 }
 
 
