@@ -515,7 +515,29 @@ def test_mock_explanation_without_channels_recommends_one_campaign_to_the_whole_
     explanation = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True))
     assert len(explanation.recommendations) == 1
     assert explanation.recommendations[0].audience_size == 100
-    assert explanation.recommendations[0].timing == "any time of day"
+    assert explanation.recommendations[0].timing == "any time"
+
+
+def test_timing_names_only_clear_preferences(facts: dict[str, SegmentFacts]) -> None:
+    """Weekdays 84% against 70% overall (lift 1.2) is a preference; an evening at the population's rate is not."""
+    evening = facts["S01"].day_parts[2].model_copy(update={"share": 0.3, "population_share": 0.3, "lift": 1.0})
+    weekday_shoppers = facts["S01"].model_copy(
+        update={
+            "weekend_share": 0.16,
+            "population_weekend_share": 0.3,
+            "weekend_lift": 0.53,
+            "weekday_share": 0.84,
+            "population_weekday_share": 0.7,
+            "weekday_lift": 1.2,
+            "day_parts": [evening],
+        }
+    )
+    question = explanation_question(weekday_shoppers, mock_actionability(weekday_shoppers, RUBRIC))
+    explanation = question.fallback()
+    assert explanation.recommendations[0].timing == "weekdays"
+    assert "prefer weekdays (84.0% of their activity against 70.0% overall)" in explanation.executive_summary
+    assert "evening" not in explanation.executive_summary
+    assert question.check(explanation) == []
 
 
 def with_robustness(facts: SegmentFacts, overall: float, production_ready: bool) -> SegmentFacts:

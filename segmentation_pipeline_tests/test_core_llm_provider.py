@@ -80,6 +80,10 @@ def segment(segment_id: str, focused: bool, approved: bool = True) -> SegmentFac
         channels_in_population=2,
         weekend_share=0.29,
         population_weekend_share=0.29,
+        weekend_lift=1.0,
+        weekday_share=0.71,
+        population_weekday_share=0.71,
+        weekday_lift=1.0,
         day_parts=[
             DayPart(hours=hours, **_labels({part: (evening if part == "evening" else rest, 0.3)})[0].model_dump())
             for part, hours in DAY_PART_HOURS.items()

@@ -14,6 +14,8 @@ HIGH_CONFIDENCE_ROBUSTNESS = 0.85
 MEDIUM_CONFIDENCE_ROBUSTNESS = 0.6
 #: A secondary channel is recommended when it carries at least this share of the segment's events.
 SECONDARY_CHANNEL_SHARE = 0.2
+#: A day part, or weekends or weekdays, is a timing preference only this much above the population.
+TIMING_LIFT = 1.2
 
 
 def confidence_level(facts: SegmentFacts) -> str:
@@ -58,7 +60,8 @@ def _summary(facts: SegmentFacts, actionability: ActionabilityAnswer, targeted: 
         for text in (
             _label_phrase(_main(facts.categories), "buy mostly", "of their activity"),
             _label_phrase(_main(facts.channels), "come through", "of their events"),
-            _day_part_phrase(_main(facts.day_parts)),
+            _day_part_phrase(_preferred_day_part(facts)),
+            _days_phrase(facts),
         )
         if text
     ]
@@ -86,20 +89,45 @@ def _label_phrase(main: LabelShare | None, verb: str, what: str) -> str:
     return f"{verb} {main.label} ({_pct(main.share)} {what} against {_pct(main.population_share)} overall)"
 
 
-def _day_part_phrase(peak: LabelShare | None) -> str:
-    if not isinstance(peak, DayPart):
+def _preferred_day_part(facts: SegmentFacts) -> DayPart | None:
+    """The day part the segment is most active in, if that is clearly more than the population."""
+    peak = _main(facts.day_parts)
+    return peak if isinstance(peak, DayPart) and (peak.lift or 0.0) >= TIMING_LIFT else None
+
+
+def _preferred_days(facts: SegmentFacts) -> str | None:
+    """'weekends' or 'weekdays' where the segment clearly prefers them over the population."""
+    if facts.weekend_lift is not None and facts.weekend_lift >= TIMING_LIFT:
+        return "weekends"
+    if facts.weekday_lift is not None and facts.weekday_lift >= TIMING_LIFT:
+        return "weekdays"
+    return None
+
+
+def _day_part_phrase(peak: DayPart | None) -> str:
+    if peak is None:
         return ""
-    return f"are most active in the {peak.label}, {peak.hours} UTC ({_pct(peak.share)} of their activity)"
+    return (
+        f"are most active in the {peak.label}, {peak.hours} UTC ({_pct(peak.share)} of their activity "
+        f"against {_pct(peak.population_share)} overall)"
+    )
+
+
+def _days_phrase(facts: SegmentFacts) -> str:
+    days = _preferred_days(facts)
+    if days is None:
+        return ""
+    if days == "weekends":
+        share, population = facts.weekend_share, facts.population_weekend_share
+    else:
+        share, population = facts.weekday_share, facts.population_weekday_share
+    return f"prefer {days} ({_pct(share)} of their activity against {_pct(population)} overall)"
 
 
 def _timing(facts: SegmentFacts) -> str:
-    peak = _main(facts.day_parts)
-    hours = f"{peak.label}, {peak.hours} UTC" if isinstance(peak, DayPart) else "any time of day"
-    if facts.weekend_share is None or facts.population_weekend_share is None:
-        return hours
-    if facts.weekend_share > facts.population_weekend_share:
-        return f"weekends, {hours}"
-    return f"weekdays, {hours}"
+    peak = _preferred_day_part(facts)
+    parts = [_preferred_days(facts), f"{peak.label}, {peak.hours} UTC" if peak else None]
+    return ", ".join(part for part in parts if part) or "any time"
 
 
 def _offer(facts: SegmentFacts) -> str:

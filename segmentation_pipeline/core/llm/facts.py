@@ -104,8 +104,13 @@ class SegmentFacts(BaseModel):
     categories_in_population: int
     channels: list[LabelShare]
     channels_in_population: int
+    #: Shares of the segment's events on Saturday and Sunday, and on the other days (UTC).
     weekend_share: float | None
     population_weekend_share: float | None
+    weekend_lift: float | None
+    weekday_share: float | None
+    population_weekday_share: float | None
+    weekday_lift: float | None
     day_parts: list[DayPart]
     robustness: RobustnessFacts
     viability: ViabilityFacts
@@ -193,8 +198,7 @@ def _segment_facts(
         categories_in_population=len(population.labels("category_shares")),
         channels=_label_shares("channel_shares", means, population),
         channels_in_population=len(population.labels("channel_shares")),
-        weekend_share=value("weekend_share", SHARE_DECIMALS),
-        population_weekend_share=population_value("weekend_share", SHARE_DECIMALS),
+        **_weekend_and_weekdays(means.get("weekend_share"), population.mean("weekend_share")),
         day_parts=[
             DayPart(hours=hours, **_label_share(part, means[f"{part}_share"], population.mean(f"{part}_share")))
             for part, hours in DAY_PART_HOURS.items()
@@ -218,6 +222,28 @@ def _segment_facts(
             reasons=list(viable["reasons"]),
         ),
     )
+
+
+def _weekend_and_weekdays(weekend: float | None, population_weekend: float | None) -> dict[str, float | None]:
+    """Weekend and weekday shares with their lifts; all None without timestamps to judge by."""
+    known = weekend is not None and population_weekend is not None
+    fields: dict[str, float | None] = {}
+    for days, complement in (("weekend", False), ("weekday", True)):
+        facts = (
+            _label_share(
+                days,
+                1.0 - weekend if complement else weekend,
+                1.0 - population_weekend if complement else population_weekend,
+            )
+            if known
+            else {"share": None, "population_share": None, "lift": None}
+        )
+        fields |= {
+            f"{days}_share": facts["share"],
+            f"population_{days}_share": facts["population_share"],
+            f"{days}_lift": facts["lift"],
+        }
+    return fields
 
 
 def _label_shares(feature: str, means: dict[str, float], population: _Population) -> list[LabelShare]:
