@@ -230,6 +230,13 @@ def every_segment_decided(warehouse: Warehouse, day: date) -> CheckOutcome:
 # ------------------------------------------------------------------ language-model answers
 
 
+def _one_row_per_segment(alias: str) -> str:
+    """SQL counting segments of `s` missing from `alias`, rows of unknown segments and segments listed twice."""
+    return f"""((SELECT count(*) FROM s ANTI JOIN {alias} USING (segment_id))
+        + (SELECT count(*) FROM {alias} ANTI JOIN s USING (segment_id))
+        + (SELECT count(*) FROM (SELECT segment_id FROM {alias} GROUP BY segment_id HAVING count(*) > 1)))"""
+
+
 def every_segment_evaluated(warehouse: Warehouse, day: date) -> CheckOutcome:
     """One actionability row per segment, every score within [0, 1]."""
     outside = " OR ".join(f"NOT ({dimension}_score BETWEEN 0 AND 1)" for dimension in DIMENSIONS)
@@ -237,10 +244,7 @@ def every_segment_evaluated(warehouse: Warehouse, day: date) -> CheckOutcome:
         warehouse,
         day,
         {"a": ACTIONABILITY, "s": SEGMENTS},
-        f"""SELECT (SELECT count(*) FROM a WHERE {outside})
-            + (SELECT count(*) FROM s ANTI JOIN a USING (segment_id))
-            + (SELECT count(*) FROM a ANTI JOIN s USING (segment_id))
-            + (SELECT count(*) FROM (SELECT segment_id FROM a GROUP BY segment_id HAVING count(*) > 1))""",
+        f"SELECT (SELECT count(*) FROM a WHERE {outside}) + {_one_row_per_segment('a')}",
         "{} segments without exactly one evaluation, or with a score outside [0, 1]",
     )
 
@@ -251,11 +255,8 @@ def every_segment_explained(warehouse: Warehouse, day: date) -> CheckOutcome:
         warehouse,
         day,
         {"e": EXPLANATIONS, "s": SEGMENTS},
-        """SELECT (SELECT count(*) FROM e WHERE trim(executive_summary) = ''
-                   OR confidence_level NOT IN ('high', 'medium', 'low'))
-            + (SELECT count(*) FROM s ANTI JOIN e USING (segment_id))
-            + (SELECT count(*) FROM e ANTI JOIN s USING (segment_id))
-            + (SELECT count(*) FROM (SELECT segment_id FROM e GROUP BY segment_id HAVING count(*) > 1))""",
+        f"""SELECT (SELECT count(*) FROM e WHERE trim(executive_summary) = ''
+                   OR confidence_level NOT IN ('high', 'medium', 'low')) + {_one_row_per_segment('e')}""",
         "{} segments without exactly one explanation, or with an empty summary or unknown confidence level",
     )
 
