@@ -32,6 +32,11 @@ INVENTED_NUMBER = "invented_number"
 SLOW = "slow"  # answers after `slow_seconds`, longer than the client's timeout
 RATE_LIMITED = "429"
 SERVER_ERROR = "500"
+REQUEST_TIMEOUT = "408"
+UNAUTHORIZED = "401"  # and the message repeats the key it was sent, as some servers do
+NO_MESSAGE = "no_message"  # a choice without a message
+REFUSAL = "refusal"  # no content, a refusal instead
+CONTENT_PARTS = "content_parts"  # the answer as a list of text parts
 
 INVENTED = "12,345"
 #: Marks the server's own wording, so a test can tell its answers from the mock's.
@@ -137,9 +142,19 @@ def _handler(server_state: ChatServer) -> type[BaseHTTPRequestHandler]:
             if behaviour == SERVER_ERROR:
                 self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
                 return
+            if behaviour == REQUEST_TIMEOUT:
+                self._send(408, {"error": {"message": "request timeout", "type": "timeout"}})
+                return
+            if behaviour == UNAUTHORIZED:
+                key = request.headers.get("authorization", "").removeprefix("Bearer ")
+                message = f"Incorrect API key provided: {key}"
+                self._send(
+                    401, {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
+                )
+                return
             if behaviour == SLOW:
                 time.sleep(server_state.slow_seconds)
-            self._send(200, _completion(request, _content(behaviour, request)))
+            self._send(200, _completion(request, _content(behaviour, request), behaviour))
 
         def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -171,14 +186,26 @@ def _content(behaviour: str, request: Request) -> str:
     return f"```json\n{text}\n```" if behaviour == FENCED else text
 
 
-def _completion(request: Request, content: str) -> dict:
+def _completion(request: Request, content: str, behaviour: str = VALID) -> dict:
     prompt_tokens = sum(len(message["content"]) for message in request.body["messages"]) // 4
+    message: dict | None = {"role": "assistant", "content": content}
+    if behaviour == NO_MESSAGE:
+        message = None
+    elif behaviour == REFUSAL:
+        message = {"role": "assistant", "content": None, "refusal": "I cannot help with that."}
+    elif behaviour == CONTENT_PARTS:
+        half = len(content) // 2
+        message = {
+            "role": "assistant",
+            "content": [{"type": "text", "text": content[:half]}, {"type": "text", "text": content[half:]}],
+        }
+    choice = {"index": 0, "finish_reason": "stop"} | ({"message": message} if message is not None else {})
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.body.get("model", ""),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [choice],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(content) // 4,

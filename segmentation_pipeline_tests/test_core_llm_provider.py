@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 
 import pytest
@@ -25,15 +26,20 @@ from segmentation_pipeline.core.llm.runner import Answerer
 from segmentation_pipeline.core.schemas import ActionabilityAnswer
 
 from .llm_server import (
+    CONTENT_PARTS,
     FENCED,
     INVALID_JSON,
     INVENTED,
     INVENTED_NUMBER,
     MODEL_VOICE,
+    NO_MESSAGE,
     RATE_LIMITED,
+    REFUSAL,
+    REQUEST_TIMEOUT,
     SCHEMA_ERROR,
     SERVER_ERROR,
     SLOW,
+    UNAUTHORIZED,
     VALID,
     ChatServer,
     model_answer,
@@ -303,8 +309,54 @@ def test_a_refused_request_fails_the_run_without_showing_the_key(server: ChatSer
     with pytest.raises(LLMIntegrationError, match="refused the request for model 'test-model'") as raised:
         evaluate_actionability(SEGMENTS[:1], Rubric(), answerer(server, tmp_path, base_url=wrong_path))
     assert "HTTP 404" in str(raised.value)
-    assert API_KEY not in str(raised.value)
     assert API_KEY not in repr(settings(server))
+
+
+def test_a_server_that_echoes_the_key_does_not_put_it_in_the_error(server: ChatServer, tmp_path: Path) -> None:
+    server.queue([UNAUTHORIZED])
+    with pytest.raises(LLMIntegrationError) as raised:
+        evaluate_actionability(SEGMENTS[:1], Rubric(), answerer(server, tmp_path))
+    assert "HTTP 401: AuthenticationError (invalid_api_key)" in str(raised.value)
+    # Nothing chained either: the whole error as Dagster would log it holds no key.
+    logged = "".join(traceback.format_exception(raised.value))
+    assert "Incorrect API key" not in logged
+    assert API_KEY not in logged
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+def test_credentials_in_the_base_url_are_not_shown(server: ChatServer) -> None:
+    shown = settings(server, base_url=f"http://user:{API_KEY}@127.0.0.1:{server.port}/v1?api-key={API_KEY}").display_url
+    assert shown == f"http://127.0.0.1:{server.port}/v1"
+
+
+def test_a_408_is_retried(server: ChatServer, tmp_path: Path) -> None:
+    server.queue([REQUEST_TIMEOUT, VALID])
+    asking = answerer(server, tmp_path)
+    (answered,) = evaluate_actionability(SEGMENTS[:1], Rubric(), asking)
+    assert answered.provenance.source == "llm"
+    assert (asking.usage.requests, asking.usage.retries) == (2, 1)
+
+
+def test_an_answer_in_text_parts_is_read_whole(server: ChatServer, tmp_path: Path) -> None:
+    server.queue([CONTENT_PARTS])
+    (answered,) = evaluate_actionability(SEGMENTS[:1], Rubric(), answerer(server, tmp_path))
+    assert answered.provenance.source == "llm"
+    assert answered.answer.model_dump() == model_answer(server.requests[0].user_message)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "problem"),
+    [(NO_MESSAGE, "the reply held no answer"), (REFUSAL, "the model refused: I cannot help with that.")],
+)
+def test_a_reply_without_an_answer_is_rejected_and_asked_again(
+    server: ChatServer, tmp_path: Path, behaviour: str, problem: str
+) -> None:
+    server.queue([behaviour, behaviour])
+    asking = answerer(server, tmp_path)
+    (answered,) = evaluate_actionability(SEGMENTS[:1], Rubric(), asking)
+    assert answered.provenance.source == "fallback"
+    assert answered.provenance.fallback_reason == f"no valid answer in 2 attempt(s): {problem}"
+    assert asking.usage.rejected_answers == 2
 
 
 def test_explanations_are_checked_against_the_verdicts_they_were_given(server: ChatServer, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +71,16 @@ class LLMSettings(BaseModel):
     def answering_model(self) -> str:
         return MOCK_MODEL if self.provider == "mock" else self.model
 
+    @property
+    def display_url(self) -> str:
+        """The endpoint as it may be shown: without credentials or query string."""
+        if not self.base_url:
+            return "the openai client's default endpoint"
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -80,6 +91,8 @@ class Completion:
     requests: int
     #: Why the answer stopped ("stop", "length", ...).
     finish_reason: str
+    #: What made the reply unusable before its text was read (no answer in it, a refusal).
+    problem: str | None = None
 
 
 class ProviderUnavailableError(LLMIntegrationError):
@@ -92,10 +105,6 @@ class ProviderUnavailableError(LLMIntegrationError):
 
 class ChatProvider(Protocol):
     def complete(self, messages: list[dict[str, str]], schema_name: str, schema: dict) -> Completion: ...
-
-
-#: Failures worth another request: the server may answer next time.
-_TRANSIENT = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
 class OpenAICompatibleProvider:
@@ -117,6 +126,7 @@ class OpenAICompatibleProvider:
         for attempt in range(settings.max_retries + 1):
             if attempt:
                 self._sleep(self._backoff(attempt, retry_after))
+            refused = None
             try:
                 response = self._client.chat.completions.create(
                     model=settings.model,
@@ -125,16 +135,19 @@ class OpenAICompatibleProvider:
                     max_tokens=settings.max_tokens,
                     **self._response_format(schema_name, schema),
                 )
-            except _TRANSIENT as exc:
-                last_error = _describe(exc)
-                retry_after = _retry_after(exc)
-                continue
-            except openai.APIStatusError as exc:
+            except openai.APIError as exc:
+                if not _is_transient(exc):
+                    refused = _describe(exc)
+                else:
+                    last_error, retry_after = _describe(exc), _retry_after(exc)
+                    continue
+            if refused is not None:
+                # Raised outside the handler, so the client's exception (whose message may echo
+                # the server's body, and servers echo keys) is not chained into the run's log.
                 raise LLMIntegrationError(
-                    f"the LLM server at {settings.base_url or 'the default endpoint'} refused the request for model "
-                    f"{settings.model!r}: {_describe(exc)}; check base_url, model, the API key variable and "
-                    "structured_output"
-                ) from exc
+                    f"the LLM server at {settings.display_url} refused the request for model {settings.model!r}: "
+                    f"{refused}; check base_url, model, the API key variable and structured_output"
+                )
             return _completion(response, requests=attempt + 1)
         raise ProviderUnavailableError(
             f"no answer after {settings.max_retries + 1} request(s); last: {last_error}", settings.max_retries + 1
@@ -161,22 +174,44 @@ class OpenAICompatibleProvider:
 
 
 def _completion(response: object, requests: int) -> Completion:
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        return Completion("", 0, 0, requests, "no_choices")
+    """The answer's text, read defensively: servers differ in what they leave out."""
     usage = getattr(response, "usage", None)
+    tokens = {
+        "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+        "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+    }
+    choices = getattr(response, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    if message is None:
+        return Completion("", **tokens, requests=requests, finish_reason="", problem="the reply held no answer")
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        return Completion("", **tokens, requests=requests, finish_reason="", problem=f"the model refused: {refusal}")
+    content = getattr(message, "content", None) or ""
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
     return Completion(
-        content=choices[0].message.content or "",
-        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        content=str(content),
+        **tokens,
         requests=requests,
-        finish_reason=choices[0].finish_reason or "",
+        finish_reason=getattr(choices[0], "finish_reason", "") or "",
     )
 
 
-def _describe(exc: Exception) -> str:
+def _is_transient(exc: openai.APIError) -> bool:
+    """Worth another request: timeouts, lost connections, 408, 409, 429 and 5xx."""
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return True
     status = getattr(exc, "status_code", None)
-    return f"HTTP {status}: {type(exc).__name__}" if status else type(exc).__name__
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def _describe(exc: Exception) -> str:
+    """Status, class and error code: never the server's message, which may echo the key."""
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "code", None)
+    text = f"HTTP {status}: {type(exc).__name__}" if status else type(exc).__name__
+    return f"{text} ({code})" if isinstance(code, str) and code.isidentifier() else text
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -120,7 +120,11 @@ class Answerer:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
             )
-            answer, problems = parse_answer(completion.content, question.answer_model)
+            answer, problems = (
+                (None, [completion.problem])
+                if completion.problem
+                else parse_answer(completion.content, question.answer_model)
+            )
             if answer is not None:
                 problems = question.check(answer)
             if completion.finish_reason == "length":
