@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from segmentation_pipeline.core.errors import LLMIntegrationError
+from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.llm import faithfulness
 from segmentation_pipeline.core.llm.actionability import (
     Rubric,
@@ -339,7 +339,7 @@ def test_day_parts_carry_their_hours(facts: dict[str, SegmentFacts]) -> None:
 def test_a_missing_row_raises_naming_the_segment(table: str) -> None:
     robustness = ROBUSTNESS_ROWS if table == "viability" else ROBUSTNESS_ROWS[:1] + ROBUSTNESS_ROWS[2:]
     viability = VIABILITY_ROWS if table == "robustness" else VIABILITY_ROWS[:1] + VIABILITY_ROWS[2:]
-    with pytest.raises(LLMIntegrationError, match=rf"{table} has no row for segment\(s\) \['S02'\]"):
+    with pytest.raises(PipelineError, match=rf"{table} has no row for segment\(s\) \['S02'\]"):
         snapshot_facts(segments_table(SEGMENT_ROWS), robustness_table(robustness), viability_table(viability), AS_OF)
 
 
@@ -991,3 +991,47 @@ def test_the_prompt_holds_no_customer_ids(facts: dict[str, SegmentFacts]) -> Non
     assert "Weekend gadget lovers" in text
     assert "C0001234" not in text
     assert re.findall(r"\bC\d{4,}\b", text) == []
+
+
+def test_a_percent_is_read_as_a_share_never_as_the_number_itself() -> None:
+    statistics = Statistics([{"expected_roi": 4.2, "share": 0.491}])
+    assert statistics.problems("an ROI of 420%", "summary") == []
+    assert statistics.problems("an ROI of 4.2%", "summary") == ["summary: '4.2%' is not in the statistics"]
+    assert statistics.problems("0.5% of them", "summary") == ["summary: '0.5%' is not in the statistics"]
+    assert statistics.problems("49.1 per cent of them", "summary") == []
+
+
+def test_a_quoted_number_keeps_its_sign() -> None:
+    statistics = Statistics([{"expected_roi": -0.3}])
+    assert statistics.problems("an expected ROI of -0.30", "summary") == []
+    assert statistics.problems("a positive ROI of 0.30", "summary") == ["summary: '0.30' is not in the statistics"]
+
+
+def test_only_counts_of_things_pass_unquoted() -> None:
+    statistics = Statistics([{"mean_orders": 3.1}])
+    assert statistics.problems("3 of 4 dimensions; fewer than 3 strong dimensions; top 3; 2 channels", "r") == []
+    assert statistics.problems("about 8 orders each", "r") == ["r: '8' is not in the statistics"]
+    assert statistics.problems("a 10 day window", "r") == ["r: '10' is not in the statistics"]
+
+
+def test_the_parts_of_the_snapshot_date_may_be_quoted() -> None:
+    statistics = Statistics([{"as_of": "2025-12-31"}])
+    assert statistics.problems("by Q4 2025, as of December 31", "summary") == []
+    assert statistics.problems("by 2026", "summary") == ["summary: '2026' is not in the statistics"]
+
+
+def test_an_roi_that_could_not_be_computed_stays_empty_and_never_reaches_the_prompt_as_nan() -> None:
+    rows = [VIABILITY_ROWS[0], ("S02", 0.0, 0.0, float("nan"), "low", False, ["no customers"]), VIABILITY_ROWS[2]]
+    facts = snapshot_facts(
+        segments_table(SEGMENT_ROWS), robustness_table(ROBUSTNESS_ROWS), viability_table(rows), AS_OF
+    )
+    unpriced = facts[1]
+    assert unpriced.viability.expected_roi is None
+    question = explanation_question(unpriced, mock_actionability(unpriced, RUBRIC))
+    assert "NaN" not in question.messages[1]["content"]
+    explained = question.fallback()
+    assert explained.expected_roi is None
+    assert question.check(explained) == []
+    assert question.check(explained.model_copy(update={"expected_roi": 0.5})) == [
+        "expected_roi 0.5 is not the viability's expected ROI None"
+    ]

@@ -289,9 +289,11 @@ def test_a_second_run_is_served_from_the_cache_without_a_request(server: ChatSer
     assert (second.usage.requests, second.usage.cache_hits) == (0, 4)
     assert [item.row() for item in evaluations_again] == [item.row() for item in evaluations]
     assert [item.row() for item in explained_again] == [item.row() for item in explained]
-    # Another model is another question.
+    # Another model, or the same asked otherwise, is another question.
     evaluate_actionability(SEGMENTS, Rubric(), answerer(server, tmp_path, model="other-model"))
     assert len(server.requests) == 2
+    evaluate_actionability(SEGMENTS, Rubric(), answerer(server, tmp_path, temperature=0.7))
+    assert len(server.requests) == 4
 
 
 def test_requests_in_flight_stay_within_the_limit(server: ChatServer, tmp_path: Path) -> None:

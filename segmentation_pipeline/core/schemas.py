@@ -238,7 +238,9 @@ class ExplanationAnswer(BaseModel):
     recommendations: list[CampaignRecommendation] = Field(
         description="Campaigns worth running; empty when the segment should not be targeted."
     )
-    expected_roi: float = Field(description="The expected campaign ROI from the viability statistics.")
+    expected_roi: float | None = Field(
+        description="The expected campaign ROI from the viability statistics (null where it has none)."
+    )
     confidence_level: Literal["high", "medium", "low"]
     confidence_justification: str = Field(min_length=1, description="Why that confidence, from the statistics.")
 
@@ -534,7 +536,7 @@ EXPLANATIONS = TableSpec(
             pa.field("segment_id", pa.string(), nullable=False),
             pa.field("executive_summary", pa.string(), nullable=False),
             pa.field("recommendations", pa.list_(RECOMMENDATION), nullable=False),
-            pa.field("expected_roi", pa.float64(), nullable=False),
+            pa.field("expected_roi", pa.float64()),
             pa.field("confidence_level", pa.string(), nullable=False),
             pa.field("confidence_justification", pa.string(), nullable=False),
             *_PROVENANCE_FIELDS,

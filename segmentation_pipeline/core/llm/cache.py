@@ -1,8 +1,8 @@
 """Answers cached on disk, so a re-run or a backfill asks the language model nothing twice.
 
 The key is a hash of the prompt version, provider, model and the request
-itself (messages and answer schema): any change to the statistics, the
-wording or the model is a new key. Only validated, faithful answers are
+itself (messages, answer schema, and the endpoint and sampling settings): any
+change to the statistics, the wording, the model or the server is a new key. Only validated, faithful answers are
 stored; a fallback is not, so the next run asks again.
 """
 
@@ -15,13 +15,21 @@ import uuid
 from pathlib import Path
 
 
-def cache_key(prompt_version: str, provider: str, model: str, messages: list[dict[str, str]], schema: dict) -> str:
+def cache_key(
+    prompt_version: str,
+    provider: str,
+    model: str,
+    messages: list[dict[str, str]],
+    schema: dict,
+    sampling: dict[str, object] | None = None,
+) -> str:
     request = {
         "prompt_version": prompt_version,
         "provider": provider,
         "model": model,
         "messages": messages,
         "schema": schema,
+        "sampling": sampling or {},
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -38,7 +46,7 @@ class AnswerCache:
     def get(self, kind: str, key: str) -> dict | None:
         """The cached answer, or None; an unreadable entry counts as a miss and is replaced later."""
         try:
-            entry = json.loads(self.path(kind, key).read_text())
+            entry = json.loads(self.path(kind, key).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         answer = entry.get("answer") if isinstance(entry, dict) else None
@@ -49,7 +57,9 @@ class AnswerCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            temporary.write_text(json.dumps({"model": model, "answer": answer}, indent=1, ensure_ascii=False))
+            temporary.write_text(
+                json.dumps({"model": model, "answer": answer}, indent=1, ensure_ascii=False), encoding="utf-8"
+            )
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

@@ -9,12 +9,13 @@ from this same document.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import LLMIntegrationError
+from ..errors import PipelineError
 
 #: Hours of each day part, as core.profiles counts them (UTC).
 DAY_PART_HOURS: dict[str, str] = {
@@ -66,7 +67,8 @@ class ViabilityFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     approved: bool
-    expected_roi: float
+    #: None where it cannot be computed (an empty segment).
+    expected_roi: float | None
     campaign_cost: float
     cost_per_customer: float
     incremental_profit: float
@@ -214,7 +216,7 @@ def _segment_facts(
         ),
         viability=ViabilityFacts(
             approved=viable["approved"],
-            expected_roi=round(viable["expected_roi"], RATIO_DECIMALS),
+            expected_roi=_round(viable["expected_roi"], RATIO_DECIMALS),
             campaign_cost=round(viable["campaign_cost"], MONEY_DECIMALS),
             cost_per_customer=round(viable["campaign_cost"] / row["size"], MONEY_DECIMALS) if row["size"] else 0.0,
             incremental_profit=round(viable["incremental_profit"], MONEY_DECIMALS),
@@ -267,11 +269,14 @@ def _label_share(label: str, share: float, population_share: float | None) -> di
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
-    return round(numerator / denominator, RATIO_DECIMALS) if denominator > 0 else None
+    if not (denominator > 0 and math.isfinite(numerator) and math.isfinite(denominator)):
+        return None
+    return round(numerator / denominator, RATIO_DECIMALS)
 
 
 def _round(value: float | None, decimals: int) -> float | None:
-    if value is None or value != value:  # NaN: the test could not be run
+    """Rounded, or None for what could not be measured (NaN)."""
+    if value is None or not math.isfinite(value):
         return None
     return round(value, decimals)
 
@@ -280,5 +285,5 @@ def _by_segment(table: pa.Table, name: str, segments: list[dict]) -> dict[str, d
     rows = {row["segment_id"]: row for row in table.to_pylist()}
     missing = sorted({row["segment_id"] for row in segments} - set(rows))
     if missing:
-        raise LLMIntegrationError(f"{name} has no row for segment(s) {missing}; materialize {name} for this day first")
+        raise PipelineError(f"{name} has no row for segment(s) {missing}; materialize {name} for this day first")
     return rows

@@ -1,10 +1,12 @@
 """Faithfulness: every number an answer quotes must be one the statistics gave it.
 
 A quoted number is supported when some number of the statistics, as given, as
-a percentage, or in thousands or millions, rounds to it (to the digits quoted)
-or lies within half a percent of it. Dates must be the snapshot's day; clock
-times must be day-part boundaries. Small bare counts ("4 dimensions", "top 3")
-are not statistics and pass.
+a percentage, or in thousands or millions, rounds to it (to the digits quoted),
+with the same sign. Dates must be the
+snapshot's day (its year, month and day may be quoted alone); clock times
+must be day-part boundaries. Small counts of things ("3 of 4 dimensions",
+"2 channels", "top 3") are not statistics and pass; any other number must
+come from the statistics, discounts and durations included.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-#: Bare integers up to this are counts in prose, not quoted statistics.
+#: Whole numbers up to this, counting things ("3 of 4 dimensions"), are prose, not statistics.
 MAX_FREE_COUNT = 12
-#: Relative difference accepted beyond rounding: "1.27M" for 1,266,347.
-RELATIVE_TOLERANCE = 0.005
+#: What such a count may count: the word after it (an adjective may come between), or "top" before it.
+_COUNTED = re.compile(
+    r"^\s*(?:[a-z]+\s+)?(?:of\b|dimensions?\b|segments?\b|channels?\b|categor(?:y|ies)\b|campaigns?\b"
+    r"|recommendations?\b|tests?\b|criteri(?:on|a)\b|day parts?\b|labels?\b)",
+    re.IGNORECASE,
+)
+_TOP = re.compile(r"\btop[\s-]?$", re.IGNORECASE)
 
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 _TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
 _NUMBER = re.compile(
     r"(?<![\w.,])(?P<currency>[$€£]\s?)?(?P<number>[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-−]?\d+(?:\.\d+)?)"
-    r"(?P<unit>\s?%|\s?percent\b|x\b|×|\s?[kK]\b|\s?M\b|\s?million\b|\s?thousand\b)?"
+    r"(?P<unit>\s?%|\s?per\s?cent\b|x\b|×|\s?[kK]\b|\s?M\b|\s?million\b|\s?thousand\b)?"
 )
-_SCALE = {"%": 0.01, "percent": 0.01, "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
+_SCALE = {"%": 0.01, "percent": 0.01, "per cent": 0.01, "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
 
 
 @dataclass(frozen=True)
@@ -39,19 +46,14 @@ class Quote:
     decimals: int
     unit: str
     currency: bool
-
-    @property
-    def is_free_count(self) -> bool:
-        return not self.unit and not self.currency and self.decimals == 0 and 0 <= self.value <= MAX_FREE_COUNT
+    #: A small whole number counting things ("3 of 4 dimensions"): prose, not a statistic.
+    is_free_count: bool = False
 
     def readings(self) -> list[tuple[float, float]]:
-        """(value, rounding tolerance) for each way the quote can be read."""
+        """(value, rounding tolerance) as the statistics hold it: shares as fractions, money in full."""
         half_step = 0.5 * 10 ** (-self.decimals)
-        scale = _SCALE.get(self.unit.lower(), 1.0)
-        readings = [(self.value * scale, half_step * scale)]
-        if self.unit in ("%", "percent"):
-            readings.append((self.value, half_step))  # the statistic may itself be in percent
-        return readings
+        scale = _SCALE.get(" ".join(self.unit.lower().split()), 1.0)
+        return [(self.value * scale, half_step * scale)]
 
 
 def quotes(text: str) -> Iterator[Quote]:
@@ -60,12 +62,16 @@ def quotes(text: str) -> Iterator[Quote]:
     for match in _NUMBER.finditer(text):
         number = match.group("number").replace(",", "").replace("−", "-")
         unit = (match.group("unit") or "").strip()
+        value = float(number)
+        whole = "." not in number and not unit and not match.group("currency") and 0 <= value <= MAX_FREE_COUNT
+        counting = bool(_COUNTED.match(text[match.end() :]) or _TOP.search(text[: match.start()]))
         yield Quote(
             text=match.group(0).strip(),
-            value=float(number),
+            value=value,
             decimals=len(number.split(".")[1]) if "." in number else 0,
             unit="x" if unit == "×" else unit,
             currency=bool(match.group("currency")),
+            is_free_count=whole and counting,
         )
 
 
@@ -93,7 +99,9 @@ class Statistics:
                     if math.isfinite(leaf):
                         values.add(float(leaf))
                 elif isinstance(leaf, str):
-                    self.dates.update(dates_in(leaf))
+                    for day in dates_in(leaf):
+                        self.dates.add(day)
+                        values.update(float(part) for part in day.split("-"))  # "Q4 2025", "December 31"
                     self.times.update(times_in(leaf))
                     for quote in quotes(leaf):
                         values.update(value for value, _ in quote.readings())
@@ -103,13 +111,8 @@ class Statistics:
         return quote.is_free_count or any(self.matches(value, step) for value, step in quote.readings())
 
     def matches(self, reading: float, step: float) -> bool:
-        """Whether a statistic, or its negative, rounds to `reading` at `step` or lies within the tolerance."""
-        for candidate in (reading, -reading):
-            for value in self.values:
-                difference = abs(candidate - value)
-                if difference <= step * (1 + 1e-9) + 1e-12 or difference <= RELATIVE_TOLERANCE * abs(value):
-                    return True
-        return False
+        """Whether a statistic rounds to `reading` at the quote's precision `step` ("1.27M" for 1,266,347)."""
+        return any(abs(reading - value) <= step * (1 + 1e-9) + 1e-12 for value in self.values)
 
     def problems(self, text: str, where: str) -> list[str]:
         found = []

@@ -30,7 +30,8 @@ divided by the population's, CLV is expected revenue per customer, times are UTC
 
 Rules for every answer:
 - Quote only numbers that appear in the statistics, as given or a share written as a percentage \
-(0.491 -> 49.1%). Do not compute new numbers, sums or differences.
+(0.491 -> 49.1%), with their sign. Do not compute new numbers, sums or differences, and do not add \
+figures of your own (discounts, durations, prices): every number you write is checked.
 - Do not invent customers, products, prices or dates.
 - Answer with one JSON object that matches the JSON schema you are given, and nothing else."""
 
@@ -52,7 +53,8 @@ EXPLANATION_TASK = """Explain this segment to the marketing team.
 - executive_summary: who these customers are, how many, what they are worth, and whether to target them.
 - recommendations: campaigns to run (channel, timing, offer, audience size, rationale). Recommend \
 campaigns only if viability.approved and actionability.actionable are both true; otherwise leave \
-the list empty and say why in the summary.
+the list empty and say why in the summary. Timing names days (weekends, weekdays) and day parts \
+with their hours from the statistics; the audience size is at most the segment's customers.
 - expected_roi: the viability statistics' expected_roi.
 - confidence_level: high, medium or low, from robustness (overall, band, production_ready) and size; \
 confidence_justification quotes the numbers behind it."""
@@ -75,7 +77,8 @@ def messages(task: str, statistics: dict, answer_model: type[BaseModel]) -> list
     user = "\n\n".join(
         [
             task,
-            f"{STATISTICS_OPEN}\n{json.dumps(statistics, indent=1)}\n{STATISTICS_CLOSE}",
+            f"{STATISTICS_OPEN}\n{json.dumps(statistics, indent=1, ensure_ascii=False, allow_nan=False)}\n"
+            f"{STATISTICS_CLOSE}",
             "JSON schema of the answer:\n" + json.dumps(answer_model.model_json_schema(), sort_keys=True),
         ]
     )

@@ -64,7 +64,8 @@ def explanation_problems(
 ) -> list[str]:
     """What an explanation must agree with beyond quoting real numbers."""
     problems = []
-    if abs(answer.expected_roi - facts.viability.expected_roi) > ROI_TOLERANCE:
+    expected, given = facts.viability.expected_roi, answer.expected_roi
+    if (expected is None) != (given is None) or (expected is not None and abs(given - expected) > ROI_TOLERANCE):
         problems.append(
             f"expected_roi {answer.expected_roi} is not the viability's expected ROI {facts.viability.expected_roi}"
         )

@@ -88,6 +88,13 @@ class Answerer:
             provider = OpenAICompatibleProvider(settings)
         self.provider = provider
         self.usage = Usage()
+        #: What besides the messages shapes an answer: the server and how it is asked.
+        self._sampling = {
+            "endpoint": settings.display_url,
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "structured_output": settings.structured_output,
+        }
 
     def answer_all(self, questions: Sequence[Question]) -> list[Answered]:
         """The answers in the order of the questions; requests run concurrently up to the configured limit."""
@@ -101,7 +108,9 @@ class Answerer:
         if self.provider is None:
             return self._answered(question, question.fallback(), "mock")
         schema = question.answer_model.model_json_schema()
-        key = cache_key(PROMPT_VERSION, self.settings.provider, self.settings.model, question.messages, schema)
+        key = cache_key(
+            PROMPT_VERSION, self.settings.provider, self.settings.model, question.messages, schema, self._sampling
+        )
         cached = self._from_cache(question, key)
         if cached is not None:
             self.usage.add(cache_hits=1)
