@@ -87,7 +87,15 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     assert parents("actionability") == {"viability", "robustness", "clusters"}
     assert parents("explanations") == {"actionability", "viability", "robustness", "clusters"}
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
-    for key in ("profiles", "clusters", "segment_migration", "robustness", "viability", "actionability", "explanations"):
+    for key in (
+        "profiles",
+        "clusters",
+        "segment_migration",
+        "robustness",
+        "viability",
+        "actionability",
+        "explanations",
+    ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily
 
 
@@ -114,3 +122,9 @@ def test_the_llm_resource_defaults_to_the_mock_and_reads_the_key_from_the_enviro
     )
     # The key stays a reference to the variable until a run resolves it.
     assert configured.api_key == dg.EnvVar(LLM_API_KEY_VARIABLE)
+
+
+def test_the_steps_that_ask_the_language_model_share_one_pool() -> None:
+    from segmentation_pipeline.defs.assets.insights import actionability, explanations
+
+    assert {actionability.op.pool, explanations.op.pool} == {"llm"}

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.core import synthetic
+from segmentation_pipeline.core import quality, synthetic
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.llm.actionability import DIMENSIONS, Rubric
 from segmentation_pipeline.core.llm.prompts import PROMPT_VERSION
@@ -170,6 +170,13 @@ def test_the_mock_evaluates_and_explains_every_segment(instance: dg.DagsterInsta
     )
 
 
+def test_a_rerun_with_the_mock_writes_the_same_answers(instance: dg.DagsterInstance, data_dir: Path) -> None:
+    assert run(instance, data_dir).success
+    first = {spec.name: read(data_dir, spec) for spec in (ACTIONABILITY, EXPLANATIONS)}
+    assert run(instance, data_dir).success
+    assert {spec.name: read(data_dir, spec) for spec in (ACTIONABILITY, EXPLANATIONS)} == first
+
+
 def test_stored_answers_are_the_records_models_and_the_catalog_joins_them(
     instance: dg.DagsterInstance, data_dir: Path
 ) -> None:
@@ -289,7 +296,18 @@ def test_explanations_refuse_evaluations_of_another_snapshot(instance: dg.Dagste
     result = run(instance, data_dir, [explanations], raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "actionability has no evaluation of segment(s) ['S02']" in str(failure.event_specific_data.error)
+    assert "actionability does not match the snapshot (S02: no answer)" in str(failure.event_specific_data.error)
+
+
+def test_explanations_refuse_evaluations_of_older_statistics(instance: dg.DagsterInstance, data_dir: Path) -> None:
+    assert run(instance, data_dir, [actionability]).success
+    # Viability re-run with other economics after actionability: same segment IDs, other statistics.
+    repriced = run(instance, data_dir, [viability], run_config=dg.RunConfig({"viability": {"config": {"margin": 0.5}}}))
+    assert repriced.success
+    result = run(instance, data_dir, [explanations], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "S01: answered on other statistics than the stored snapshot's" in str(failure.event_specific_data.error)
 
 
 def test_answers_written_before_the_snapshot_changed_fail_the_numbers_check(
@@ -304,11 +322,12 @@ def test_answers_written_before_the_snapshot_changed_fail_the_numbers_check(
         run_config=dg.RunConfig({"viability": {"config": {"campaign_cost_per_customer": 7.5}}}),
     )
     assert repriced.success
-    from segmentation_pipeline.core import quality
-
     outcome = quality.numbers_match_statistics(Warehouse(data_dir), DAY, EXPLANATIONS)
     assert not outcome.passed
-    assert outcome.metadata["violations"] > 0
+    segments = len(read(data_dir, SEGMENTS))
+    # Every answer is stale, and those quoting the old ROI are unfaithful too.
+    assert outcome.metadata["violations"] > segments
+    assert "answered on other statistics" in outcome.summary
     # Re-running the insights brings them in line again.
     again = run(instance, data_dir)
     assert all(e.passed for e in checks(again).values())

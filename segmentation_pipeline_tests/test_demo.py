@@ -43,6 +43,7 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     assert f"profiles:    {profiled:,} customers" in result.stdout
     assert f"segments:    {len(segments)}, {approved} approved for targeting, {actionable} actionable" in result.stdout
     assert "insights:    answers by mock (rules), source: mock" in result.stdout
+    assert campaigns
     for segment_id, channel, audience in campaigns:
         assert f"  {segment_id:<4} {channel}, " in result.stdout
         assert f"({audience:,} customers)" in result.stdout

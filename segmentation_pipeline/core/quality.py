@@ -256,7 +256,7 @@ def every_segment_explained(warehouse: Warehouse, day: date) -> CheckOutcome:
         day,
         {"e": EXPLANATIONS, "s": SEGMENTS},
         f"""SELECT (SELECT count(*) FROM e WHERE trim(executive_summary) = ''
-                   OR confidence_level NOT IN ('high', 'medium', 'low')) + {_one_row_per_segment('e')}""",
+                   OR confidence_level NOT IN ('high', 'medium', 'low')) + {_one_row_per_segment("e")}""",
         "{} segments without exactly one explanation, or with an empty summary or unknown confidence level",
     )
 
@@ -275,7 +275,7 @@ def no_fallback_answers(warehouse: Warehouse, day: date, spec: TableSpec) -> Che
 def numbers_match_statistics(
     warehouse: Warehouse, day: date, spec: TableSpec, rubric: Rubric | None = None
 ) -> CheckOutcome:
-    """Every number the stored answers quote is in the statistics of the stored snapshot.
+    """Every stored answer was made from the stored snapshot's statistics, and quotes only their numbers.
 
     Fails when an answer quotes something it was not given, or when the snapshot
     changed after the answers were written (a re-run upstream without this stage).
@@ -297,5 +297,7 @@ def numbers_match_statistics(
         rubric or Rubric(),
         warehouse.read_partition(ACTIONABILITY, day),
     )
-    summary = f"{len(problems)} quoted numbers not in the statistics" + (f", e.g. {problems[0]}" if problems else "")
+    summary = f"{len(problems)} answers made from other statistics or quoted numbers not in them" + (
+        f", e.g. {problems[0]}" if problems else ""
+    )
     return CheckOutcome(not problems, summary, {"violations": len(problems)})

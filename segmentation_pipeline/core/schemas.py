@@ -181,6 +181,8 @@ class SegmentViability(BaseModel):
 #: mock because it is the configured provider ("mock"), or the mock standing in for a
 #: language-model answer that was unusable or never came ("fallback").
 AnswerSource = Literal["llm", "mock", "fallback"]
+#: What a campaign must know about a segment: what to offer, when, how to reach it, whom it is worth.
+ACTIONABILITY_DIMENSIONS = ("what", "when", "how", "who")
 
 
 class AnswerProvenance(BaseModel):
@@ -191,6 +193,8 @@ class AnswerProvenance(BaseModel):
     model: str
     prompt_version: str
     fallback_reason: str | None = None
+    #: core.llm.facts.SegmentFacts.sha256 of the statistics the answer was given.
+    statistics_sha256: str
 
 
 class ActionabilityAnswer(BaseModel):
@@ -495,6 +499,7 @@ _PROVENANCE_FIELDS = [
     pa.field("model", pa.string(), nullable=False),
     pa.field("prompt_version", pa.string(), nullable=False),
     pa.field("fallback_reason", pa.string()),
+    pa.field("statistics_sha256", pa.string(), nullable=False),
 ]
 
 ACTIONABILITY = TableSpec(
@@ -506,7 +511,7 @@ ACTIONABILITY = TableSpec(
             pa.field("segment_id", pa.string(), nullable=False),
             *[
                 pa.field(f"{dimension}_{part}", pa.float64() if part == "score" else pa.string(), nullable=False)
-                for dimension in ("what", "when", "how", "who")
+                for dimension in ACTIONABILITY_DIMENSIONS
                 for part in ("score", "evidence")
             ],
             pa.field("actionable", pa.bool_(), nullable=False),

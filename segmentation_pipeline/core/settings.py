@@ -45,9 +45,7 @@ class Settings:
         try:
             start_date = date.fromisoformat(raw_start)
         except ValueError as exc:
-            raise PipelineError(
-                f"SEGMENTATION_START_DATE={raw_start!r} is not a date; expected YYYY-MM-DD"
-            ) from exc
+            raise PipelineError(f"SEGMENTATION_START_DATE={raw_start!r} is not a date; expected YYYY-MM-DD") from exc
         source = _choice(env, "SEGMENTATION_SOURCE", "synthetic", SOURCES)
         llm_provider = _choice(env, "SEGMENTATION_LLM_PROVIDER", "mock", LLM_PROVIDERS)
         return cls(

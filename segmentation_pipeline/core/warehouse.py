@@ -149,9 +149,7 @@ class Warehouse:
             table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
         return conform(table, spec)
 
-    def partition_days(
-        self, spec: TableSpec, start: date | None = None, end: date | None = None
-    ) -> list[date]:
+    def partition_days(self, spec: TableSpec, start: date | None = None, end: date | None = None) -> list[date]:
         """Days with a stored partition, in order, optionally within [start, end] (inclusive)."""
         folder = self.table_dir(spec)
         if not folder.is_dir():

@@ -151,8 +151,8 @@ def _answer_checks(asset: str, complete: tuple[str, str]) -> list[dg.AssetCheckS
         dg.AssetCheckSpec(
             "numbers_match_statistics",
             asset=asset,
-            description="Every number the answers quote is in the statistics of the stored snapshot; fails "
-            "for an answer that invents one, or when the snapshot changed after the answers were written.",
+            description="Every answer was made from the stored snapshot's statistics and quotes only their "
+            "numbers; fails for an answer that invents one, or when the snapshot changed after the answers.",
         ),
         dg.AssetCheckSpec(
             "answered_by_configured_model",

@@ -16,10 +16,10 @@ from ..core.errors import PipelineError
 from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
 from ..core.llm.cache import AnswerCache
-from ..core.llm.providers import LLMSettings
+from ..core.llm.providers import STRUCTURED_OUTPUTS, LLMSettings
 from ..core.llm.runner import Answerer
 from ..core.schemas import DEFAULT_JUNK_IDS
-from ..core.settings import DEFAULT_START_DATE, LLM_API_KEY_VARIABLE, SOURCES, Settings
+from ..core.settings import DEFAULT_START_DATE, LLM_API_KEY_VARIABLE, LLM_PROVIDERS, SOURCES, Settings
 from ..core.warehouse import Warehouse
 from .fields import field_of
 
@@ -142,6 +142,7 @@ class LLMResource(dg.ConfigurableResource):
     model: str = field_of(LLMSettings, "model")
     api_key: str = Field(
         default="",
+        repr=False,
         description=f"API key of the openai provider. Give it as an environment variable ({LLM_API_KEY_VARIABLE} "
         "by default), never inline: it is not logged or put in metadata.",
     )
@@ -156,6 +157,22 @@ class LLMResource(dg.ConfigurableResource):
     structured_output: str = Field(
         default="json_schema", description=LLMSettings.model_fields["structured_output"].description
     )
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in LLM_PROVIDERS:
+            raise ValueError(f"LLM provider {value!r} is not supported; expected one of {list(LLM_PROVIDERS)}")
+        return value
+
+    @field_validator("structured_output")
+    @classmethod
+    def _known_output(cls, value: str) -> str:
+        if value not in STRUCTURED_OUTPUTS:
+            raise ValueError(
+                f"structured_output {value!r} is not supported; expected one of {list(STRUCTURED_OUTPUTS)}"
+            )
+        return value
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LLMResource":

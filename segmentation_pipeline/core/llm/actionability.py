@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..schemas import ActionabilityAnswer
-from .facts import LabelShare, SegmentFacts
+from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
+from .facts import LabelShare, SegmentFacts, percent
 
-DIMENSIONS = ("what", "when", "how", "who")
+DIMENSIONS = ACTIONABILITY_DIMENSIONS
 
 
 class Rubric(BaseModel):
@@ -90,10 +90,6 @@ def preference_strength(labels: list[LabelShare], n_labels: int, full_lift: floa
     return round(0.5 * concentration + 0.5 * distinct, 2), main
 
 
-def _pct(share: float) -> str:
-    return f"{share * 100:.1f}%"
-
-
 def mock_actionability(facts: SegmentFacts, rubric: Rubric) -> ActionabilityAnswer:
     """The deterministic judgement: every score and sentence follows from the statistics."""
     what, category = preference_strength(facts.categories, facts.categories_in_population, FULL_LIFT_LABELS)
@@ -131,7 +127,7 @@ def _label_evidence(main: LabelShare | None, verb: str, missing: str) -> str:
     if main is None:
         return f"Nothing to go on: {missing}."
     lift = f", {main.lift:.2f}x" if main.lift is not None else ""
-    return f"{_pct(main.share)} {verb} {main.label} (population: {_pct(main.population_share)}{lift})."
+    return f"{percent(main.share)} {verb} {main.label} (population: {percent(main.population_share)}{lift})."
 
 
 def _timing(facts: SegmentFacts) -> tuple[float, str]:
@@ -143,7 +139,7 @@ def _timing(facts: SegmentFacts) -> tuple[float, str]:
         on_weekend = weekend >= overall
         lift = weekend / overall if on_weekend else (1 - weekend) / (1 - overall) if overall < 1 else 1.0
         weekend_score = round(_clamp((lift - 1.0) / (FULL_LIFT_TIMING - 1.0)), 2)
-        weekend_text = f"{_pct(weekend)} of their activity falls on weekends (population: {_pct(overall)})"
+        weekend_text = f"{percent(weekend)} of their activity falls on weekends (population: {percent(overall)})"
     if peak is None and not weekend_text:
         return 0.0, "Nothing to go on: no timestamps beyond the purchase dates."
     stronger, weaker = max(day_part_score, weekend_score), min(day_part_score, weekend_score)
@@ -151,8 +147,8 @@ def _timing(facts: SegmentFacts) -> tuple[float, str]:
     parts = []
     if peak is not None:
         parts.append(
-            f"{_pct(peak.share)} of their activity is in the {peak.label} ({peak.hours} UTC; "
-            f"population: {_pct(peak.population_share)})"
+            f"{percent(peak.share)} of their activity is in the {peak.label} ({peak.hours} UTC; "
+            f"population: {percent(peak.population_share)})"
         )
     if weekend_text:
         parts.append(weekend_text)
@@ -167,7 +163,7 @@ def _value(facts: SegmentFacts) -> tuple[float, str]:
     score = round(ratio / (1.0 + ratio), 2)
     text = (
         f"Mean CLV {facts.mean_clv:,.2f} against {facts.population_mean_clv:,.2f} for all customers "
-        f"({ratio:.2f}x); {_pct(facts.share_of_total_clv)} of all CLV from {_pct(facts.share_of_customers)} "
+        f"({ratio:.2f}x); {percent(facts.share_of_total_clv)} of all CLV from {percent(facts.share_of_customers)} "
         "of the customers"
     )
     if facts.churn_risk is not None and facts.population_churn_risk is not None:

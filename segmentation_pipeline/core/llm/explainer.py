@@ -7,7 +7,7 @@ it writes passes the faithfulness check by construction (a test holds it to that
 from __future__ import annotations
 
 from ..schemas import ActionabilityAnswer, CampaignRecommendation, ExplanationAnswer
-from .facts import DayPart, LabelShare, SegmentFacts
+from .facts import DayPart, LabelShare, SegmentFacts, percent
 
 #: Robustness a segment needs for each confidence level (Hennig's bands: 0.85 highly stable, 0.6 doubtful).
 HIGH_CONFIDENCE_ROBUSTNESS = 0.85
@@ -30,10 +30,6 @@ def confidence_level(facts: SegmentFacts) -> str:
     return "low"
 
 
-def _pct(share: float) -> str:
-    return f"{share * 100:.1f}%"
-
-
 def mock_explanation(facts: SegmentFacts, actionability: ActionabilityAnswer) -> ExplanationAnswer:
     targeted = facts.viability.approved and actionability.actionable
     return ExplanationAnswer(
@@ -47,7 +43,7 @@ def mock_explanation(facts: SegmentFacts, actionability: ActionabilityAnswer) ->
 
 def _summary(facts: SegmentFacts, actionability: ActionabilityAnswer, targeted: bool) -> str:
     sentences = [
-        f"{facts.name}: {facts.customers:,} customers ({_pct(facts.share_of_customers)} of "
+        f"{facts.name}: {facts.customers:,} customers ({percent(facts.share_of_customers)} of "
         f"{facts.population_customers:,}) with a mean CLV of {facts.mean_clv:,.2f} "
         + (
             f"({facts.clv_vs_population:.2f}x the average of {facts.population_mean_clv:,.2f})."
@@ -86,7 +82,7 @@ def _main(labels: list[LabelShare]) -> LabelShare | None:
 def _label_phrase(main: LabelShare | None, verb: str, what: str) -> str:
     if main is None:
         return ""
-    return f"{verb} {main.label} ({_pct(main.share)} {what} against {_pct(main.population_share)} overall)"
+    return f"{verb} {main.label} ({percent(main.share)} {what} against {percent(main.population_share)} overall)"
 
 
 def _preferred_day_part(facts: SegmentFacts) -> DayPart | None:
@@ -108,8 +104,8 @@ def _day_part_phrase(peak: DayPart | None) -> str:
     if peak is None:
         return ""
     return (
-        f"are most active in the {peak.label}, {peak.hours} UTC ({_pct(peak.share)} of their activity "
-        f"against {_pct(peak.population_share)} overall)"
+        f"are most active in the {peak.label}, {peak.hours} UTC ({percent(peak.share)} of their activity "
+        f"against {percent(peak.population_share)} overall)"
     )
 
 
@@ -121,7 +117,7 @@ def _days_phrase(facts: SegmentFacts) -> str:
         share, population = facts.weekend_share, facts.population_weekend_share
     else:
         share, population = facts.weekday_share, facts.population_weekday_share
-    return f"prefer {days} ({_pct(share)} of their activity against {_pct(population)} overall)"
+    return f"prefer {days} ({percent(share)} of their activity against {percent(population)} overall)"
 
 
 def _timing(facts: SegmentFacts) -> str:
@@ -169,7 +165,7 @@ def _recommendations(facts: SegmentFacts) -> list[CampaignRecommendation]:
                 timing=_timing(facts),
                 offer=_offer(facts),
                 audience_size=facts.customers,
-                rationale=f"{_pct(channel.share)} of the segment's events come through {channel.label}{lift}.",
+                rationale=f"{percent(channel.share)} of the segment's events come through {channel.label}{lift}.",
             )
         )
     return recommendations

@@ -9,6 +9,7 @@ from this same document.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import date
 
@@ -119,6 +120,16 @@ class SegmentFacts(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
+
+    @property
+    def sha256(self) -> str:
+        """Fingerprint of the statistics: an answer stored with another was made from another snapshot."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def percent(share: float) -> str:
+    """A share as answers quote it: 0.491 -> 49.1%."""
+    return f"{share * 100:.1f}%"
 
 
 def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table, as_of: date) -> list[SegmentFacts]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -27,6 +27,7 @@ MOCK_MODEL = "rules"
 #: How the answer's JSON schema is requested: as a response format the server enforces
 #: ("json_schema"), as plain JSON mode ("json_object"), or only in the prompt ("prompt").
 StructuredOutput = Literal["json_schema", "json_object", "prompt"]
+STRUCTURED_OUTPUTS: tuple[str, ...] = get_args(StructuredOutput)
 
 
 class LLMSettings(BaseModel):

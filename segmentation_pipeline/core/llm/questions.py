@@ -36,6 +36,7 @@ def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
     return Question(
         kind="actionability",
         segment_id=facts.segment_id,
+        statistics_sha256=facts.sha256,
         messages=actionability_messages(facts, rubric),
         answer_model=ActionabilityAnswer,
         check=check,
@@ -52,6 +53,7 @@ def explanation_question(facts: SegmentFacts, actionability: ActionabilityAnswer
     return Question(
         kind="explanation",
         segment_id=facts.segment_id,
+        statistics_sha256=facts.sha256,
         messages=explanation_messages(facts, actionability),
         answer_model=ExplanationAnswer,
         check=check,
@@ -91,12 +93,6 @@ def evaluate_actionability(facts: Sequence[SegmentFacts], rubric: Rubric, answer
 def explain_segments(
     facts: Sequence[SegmentFacts], evaluations: dict[str, ActionabilityAnswer], answerer: Answerer
 ) -> list[Answered]:
-    missing = [item.segment_id for item in facts if item.segment_id not in evaluations]
-    if missing:
-        raise PipelineError(
-            f"actionability has no evaluation of segment(s) {missing}: it was materialized before the segments "
-            "changed; materialize actionability for this day again"
-        )
     return answerer.answer_all([explanation_question(item, evaluations[item.segment_id]) for item in facts])
 
 
@@ -113,6 +109,30 @@ def stored_answers(table: pa.Table, answer_model: type[BaseModel]) -> dict[str, 
 
 def stored_evaluations(table: pa.Table) -> dict[str, ActionabilityAnswer]:
     return stored_answers(table, ActionabilityAnswer)
+
+
+def stale_answers(facts: Sequence[SegmentFacts], answers: pa.Table) -> list[str]:
+    """What is wrong with stored answers for this snapshot: segments without one, or answers made from
+    other statistics (a stage upstream re-ran after them)."""
+    given = dict(zip(answers["segment_id"].to_pylist(), answers["statistics_sha256"].to_pylist()))
+    problems = []
+    for item in facts:
+        if item.segment_id not in given:
+            problems.append(f"{item.segment_id}: no answer")
+        elif given[item.segment_id] != item.sha256:
+            problems.append(f"{item.segment_id}: answered on other statistics than the stored snapshot's")
+    return problems
+
+
+def current_evaluations(facts: Sequence[SegmentFacts], table: pa.Table) -> dict[str, ActionabilityAnswer]:
+    """The stored actionability answers, if they were made from these statistics."""
+    problems = stale_answers(facts, table)
+    if problems:
+        raise PipelineError(
+            f"actionability does not match the snapshot ({'; '.join(problems)}); "
+            "materialize actionability for this day again first"
+        )
+    return stored_evaluations(table)
 
 
 def answers_faithful(
@@ -135,7 +155,7 @@ def answers_faithful(
             if item.segment_id in given
         }
         judged = ()
-    problems = []
+    problems = stale_answers(facts, answers)
     for segment_id, answer in stored.items():
         if segment_id not in statistics:
             problems.append(f"{segment_id}: no statistics for this segment in the snapshot")

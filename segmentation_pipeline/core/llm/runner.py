@@ -32,6 +32,8 @@ class Question:
 
     kind: str
     segment_id: str
+    #: Fingerprint of the segment's statistics, stored with the answer.
+    statistics_sha256: str
     messages: list[dict[str, str]]
     answer_model: type[BaseModel]
     #: Problems beyond the schema (unquoted numbers, a verdict against the rubric); none means accepted.
@@ -173,6 +175,7 @@ class Answerer:
             model=self.settings.answering_model,
             prompt_version=PROMPT_VERSION,
             fallback_reason=reason,
+            statistics_sha256=question.statistics_sha256,
         )
         return Answered(question.segment_id, answer, provenance)
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from ...core.llm.actionability import Rubric
 from ...core.llm.facts import SegmentFacts, snapshot_facts
 from ...core.llm.prompts import PROMPT_VERSION
-from ...core.llm.questions import answers_table, evaluate_actionability, explain_segments, stored_evaluations
+from ...core.llm.questions import answers_table, current_evaluations, evaluate_actionability, explain_segments
 from ...core.llm.runner import Answered, Answerer
 from ...core.schemas import ACTIONABILITY, EXPLANATIONS, ROBUSTNESS, SEGMENTS, TABLES, VIABILITY, TableSpec
 from ...core.warehouse import Warehouse
@@ -85,7 +85,10 @@ def _write_answers(
     partitions_def=daily_partitions,
     deps=[viability, robustness, clusters],
     group_name="insights",
-    kinds={"parquet", "openai"},
+    kinds={"parquet"},
+    # One pool for every step that asks the language model: dagster.yaml can cap them across runs
+    # (a backfill), while max_concurrent_requests caps the requests within one step.
+    pool="llm",
     check_specs=ACTIONABILITY_CHECKS,
     metadata={"dagster/column_schema": column_schema(ACTIONABILITY)},
 )
@@ -118,7 +121,8 @@ def actionability(
     partitions_def=daily_partitions,
     deps=[actionability, viability, robustness, clusters],
     group_name="insights",
-    kinds={"parquet", "openai"},
+    kinds={"parquet"},
+    pool="llm",
     check_specs=EXPLANATIONS_CHECKS,
     metadata={"dagster/column_schema": column_schema(EXPLANATIONS)},
 )
@@ -131,12 +135,14 @@ def explanations(
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
-    evaluations = stored_evaluations(store.read_required(ACTIONABILITY, as_of))
+    facts = _snapshot_facts(store, as_of)
+    evaluations = current_evaluations(facts, store.read_required(ACTIONABILITY, as_of))
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = explain_segments(_snapshot_facts(store, as_of), evaluations, answerer)
+    answered = explain_segments(facts, evaluations, answerer)
     table, metadata = _write_answers(context, store, EXPLANATIONS, answered, answerer)
     metadata |= {
         "segments_with_campaigns": sum(1 for item in answered if item.answer.recommendations),
+        "preview": preview(table.select(["segment_id", "expected_roi", "confidence_level", "source"]), 50),
         "summaries": dg.MetadataValue.md(
             "\n\n".join(
                 f"**{item.segment_id}** ({item.answer.confidence_level} confidence): {item.answer.executive_summary}"
