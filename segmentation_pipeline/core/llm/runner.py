@@ -59,7 +59,7 @@ class Usage:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    #: Requests repeated after a timeout, 429 or 5xx.
+    #: Requests repeated after a transient failure (timeout, lost connection, 408, 409, 429, 5xx).
     retries: int = 0
     #: Answers rejected as invalid JSON, off the schema, unfaithful or against the rubric.
     rejected_answers: int = 0

@@ -73,7 +73,7 @@ def _write_answers(
         "path": dg.MetadataValue.path(str(written.path)),
     }
     if settings.provider != "mock":
-        metadata["base_url"] = settings.base_url or "the openai client's default"
+        metadata["base_url"] = settings.display_url
     if fallbacks:
         metadata["fallback_reasons"] = dg.MetadataValue.md(
             "\n".join(f"- {segment_id}: {reason}" for segment_id, reason in fallbacks)
