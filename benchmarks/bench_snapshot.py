@@ -1,4 +1,4 @@
-"""One daily snapshot, merge_map through viability, materialized by the assets themselves.
+"""One daily snapshot, merge_map through explanations (mock LLM), materialized by the assets themselves.
 
     python benchmarks/bench_snapshot.py --customers 100000 --out benchmarks/results/snapshot_100k.json
 
@@ -78,7 +78,16 @@ def main() -> None:
     from segmentation_pipeline.defs.resources import WarehouseResource
 
     last = arguments.first_day + timedelta(days=arguments.days - 1)
-    names = ["merge_map", "profiles", "clusters", "segment_migration", "robustness", "viability"]
+    names = [
+        "merge_map",
+        "profiles",
+        "clusters",
+        "segment_migration",
+        "robustness",
+        "viability",
+        "actionability",
+        "explanations",
+    ]
     assets = [defs.get_assets_def(name) for name in names]
     resources = {**defs.resources, "warehouse": WarehouseResource(data_dir=str(arguments.scratch))}
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

