@@ -118,9 +118,6 @@ class SegmentFacts(BaseModel):
     robustness: RobustnessFacts
     viability: ViabilityFacts
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=1)
-
     @property
     def sha256(self) -> str:
         """Fingerprint of the statistics: an answer stored with another was made from another snapshot."""
@@ -152,7 +149,11 @@ def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table
 
 
 class _Population:
-    """Population means of the segment features: the size-weighted mean of the segments' means."""
+    """Population means of the segment features: the size-weighted mean of the segments' means.
+
+    Exact for features every member has (shares of activity); for one some members lack (recency
+    without a purchase) it weighs each segment by its size, not by its members with a value.
+    """
 
     def __init__(self, segment_means: list[dict[str, float]], sizes: list[int], total_clv: float, as_of: str) -> None:
         self.segment_means = segment_means
