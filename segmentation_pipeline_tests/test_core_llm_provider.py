@@ -21,7 +21,7 @@ from segmentation_pipeline.core.llm.facts import (
 )
 from segmentation_pipeline.core.llm.prompts import RETRY
 from segmentation_pipeline.core.llm.providers import LLMSettings, OpenAICompatibleProvider
-from segmentation_pipeline.core.llm.questions import evaluate_actionability, explain_segments
+from segmentation_pipeline.core.llm.questions import actionability_question, evaluate_actionability, explain_segments
 from segmentation_pipeline.core.llm.runner import Answerer
 from segmentation_pipeline.core.schemas import ActionabilityAnswer
 
@@ -250,7 +250,7 @@ def test_a_timeout_is_retried(server: ChatServer, tmp_path: Path) -> None:
 def test_429_and_500_are_retried_with_growing_backoff(server: ChatServer) -> None:
     server.queue([RATE_LIMITED, SERVER_ERROR, VALID])
     waits: list[float] = []
-    provider = OpenAICompatibleProvider(settings(server, backoff_seconds=0.05), sleep=waits.append)
+    provider = OpenAICompatibleProvider(settings(server, backoff_seconds=0.05), sleep=waits.append, jitter=lambda: 1.0)
     asking = Answerer(provider.settings, None, provider=provider)
     (answered,) = evaluate_actionability(SEGMENTS[:1], Rubric(), asking)
     assert answered.provenance.source == "llm"
@@ -371,3 +371,22 @@ def test_explanations_are_checked_against_the_verdicts_they_were_given(server: C
     assert diffuse.recommendations == []
     statistics = json.loads(server.requests[1].user_message.split("<statistics>")[1].split("</statistics>")[0])
     assert statistics["actionability"] == evaluations["S02"].model_dump()
+
+
+def test_backoff_waits_are_spread_over_the_upper_half(server: ChatServer) -> None:
+    server.queue([SERVER_ERROR, SERVER_ERROR, VALID])
+    waits: list[float] = []
+    provider = OpenAICompatibleProvider(settings(server, backoff_seconds=0.05), sleep=waits.append, jitter=lambda: 0.0)
+    Answerer(provider.settings, None, provider=provider).answer_all([actionability_question(SEGMENTS[0], Rubric())])
+    assert waits == [0.025, 0.05]
+
+
+def test_a_refused_request_stops_the_questions_not_yet_asked(server: ChatServer, tmp_path: Path) -> None:
+    server.queue([UNAUTHORIZED])
+    server.slow_seconds = 0.3
+    server.otherwise = SLOW
+    many = [segment(f"S{index:02d}", focused=True) for index in range(1, 9)]
+    with pytest.raises(LLMIntegrationError):
+        evaluate_actionability(many, Rubric(), answerer(server, tmp_path, max_concurrent_requests=2))
+    # The first request was refused; the one already in flight ends, the queued ones are never sent.
+    assert len(server.requests) <= 3

@@ -11,6 +11,7 @@ fallbacks would hide it. The API key is never logged or put in a message.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
@@ -111,9 +112,10 @@ class ChatProvider(Protocol):
 class OpenAICompatibleProvider:
     """Chat completions over HTTP through the `openai` client; retries are ours, so they can be counted."""
 
-    def __init__(self, settings: LLMSettings, sleep=time.sleep) -> None:
+    def __init__(self, settings: LLMSettings, sleep=time.sleep, jitter=random.random) -> None:
         self.settings = settings
         self._sleep = sleep
+        self._jitter = jitter
         self._client = openai.OpenAI(
             api_key=settings.api_key or "not-needed",
             base_url=settings.base_url or None,
@@ -155,8 +157,9 @@ class OpenAICompatibleProvider:
         )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff; a server's Retry-After is honoured up to the longest wait."""
-        wait = self.settings.backoff_seconds * 2 ** (attempt - 1)
+        """Exponential backoff, each wait drawn from its upper half so that requests turned away
+        together do not return together; a server's Retry-After is honoured up to the longest wait."""
+        wait = self.settings.backoff_seconds * 2 ** (attempt - 1) * (0.5 + 0.5 * self._jitter())
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.settings.max_backoff_seconds)

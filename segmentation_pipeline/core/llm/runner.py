@@ -104,7 +104,14 @@ class Answerer:
             return [self.answer(question) for question in questions]
         workers = min(self.settings.max_concurrent_requests, len(questions))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
-            return list(pool.map(self.answer, questions))
+            futures = [pool.submit(self.answer, question) for question in questions]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                # A refused request fails the run: ask nothing more.
+                for future in futures:
+                    future.cancel()
+                raise
 
     def answer(self, question: Question) -> Answered:
         if self.provider is None:
