@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
@@ -105,13 +105,14 @@ class Answerer:
         workers = min(self.settings.max_concurrent_requests, len(questions))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
             futures = [pool.submit(self.answer, question) for question in questions]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:
-                # A refused request fails the run: ask nothing more.
+            # A refused request fails the run: as soon as any question fails, ask nothing more.
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((future for future in done if future.exception() is not None), None)
+            if failed is not None:
                 for future in futures:
                     future.cancel()
-                raise
+                raise failed.exception()
+            return [future.result() for future in futures]
 
     def answer(self, question: Question) -> Answered:
         if self.provider is None:
