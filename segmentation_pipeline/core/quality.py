@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from .errors import PipelineError
 from .llm.actionability import DIMENSIONS, Rubric
-from .llm.facts import snapshot_facts
+from .llm.facts import stored_snapshot_facts
 from .llm.questions import answers_faithful
 from .schemas import (
     ACTIONABILITY,
@@ -280,23 +281,13 @@ def numbers_match_statistics(
     Fails when an answer quotes something it was not given, or when the snapshot
     changed after the answers were written (a re-run upstream without this stage).
     """
-    needed = (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, spec)
-    missing = sorted({table.name for table in needed if not warehouse.partition_path(table, day).exists()})
-    if missing:
-        return CheckOutcome(False, f"no {', '.join(missing)} partition for {day}")
-    facts = snapshot_facts(
-        warehouse.read_partition(SEGMENTS, day),
-        warehouse.read_partition(ROBUSTNESS, day),
-        warehouse.read_partition(VIABILITY, day),
-        day,
-    )
-    problems = answers_faithful(
-        facts,
-        warehouse.read_partition(spec, day),
-        spec.name,
-        rubric or Rubric(),
-        warehouse.read_partition(ACTIONABILITY, day),
-    )
+    try:
+        facts = stored_snapshot_facts(warehouse, day)
+        evaluations = warehouse.read_required(ACTIONABILITY, day)
+        answers = evaluations if spec == ACTIONABILITY else warehouse.read_required(spec, day)
+    except PipelineError as exc:
+        return CheckOutcome(False, str(exc))
+    problems = answers_faithful(facts, answers, spec.name, rubric or Rubric(), evaluations)
     summary = f"{len(problems)} answers made from other statistics or quoted numbers not in them" + (
         f", e.g. {problems[0]}" if problems else ""
     )

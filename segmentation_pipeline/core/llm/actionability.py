@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
-from .facts import LabelShare, SegmentFacts, percent
+from .facts import LabelShare, SegmentFacts, main_label, percent
 
 DIMENSIONS = ACTIONABILITY_DIMENSIONS
 
@@ -80,9 +80,9 @@ def preference_strength(labels: list[LabelShare], n_labels: int, full_lift: floa
     Concentration: the main label's share above an even spread over n_labels, full at
     FULL_SHARE. Distinctiveness: its lift over the population, full at `full_lift`.
     """
-    if not labels or n_labels < 2:
+    main = main_label(labels)
+    if main is None or n_labels < 2:
         return 0.0, None
-    main = max(labels, key=lambda item: (item.share, item.label))
     even = 1.0 / n_labels
     full = FULL_SHARE if even < FULL_SHARE else 1.0
     concentration = _clamp((main.share - even) / (full - even))

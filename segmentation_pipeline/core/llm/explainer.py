@@ -7,7 +7,7 @@ it writes passes the faithfulness check by construction (a test holds it to that
 from __future__ import annotations
 
 from ..schemas import ActionabilityAnswer, CampaignRecommendation, ExplanationAnswer
-from .facts import DayPart, LabelShare, SegmentFacts, percent
+from .facts import DayPart, LabelShare, SegmentFacts, main_label, percent
 
 #: Robustness a segment needs for each confidence level (Hennig's bands: 0.85 highly stable, 0.6 doubtful).
 HIGH_CONFIDENCE_ROBUSTNESS = 0.85
@@ -54,8 +54,8 @@ def _summary(facts: SegmentFacts, actionability: ActionabilityAnswer, targeted: 
     habits = [
         text
         for text in (
-            _label_phrase(_main(facts.categories), "buy mostly", "of their activity"),
-            _label_phrase(_main(facts.channels), "come through", "of their events"),
+            _label_phrase(main_label(facts.categories), "buy mostly", "of their activity"),
+            _label_phrase(main_label(facts.channels), "come through", "of their events"),
             _day_part_phrase(_preferred_day_part(facts)),
             _days_phrase(facts),
         )
@@ -75,10 +75,6 @@ def _summary(facts: SegmentFacts, actionability: ActionabilityAnswer, targeted: 
     return " ".join(sentences)
 
 
-def _main(labels: list[LabelShare]) -> LabelShare | None:
-    return max(labels, key=lambda item: (item.share, item.label)) if labels else None
-
-
 def _label_phrase(main: LabelShare | None, verb: str, what: str) -> str:
     if main is None:
         return ""
@@ -87,7 +83,7 @@ def _label_phrase(main: LabelShare | None, verb: str, what: str) -> str:
 
 def _preferred_day_part(facts: SegmentFacts) -> DayPart | None:
     """The day part the segment is most active in, if that is clearly more than the population."""
-    peak = _main(facts.day_parts)
+    peak = main_label(facts.day_parts)
     return peak if isinstance(peak, DayPart) and (peak.lift or 0.0) >= TIMING_LIFT else None
 
 
@@ -127,7 +123,7 @@ def _timing(facts: SegmentFacts) -> str:
 
 
 def _offer(facts: SegmentFacts) -> str:
-    category = _main(facts.categories)
+    category = main_label(facts.categories)
     range_ = f"the {category.label} range" if category else "the range they buy"
     ratio = facts.clv_vs_population
     if ratio is not None and ratio >= 1.5:

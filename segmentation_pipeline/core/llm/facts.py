@@ -17,6 +17,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import PipelineError
+from ..schemas import ROBUSTNESS, SEGMENTS, VIABILITY
+from ..warehouse import Warehouse
 
 #: Hours of each day part, as core.profiles counts them (UTC).
 DAY_PART_HOURS: dict[str, str] = {
@@ -124,9 +126,24 @@ class SegmentFacts(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
+def main_label(labels: list[LabelShare]) -> LabelShare | None:
+    """The label with the largest share (ties to the later name): what the scores and the words both lead with."""
+    return max(labels, key=lambda item: (item.share, item.label)) if labels else None
+
+
 def percent(share: float) -> str:
     """A share as answers quote it: 0.491 -> 49.1%."""
     return f"{share * 100:.1f}%"
+
+
+def stored_snapshot_facts(warehouse: Warehouse, as_of: date) -> list[SegmentFacts]:
+    """The facts of the stored snapshot of `as_of`; a missing upstream table is an error naming it."""
+    return snapshot_facts(
+        warehouse.read_required(SEGMENTS, as_of),
+        warehouse.read_required(ROBUSTNESS, as_of),
+        warehouse.read_required(VIABILITY, as_of),
+        as_of,
+    )
 
 
 def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table, as_of: date) -> list[SegmentFacts]:

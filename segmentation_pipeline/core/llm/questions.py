@@ -38,6 +38,8 @@ def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
         segment_id=facts.segment_id,
         statistics_sha256=facts.sha256,
         messages=actionability_messages(facts, rubric),
+        statistics=statistics,
+        judged=JUDGED_FIELDS,
         answer_model=ActionabilityAnswer,
         check=check,
         fallback=lambda: mock_actionability(facts, rubric),
@@ -55,6 +57,8 @@ def explanation_question(facts: SegmentFacts, actionability: ActionabilityAnswer
         segment_id=facts.segment_id,
         statistics_sha256=facts.sha256,
         messages=explanation_messages(facts, actionability),
+        statistics=statistics,
+        judged=(),
         answer_model=ExplanationAnswer,
         check=check,
         fallback=lambda: mock_explanation(facts, actionability),
@@ -140,25 +144,25 @@ def answers_faithful(
 ) -> list[str]:
     """Every quoted number of stored answers that the snapshot's statistics do not hold, as '<segment>: ...'.
 
-    Explanations are checked against the stored actionability answers they were given.
+    Each answer is read against the question it answered; explanations against the stored
+    actionability answers they were given.
     """
     if kind == "actionability":
-        stored = stored_answers(answers, ActionabilityAnswer)
-        statistics = {item.segment_id: Statistics([actionability_statistics(item, rubric)]) for item in facts}
-        judged = JUDGED_FIELDS
+        model: type[BaseModel] = ActionabilityAnswer
+        questions = {item.segment_id: actionability_question(item, rubric) for item in facts}
     else:
-        stored = stored_answers(answers, ExplanationAnswer)
+        model = ExplanationAnswer
         given = stored_evaluations(evaluations)
-        statistics = {
-            item.segment_id: Statistics([explanation_statistics(item, given[item.segment_id])])
+        questions = {
+            item.segment_id: explanation_question(item, given[item.segment_id])
             for item in facts
             if item.segment_id in given
         }
-        judged = ()
     problems = stale_answers(facts, answers)
-    for segment_id, answer in stored.items():
-        if segment_id not in statistics:
+    for segment_id, answer in stored_answers(answers, model).items():
+        question = questions.get(segment_id)
+        if question is None:
             problems.append(f"{segment_id}: no statistics for this segment in the snapshot")
             continue
-        problems += [f"{segment_id}: {problem}" for problem in unfaithful(answer, statistics[segment_id], judged)]
+        problems += [f"{segment_id}: {problem}" for problem in unfaithful(answer, question.statistics, question.judged)]
     return problems

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..schemas import AnswerProvenance
 from .cache import AnswerCache, cache_key
+from .faithfulness import Statistics
 from .prompts import PROMPT_VERSION, retry_messages
 from .providers import ChatProvider, LLMSettings, OpenAICompatibleProvider, ProviderUnavailableError
 
@@ -35,6 +36,9 @@ class Question:
     #: Fingerprint of the segment's statistics, stored with the answer.
     statistics_sha256: str
     messages: list[dict[str, str]]
+    #: What the answer may quote, and the numeric fields that are its own judgement instead.
+    statistics: Statistics
+    judged: tuple[str, ...]
     answer_model: type[BaseModel]
     #: Problems beyond the schema (unquoted numbers, a verdict against the rubric); none means accepted.
     check: Callable[[BaseModel], list[str]]

@@ -1,18 +1,17 @@
 """actionability and explanations: the language model's judgement and story of each segment."""
 
 from collections import Counter
-from datetime import date
 
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
 from ...core.llm.actionability import Rubric
-from ...core.llm.facts import SegmentFacts, snapshot_facts
+from ...core.llm.facts import stored_snapshot_facts
 from ...core.llm.prompts import PROMPT_VERSION
 from ...core.llm.questions import answers_table, current_evaluations, evaluate_actionability, explain_segments
 from ...core.llm.runner import Answered, Answerer
-from ...core.schemas import ACTIONABILITY, EXPLANATIONS, ROBUSTNESS, SEGMENTS, TABLES, VIABILITY, TableSpec
+from ...core.schemas import ACTIONABILITY, EXPLANATIONS, TABLES, TableSpec
 from ...core.warehouse import Warehouse
 from ..checks import ACTIONABILITY_CHECKS, EXPLANATIONS_CHECKS, actionability_results, explanations_results
 from ..fields import field_of
@@ -39,15 +38,6 @@ class ActionabilityConfig(dg.Config):
 
 class ExplanationsConfig(dg.Config):
     read_cache: bool = _READ_CACHE
-
-
-def _snapshot_facts(store: Warehouse, as_of: date) -> list[SegmentFacts]:
-    return snapshot_facts(
-        store.read_required(SEGMENTS, as_of),
-        store.read_required(ROBUSTNESS, as_of),
-        store.read_required(VIABILITY, as_of),
-        as_of,
-    )
 
 
 def _write_answers(
@@ -103,7 +93,7 @@ def actionability(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = evaluate_actionability(_snapshot_facts(store, as_of), config.rubric(), answerer)
+    answered = evaluate_actionability(stored_snapshot_facts(store, as_of), config.rubric(), answerer)
     table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer)
     actionable = sum(1 for item in answered if item.answer.actionable)
     metadata |= {
@@ -135,7 +125,7 @@ def explanations(
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
-    facts = _snapshot_facts(store, as_of)
+    facts = stored_snapshot_facts(store, as_of)
     evaluations = current_evaluations(facts, store.read_required(ACTIONABILITY, as_of))
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
     answered = explain_segments(facts, evaluations, answerer)
