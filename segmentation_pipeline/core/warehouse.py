@@ -7,6 +7,7 @@ Layout under the data folder::
 
     warehouse/<table>/date=YYYY-MM-DD/part-0.parquet   one file per partition
     warehouse/quarantine/<table>/date=YYYY-MM-DD/...   rejected rows
+    reports/date=YYYY-MM-DD/report.{json,md,html}      the report of a day, with its charts
     segmentation.duckdb                                views for analysts
 """
 
@@ -69,6 +70,14 @@ class Warehouse:
         return self.root / "llm_cache"
 
     @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def report_dir(self, day: date) -> Path:
+        """The folder of the report of `day`: report.json, report.md, report.html and the charts."""
+        return self.reports_dir / f"date={day.isoformat()}"
+
+    @property
     def scratch_dir(self) -> Path:
         """Spill space for DuckDB; never read by anyone."""
         return self.root / "tmp"
@@ -114,12 +123,16 @@ class Warehouse:
             return spec.empty()
         return conform(pq.read_table(path), spec)
 
-    def read_required(self, spec: TableSpec, day: date) -> pa.Table:
-        """The stored partition a later stage builds on; its absence is an error that names it."""
+    def required_path(self, spec: TableSpec, day: date) -> Path:
+        """The file of a stored partition a later stage builds on; its absence is an error that names it."""
         path = self.partition_path(spec, day)
         if not path.exists():
             raise PipelineError(f"{spec.name} for {day.isoformat()} is not materialized ({path}); materialize it first")
-        return conform(pq.read_table(path), spec)
+        return path
+
+    def read_required(self, spec: TableSpec, day: date) -> pa.Table:
+        """The stored partition a later stage builds on; its absence is an error that names it."""
+        return conform(pq.read_table(self.required_path(spec, day)), spec)
 
     def read_unpartitioned(self, spec: TableSpec) -> pa.Table:
         """Every file of an unpartitioned table as one table (empty if there are none)."""

@@ -1,0 +1,436 @@
+"""The report's charts: matplotlib figures drawn headless (no pyplot, no display), with seaborn.
+
+Every chart names segments by their name and ID, never by a number alone, and
+gives each segment the same colour in every chart and every snapshot: the
+colour follows the segment ID, which stays with a segment from one snapshot to
+the next.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from ..errors import ReportGenerationError
+from ..features import FEATURES_BY_NAME, LOG1P
+from ..schemas import ACTIONABILITY_DIMENSIONS
+from .document import ChartFile, SegmentationReport
+
+#: Pixels per inch of the PNG files: sharp on screen, small enough to embed.
+DPI = 110
+#: 20 distinguishable colours: the strong half of tab20 first, then the light half.
+_TAB20 = sns.color_palette("tab20", 20)
+PALETTE = _TAB20[0::2] + _TAB20[1::2]
+#: Scores are judged on one scale everywhere: red low, green high.
+SCORE_COLOURS = "RdYlGn"
+ROBUSTNESS_TESTS = {
+    "feature_drop_stability": "feature drop",
+    "time_window_stability": "time window",
+    "bootstrap_stability": "bootstrap",
+    "overall": "overall",
+}
+#: Distribution charts draw the four features a marketer reads first.
+DISTRIBUTION_FEATURES = ("recency_days", "frequency", "monetary_total", "clv_estimate")
+_FEATURE_TITLES = {
+    "recency_days": "Days since last purchase",
+    "frequency": "Orders in the window",
+    "monetary_total": "Net revenue per customer",
+    "clv_estimate": "Customer lifetime value",
+}
+ACTIONABLE_MARK, NOT_ACTIONABLE_MARK = "\u2713", "\u2717"
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def segment_colour(segment_id: str) -> tuple[float, float, float]:
+    """The colour of a segment: by the number in its ID, so S03 is the same colour in every chart and snapshot."""
+    digits = re.findall(r"\d+", segment_id)
+    index = int(digits[-1]) - 1 if digits else sum(map(ord, segment_id))
+    return PALETTE[index % len(PALETTE)]
+
+
+def segment_label(segment_id: str, name: str, width: int = 30) -> str:
+    """'S03 Weekend sports-focused\\nmobile app shoppers': the ID first, the name wrapped to fit beside a bar."""
+    return "\n".join(textwrap.wrap(f"{segment_id} {name}", width=width, max_lines=3, placeholder="..."))
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    title: str
+    description: str
+    figure: Figure
+
+    def png(self) -> bytes:
+        buffer = io.BytesIO()
+        # Fixed metadata: equal charts give equal bytes, so a re-run rewrites identical files.
+        self.figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+        return buffer.getvalue()
+
+    def save(self, folder: Path) -> ChartFile:
+        data = self.png()
+        file = f"{self.name}.png"
+        (folder / file).write_bytes(data)
+        width, height = png_size(data)
+        return ChartFile(
+            name=self.name, title=self.title, file=file, description=self.description, width_px=width, height_px=height
+        )
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ReportGenerationError("a chart was not written as PNG")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def report_charts(report: SegmentationReport, feature_sample: pd.DataFrame) -> list[Chart]:
+    """Every chart of the report, the dashboard first; migration only when there is a previous snapshot."""
+    makers: list[Callable[[], Chart | None]] = [
+        lambda: dashboard(report),
+        lambda: segment_sizes(report),
+        lambda: feature_distributions(report, feature_sample),
+        lambda: robustness_heatmap(report),
+        lambda: actionability_heatmap(report),
+        lambda: clv_by_segment(report),
+        lambda: migration_heatmap(report),
+    ]
+    return [chart for chart in (make() for make in makers) if chart is not None]
+
+
+# -------------------------------------------------------------------------- charts
+
+
+def segment_sizes(report: SegmentationReport) -> Chart:
+    figure = _figure(report, width=9.0)
+    _draw_sizes(figure.subplots(), report)
+    figure.suptitle(f"Customers per segment, {report.as_of}", fontweight="bold")
+    return Chart(
+        "segment_sizes",
+        "Segment sizes",
+        "Customers in each segment and their share of all segmented customers; "
+        "whether viability approved the segment for targeting.",
+        figure,
+    )
+
+
+def feature_distributions(report: SegmentationReport, feature_sample: pd.DataFrame) -> Chart:
+    """Box plots of the RFM and CLV features per segment, from a fixed sample of each segment's customers."""
+    features = [name for name in DISTRIBUTION_FEATURES if name in feature_sample and feature_sample[name].notna().any()]
+    if not features:
+        raise ReportGenerationError("the snapshot's profiles hold none of the distribution features")
+    order = [item.segment_id for item in report.segments]
+    labels = {item.segment_id: segment_label(item.segment_id, item.name) for item in report.segments}
+    figure = Figure(figsize=(5.2 * 2, 0.5 * len(order) * 2 + 2.2), layout="constrained")
+    axes = figure.subplots(2, 2, sharey=True).ravel()
+    for ax, name in zip(axes, features):
+        values = feature_sample[["segment_id", name]].dropna()
+        sns.boxplot(
+            data=values,
+            x=name,
+            y="segment_id",
+            hue="segment_id",
+            order=order,
+            hue_order=order,
+            palette={segment_id: segment_colour(segment_id) for segment_id in order},
+            legend=False,
+            showfliers=False,
+            ax=ax,
+        )
+        feature = FEATURES_BY_NAME[name]
+        if feature.transform == LOG1P:
+            # Orders and money are skewed: a symmetric log scale keeps zero and the long tail readable.
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=min(0.0, float(values[name].quantile(0.01))))
+            ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+        ax.set_title(_FEATURE_TITLES.get(name, name))
+        ax.set_xlabel(f"{name} ({feature.unit})")
+        ax.set_ylabel("")
+        ax.set_yticks(range(len(order)), [labels[segment_id] for segment_id in order], fontsize=8)
+    for ax in axes[len(features) :]:
+        ax.set_visible(False)
+    sampled = feature_sample.groupby("segment_id").size().max()
+    figure.suptitle(
+        f"Key features per segment, {report.as_of} (box: middle half of customers, line: median)",
+        fontweight="bold",
+    )
+    return Chart(
+        "feature_distributions",
+        "Key feature distributions",
+        f"Recency, orders, net revenue and CLV of each segment's customers (up to {sampled:,} per segment, "
+        "the same customers on every run); whiskers span 1.5 x the interquartile range.",
+        figure,
+    )
+
+
+def robustness_heatmap(report: SegmentationReport) -> Chart:
+    figure = _figure(report, width=8.0)
+    _draw_robustness(figure.subplots(), report)
+    figure.suptitle(f"Segment stability under perturbation, {report.as_of}", fontweight="bold")
+    return Chart(
+        "robustness_heatmap",
+        "Robustness",
+        "Feature-drop, time-window and bootstrap stability of each segment (0-1; "
+        ">= 0.75 stable, >= 0.85 highly stable) and the overall score with its band.",
+        figure,
+    )
+
+
+def actionability_heatmap(report: SegmentationReport) -> Chart:
+    figure = _figure(report, width=8.0)
+    _draw_actionability(figure.subplots(), report)
+    figure.suptitle(f"Can a campaign be aimed at the segment? {report.as_of}", fontweight="bold")
+    return Chart(
+        "actionability_heatmap",
+        "Actionability",
+        "WHAT (products), WHEN (timing), HOW (channels) and WHO (customer value) scores of each segment, "
+        "0-1, and the verdict.",
+        figure,
+    )
+
+
+def clv_by_segment(report: SegmentationReport) -> Chart:
+    figure = Figure(figsize=(12.0, 0.5 * len(report.segments) + 2.0), layout="constrained")
+    mean_ax, share_ax = figure.subplots(1, 2, sharey=True)
+    _draw_mean_clv(mean_ax, report)
+    order = _order(report)
+    shares = pd.DataFrame(
+        [
+            {"segment": label, "measure": measure, "share": value}
+            for item, label in zip(report.segments, order)
+            for measure, value in (
+                ("share of customers", item.profile.share_of_customers),
+                ("share of total CLV", item.profile.share_of_total_clv),
+            )
+        ]
+    )
+    sns.barplot(data=shares, x="share", y="segment", hue="measure", order=order, ax=share_ax, palette="Greys")
+    share_ax.xaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    share_ax.set_xlabel("share of all segmented customers / of their total CLV")
+    share_ax.set_ylabel("")
+    share_ax.legend(title="", loc="lower right", fontsize=8)
+    figure.suptitle(f"Customer lifetime value by segment, {report.as_of}", fontweight="bold")
+    return Chart(
+        "clv_by_segment",
+        "CLV by segment",
+        "Mean expected customer lifetime value per customer against the population mean, and each segment's "
+        "share of customers beside its share of the total CLV.",
+        figure,
+    )
+
+
+def migration_heatmap(report: SegmentationReport) -> Chart | None:
+    """Customers from each previous segment (rows) to each current one (columns); None for a first snapshot."""
+    migration = report.migration
+    if migration.previous_as_of is None or not migration.moves:
+        return None
+    arrived, left = "new customers", "left the snapshot"
+    counts = pd.DataFrame(
+        [
+            {
+                "from": move.from_segment_id or arrived,
+                "to": move.to_segment_id or left,
+                "customers": move.customers,
+            }
+            for move in migration.moves
+        ]
+    ).pivot_table(index="from", columns="to", values="customers", aggfunc="sum", fill_value=0)
+    names = {item.segment_id: item.name for item in report.segments}
+    rows = sorted(index for index in counts.index if index != arrived) + [arrived] * (arrived in counts.index)
+    columns = sorted(column for column in counts.columns if column != left) + [left] * (left in counts.columns)
+    counts = counts.loc[rows, columns]
+    figure = Figure(figsize=(max(7.0, 1.1 * len(columns) + 3.5), 0.55 * len(rows) + 2.5), layout="constrained")
+    ax = figure.subplots()
+    sns.heatmap(
+        counts.where(counts > 0),
+        annot=counts.map(lambda value: f"{value:,}" if value else ""),
+        fmt="",
+        norm=LogNorm(vmin=1, vmax=max(1, int(counts.to_numpy().max()))),
+        cmap="Blues",
+        cbar_kws={"label": "customers (log scale)"},
+        linewidths=0.5,
+        linecolor="white",
+        annot_kws={"fontsize": 8},
+        ax=ax,
+    )
+    ax.set_xticks(np.arange(len(columns)) + 0.5, [_short(column, names) for column in columns], rotation=30)
+    ax.set_yticks(np.arange(len(rows)) + 0.5, [_short(row, names) for row in rows], rotation=0)
+    ax.set_xlabel(f"segment on {report.as_of}")
+    ax.set_ylabel(f"segment on {migration.previous_as_of}")
+    figure.suptitle(
+        f"Where customers went since {migration.previous_as_of}: {migration.stayed:,} stayed, "
+        f"{migration.moved:,} moved, {migration.arrived:,} arrived, {migration.left:,} left",
+        fontweight="bold",
+    )
+    return Chart(
+        "segment_migration",
+        "Segment migration",
+        f"Customers by their segment on {migration.previous_as_of} (rows) and on {report.as_of} (columns); "
+        "a segment ID means the same segment in both snapshots.",
+        figure,
+    )
+
+
+def dashboard(report: SegmentationReport) -> Chart:
+    """One page: sizes, value, stability and actionability side by side."""
+    totals = report.totals
+    figure = Figure(figsize=(16.0, 1.0 * len(report.segments) + 3.0), layout="constrained")
+    (sizes_ax, clv_ax), (robust_ax, action_ax) = figure.subplots(2, 2)
+    _draw_sizes(sizes_ax, report)
+    _draw_mean_clv(clv_ax, report)
+    _draw_robustness(robust_ax, report, colorbar=False)
+    _draw_actionability(action_ax, report)
+    sizes_ax.set_title("Customers per segment")
+    clv_ax.set_title("Mean lifetime value per customer")
+    robust_ax.set_title("Stability (0-1)")
+    action_ax.set_title("Actionability (0-1)")
+    figure.suptitle(
+        f"Segmentation as of {report.as_of}: {totals.segments} segments of {totals.customers:,} customers; "
+        f"{totals.approved} approved, {totals.actionable} actionable, "
+        f"{totals.targetable} ready for a campaign ({totals.targetable_customers:,} customers)",
+        fontweight="bold",
+        fontsize=13,
+    )
+    return Chart(
+        "dashboard",
+        "Dashboard",
+        "Sizes, customer value, stability and actionability of every segment on one page.",
+        figure,
+    )
+
+
+# --------------------------------------------------------------------- drawing parts
+
+
+def _draw_sizes(ax, report: SegmentationReport) -> None:
+    order = _order(report)
+    sizes = [item.segment.size for item in report.segments]
+    ax.barh(order, sizes, color=[segment_colour(item.segment_id) for item in report.segments])
+    for position, item in enumerate(report.segments):
+        decision = "approved" if item.viability.approved else "rejected"
+        ax.annotate(
+            f" {item.segment.size:,} ({item.segment.share:.0%}), {decision}",
+            (item.segment.size, position),
+            va="center",
+            fontsize=8,
+            color="black" if item.viability.approved else "firebrick",
+        )
+    ax.set_xlim(0, max(sizes) * 1.45)
+    ax.invert_yaxis()
+    ax.set_xlabel("customers")
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _draw_mean_clv(ax, report: SegmentationReport) -> None:
+    order = _order(report)
+    means = [item.segment.mean_clv for item in report.segments]
+    ax.barh(order, means, color=[segment_colour(item.segment_id) for item in report.segments])
+    population = report.segments[0].profile.population_mean_clv
+    ax.axvline(population, color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"all customers: {population:,.0f}",
+        (population, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    for position, value in enumerate(means):
+        ax.annotate(f" {value:,.0f}", (value, position), va="center", fontsize=8)
+    ax.set_xlim(0, max(max(means), population) * 1.25)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean expected CLV per customer (money)")
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _draw_robustness(ax, report: SegmentationReport, colorbar: bool = True) -> None:
+    scores = pd.DataFrame(
+        [[getattr(item.robustness, column) for column in ROBUSTNESS_TESTS] for item in report.segments],
+        index=_order(report),
+        columns=list(ROBUSTNESS_TESTS.values()),
+        dtype=float,
+    )
+    annotations = scores.map(_score_text)
+    annotations["overall"] = [
+        f"{text}\n{item.robustness.band.replace('_', ' ')}"
+        for text, item in zip(annotations["overall"], report.segments)
+    ]
+    _score_heatmap(ax, scores, annotations, _ids(report), colorbar, "stability (0-1)")
+    ax.set_xlabel("robustness test (overall: weighted score and band)")
+
+
+def _draw_actionability(ax, report: SegmentationReport) -> None:
+    scores = pd.DataFrame(
+        [
+            [getattr(item.actionability, f"{dimension}_score") for dimension in ACTIONABILITY_DIMENSIONS]
+            for item in report.segments
+        ],
+        index=[
+            f"{ACTIONABLE_MARK if item.actionability.actionable else NOT_ACTIONABLE_MARK} {label}"
+            for label, item in zip(_order(report), report.segments)
+        ],
+        columns=[dimension.upper() for dimension in ACTIONABILITY_DIMENSIONS],
+        dtype=float,
+    )
+    _score_heatmap(ax, scores, scores.map(_score_text), _ids(report), True, "score (0-1)")
+    ax.set_xlabel(
+        f"WHAT products, WHEN timing, HOW channel, WHO value ({ACTIONABLE_MARK} actionable, {NOT_ACTIONABLE_MARK} not)"
+    )
+
+
+def _score_text(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.2f}"
+
+
+def _score_heatmap(
+    ax, scores: pd.DataFrame, annotations: pd.DataFrame, segment_ids: list[str], colorbar: bool, label: str
+) -> None:
+    sns.heatmap(
+        scores,
+        vmin=0,
+        vmax=1,
+        cmap=SCORE_COLOURS,
+        annot=annotations,
+        fmt="",
+        linewidths=0.5,
+        linecolor="white",
+        cbar=colorbar,
+        cbar_kws={"label": label} if colorbar else None,
+        annot_kws={"fontsize": 9},
+        ax=ax,
+    )
+    ax.tick_params(axis="y", labelsize=8, rotation=0)
+    ax.tick_params(axis="x", rotation=0)
+    for tick, segment_id in zip(ax.get_yticklabels(), segment_ids):
+        tick.set_color(_darker(segment_colour(segment_id)))
+
+
+def _figure(report: SegmentationReport, width: float) -> Figure:
+    return Figure(figsize=(width, 0.55 * len(report.segments) + 1.8), layout="constrained")
+
+
+def _order(report: SegmentationReport, width: int = 30) -> list[str]:
+    return [segment_label(item.segment_id, item.name, width) for item in report.segments]
+
+
+def _ids(report: SegmentationReport) -> list[str]:
+    return [item.segment_id for item in report.segments]
+
+
+def _short(key: str, names: dict[str, str]) -> str:
+    return segment_label(key, names[key], 22) if key in names else key
+
+
+def _darker(colour: Sequence[float]) -> tuple[float, ...]:
+    return tuple(0.7 * channel for channel in colour)

@@ -1,0 +1,393 @@
+"""The segmentation report of one snapshot, as pydantic models, and how it is gathered from the warehouse.
+
+The report holds what every stage stored for the as-of day: each segment's
+profile summary, robustness, viability, actionability and explanation; how the
+segments changed since the previous snapshot; what data the snapshot stands on;
+and the settings each stage ran with. Its JSON is the record: it loads back into
+an equal `SegmentationReport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ReportGenerationError
+from ..features import FEATURES_BY_NAME
+from ..llm.facts import SegmentFacts, snapshot_facts
+from ..llm.questions import stale_answers
+from ..schemas import (
+    ACTIONABILITY,
+    CLUSTERS,
+    EXPLANATIONS,
+    MERGE_MAP,
+    PROFILES,
+    QUARANTINE_EVENTS,
+    RAW_EVENTS,
+    ROBUSTNESS,
+    SEGMENT_MIGRATION,
+    SEGMENTS,
+    VIABILITY,
+    ActionabilityEvaluation,
+    RobustnessScore,
+    Segment,
+    SegmentExplanation,
+    SegmentViability,
+    TableSpec,
+)
+from ..warehouse import Warehouse, days_between, sql_string
+
+#: Bumped when the report's JSON changes shape.
+REPORT_VERSION = "1"
+#: The features whose distribution per segment the report summarises and draws: recency,
+#: frequency and money (RFM), engagement and lifetime value.
+KEY_FEATURES = ("recency_days", "frequency", "monetary_total", "avg_order_value", "sessions", "clv_estimate")
+#: Customers per segment drawn for the distribution charts; the statistics use every customer.
+SAMPLE_PER_SEGMENT = 1000
+#: Missing days listed by date in the coverage; beyond this only their number is given.
+MISSING_DAYS_LISTED = 60
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureDistribution(_Record):
+    """One feature over a segment's customers, in the feature's unit, beside the whole snapshot's."""
+
+    feature: str
+    unit: str
+    description: str
+    #: Customers of the segment with a value (recency needs a purchase in the window).
+    customers_with_value: int
+    mean: float | None
+    p25: float | None
+    median: float | None
+    p75: float | None
+    population_mean: float | None
+    population_median: float | None
+
+
+class SegmentReport(_Record):
+    segment_id: str
+    name: str
+    #: The segment's statistics as the language model was given them.
+    profile: SegmentFacts
+    features: list[FeatureDistribution]
+    segment: Segment
+    robustness: RobustnessScore
+    viability: SegmentViability
+    actionability: ActionabilityEvaluation
+    explanation: SegmentExplanation
+
+    @property
+    def targetable(self) -> bool:
+        """Approved by viability and judged actionable: a campaign can go out."""
+        return self.viability.approved and self.actionability.actionable
+
+
+class SegmentMove(_Record):
+    #: None: customers new to this snapshot.
+    from_segment_id: str | None
+    #: None: customers of the previous snapshot who are not in this one.
+    to_segment_id: str | None
+    customers: int
+
+
+class Migration(_Record):
+    #: None for the first snapshot: nothing to compare with.
+    previous_as_of: date | None
+    moves: list[SegmentMove]
+    stayed: int
+    moved: int
+    arrived: int
+    left: int
+
+
+class DataCoverage(_Record):
+    """What the snapshot stands on: the profile window and how much of it has data."""
+
+    window_first_day: date
+    window_last_day: date
+    window_days: int
+    days_with_events: int
+    missing_days: int
+    #: The first MISSING_DAYS_LISTED missing days.
+    missing_days_listed: list[date]
+    events_in_window: int
+    quarantined_events_in_window: int
+    ids_in_merge_history: int
+    ids_merged_into_another: int
+    customers_profiled: int
+    customers_segmented: int
+    #: Features without a value for any customer (the source cannot support them).
+    features_without_values: list[str]
+
+    @property
+    def coverage(self) -> float:
+        return self.days_with_events / self.window_days if self.window_days else 0.0
+
+
+class StageSettings(_Record):
+    """The configuration a stage's stored output was made with, defaults included."""
+
+    stage: str
+    #: The Dagster run that materialized it; None when no run of the instance recorded it.
+    run_id: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunSettings(_Record):
+    data_dir: str
+    source: str
+    llm_provider: str
+    llm_model: str
+    prompt_version: str
+    stages: list[StageSettings] = Field(default_factory=list)
+
+
+class ChartFile(_Record):
+    name: str
+    title: str
+    #: File name in the report's folder.
+    file: str
+    description: str
+    width_px: int
+    height_px: int
+
+
+class Totals(_Record):
+    segments: int
+    customers: int
+    total_clv: float
+    approved: int
+    actionable: int
+    #: Approved and actionable: the segments a campaign can go out to.
+    targetable: int
+    targetable_customers: int
+    campaigns: int
+
+
+class SegmentationReport(_Record):
+    report_version: str = REPORT_VERSION
+    as_of: date
+    totals: Totals
+    segments: list[SegmentReport]
+    migration: Migration
+    coverage: DataCoverage
+    settings: RunSettings
+    charts: list[ChartFile] = Field(default_factory=list)
+
+    def segment(self, segment_id: str) -> SegmentReport:
+        for item in self.segments:
+            if item.segment_id == segment_id:
+                return item
+        raise KeyError(segment_id)
+
+
+@dataclass(frozen=True)
+class ReportDraft:
+    """A report before its charts are drawn, with the customer sample the distribution charts need."""
+
+    report: SegmentationReport
+    #: segment_id plus the KEY_FEATURES with values, at most SAMPLE_PER_SEGMENT rows per segment.
+    feature_sample: pd.DataFrame
+
+
+def gather_report(store: Warehouse, as_of: date, settings: RunSettings) -> ReportDraft:
+    """Everything the stages stored for `as_of`, checked to belong together, as one report."""
+    tables = {spec.name: store.read_required(spec, as_of) for spec in _UPSTREAM}
+    facts = snapshot_facts(tables["segments"], tables["robustness"], tables["viability"], as_of)
+    if not facts:
+        raise ReportGenerationError(f"the snapshot of {as_of} has no segments: nothing to report")
+    for spec in (ACTIONABILITY, EXPLANATIONS):
+        problems = stale_answers(facts, tables[spec.name])
+        if problems:
+            raise ReportGenerationError(
+                f"{spec.name} of {as_of} does not match the stored snapshot ({'; '.join(problems)}); "
+                f"materialize {spec.name} for {as_of} again first"
+            )
+    members = _Members(store.required_path(PROFILES, as_of), store.required_path(CLUSTERS, as_of))
+    distributions, sample = _feature_distributions(store, members)
+    rows = {spec.name: _rows_by_segment(tables[spec.name]) for spec in _PER_SEGMENT}
+    segments = []
+    for item in facts:
+        segment_id = item.segment_id
+        segments.append(
+            SegmentReport(
+                segment_id=segment_id,
+                name=item.name,
+                profile=item,
+                features=distributions.get(segment_id, []),
+                segment=Segment(**rows["segments"][segment_id]),
+                robustness=RobustnessScore(**rows["robustness"][segment_id]),
+                viability=SegmentViability(**rows["viability"][segment_id]),
+                actionability=ActionabilityEvaluation(**rows["actionability"][segment_id]),
+                explanation=SegmentExplanation(**rows["explanations"][segment_id]),
+            )
+        )
+    report = SegmentationReport(
+        as_of=as_of,
+        totals=_totals(segments),
+        segments=segments,
+        migration=_migration(tables["segment_migration"]),
+        coverage=_coverage(store, as_of, members, tables["merge_map"]),
+        settings=settings,
+    )
+    return ReportDraft(report=report, feature_sample=sample)
+
+
+_PER_SEGMENT: tuple[TableSpec, ...] = (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, EXPLANATIONS)
+_UPSTREAM: tuple[TableSpec, ...] = (*_PER_SEGMENT, SEGMENT_MIGRATION, MERGE_MAP)
+
+
+def _rows_by_segment(table: pa.Table) -> dict[str, dict]:
+    return {row["segment_id"]: row for row in table.to_pylist()}
+
+
+def _totals(segments: list[SegmentReport]) -> Totals:
+    targetable = [item for item in segments if item.targetable]
+    return Totals(
+        segments=len(segments),
+        customers=sum(item.segment.size for item in segments),
+        total_clv=round(sum(item.segment.total_clv for item in segments), 2),
+        approved=sum(1 for item in segments if item.viability.approved),
+        actionable=sum(1 for item in segments if item.actionability.actionable),
+        targetable=len(targetable),
+        targetable_customers=sum(item.segment.size for item in targetable),
+        campaigns=sum(len(item.explanation.recommendations) for item in segments),
+    )
+
+
+def _migration(moves: pa.Table) -> Migration:
+    rows = [SegmentMove(**{key: row[key] for key in SegmentMove.model_fields}) for row in moves.to_pylist()]
+    previous = moves["previous_as_of"].drop_null().unique().to_pylist() if moves.num_rows else []
+
+    def count(keep) -> int:
+        return sum(move.customers for move in rows if keep(move))
+
+    return Migration(
+        previous_as_of=previous[0] if previous else None,
+        moves=rows,
+        stayed=count(lambda m: m.from_segment_id is not None and m.from_segment_id == m.to_segment_id),
+        moved=count(
+            lambda m: None not in (m.from_segment_id, m.to_segment_id) and m.from_segment_id != m.to_segment_id
+        ),
+        arrived=count(lambda m: m.from_segment_id is None),
+        left=count(lambda m: m.to_segment_id is None),
+    )
+
+
+@dataclass(frozen=True)
+class _Members:
+    """The stored profiles and segment assignments of the snapshot, read through DuckDB as needed."""
+
+    profiles: Path
+    clusters: Path
+
+    def relation(self, columns: list[str]) -> str:
+        selected = ", ".join(f'p."{name}"' for name in columns)
+        return f"""SELECT c.canonical_id, c.segment_id, {selected}
+                   FROM read_parquet({sql_string(str(self.clusters))}) c
+                   JOIN read_parquet({sql_string(str(self.profiles))}) p USING (canonical_id)"""
+
+
+def _coverage(store: Warehouse, as_of: date, members: _Members, merge_map: pa.Table) -> DataCoverage:
+    features = list(FEATURES_BY_NAME)
+    with store.connect() as con:
+        profiled, window_days, *with_value = con.execute(
+            "SELECT count(*), coalesce(max(window_days), 0), "
+            + ", ".join(f'count("{name}")' for name in features)
+            + f" FROM read_parquet({sql_string(str(members.profiles))})"
+        ).fetchone()
+    first = as_of - timedelta(days=max(window_days, 1) - 1)
+    present = store.partition_days(RAW_EVENTS, first, as_of)
+    missing = sorted(set(days_between(first, as_of)) - set(present)) if window_days else []
+    merged = pc.sum(pc.not_equal(merge_map["old_id"], merge_map["canonical_id"])).as_py() or 0
+    return DataCoverage(
+        window_first_day=first,
+        window_last_day=as_of,
+        window_days=window_days,
+        days_with_events=len(present),
+        missing_days=len(missing),
+        missing_days_listed=missing[:MISSING_DAYS_LISTED],
+        events_in_window=_stored_rows(store, RAW_EVENTS, present),
+        quarantined_events_in_window=_stored_rows(store, QUARANTINE_EVENTS, days_between(first, as_of)),
+        ids_in_merge_history=merge_map.num_rows,
+        ids_merged_into_another=int(merged),
+        customers_profiled=profiled,
+        customers_segmented=pq.ParquetFile(members.clusters).metadata.num_rows,
+        features_without_values=[name for name, count in zip(features, with_value) if profiled and not count],
+    )
+
+
+def _stored_rows(store: Warehouse, spec: TableSpec, days) -> int:
+    """Rows of the stored partitions of `days`, from the Parquet footers (no data is read)."""
+    paths = (store.partition_path(spec, day) for day in days)
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths if path.exists())
+
+
+def _feature_distributions(
+    store: Warehouse, members: _Members
+) -> tuple[dict[str, list[FeatureDistribution]], pd.DataFrame]:
+    """Quartiles of the key features per segment over every customer, and a sample for the charts.
+
+    The sample takes the customers of each segment with the smallest hash of their ID: the same
+    customers on every run, whatever the number of threads.
+    """
+    features = list(KEY_FEATURES)
+    quoted = [f'"{name}"' for name in features]
+    aggregates = ", ".join(
+        f'count({column}) AS "{name}__n", avg({column}) AS "{name}__mean", '
+        f'quantile_cont({column}, [0.25, 0.5, 0.75]) AS "{name}__q"'
+        for name, column in zip(features, quoted)
+    )
+    with store.connect() as con:
+        con.execute(f"CREATE TEMP TABLE members AS {members.relation(features)}")
+        per_segment = con.execute(f"SELECT segment_id, {aggregates} FROM members GROUP BY segment_id").fetchall()
+        overall = con.execute(
+            "SELECT " + ", ".join(f"avg({column}), median({column})" for column in quoted) + " FROM members"
+        ).fetchone()
+        sample = con.execute(
+            f"""SELECT segment_id, {", ".join(quoted)} FROM members
+                QUALIFY row_number() OVER (PARTITION BY segment_id ORDER BY hash(canonical_id), canonical_id)
+                    <= {SAMPLE_PER_SEGMENT}
+                ORDER BY segment_id, hash(canonical_id), canonical_id"""
+        ).df()
+    distributions: dict[str, list[FeatureDistribution]] = {}
+    for row in per_segment:
+        segment_id, values = row[0], row[1:]
+        items = []
+        for index, name in enumerate(features):
+            count, mean, quartiles = values[3 * index : 3 * index + 3]
+            quartiles = quartiles if count else [None, None, None]
+            feature = FEATURES_BY_NAME[name]
+            items.append(
+                FeatureDistribution(
+                    feature=name,
+                    unit=feature.unit,
+                    description=feature.description,
+                    customers_with_value=count,
+                    mean=_rounded(mean),
+                    p25=_rounded(quartiles[0]),
+                    median=_rounded(quartiles[1]),
+                    p75=_rounded(quartiles[2]),
+                    population_mean=_rounded(overall[2 * index]),
+                    population_median=_rounded(overall[2 * index + 1]),
+                )
+            )
+        distributions[segment_id] = items
+    return distributions, sample
+
+
+def _rounded(value: float | None) -> float | None:
+    """Four decimals: enough for days, orders and money, and stable from run to run."""
+    return None if value is None or value != value else round(float(value), 4)

@@ -1,0 +1,86 @@
+"""Writing a report's folder (JSON, Markdown, HTML and the charts) in one step, and reading it back.
+
+The folder is written under a temporary name beside its final place and then
+renamed over it: a reader sees the previous report or the new one, never half
+of one, and a chart a new run no longer draws does not linger.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..errors import ReportGenerationError
+from .charts import report_charts
+from .document import ReportDraft, SegmentationReport
+from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown
+
+
+@dataclass(frozen=True)
+class PublishedReport:
+    report: SegmentationReport
+    folder: Path
+
+    @property
+    def json_path(self) -> Path:
+        return self.folder / JSON_FILE
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.folder / MARKDOWN_FILE
+
+    @property
+    def html_path(self) -> Path:
+        return self.folder / HTML_FILE
+
+    def chart_path(self, name: str) -> Path:
+        for chart in self.report.charts:
+            if chart.name == name:
+                return self.folder / chart.file
+        raise KeyError(name)
+
+
+def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
+    """Draw the charts and write the report's files to `folder`, replacing what was there."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir()
+    try:
+        charts = [chart.save(staging) for chart in report_charts(draft.report, draft.feature_sample)]
+        report = draft.report.model_copy(update={"charts": charts})
+        (staging / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (staging / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
+        (staging / HTML_FILE).write_text(html(report, staging), encoding="utf-8")
+        _replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PublishedReport(report=report, folder=folder)
+
+
+def load_report(path: Path) -> SegmentationReport:
+    """A report.json (or the folder holding one) as the model it was written from."""
+    path = path / JSON_FILE if path.is_dir() else path
+    try:
+        return SegmentationReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportGenerationError(f"no report at {path}") from exc
+    except ValidationError as exc:
+        raise ReportGenerationError(f"{path} is not a segmentation report: {exc}") from exc
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    retired = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
+    if folder.exists():
+        os.replace(folder, retired)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if retired.exists():
+            os.replace(retired, folder)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""The report as Markdown (a summary to paste into a message) and as one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from ..llm.facts import percent
+from ..schemas import ACTIONABILITY_DIMENSIONS
+from .charts import segment_colour
+from .document import SegmentationReport, SegmentReport
+
+HTML_FILE, MARKDOWN_FILE, JSON_FILE = "report.html", "report.md", "report.json"
+
+
+# ------------------------------------------------------------------------ Markdown
+
+
+def headline(report: SegmentationReport) -> str:
+    totals = report.totals
+    return (
+        f"{totals.segments} segments of {totals.customers:,} customers (total CLV {totals.total_clv:,.0f}); "
+        f"{totals.approved} approved for targeting, {totals.actionable} actionable, "
+        f"{totals.targetable} ready for a campaign ({totals.targetable_customers:,} customers)."
+    )
+
+
+def coverage_line(report: SegmentationReport) -> str:
+    coverage = report.coverage
+    return (
+        f"Data: {coverage.days_with_events} of {coverage.window_days} days with events "
+        f"({coverage.window_first_day} to {coverage.window_last_day}), {coverage.events_in_window:,} events, "
+        f"{coverage.quarantined_events_in_window:,} rows quarantined; {coverage.customers_profiled:,} customers profiled."
+    )
+
+
+def summary_table(report: SegmentationReport) -> str:
+    """One line per segment: what a marketer decides on."""
+    lines = [
+        "| Segment | Customers | Share | Mean CLV | ROI | Stability | Approved | Actionable | Confidence |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
+    ]
+    for item in report.segments:
+        robustness = item.robustness
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _cell(f"{item.segment_id} {item.name}"),
+                    f"{item.segment.size:,}",
+                    percent(item.segment.share),
+                    f"{item.segment.mean_clv:,.0f}",
+                    f"{item.viability.expected_roi:.2f}",
+                    f"{_number(robustness.overall, '{:.2f}')} {robustness.band.replace('_', ' ')}",
+                    "yes" if item.viability.approved else "no",
+                    "yes" if item.actionability.actionable else "no",
+                    item.explanation.confidence_level,
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(report: SegmentationReport) -> str:
+    lines = [
+        f"# Customer segments as of {report.as_of}",
+        "",
+        headline(report),
+        coverage_line(report),
+        f"Answers by {_answered_by(report)}.",
+        "",
+        summary_table(report),
+        "",
+        "## Segments",
+    ]
+    for item in report.segments:
+        lines += ["", f"**{item.segment_id} {item.name}** ({item.segment.size:,} customers, {_decision(item)})"]
+        lines += ["", item.explanation.executive_summary]
+        for campaign in item.explanation.recommendations:
+            lines.append(
+                f"- Campaign: {campaign.channel}, {campaign.timing}: {campaign.offer} "
+                f"({campaign.audience_size:,} customers)"
+            )
+        if not item.viability.approved:
+            lines.append(f"- Not approved: {'; '.join(item.viability.reasons)}")
+        if not item.actionability.actionable:
+            lines.append(f"- Not actionable: {item.actionability.reason}")
+    lines += ["", "## Since the previous snapshot", "", migration_line(report)]
+    lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
+    return "\n".join(lines) + "\n"
+
+
+def migration_line(report: SegmentationReport) -> str:
+    migration = report.migration
+    if migration.previous_as_of is None:
+        return "This is the first snapshot: there is no earlier one to compare with."
+    return (
+        f"Since {migration.previous_as_of}: {migration.stayed:,} customers stayed in their segment, "
+        f"{migration.moved:,} moved to another, {migration.arrived:,} arrived and {migration.left:,} left."
+    )
+
+
+def _answered_by(report: SegmentationReport) -> str:
+    sources = sorted(
+        {item.explanation.source for item in report.segments} | {item.actionability.source for item in report.segments}
+    )
+    settings = report.settings
+    return f"{settings.llm_provider} ({settings.llm_model}), prompt {settings.prompt_version}; source: {', '.join(sources)}"
+
+
+def _decision(item: SegmentReport) -> str:
+    if item.targetable:
+        return f"approved and actionable, expected ROI {item.viability.expected_roi:.2f}"
+    parts = ["approved" if item.viability.approved else "rejected"]
+    parts.append("actionable" if item.actionability.actionable else "not actionable")
+    return ", ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1f2328; background: #f6f8fa; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px; }
+h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
+p.lead { font-size: 1.1em; } .muted { color: #59636e; }
+img { max-width: 100%; height: auto; background: white; border: 1px solid #d0d7de; border-radius: 6px; }
+table { border-collapse: collapse; width: 100%; background: white; margin: 8px 0; }
+th, td { border: 1px solid #d0d7de; padding: 6px 8px; text-align: left; vertical-align: top; }
+td.num, th.num { text-align: right; white-space: nowrap; }
+.segment { background: white; border: 1px solid #d0d7de; border-left: 8px solid var(--colour);
+           border-radius: 6px; padding: 12px 20px; margin: 16px 0; }
+.segment h3 { margin: 4px 0 8px; }
+.badge { display: inline-block; border-radius: 10px; padding: 1px 10px; font-size: 0.85em; margin-right: 6px; }
+.yes { background: #dafbe1; color: #116329; } .no { background: #ffebe9; color: #a40e26; }
+.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 6px 18px; margin: 10px 0; }
+.facts div span { display: block; font-size: 0.8em; color: #59636e; }
+figure { margin: 24px 0; } figcaption { color: #59636e; margin-top: 4px; }
+pre { background: white; border: 1px solid #d0d7de; padding: 8px; overflow-x: auto; }
+"""
+
+
+def html(report: SegmentationReport, folder: Path) -> str:
+    """The whole report on one page; every chart in `folder` is embedded as a data URI, so the file stands alone."""
+    images = {chart.name: _data_uri(folder / chart.file) for chart in report.charts}
+    dashboard = next((chart for chart in report.charts if chart.name == "dashboard"), None)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Customer segments as of {report.as_of}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>Customer segments as of {report.as_of}</h1>",
+        f'<p class="lead">{escape(headline(report))}</p>',
+        f'<p class="muted">{escape(coverage_line(report))} Answers by {escape(_answered_by(report))}.</p>',
+    ]
+    if dashboard is not None:
+        parts.append(_figure(dashboard.title, dashboard.description, images[dashboard.name]))
+    parts += ["<h2>Summary</h2>", _summary_html(report), "<h2>Segments</h2>"]
+    parts += [_segment_html(item) for item in report.segments]
+    parts.append("<h2>Charts</h2>")
+    parts += [
+        _figure(chart.title, chart.description, images[chart.name])
+        for chart in report.charts
+        if chart.name != "dashboard"
+    ]
+    parts += ["<h2>Since the previous snapshot</h2>", f"<p>{escape(migration_line(report))}</p>"]
+    parts += ["<h2>Data coverage</h2>", _coverage_html(report), "<h2>Settings</h2>", _settings_html(report)]
+    parts.append(
+        f'<p class="muted">Report version {escape(report.report_version)}; the full record is {JSON_FILE} '
+        "beside this page.</p></main></body></html>"
+    )
+    return "\n".join(parts) + "\n"
+
+
+def _summary_html(report: SegmentationReport) -> str:
+    header = (
+        "<tr><th>Segment</th><th class=num>Customers</th><th class=num>Share</th><th class=num>Mean CLV</th>"
+        "<th class=num>Expected ROI</th><th>Stability</th><th>Approved</th><th>Actionable</th><th>Confidence</th></tr>"
+    )
+    rows = []
+    for item in report.segments:
+        rows.append(
+            "<tr>"
+            f'<td><a href="#{escape(item.segment_id)}">{escape(item.segment_id)}</a> {escape(item.name)}</td>'
+            f"<td class=num>{item.segment.size:,}</td><td class=num>{percent(item.segment.share)}</td>"
+            f"<td class=num>{item.segment.mean_clv:,.0f}</td><td class=num>{item.viability.expected_roi:.2f}</td>"
+            f"<td>{_number(item.robustness.overall, '{:.2f}')} {escape(item.robustness.band.replace('_', ' '))}</td>"
+            f"<td>{_badge(item.viability.approved, 'yes', 'no')}</td>"
+            f"<td>{_badge(item.actionability.actionable, 'yes', 'no')}</td>"
+            f"<td>{escape(item.explanation.confidence_level)}</td></tr>"
+        )
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _segment_html(item: SegmentReport) -> str:
+    profile, viability, actionability = item.profile, item.viability, item.actionability
+    red, green, blue = (round(channel * 255) for channel in segment_colour(item.segment_id))
+    facts = {
+        "Customers": f"{profile.customers:,} ({percent(profile.share_of_customers)} of all)",
+        "Mean CLV": f"{profile.mean_clv:,.2f} (all customers: {profile.population_mean_clv:,.2f})",
+        "Share of total CLV": percent(profile.share_of_total_clv),
+        "Mean orders": _number(profile.mean_orders, "{:,.2f}"),
+        "Average order value": _number(profile.avg_order_value, "{:,.2f}"),
+        "Churn risk": _number(profile.churn_risk, "{:.2f}")
+        + (f" (all: {profile.population_churn_risk:.2f})" if profile.population_churn_risk is not None else ""),
+        "Top categories": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.categories) or "n/a",
+        "Top channels": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.channels) or "n/a",
+        "Weekend share of activity": _number(profile.weekend_share, "{:.1%}"),
+        "Day parts": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
+    }
+    scores = "".join(
+        f"<tr><td>{dimension.upper()}</td><td class=num>{getattr(actionability, f'{dimension}_score'):.2f}</td>"
+        f"<td>{escape(getattr(actionability, f'{dimension}_evidence'))}</td></tr>"
+        for dimension in ACTIONABILITY_DIMENSIONS
+    )
+    campaigns = "".join(
+        f"<li><b>{escape(campaign.channel)}</b>, {escape(campaign.timing)}: {escape(campaign.offer)} "
+        f"({campaign.audience_size:,} customers). <span class=muted>{escape(campaign.rationale)}</span></li>"
+        for campaign in item.explanation.recommendations
+    )
+    robustness = item.robustness
+    tests = ", ".join(
+        f"{name} {_number(value, '{:.2f}')}"
+        for name, value in (
+            ("feature drop", robustness.feature_drop_stability),
+            ("time window", robustness.time_window_stability),
+            ("bootstrap", robustness.bootstrap_stability),
+        )
+    )
+    return f"""
+<section class="segment" id="{escape(item.segment_id)}" style="--colour: rgb({red}, {green}, {blue})">
+<h3>{escape(item.segment_id)} {escape(item.name)}</h3>
+<p>{_badge(viability.approved, "approved", "rejected")}{_badge(actionability.actionable, "actionable", "not actionable")}
+<span class="muted">{escape(item.explanation.confidence_level)} confidence: {escape(item.explanation.confidence_justification)}</span></p>
+<p>{escape(item.explanation.executive_summary)}</p>
+<div class="facts">{"".join(f"<div><span>{escape(key)}</span>{escape(value)}</div>" for key, value in facts.items())}</div>
+<p><b>Stability</b> {_number(robustness.overall, "{:.2f}")} ({escape(robustness.band.replace("_", " "))}): {escape(tests)}.
+<b>Viability</b>: expected ROI {viability.expected_roi:.2f}, campaign cost {viability.campaign_cost:,.2f},
+strategic tier {escape(viability.strategic_tier)}. {escape("; ".join(viability.reasons))}</p>
+<table><tr><th>Dimension</th><th class=num>Score</th><th>Evidence</th></tr>{scores}</table>
+<p><b>Verdict</b>: {escape(actionability.reason)}</p>
+{f"<p><b>Campaigns</b></p><ul>{campaigns}</ul>" if campaigns else "<p><b>Campaigns</b>: none recommended.</p>"}
+</section>"""
+
+
+def _coverage_html(report: SegmentationReport) -> str:
+    coverage = report.coverage
+    rows = {
+        "Profile window": f"{coverage.window_first_day} to {coverage.window_last_day} ({coverage.window_days} days)",
+        "Days with events": f"{coverage.days_with_events} ({coverage.coverage:.1%} of the window)",
+        "Days without events": f"{coverage.missing_days}"
+        + (f": {', '.join(str(day) for day in coverage.missing_days_listed)}" if coverage.missing_days_listed else ""),
+        "Events in the window": f"{coverage.events_in_window:,}",
+        "Rows quarantined in the window": f"{coverage.quarantined_events_in_window:,}",
+        "IDs in the merge history": f"{coverage.ids_in_merge_history:,} ({coverage.ids_merged_into_another:,} "
+        "merged into another customer)",
+        "Customers profiled / segmented": f"{coverage.customers_profiled:,} / {coverage.customers_segmented:,}",
+        "Features without values": ", ".join(coverage.features_without_values) or "none",
+    }
+    return (
+        "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows.items()) + "</table>"
+    )
+
+
+def _settings_html(report: SegmentationReport) -> str:
+    settings = report.settings
+    engine = {
+        "Data folder": settings.data_dir,
+        "Event source": settings.source,
+        "Language model": f"{settings.llm_provider} ({settings.llm_model}), prompt {settings.prompt_version}",
+    }
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in engine.items())
+    stages = "".join(
+        f"<details><summary>{escape(stage.stage)}"
+        f"{f' (run {escape(stage.run_id)})' if stage.run_id else ' (no run recorded)'}</summary>"
+        f"<pre>{escape(json.dumps(stage.config, indent=2, sort_keys=True))}</pre></details>"
+        for stage in settings.stages
+    )
+    return f"<table>{rows}</table>{stages}"
+
+
+def _figure(title: str, description: str, uri: str) -> str:
+    return (
+        f'<figure><img src="{uri}" alt="{escape(title)}: {escape(description)}">'
+        f"<figcaption><b>{escape(title)}</b>. {escape(description)}</figcaption></figure>"
+    )
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _badge(value: bool, yes: str, no: str) -> str:
+    return f'<span class="badge {"yes" if value else "no"}">{escape(yes if value else no)}</span>'
+
+
+def _number(value: float | None, template: str) -> str:
+    return "n/a" if value is None else template.format(value)
