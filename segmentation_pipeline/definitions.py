@@ -6,6 +6,7 @@ from .defs.assets.identity import merge_map
 from .defs.assets.ingestion import id_history, raw_events
 from .defs.assets.insights import actionability, explanations
 from .defs.assets.profiles import profiles
+from .defs.assets.reporting import report
 from .defs.assets.segmentation import clusters, robustness, segment_migration, viability
 from .defs.jobs import segmentation_job
 from .defs.partitions import SETTINGS
@@ -23,6 +24,7 @@ defs = dg.Definitions(
         viability,
         actionability,
         explanations,
+        report,
     ],
     jobs=[segmentation_job],
     resources={

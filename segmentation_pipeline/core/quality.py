@@ -14,6 +14,7 @@ from .errors import PipelineError
 from .llm.actionability import DIMENSIONS, Rubric
 from .llm.facts import stored_snapshot_facts
 from .llm.questions import answers_faithful
+from .reporting.publish import verify_report
 from .schemas import (
     ACTIONABILITY,
     CLUSTERS,
@@ -292,3 +293,18 @@ def numbers_match_statistics(
         f", e.g. {problems[0]}" if problems else ""
     )
     return CheckOutcome(not problems, summary, {"violations": len(problems)})
+
+
+# ------------------------------------------------------------------------- report
+
+
+def report_complete(warehouse: Warehouse, day: date) -> CheckOutcome:
+    """The stored report loads back, covers exactly the snapshot's segments and embeds every chart it lists."""
+    try:
+        segments = warehouse.read_required(SEGMENTS, day)
+    except PipelineError as exc:
+        return CheckOutcome(False, str(exc))
+    names = dict(zip(segments["segment_id"].to_pylist(), segments["name"].to_pylist()))
+    problems = verify_report(warehouse.report_dir(day), names)
+    summary = f"{len(problems)} problems with the report" + (f", e.g. {problems[0]}" if problems else "")
+    return CheckOutcome(not problems, summary, {"problems": len(problems), "segments": len(names)})

@@ -187,3 +187,17 @@ def explanations_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckR
         _result("numbers_match_statistics", quality.numbers_match_statistics(warehouse, day, EXPLANATIONS)),
         _result("answered_by_configured_model", quality.no_fallback_answers(warehouse, day, EXPLANATIONS), warn=True),
     ]
+
+
+REPORT_CHECKS = [
+    dg.AssetCheckSpec(
+        "report_complete",
+        asset="report",
+        description="report.json loads back into the report model and lists exactly the snapshot's segments; "
+        "every chart is a PNG of its recorded size; report.html names every segment and embeds every chart.",
+    )
+]
+
+
+def report_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
+    return [_result("report_complete", quality.report_complete(warehouse, day))]

@@ -1,11 +1,19 @@
 """Metadata every materialization carries: row count, schema, a preview."""
 
+import base64
+import io
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+from PIL import Image
 
 from ..core.ingestion import PREVIEW_ROWS
 from ..core.schemas import TableSpec
+
+#: Charts in metadata are drawn smaller than the report's: the event log keeps every one of them.
+METADATA_DPI = 70
+METADATA_IMAGE_WIDTH = 1100
 
 
 def column_schema(spec: TableSpec) -> dg.TableSchema:
@@ -30,3 +38,17 @@ def counts_table(counts: dict[str, int], key: str, value: str = "rows") -> dg.Me
     lines = [f"| {key} | {value} |", "| --- | ---: |"]
     lines += [f"| {name} | {count:,} |" for name, count in counts.items()]
     return dg.MetadataValue.md("\n".join(lines) if counts else f"no {value}")
+
+
+def image(png: bytes, alt: str) -> dg.MetadataValue:
+    """A PNG inside Markdown metadata: the asset's page in the UI shows it without opening a file."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+
+
+def image_file(path: Path, alt: str, max_width: int = METADATA_IMAGE_WIDTH) -> dg.MetadataValue:
+    """A PNG file inside Markdown metadata, scaled down to `max_width` pixels."""
+    with Image.open(path) as picture:
+        picture.thumbnail((max_width, max_width * 4))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", optimize=True)
+    return image(buffer.getvalue(), alt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
@@ -70,10 +72,10 @@ class Chart:
     description: str
     figure: Figure
 
-    def png(self) -> bytes:
+    def png(self, dpi: int = DPI) -> bytes:
         buffer = io.BytesIO()
         # Fixed metadata: equal charts give equal bytes, so a re-run rewrites identical files.
-        self.figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+        self.figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
         return buffer.getvalue()
 
     def save(self, folder: Path) -> ChartFile:
@@ -134,18 +136,10 @@ def feature_distributions(report: SegmentationReport, feature_sample: pd.DataFra
     axes = figure.subplots(2, 2, sharey=True).ravel()
     for ax, name in zip(axes, features):
         values = feature_sample[["segment_id", name]].dropna()
-        sns.boxplot(
-            data=values,
-            x=name,
-            y="segment_id",
-            hue="segment_id",
-            order=order,
-            hue_order=order,
-            palette={segment_id: segment_colour(segment_id) for segment_id in order},
-            legend=False,
-            showfliers=False,
-            ax=ax,
-        )
+        with warnings.catch_warnings():
+            # seaborn 0.13 passes matplotlib 3.11 the deprecated `vert`; the chart is unaffected.
+            warnings.filterwarnings("ignore", message="vert: bool", category=MatplotlibDeprecationWarning)
+            _boxplot(values, name, order, ax)
         feature = FEATURES_BY_NAME[name]
         if feature.transform == LOG1P:
             # Orders and money are skewed: a symmetric log scale keeps zero and the long tail readable.
@@ -308,7 +302,59 @@ def dashboard(report: SegmentationReport) -> Chart:
     )
 
 
+def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, rule: str) -> Chart:
+    """How k was chosen: the elbow of the inertia curve and the criteria, each scaled to 0-1 over the candidates."""
+    figure = Figure(figsize=(11.0, 4.0), layout="constrained")
+    inertia_ax, criteria_ax = figure.subplots(1, 2)
+    ks = candidates["k"].to_numpy()
+    inertia_ax.plot(ks, candidates["inertia"], marker="o", color="#444444")
+    if elbow_k is not None:
+        inertia_ax.axvline(elbow_k, color="grey", linestyle=":", label=f"elbow at k = {elbow_k}")
+        inertia_ax.legend(fontsize=8)
+    inertia_ax.set_title("Within-segment sum of squares")
+    inertia_ax.set_xlabel("number of segments (k)")
+    inertia_ax.set_ylabel("inertia (lower is tighter)")
+    criteria = {
+        "silhouette": _unit_scale(candidates["silhouette"]),
+        "Calinski-Harabasz": _unit_scale(candidates["calinski_harabasz"]),
+        "Davies-Bouldin (inverted)": 1 - _unit_scale(candidates["davies_bouldin"]),
+        "combined score": candidates["score"],
+    }
+    for (label, values), style in zip(criteria.items(), ("-o", "-s", "-^", "-D")):
+        criteria_ax.plot(ks, values, style, label=label, linewidth=2.5 if label == "combined score" else 1.2)
+    criteria_ax.axvline(chosen_k, color="black", linestyle="--", label=f"chosen k = {chosen_k}")
+    criteria_ax.set_ylim(-0.05, 1.05)
+    criteria_ax.set_title("Criteria scaled to 0-1 over the candidates (higher: better)")
+    criteria_ax.set_xlabel("number of segments (k)")
+    criteria_ax.set_ylabel("scaled criterion")
+    criteria_ax.legend(fontsize=8, loc="best")
+    for ax in (inertia_ax, criteria_ax):
+        ax.set_xticks(ks)
+    figure.suptitle(f"Choosing the number of segments: k = {chosen_k} ({rule})", fontweight="bold")
+    return Chart("k_selection", "k selection", f"Inertia and the k-selection criteria per candidate k; {rule}.", figure)
+
+
+def _unit_scale(values: pd.Series) -> pd.Series:
+    spread = values.max() - values.min()
+    return (values - values.min()) / spread if spread > 0 else values * 0 + 1.0
+
+
 # --------------------------------------------------------------------- drawing parts
+
+
+def _boxplot(values: pd.DataFrame, name: str, order: list[str], ax) -> None:
+    sns.boxplot(
+        data=values,
+        x=name,
+        y="segment_id",
+        hue="segment_id",
+        order=order,
+        hue_order=order,
+        palette={segment_id: segment_colour(segment_id) for segment_id in order},
+        legend=False,
+        showfliers=False,
+        ax=ax,
+    )
 
 
 def _draw_sizes(ax, report: SegmentationReport) -> None:

@@ -147,11 +147,19 @@ class StageSettings(_Record):
 
 class RunSettings(_Record):
     data_dir: str
+    #: The event source's kind: synthetic or files.
     source: str
-    llm_provider: str
-    llm_model: str
-    prompt_version: str
     stages: list[StageSettings] = Field(default_factory=list)
+
+
+class AnswerSources(_Record):
+    """Who answered the actionability and explanation questions, from the stored answers' provenance."""
+
+    providers: list[str]
+    models: list[str]
+    prompt_versions: list[str]
+    #: Answers of both stages by source: llm, mock or fallback.
+    sources: dict[str, int]
 
 
 class ChartFile(_Record):
@@ -183,6 +191,7 @@ class SegmentationReport(_Record):
     segments: list[SegmentReport]
     migration: Migration
     coverage: DataCoverage
+    answers: AnswerSources
     settings: RunSettings
     charts: list[ChartFile] = Field(default_factory=list)
 
@@ -202,7 +211,9 @@ class ReportDraft:
     feature_sample: pd.DataFrame
 
 
-def gather_report(store: Warehouse, as_of: date, settings: RunSettings) -> ReportDraft:
+def gather_report(
+    store: Warehouse, as_of: date, settings: RunSettings, sample_per_segment: int = SAMPLE_PER_SEGMENT
+) -> ReportDraft:
     """Everything the stages stored for `as_of`, checked to belong together, as one report."""
     tables = {spec.name: store.read_required(spec, as_of) for spec in _UPSTREAM}
     facts = snapshot_facts(tables["segments"], tables["robustness"], tables["viability"], as_of)
@@ -216,7 +227,7 @@ def gather_report(store: Warehouse, as_of: date, settings: RunSettings) -> Repor
                 f"materialize {spec.name} for {as_of} again first"
             )
     members = _Members(store.required_path(PROFILES, as_of), store.required_path(CLUSTERS, as_of))
-    distributions, sample = _feature_distributions(store, members)
+    distributions, sample = _feature_distributions(store, members, sample_per_segment)
     rows = {spec.name: _rows_by_segment(tables[spec.name]) for spec in _PER_SEGMENT}
     segments = []
     for item in facts:
@@ -240,6 +251,7 @@ def gather_report(store: Warehouse, as_of: date, settings: RunSettings) -> Repor
         segments=segments,
         migration=_migration(tables["segment_migration"]),
         coverage=_coverage(store, as_of, members, tables["merge_map"]),
+        answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
     )
     return ReportDraft(report=report, feature_sample=sample)
@@ -251,6 +263,21 @@ _UPSTREAM: tuple[TableSpec, ...] = (*_PER_SEGMENT, SEGMENT_MIGRATION, MERGE_MAP)
 
 def _rows_by_segment(table: pa.Table) -> dict[str, dict]:
     return {row["segment_id"]: row for row in table.to_pylist()}
+
+
+def _answer_sources(*answers: pa.Table) -> AnswerSources:
+    combined = pa.concat_tables([table.select(["provider", "model", "prompt_version", "source"]) for table in answers])
+
+    def values(column: str) -> list[str]:
+        return sorted(set(combined[column].to_pylist()))
+
+    sources = combined["source"].to_pylist()
+    return AnswerSources(
+        providers=values("provider"),
+        models=values("model"),
+        prompt_versions=values("prompt_version"),
+        sources={source: sources.count(source) for source in sorted(set(sources))},
+    )
 
 
 def _totals(segments: list[SegmentReport]) -> Totals:
@@ -336,7 +363,7 @@ def _stored_rows(store: Warehouse, spec: TableSpec, days) -> int:
 
 
 def _feature_distributions(
-    store: Warehouse, members: _Members
+    store: Warehouse, members: _Members, sample_per_segment: int
 ) -> tuple[dict[str, list[FeatureDistribution]], pd.DataFrame]:
     """Quartiles of the key features per segment over every customer, and a sample for the charts.
 
@@ -359,7 +386,7 @@ def _feature_distributions(
         sample = con.execute(
             f"""SELECT segment_id, {", ".join(quoted)} FROM members
                 QUALIFY row_number() OVER (PARTITION BY segment_id ORDER BY hash(canonical_id), canonical_id)
-                    <= {SAMPLE_PER_SEGMENT}
+                    <= {int(sample_per_segment)}
                 ORDER BY segment_id, hash(canonical_id), canonical_id"""
         ).df()
     distributions: dict[str, list[FeatureDistribution]] = {}

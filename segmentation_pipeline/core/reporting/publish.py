@@ -7,16 +7,18 @@ of one, and a chart a new run no longer draws does not linger.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from ..errors import ReportGenerationError
-from .charts import report_charts
+from .charts import png_size, report_charts
 from .document import ReportDraft, SegmentationReport
 from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown
 
@@ -84,3 +86,53 @@ def _replace_folder(staging: Path, folder: Path) -> None:
             os.replace(retired, folder)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def verify_report(folder: Path, segments: dict[str, str]) -> list[str]:
+    """What is wrong with the stored report in `folder` for a snapshot of `segments` (ID -> name).
+
+    Reads the files as a reader would: the JSON must load into the model and list exactly the
+    snapshot's segments; every chart must be a PNG of its recorded size; the page must name
+    every segment and embed every chart; the Markdown must name every segment.
+    """
+    try:
+        report = load_report(folder)
+    except ReportGenerationError as exc:
+        return [str(exc)]
+    problems = []
+    listed = {item.segment_id: item.name for item in report.segments}
+    if listed != segments:
+        problems.append(f"{JSON_FILE} lists segments {sorted(listed)}, the snapshot has {sorted(segments)}")
+    page = _read_text(folder / HTML_FILE, problems)
+    summary = _read_text(folder / MARKDOWN_FILE, problems)
+    for segment_id, name in segments.items():
+        if page is not None and (f'id="{escape(segment_id)}"' not in page or escape(name) not in page):
+            problems.append(f"{HTML_FILE} has no section for {segment_id} {name}")
+        if summary is not None and f"{segment_id} {name}" not in summary:
+            problems.append(f"{MARKDOWN_FILE} does not name {segment_id} {name}")
+    for chart in report.charts:
+        path = folder / chart.file
+        if not path.is_file():
+            problems.append(f"chart {chart.file} is missing")
+            continue
+        data = path.read_bytes()
+        try:
+            size = png_size(data)
+        except ReportGenerationError:
+            problems.append(f"chart {chart.file} is not a PNG image")
+            continue
+        if size != (chart.width_px, chart.height_px):
+            problems.append(
+                f"chart {chart.file} is {size[0]}x{size[1]}, the report says {chart.width_px}x{chart.height_px}"
+            )
+        if page is not None and base64.b64encode(data).decode("ascii") not in page:
+            problems.append(f"{HTML_FILE} does not embed {chart.file}")
+    return problems
+
+
+def _read_text(path: Path, problems: list[str]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(f"{path.name} is missing")
+        return None

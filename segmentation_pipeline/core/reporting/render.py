@@ -104,11 +104,12 @@ def migration_line(report: SegmentationReport) -> str:
 
 
 def _answered_by(report: SegmentationReport) -> str:
-    sources = sorted(
-        {item.explanation.source for item in report.segments} | {item.actionability.source for item in report.segments}
+    answers = report.answers
+    sources = ", ".join(f"{count} {source}" for source, count in answers.sources.items())
+    return (
+        f"{', '.join(answers.providers)} ({', '.join(answers.models)}), prompt {', '.join(answers.prompt_versions)}; "
+        f"answers: {sources}"
     )
-    settings = report.settings
-    return f"{settings.llm_provider} ({settings.llm_model}), prompt {settings.prompt_version}; source: {', '.join(sources)}"
 
 
 def _decision(item: SegmentReport) -> str:
@@ -274,7 +275,7 @@ def _settings_html(report: SegmentationReport) -> str:
     engine = {
         "Data folder": settings.data_dir,
         "Event source": settings.source,
-        "Language model": f"{settings.llm_provider} ({settings.llm_model}), prompt {settings.prompt_version}",
+        "Language model": _answered_by(report),
     }
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in engine.items())
     stages = "".join(

@@ -12,6 +12,7 @@ from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
 from ...core.clustering import ClusteringSettings, segment_customers
 from ...core.features import DEFAULT_CLUSTER_FEATURES
+from ...core.reporting import charts
 from ...core.robustness import RobustnessSettings
 from ...core.schemas import (
     CLUSTERS,
@@ -34,7 +35,7 @@ from ..checks import (
     viability_results,
 )
 from ..fields import field_of
-from ..metadata import column_schema, preview
+from ..metadata import METADATA_DPI, column_schema, image, preview
 from ..partitions import daily_partitions, partition_day
 from ..resources import WarehouseResource
 from .profiles import profiles
@@ -147,6 +148,12 @@ def clusters(
         "k_rule": result.selection.rule,
         "elbow_k": result.selection.elbow_k if result.selection.elbow_k is not None else -1,
         "k_candidates": dg.MetadataValue.md(result.selection.as_table().round(4).to_markdown(index=False)),
+        "k_selection_chart": image(
+            charts.k_selection(
+                result.selection.as_table(), result.selection.k, result.selection.elbow_k, result.selection.rule
+            ).png(dpi=METADATA_DPI),
+            "k selection",
+        ),
         "features_used": result.matrix.columns,
         "features_without_values": result.matrix.dropped,
         "customers_shaping_segments": int(result.shaping.sum()),

@@ -1,0 +1,125 @@
+"""report: the day's segmentation as JSON, Markdown and a self-contained HTML page with charts."""
+
+import dagster as dg
+from pydantic import Field, ValidationError
+
+from ...core.reporting.document import SAMPLE_PER_SEGMENT, RunSettings, StageSettings, gather_report
+from ...core.reporting.publish import publish_report
+from ...core.reporting.render import headline, summary_table
+from ..checks import REPORT_CHECKS, report_results
+from ..metadata import image_file
+from ..partitions import daily_partitions, partition_day
+from ..resources import EventSourceResource, WarehouseResource
+from .identity import MergeMapConfig, merge_map
+from .insights import ActionabilityConfig, ExplanationsConfig, actionability, explanations
+from .profiles import ProfilesConfig, profiles
+from .segmentation import (
+    ClustersConfig,
+    RobustnessConfig,
+    ViabilityConfig,
+    clusters,
+    robustness,
+    segment_migration,
+    viability,
+)
+
+
+class ReportConfig(dg.Config):
+    sample_per_segment: int = Field(
+        default=SAMPLE_PER_SEGMENT,
+        ge=10,
+        description="Customers per segment drawn in the feature-distribution chart (the same ones on every run); "
+        "the report's statistics use every customer.",
+    )
+
+
+#: The stages whose settings the report records, with the config class that fills in their defaults.
+_STAGES: dict[str, type[dg.Config] | None] = {
+    "merge_map": MergeMapConfig,
+    "profiles": ProfilesConfig,
+    "clusters": ClustersConfig,
+    "segment_migration": None,
+    "robustness": RobustnessConfig,
+    "viability": ViabilityConfig,
+    "actionability": ActionabilityConfig,
+    "explanations": ExplanationsConfig,
+}
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    # Everything the report reads of the day; raw_events only through the profiles' window (coverage).
+    deps=[explanations, actionability, viability, robustness, segment_migration, clusters, profiles, merge_map],
+    group_name="reporting",
+    kinds={"html", "json", "seaborn"},
+    check_specs=REPORT_CHECKS,
+)
+def report(
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    warehouse: WarehouseResource,
+    event_source: EventSourceResource,
+) -> dg.MaterializeResult:
+    """The segmentation report of the day: every segment's profile, stability, value, verdict and story.
+
+    One folder per day under <data dir>/reports/date=YYYY-MM-DD/: report.json (the
+    full record), report.md (a summary to paste), report.html (one page, charts
+    embedded) and the charts as PNG files.
+    """
+    store = warehouse.warehouse()
+    as_of = partition_day(context)
+    draft = gather_report(
+        store, as_of, _run_settings(context, store.root, event_source.kind), config.sample_per_segment
+    )
+    published = publish_report(draft, store.report_dir(as_of))
+    totals = published.report.totals
+    context.log.info(f"report of {as_of}: {headline(published.report)} ({published.html_path})")
+    return dg.MaterializeResult(
+        metadata={
+            "segments": totals.segments,
+            "customers": totals.customers,
+            "approved_segments": totals.approved,
+            "actionable_segments": totals.actionable,
+            "segments_ready_for_campaign": totals.targetable,
+            "summary": dg.MetadataValue.md(f"{headline(published.report)}\n\n{summary_table(published.report)}"),
+            "dashboard": image_file(published.chart_path("dashboard"), "dashboard"),
+            "html_path": dg.MetadataValue.path(str(published.html_path)),
+            "json_path": dg.MetadataValue.path(str(published.json_path)),
+            "markdown_path": dg.MetadataValue.path(str(published.markdown_path)),
+            "charts": [chart.file for chart in published.report.charts],
+        },
+        check_results=report_results(store, as_of),
+    )
+
+
+def _run_settings(context: dg.AssetExecutionContext, data_dir, source: str) -> RunSettings:
+    """The engine's settings and, for each stage, the configuration its stored output of this day was made with."""
+    stages = [_stage_settings(context, name, config_class) for name, config_class in _STAGES.items()]
+    stages.append(
+        StageSettings(stage="report", run_id=context.run.run_id, config=_full_config(context.op_config, ReportConfig))
+    )
+    return RunSettings(data_dir=str(data_dir), source=source, stages=stages)
+
+
+def _stage_settings(
+    context: dg.AssetExecutionContext, name: str, config_class: type[dg.Config] | None
+) -> StageSettings:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        return StageSettings(stage=name)
+    run = context.instance.get_run_by_id(records[0].run_id)
+    given = (run.run_config.get("ops", {}).get(name, {}) or {}).get("config", {}) if run else {}
+    return StageSettings(stage=name, run_id=records[0].run_id, config=_full_config(given, config_class))
+
+
+def _full_config(given: dict | None, config_class: type[dg.Config] | None) -> dict:
+    """The given config with the defaults it left out; as given if the class no longer accepts it."""
+    given = dict(given or {})
+    if config_class is None:
+        return given
+    try:
+        return config_class(**given).model_dump()
+    except ValidationError:
+        return given

@@ -1,0 +1,434 @@
+"""core.reporting: the report gathered from a stored snapshot, its files, charts and how a browser shows it."""
+
+import re
+import shutil
+import subprocess
+from datetime import date, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
+from segmentation_pipeline.core.reporting import charts
+from segmentation_pipeline.core.reporting.document import (
+    KEY_FEATURES,
+    Migration,
+    RunSettings,
+    SegmentationReport,
+    SegmentMove,
+    StageSettings,
+    _migration,
+    gather_report,
+)
+from segmentation_pipeline.core.reporting.publish import load_report, publish_report, verify_report
+from segmentation_pipeline.core.reporting.render import JSON_FILE
+from segmentation_pipeline.core.schemas import (
+    ACTIONABILITY,
+    CLUSTERS,
+    EXPLANATIONS,
+    PROFILES,
+    RAW_EVENTS,
+    ROBUSTNESS,
+    SEGMENT_MIGRATION,
+    SEGMENTS,
+    VIABILITY,
+    ActionabilityEvaluation,
+    RobustnessScore,
+    Segment,
+    SegmentExplanation,
+    SegmentViability,
+)
+from segmentation_pipeline.core.warehouse import Warehouse
+
+from .snapshots import DAY, build_snapshots
+
+SETTINGS = RunSettings(
+    data_dir="data",
+    source="synthetic",
+    stages=[StageSettings(stage="robustness", run_id="run-1", config={"n_bootstrap": 5, "windows": [0.5, 1.0]})],
+)
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("reporting") / "data"
+    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("dagster_home"))) as instance:
+        build_snapshots(instance, data_dir, [DAY])
+    return data_dir
+
+
+@pytest.fixture
+def store(snapshot: Path, tmp_path: Path) -> Warehouse:
+    copy = tmp_path / "data"
+    shutil.copytree(snapshot, copy)
+    return Warehouse(copy)
+
+
+@pytest.fixture(scope="module")
+def published(snapshot: Path):
+    store = Warehouse(snapshot)
+    return publish_report(gather_report(store, DAY, SETTINGS), store.report_dir(DAY))
+
+
+def test_the_report_round_trips_through_its_json(published) -> None:
+    loaded = load_report(published.json_path)
+    assert loaded == published.report
+    assert isinstance(loaded.segments[0].explanation, SegmentExplanation)
+    assert loaded.settings.stages[0].config == {"n_bootstrap": 5, "windows": [0.5, 1.0]}
+    # And again through a dump of the loaded one: nothing drifts (dates, nested models, maps).
+    assert SegmentationReport.model_validate_json(loaded.model_dump_json()) == published.report
+    assert load_report(published.folder) == loaded
+
+
+def test_a_file_that_is_not_a_report_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / JSON_FILE).write_text('{"as_of": "2025-12-31"}')
+    with pytest.raises(ReportGenerationError, match=r"report.json is not a segmentation report"):
+        load_report(tmp_path)
+    with pytest.raises(ReportGenerationError, match="no report at"):
+        load_report(tmp_path / "elsewhere.json")
+
+
+def test_every_segment_carries_each_stages_stored_row(snapshot: Path, published) -> None:
+    store = Warehouse(snapshot)
+    report = published.report
+    tables = {
+        spec.name: {row["segment_id"]: row for row in store.read_partition(spec, DAY).to_pylist()}
+        for spec in (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, EXPLANATIONS)
+    }
+    assert [item.segment_id for item in report.segments] == sorted(tables["segments"])
+    for item in report.segments:
+        sid = item.segment_id
+        assert item.segment == Segment(**tables["segments"][sid])
+        assert item.robustness == RobustnessScore(**tables["robustness"][sid])
+        assert item.viability == SegmentViability(**tables["viability"][sid])
+        assert item.actionability == ActionabilityEvaluation(**tables["actionability"][sid])
+        assert item.explanation == SegmentExplanation(**tables["explanations"][sid])
+        assert item.name == tables["segments"][sid]["name"]
+        assert item.profile.customers == tables["segments"][sid]["size"]
+    viability = tables["viability"].values()
+    actionable = {sid for sid, row in tables["actionability"].items() if row["actionable"]}
+    targetable = [row for row in viability if row["approved"] and row["segment_id"] in actionable]
+    totals = report.totals
+    assert totals.segments == len(tables["segments"])
+    assert totals.customers == sum(row["size"] for row in tables["segments"].values())
+    assert totals.approved == sum(row["approved"] for row in viability)
+    assert totals.actionable == len(actionable)
+    assert totals.targetable == len(targetable)
+    assert totals.targetable_customers == sum(row["size"] for row in targetable)
+    assert totals.campaigns == sum(len(row["recommendations"]) for row in tables["explanations"].values())
+    assert report.answers.providers == ["mock"]
+    assert report.answers.sources == {"mock": 2 * totals.segments}
+
+
+def test_feature_quartiles_are_those_of_every_member(snapshot: Path, published) -> None:
+    store = Warehouse(snapshot)
+    with duckdb.connect() as con:
+        frame = con.execute(
+            f"""SELECT c.segment_id, p.* FROM read_parquet('{store.partition_path(CLUSTERS, DAY)}') c
+                JOIN read_parquet('{store.partition_path(PROFILES, DAY)}') p USING (canonical_id)"""
+        ).df()
+    for item in published.report.segments:
+        members = frame[frame.segment_id == item.segment_id]
+        assert [distribution.feature for distribution in item.features] == list(KEY_FEATURES)
+        for distribution in item.features:
+            values = members[distribution.feature].dropna().astype(float)
+            assert distribution.customers_with_value == len(values)
+            assert distribution.median == pytest.approx(values.median(), abs=1e-4)
+            assert distribution.p25 == pytest.approx(values.quantile(0.25), abs=1e-4)
+            assert distribution.mean == pytest.approx(values.mean(), abs=1e-4)
+            assert distribution.population_median == pytest.approx(
+                frame[distribution.feature].dropna().astype(float).median(), abs=1e-4
+            )
+
+
+def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse) -> None:
+    missing = date(2025, 9, 15)
+    shutil.rmtree(store.partition_path(RAW_EVENTS, missing).parent)
+    coverage = gather_report(store, DAY, SETTINGS).report.coverage
+    assert coverage.window_last_day == DAY
+    first = coverage.window_first_day
+    assert coverage.window_days == (DAY - first).days + 1
+    stored = store.partition_days(RAW_EVENTS, first, DAY)
+    # The synthetic history starts on 2025-06-01, inside the window: those days are missing too.
+    expected_missing = (DAY - first).days + 1 - len(stored)
+    assert coverage.days_with_events == len(stored)
+    assert coverage.missing_days == expected_missing
+    assert missing in coverage.missing_days_listed or coverage.missing_days > len(coverage.missing_days_listed)
+    with duckdb.connect() as con:
+        (events,) = con.execute(
+            f"SELECT count(*) FROM read_parquet('{store.table_dir(RAW_EVENTS)}/date=*/*.parquet', hive_partitioning=true)"
+            f" WHERE date BETWEEN DATE '{first}' AND DATE '{DAY}'"
+        ).fetchone()
+    assert coverage.events_in_window == events
+    assert coverage.customers_profiled == coverage.customers_segmented > 0
+    assert coverage.features_without_values == []
+
+
+def test_answers_made_from_other_statistics_are_refused(store: Warehouse) -> None:
+    viability = store.read_partition(VIABILITY, DAY)
+    roi = pa.compute.add(viability["expected_roi"], 1.0)
+    store.write_partition(
+        VIABILITY, DAY, viability.set_column(viability.schema.get_field_index("expected_roi"), "expected_roi", roi)
+    )
+    with pytest.raises(ReportGenerationError, match=r"actionability of 2025-12-31 does not match the stored snapshot"):
+        gather_report(store, DAY, SETTINGS)
+
+
+def test_a_missing_stage_is_named(store: Warehouse) -> None:
+    store.partition_path(EXPLANATIONS, DAY).unlink()
+    with pytest.raises(PipelineError, match="explanations for 2025-12-31 is not materialized"):
+        gather_report(store, DAY, SETTINGS)
+
+
+def test_the_chart_sample_is_bounded_and_the_same_on_every_run(store: Warehouse) -> None:
+    first = gather_report(store, DAY, SETTINGS, sample_per_segment=40).feature_sample
+    again = gather_report(store, DAY, SETTINGS, sample_per_segment=40).feature_sample
+    assert first.groupby("segment_id").size().max() == 40
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_the_png_files_are_real_images_of_sensible_size(published) -> None:
+    names = {chart.name for chart in published.report.charts}
+    # A first snapshot has no migration to draw; every other chart is there.
+    assert names == {
+        "dashboard",
+        "segment_sizes",
+        "feature_distributions",
+        "robustness_heatmap",
+        "actionability_heatmap",
+        "clv_by_segment",
+    }
+    for chart in published.report.charts:
+        path = published.folder / chart.file
+        with Image.open(path) as picture:
+            picture.load()
+            assert picture.format == "PNG"
+            assert picture.size == (chart.width_px, chart.height_px)
+            assert 600 <= picture.width <= 2400 and 400 <= picture.height <= 2400, (chart.name, picture.size)
+            colours = picture.convert("RGB").getcolors(maxcolors=1_000_000)
+        # A real chart has bars, text and shading: many colours, not a blank canvas.
+        assert len(colours) > 200, chart.name
+        assert 10_000 < path.stat().st_size < 1_000_000
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.sections: set[str] = set()
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {key: value or "" for key, value in attrs}
+        if tag == "img":
+            self.images.append(attributes)
+        if tag == "section":
+            self.sections.add(attributes.get("id", ""))
+        for key in ("src", "href"):
+            value = attributes.get(key, "")
+            if value and not (value.startswith("data:") or value.startswith("#")):
+                self.external.append(value)
+
+
+def test_the_page_stands_alone_names_every_segment_and_embeds_every_chart(published) -> None:
+    import base64
+
+    page = _Page()
+    text = published.html_path.read_text(encoding="utf-8")
+    page.feed(text)
+    assert page.external == []  # no file, script or stylesheet the page needs beside it
+    assert page.sections == {item.segment_id for item in published.report.segments}
+    for item in published.report.segments:
+        assert item.name in text
+        assert item.explanation.executive_summary.replace("&", "&amp;")[:60] in text
+    sources = [image["src"] for image in page.images]
+    assert len(sources) == len(published.report.charts)
+    for chart in published.report.charts:
+        encoded = "data:image/png;base64," + base64.b64encode((published.folder / chart.file).read_bytes()).decode()
+        assert encoded in sources, chart.file
+    assert all(image["alt"] for image in page.images)
+
+
+def test_the_markdown_summary_has_a_row_and_a_paragraph_per_segment(published) -> None:
+    text = published.markdown_path.read_text(encoding="utf-8")
+    assert text.startswith(f"# Customer segments as of {DAY}\n")
+    rows = [line for line in text.splitlines() if re.match(r"^\| S\d+ ", line)]
+    assert len(rows) == published.report.totals.segments
+    for item, row in zip(published.report.segments, rows):
+        assert row.startswith(f"| {item.segment_id} {item.name} | {item.segment.size:,} |")
+        assert f"**{item.segment_id} {item.name}**" in text
+    assert "This is the first snapshot" in text
+
+
+def test_publishing_again_replaces_the_folder_with_identical_files(store: Warehouse) -> None:
+    folder = store.report_dir(DAY)
+    first = publish_report(gather_report(store, DAY, SETTINGS), folder)
+    contents = {path.name: path.read_bytes() for path in folder.iterdir()}
+    (folder / "stale_chart.png").write_bytes(b"left by an older run")
+    second = publish_report(gather_report(store, DAY, SETTINGS), folder)
+    assert second.report == first.report
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == contents
+    # Nothing of the swap is left beside the folder.
+    assert [path.name for path in folder.parent.iterdir()] == [folder.name]
+
+
+def test_verify_report_names_what_is_wrong(store: Warehouse) -> None:
+    published = publish_report(gather_report(store, DAY, SETTINGS), store.report_dir(DAY))
+    segments = {item.segment_id: item.name for item in published.report.segments}
+    assert verify_report(published.folder, segments) == []
+    published.chart_path("clv_by_segment").unlink()
+    page = published.html_path.read_text()
+    published.html_path.write_text(page.replace(published.report.segments[0].name, "someone else"))
+    extra = dict(segments, S99="A segment the report does not have")
+    problems = verify_report(published.folder, extra)
+    assert f"report.json lists segments {sorted(segments)}, the snapshot has {sorted(extra)}" in problems
+    assert "chart clv_by_segment.png is missing" in problems
+    first = published.report.segments[0]
+    assert f"report.html has no section for {first.segment_id} {first.name}" in problems
+    assert "report.md does not name S99 A segment the report does not have" in problems
+    with Image.open(published.chart_path("segment_sizes")) as picture:
+        picture.convert("L").save(published.chart_path("segment_sizes"))  # same size, other pixels
+    assert "report.html does not embed segment_sizes.png" in verify_report(published.folder, segments)
+
+
+def test_segment_migration_counts_and_chart() -> None:
+    moves = pa.table(
+        {
+            "previous_as_of": pa.array([date(2025, 12, 30)] * 5, pa.date32()),
+            "from_segment_id": ["S01", "S01", None, "S02", "S02"],
+            "to_segment_id": ["S01", "S02", "S02", None, "S02"],
+            "customers": pa.array([10, 3, 4, 2, 7], pa.int64()),
+        }
+    )
+    migration = _migration(moves)
+    assert migration == Migration(
+        previous_as_of=date(2025, 12, 30),
+        moves=[
+            SegmentMove(
+                from_segment_id=row["from_segment_id"], to_segment_id=row["to_segment_id"], customers=row["customers"]
+            )
+            for row in moves.to_pylist()
+        ],
+        stayed=17,
+        moved=3,
+        arrived=4,
+        left=2,
+    )
+    assert _migration(pa.Table.from_pylist([], SEGMENT_MIGRATION.schema)).previous_as_of is None
+
+
+def test_migration_since_the_previous_snapshot_is_drawn(published) -> None:
+    report = published.report
+    first, second = report.segments[0].segment_id, report.segments[1].segment_id
+    moved = report.model_copy(
+        update={
+            "migration": Migration(
+                previous_as_of=DAY - timedelta(days=1),
+                moves=[
+                    SegmentMove(from_segment_id=first, to_segment_id=first, customers=100),
+                    SegmentMove(from_segment_id=first, to_segment_id=second, customers=5),
+                    SegmentMove(from_segment_id=None, to_segment_id=second, customers=7),
+                    SegmentMove(from_segment_id="S42", to_segment_id=None, customers=3),
+                ],
+                stayed=100,
+                moved=5,
+                arrived=7,
+                left=3,
+            )
+        }
+    )
+    chart = charts.migration_heatmap(moved)
+    assert chart is not None and chart.name == "segment_migration"
+    axes = chart.figure.axes[0]
+    assert [tick.get_text().split()[0] for tick in axes.get_yticklabels()] == [first, "S42", "new"]
+    assert [tick.get_text().split("\n")[0].split()[0] for tick in axes.get_xticklabels()] == [first, second, "left"]
+    assert "100 stayed, 5 moved, 7 arrived, 3 left" in chart.figure.get_suptitle()
+    assert charts.migration_heatmap(report) is None
+
+
+def test_a_segment_keeps_its_colour_and_segments_differ() -> None:
+    colours = [charts.segment_colour(f"S{number:02d}") for number in range(1, 21)]
+    assert len(set(colours)) == 20
+    assert charts.segment_colour("S03") == colours[2]
+    assert charts.segment_colour("S23") == colours[2]  # the palette repeats after 20
+
+
+def test_the_k_selection_chart_marks_the_chosen_k() -> None:
+    candidates = pd.DataFrame(
+        {
+            "k": [3, 4, 5],
+            "inertia": [90.0, 60.0, 50.0],
+            "silhouette": [0.3, 0.5, 0.4],
+            "calinski_harabasz": [100.0, 150.0, 120.0],
+            "davies_bouldin": [1.2, 0.8, 1.0],
+            "score": [0.1, 0.9, 0.5],
+        }
+    )
+    chart = charts.k_selection(candidates, 4, 4, "rule")
+    inertia, criteria = chart.figure.axes[:2]
+    assert list(criteria.lines[0].get_ydata()) == pytest.approx([0.0, 1.0, 0.5])  # silhouette scaled
+    assert list(criteria.lines[2].get_ydata()) == pytest.approx([0.0, 1.0, 0.5])  # Davies-Bouldin inverted
+    assert "k = 4" in chart.figure.get_suptitle()
+    assert chart.png()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _chromium() -> str | None:
+    return next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
+
+
+#: Marks every image on the page once it has loaded, for the test to read from the DOM.
+_IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const broken = images.filter((image) => !(image.complete && image.naturalWidth > 0));
+  document.body.dataset.images = images.length;
+  document.body.dataset.broken = broken.map((image) => image.alt.split(":")[0]).join("|");
+  document.body.dataset.firstImageWidth = images.length ? images[0].naturalWidth : 0;
+});
+</script>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+def test_the_page_renders_in_headless_chromium_without_broken_images(published, tmp_path: Path) -> None:
+    browser = _chromium()
+    probe = tmp_path / "probe.html"
+    probe.write_text(published.html_path.read_text(encoding="utf-8").replace("</body>", _IMAGE_PROBE + "</body>"))
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
+    attributes = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
+    assert attributes["images"] == str(len(published.report.charts))
+    assert attributes["broken"] == ""
+    dashboard = next(chart for chart in published.report.charts if chart.name == "dashboard")
+    assert attributes["first-image-width"] == str(dashboard.width_px)
+    screenshot = tmp_path / "page.png"
+    shot = subprocess.run(
+        [browser, *flags, "--window-size=1280,1400", f"--screenshot={screenshot}", published.html_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    with Image.open(screenshot) as picture:
+        assert picture.size == (1280, 1400)
+        # The dashboard sits at the top of the page: the first screen holds its coloured bars.
+        colours = picture.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert len(colours) > 500
