@@ -24,11 +24,22 @@ from .defs.assets.identity import merge_map  # noqa: E402
 from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
 from .defs.assets.insights import actionability, explanations  # noqa: E402
 from .defs.assets.profiles import profiles  # noqa: E402
+from .defs.assets.reporting import report  # noqa: E402
 from .defs.assets.segmentation import clusters, robustness, segment_migration, viability  # noqa: E402
 from .defs.partitions import SETTINGS  # noqa: E402
 
 #: The as-of stages of one day, in graph order.
-SNAPSHOT = [merge_map, profiles, clusters, segment_migration, robustness, viability, actionability, explanations]
+SNAPSHOT = [
+    merge_map,
+    profiles,
+    clusters,
+    segment_migration,
+    robustness,
+    viability,
+    actionability,
+    explanations,
+    report,
+]
 
 #: Keep the console to warnings; every event is still in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -108,9 +119,12 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  {segment_id:<4} {channel}, {timing}: {offer} ({audience:,} customers)"
         for segment_id, channel, timing, offer, audience in campaigns
     ]
+    report_dir = warehouse.report_dir(last)
     lines += [
         "",
         "Outputs:",
+        f"  Report:   {report_dir / 'report.html'} (one page, charts embedded; open it in a browser)",
+        f"            {report_dir / 'report.md'} (the summary), {report_dir / 'report.json'} (the full record)",
         f"  Parquet:  {warehouse.tables_dir}/<table>/date=YYYY-MM-DD/part-0.parquet",
         f"            ({RAW_EVENTS.name}, {MERGE_MAP.name}, profiles, clusters, segments, robustness, viability, "
         "actionability, explanations, ...)",
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     print(f"Ingesting {args.days} days ({first} .. {last}) in one run ...", flush=True)
     run_range(instance, [raw_events, id_history], first, last)
-    print(f"Resolving IDs, profiling, segmenting, testing and explaining the segments as of {last} ...", flush=True)
+    print(f"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of {last} ...", flush=True)
     run_day(instance, SNAPSHOT, last)
     print(summary(Warehouse(SETTINGS.data_dir), first, last))
     return 0

@@ -67,6 +67,7 @@ def test_asset_checks_are_declared() -> None:
         ("explanations", "every_segment_explained"),
         ("explanations", "numbers_match_statistics"),
         ("explanations", "answered_by_configured_model"),
+        ("report", "report_complete"),
     }
 
 
@@ -86,6 +87,16 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     assert parents("viability") == {"robustness", "clusters"}
     assert parents("actionability") == {"viability", "robustness", "clusters"}
     assert parents("explanations") == {"actionability", "viability", "robustness", "clusters"}
+    assert parents("report") == {
+        "explanations",
+        "actionability",
+        "viability",
+        "robustness",
+        "segment_migration",
+        "clusters",
+        "profiles",
+        "merge_map",
+    }
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
     for key in (
         "profiles",
@@ -95,6 +106,7 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "viability",
         "actionability",
         "explanations",
+        "report",
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily
 

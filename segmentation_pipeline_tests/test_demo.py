@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 
+from segmentation_pipeline.core.reporting.publish import load_report
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +51,11 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
         assert f"({audience:,} customers)" in result.stdout
     for segment_id, name, size in segments:
         assert f"  {segment_id:<4} {name[:52]:<52} {size:>9,} " in result.stdout
+    report_dir = data_dir.resolve() / "reports" / "date=2025-01-03"
+    assert f"  Report:   {report_dir / 'report.html'}" in result.stdout
+    saved = load_report(report_dir)
+    assert [item.segment_id for item in saved.segments] == [segment_id for segment_id, _, _ in segments]
+    assert (report_dir / "dashboard.png").stat().st_size > 10_000
     assert len(list((home / "storage").iterdir())) == 2  # two runs, kept in the instance for the UI
 
 

@@ -140,7 +140,8 @@ class StageSettings(_Record):
     """The configuration a stage's stored output was made with, defaults included."""
 
     stage: str
-    #: The Dagster run that materialized it; None when no run of the instance recorded it.
+    #: The Dagster run that materialized it; None when no run of the instance recorded it, and for
+    #: the report itself (a re-run over the same stored stages writes the same files).
     run_id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 

@@ -69,7 +69,7 @@ def report(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     draft = gather_report(
-        store, as_of, _run_settings(context, store.root, event_source.kind), config.sample_per_segment
+        store, as_of, _run_settings(context, config, store.root, event_source.kind), config.sample_per_segment
     )
     published = publish_report(draft, store.report_dir(as_of))
     totals = published.report.totals
@@ -92,12 +92,11 @@ def report(
     )
 
 
-def _run_settings(context: dg.AssetExecutionContext, data_dir, source: str) -> RunSettings:
+def _run_settings(context: dg.AssetExecutionContext, config: ReportConfig, data_dir, source: str) -> RunSettings:
     """The engine's settings and, for each stage, the configuration its stored output of this day was made with."""
     stages = [_stage_settings(context, name, config_class) for name, config_class in _STAGES.items()]
-    stages.append(
-        StageSettings(stage="report", run_id=context.run.run_id, config=_full_config(context.op_config, ReportConfig))
-    )
+    # The report's own run is left out: a re-run over the same stored stages writes the same files.
+    stages.append(StageSettings(stage="report", config=config.model_dump()))
     return RunSettings(data_dir=str(data_dir), source=source, stages=stages)
 
 
