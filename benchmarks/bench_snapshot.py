@@ -1,4 +1,4 @@
-"""One daily snapshot, merge_map through explanations (mock LLM), materialized by the assets themselves.
+"""One daily snapshot, merge_map through report (mock LLM), materialized by the assets themselves.
 
     python benchmarks/bench_snapshot.py --customers 100000 --out benchmarks/results/snapshot_100k.json
 
@@ -87,6 +87,7 @@ def main() -> None:
         "viability",
         "actionability",
         "explanations",
+        "report",
     ]
     assets = [defs.get_assets_def(name) for name in names]
     resources = {**defs.resources, "warehouse": WarehouseResource(data_dir=str(arguments.scratch))}

@@ -16,6 +16,8 @@ import duckdb
 # The single-run backfill policy is marked beta; the demo's reader needs no warning about it.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+from .core.reporting.publish import load_report  # noqa: E402
+from .core.reporting.render import headline  # noqa: E402
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
 from .core.settings import REPOSITORY_ROOT  # noqa: E402
 from .core.warehouse import Warehouse  # noqa: E402
@@ -105,6 +107,7 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  profiles:    {profiled:,} customers active in the year to {last} (CLV: {clv_method})",
         f"  segments:    {len(segments)}, {approved} approved for targeting, {actionable} actionable",
         f"  insights:    answers by {provider} ({model}), source: {sources}",
+        f"  report:      {headline(load_report(warehouse.report_dir(last)))}",
         "",
         f"  {'id':<4} {'segment':<52} {'customers':>9} {'share':>6} {'mean CLV':>9}  {'robustness':<19}  decision",
     ]
