@@ -1,5 +1,6 @@
 """core.reporting: the report gathered from a stored snapshot, its files, charts and how a browser shows it."""
 
+import html
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
+from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
 from segmentation_pipeline.core.reporting import charts
 from segmentation_pipeline.core.reporting.document import (
     KEY_FEATURES,
@@ -274,19 +276,24 @@ def test_publishing_again_replaces_the_folder_with_identical_files(store: Wareho
     second = publish_report(gather_report(store, DAY, SETTINGS), folder)
     assert second.report == first.report
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == contents
-    # Nothing of the swap is left beside the folder.
-    assert [path.name for path in folder.parent.iterdir()] == [folder.name]
+    # The day's link and one version behind it: the replaced one and a killed run's leftovers are gone.
+    assert folder.is_symlink()
+    assert sorted(path.name for path in folder.parent.iterdir()) == [".versions", folder.name]
+    assert [path.name for path in (folder.parent / ".versions").iterdir()] == [folder.resolve().name]
 
 
 def test_verify_report_names_what_is_wrong(store: Warehouse) -> None:
     published = publish_report(gather_report(store, DAY, SETTINGS), store.report_dir(DAY))
     segments = {item.segment_id: item.name for item in published.report.segments}
-    assert verify_report(published.folder, segments) == []
+    assert verify_report(published.folder, DAY, segments) == []
+    assert verify_report(published.folder, DAY - timedelta(days=1), segments) == [
+        f"report.json is the report of {DAY}, not of {DAY - timedelta(days=1)}"
+    ]
     published.chart_path("clv_by_segment").unlink()
     page = published.html_path.read_text()
     published.html_path.write_text(page.replace(published.report.segments[0].name, "someone else"))
     extra = dict(segments, S99="A segment the report does not have")
-    problems = verify_report(published.folder, extra)
+    problems = verify_report(published.folder, DAY, extra)
     assert f"report.json lists segments {sorted(segments)}, the snapshot has {sorted(extra)}" in problems
     assert "chart clv_by_segment.png is missing" in problems
     first = published.report.segments[0]
@@ -294,7 +301,7 @@ def test_verify_report_names_what_is_wrong(store: Warehouse) -> None:
     assert "report.md does not name S99 A segment the report does not have" in problems
     with Image.open(published.chart_path("segment_sizes")) as picture:
         picture.convert("L").save(published.chart_path("segment_sizes"))  # same size, other pixels
-    assert "report.html does not embed segment_sizes.png" in verify_report(published.folder, segments)
+    assert "report.html does not embed segment_sizes.png" in verify_report(published.folder, DAY, segments)
 
 
 def test_segment_migration_counts_and_chart() -> None:
@@ -432,3 +439,116 @@ def test_the_page_renders_in_headless_chromium_without_broken_images(published, 
         # The dashboard sits at the top of the page: the first screen holds its coloured bars.
         colours = picture.convert("RGB").getcolors(maxcolors=1_000_000)
     assert len(colours) > 500
+
+
+def _answers_follow_the_snapshot(store: Warehouse) -> None:
+    """Re-stamp the stored answers with the snapshot's current fingerprints, as answers made from it would be."""
+    fingerprints = {item.segment_id: item.sha256 for item in stored_snapshot_facts(store, DAY)}
+    for spec in (ACTIONABILITY, EXPLANATIONS):
+        table = store.read_partition(spec, DAY)
+        stamped = pa.array([fingerprints[segment_id] for segment_id in table["segment_id"].to_pylist()])
+        store.write_partition(
+            spec, DAY, table.set_column(table.schema.get_field_index("statistics_sha256"), "statistics_sha256", stamped)
+        )
+
+
+def _rewrite(store: Warehouse, spec, segment_id: str, **values: object) -> None:
+    rows = store.read_partition(spec, DAY).to_pylist()
+    for row in rows:
+        if row["segment_id"] == segment_id:
+            row.update(values)
+    store.write_partition(spec, DAY, pa.Table.from_pylist(rows, spec.schema))
+
+
+AWKWARD_NAME = 'Spend $50-$100 <img src=x onerror="alert(1)"> & *bold* | piped\nshoppers'
+
+
+def test_names_from_the_data_are_shown_as_written_everywhere(store: Warehouse) -> None:
+    first = store.read_partition(SEGMENTS, DAY)["segment_id"][0].as_py()
+    _rewrite(store, SEGMENTS, first, name=AWKWARD_NAME)
+    _answers_follow_the_snapshot(store)
+    published = publish_report(gather_report(store, DAY, SETTINGS), store.report_dir(DAY))
+    assert published.report.segment(first).name == AWKWARD_NAME
+    page = published.html_path.read_text()
+    assert "<img src=x" not in page and 'onerror="alert(1)"' not in page
+    assert html.escape(AWKWARD_NAME) in page
+    summary = published.markdown_path.read_text()
+    assert 'Spend $50-$100 \\<img src=x onerror="alert(1)"\\> & \\*bold\\* \\| piped shoppers' in summary
+    table_row = next(line for line in summary.splitlines() if line.startswith(f"| {first} "))
+    assert table_row.count(" | ") == 8  # the name's '|' does not open a column
+    # matplotlib drew the dollars as dollars: the label carries them escaped from its mathtext.
+    sizes = charts.segment_sizes(published.report).figure.axes[0]
+    assert any(r"\$50-\$100" in tick.get_text() for tick in sizes.get_yticklabels())
+    assert (
+        verify_report(published.folder, DAY, {item.segment_id: item.name for item in published.report.segments}) == []
+    )
+
+
+def test_an_unmeasured_segment_is_reported_as_such(store: Warehouse) -> None:
+    first = store.read_partition(SEGMENTS, DAY)["segment_id"][0].as_py()
+    _rewrite(
+        store,
+        ROBUSTNESS,
+        first,
+        overall=None,
+        feature_drop_stability=None,
+        time_window_stability=None,
+        bootstrap_stability=None,
+        band="unmeasured",
+        production_ready=False,
+    )
+    _answers_follow_the_snapshot(store)
+    published = publish_report(gather_report(store, DAY, SETTINGS), store.report_dir(DAY))
+    assert published.report.segment(first).robustness.overall is None
+    assert load_report(published.folder) == published.report
+    row = next(line for line in published.markdown_path.read_text().splitlines() if line.startswith(f"| {first} "))
+    assert "| n/a unmeasured |" in row
+    heatmap = charts.robustness_heatmap(published.report).figure.axes[0]
+    unmeasured = [text.get_text() for text in heatmap.texts if text.get_position()[1] == 0.5]  # the first row
+    assert unmeasured == ["n/a", "n/a", "n/a", "n/a\nunmeasured"]
+    assert sum(text.get_text().startswith("n/a") for text in heatmap.texts) == 4
+
+
+def test_a_value_that_is_not_a_number_is_named_instead_of_written(store: Warehouse) -> None:
+    first = store.read_partition(SEGMENTS, DAY)["segment_id"][0].as_py()
+    _rewrite(store, SEGMENTS, first, mean_clv=float("nan"))
+    _answers_follow_the_snapshot(store)
+    with pytest.raises(
+        ReportGenerationError,
+        match=r"values that are not numbers: segments\.0\.profile\.mean_clv, segments\.0\.segment\.mean_clv$",
+    ):
+        gather_report(store, DAY, SETTINGS)
+
+
+def test_a_snapshot_without_segments_has_nothing_to_report(store: Warehouse) -> None:
+    for spec in (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, EXPLANATIONS):
+        store.write_partition(spec, DAY, spec.empty())
+    with pytest.raises(ReportGenerationError, match="the snapshot of 2025-12-31 has no segments: nothing to report"):
+        gather_report(store, DAY, SETTINGS)
+
+
+def test_retired_segments_keep_their_names_in_the_migration_chart(store: Warehouse, published) -> None:
+    previous = DAY - timedelta(days=1)
+    store.write_partition(
+        SEGMENTS,
+        previous,
+        store.read_partition(SEGMENTS, DAY).set_column(
+            1, "name", pa.array([f"Earlier segment {index}" for index in range(published.report.totals.segments)])
+        ),
+    )
+    moves = pa.table(
+        {
+            "previous_as_of": pa.array([previous] * 2, pa.date32()),
+            "from_segment_id": ["S01", "S01"],
+            "to_segment_id": ["S01", None],
+            "customers": pa.array([5, 2], pa.int64()),
+        }
+    )
+    migration = _migration(moves, store)
+    assert migration.previous_names["S01"] == "Earlier segment 0"
+    chart = charts.migration_heatmap(published.report.model_copy(update={"migration": migration}))
+    labels = [tick.get_text().replace("\n", " ") for tick in chart.figure.axes[0].get_yticklabels()]
+    # The current name wins for a segment that still exists.
+    assert labels == [charts.segment_label("S01", published.report.segment("S01").name, 22).replace("\n", " ")]
+    retired = _migration(moves.set_column(1, "from_segment_id", pa.array(["S09", "S09"])), store)
+    assert retired.previous_names.get("S09") is None or retired.previous_names["S09"].startswith("Earlier")

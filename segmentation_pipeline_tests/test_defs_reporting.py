@@ -105,9 +105,10 @@ def test_the_report_records_the_settings_each_stage_ran_with(reported, instance,
         assert stages[name].run_id == latest_run_id(instance, name)
     # Given in the run config, and the defaults it left out, as the stage saw them.
     assert stages["robustness"].config == RobustnessConfig(n_bootstrap=5).model_dump()
-    assert stages["robustness"].config["n_bootstrap"] == 5
+    assert stages["robustness"].given == {"n_bootstrap": 5}
+    assert stages["clusters"].given == {}
     assert stages["clusters"].config == ClustersConfig().model_dump()
-    assert stages["report"].config == {"sample_per_segment": 200}
+    assert stages["report"].config == stages["report"].given == {"sample_per_segment": 200}
     assert stages["report"].run_id is None
     settings = load_report(Warehouse(data_dir).report_dir(DAY)).settings
     assert (settings.source, settings.data_dir) == ("synthetic", str(data_dir.resolve()))
@@ -133,7 +134,8 @@ def test_a_re_run_writes_the_same_files(reported, instance, data_dir: Path) -> N
     again = materialize_report(instance, data_dir)
     assert again.success
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
-    assert sorted(path.name for path in folder.parent.iterdir()) == ["date=2025-12-31"]
+    assert sorted(path.name for path in folder.parent.iterdir()) == [".versions", "date=2025-12-31"]
+    assert len(list((folder.parent / ".versions").iterdir())) == 1
 
 
 def test_the_report_check_fails_on_a_damaged_report(reported, data_dir: Path, tmp_path: Path) -> None:

@@ -318,7 +318,8 @@ def kneedle(ks: Sequence[int], inertias: Sequence[float]) -> int | None:
     return int(ks[int(np.argmax(gap))]) if gap.max() > 1e-9 else None
 
 
-def _normalised(values: np.ndarray) -> np.ndarray:
+def normalised(values: np.ndarray) -> np.ndarray:
+    """Min-max scaled to [0, 1] over the finite values; a value that is not finite gets 0."""
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros_like(values)
@@ -330,9 +331,9 @@ def _normalised(values: np.ndarray) -> np.ndarray:
 
 def _score_candidates(candidates: list[KCandidate], elbow: int | None) -> list[KCandidate]:
     ks = np.array([c.k for c in candidates], float)
-    silhouette = _normalised(np.array([c.silhouette for c in candidates]))
-    calinski = _normalised(np.array([c.calinski_harabasz for c in candidates]))
-    davies = 1.0 - _normalised(np.array([c.davies_bouldin for c in candidates]))
+    silhouette = normalised(np.array([c.silhouette for c in candidates]))
+    calinski = normalised(np.array([c.calinski_harabasz for c in candidates]))
+    davies = 1.0 - normalised(np.array([c.davies_bouldin for c in candidates]))
     davies = np.where(np.isfinite([c.davies_bouldin for c in candidates]), davies, 0.0)
     span = max(ks.max() - ks.min(), 1.0)
     elbow_score = np.zeros_like(ks) if elbow is None else 1.0 - np.abs(ks - elbow) / span

@@ -305,6 +305,6 @@ def report_complete(warehouse: Warehouse, day: date) -> CheckOutcome:
     except PipelineError as exc:
         return CheckOutcome(False, str(exc))
     names = dict(zip(segments["segment_id"].to_pylist(), segments["name"].to_pylist()))
-    problems = verify_report(warehouse.report_dir(day), names)
+    problems = verify_report(warehouse.report_dir(day), day, names)
     summary = f"{len(problems)} problems with the report" + (f", e.g. {problems[0]}" if problems else "")
     return CheckOutcome(not problems, summary, {"problems": len(problems), "segments": len(names)})

@@ -152,7 +152,8 @@ class RobustnessScore(BaseModel):
     time_window_windows: int = Field(ge=0)
     bootstrap_stability: Score | None
     bootstrap_samples: int = Field(ge=0)
-    overall: Score
+    #: None when no test produced a score (band "unmeasured").
+    overall: Score | None
     band: str
     production_ready: bool
 

@@ -74,7 +74,9 @@ class Warehouse:
         return self.root / "reports"
 
     def report_dir(self, day: date) -> Path:
-        """The folder of the report of `day`: report.json, report.md, report.html and the charts."""
+        """The folder of the report of `day`: report.json, report.md, report.html and the charts.
+
+        A symbolic link to the current version (core.reporting.publish)."""
         return self.reports_dir / f"date={day.isoformat()}"
 
     @property

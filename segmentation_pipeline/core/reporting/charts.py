@@ -23,6 +23,7 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from ..clustering import normalised
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME, LOG1P
 from ..schemas import ACTIONABILITY_DIMENSIONS
@@ -62,7 +63,13 @@ def segment_colour(segment_id: str) -> tuple[float, float, float]:
 
 def segment_label(segment_id: str, name: str, width: int = 30) -> str:
     """'S03 Weekend sports-focused\\nmobile app shoppers': the ID first, the name wrapped to fit beside a bar."""
-    return "\n".join(textwrap.wrap(f"{segment_id} {name}", width=width, max_lines=3, placeholder="..."))
+    lines = textwrap.wrap(f"{segment_id} {name}", width=width, max_lines=3, placeholder="...")
+    return plain_text("\n".join(lines))
+
+
+def plain_text(text: str) -> str:
+    """Text matplotlib draws as written: a '$' would otherwise start mathematical notation."""
+    return text.replace("$", r"\$")
 
 
 @dataclass(frozen=True)
@@ -238,7 +245,7 @@ def migration_heatmap(report: SegmentationReport) -> Chart | None:
             for move in migration.moves
         ]
     ).pivot_table(index="from", columns="to", values="customers", aggfunc="sum", fill_value=0)
-    names = {item.segment_id: item.name for item in report.segments}
+    names = migration.previous_names | {item.segment_id: item.name for item in report.segments}
     rows = sorted(index for index in counts.index if index != arrived) + [arrived] * (arrived in counts.index)
     columns = sorted(column for column in counts.columns if column != left) + [left] * (left in counts.columns)
     counts = counts.loc[rows, columns]
@@ -261,7 +268,7 @@ def migration_heatmap(report: SegmentationReport) -> Chart | None:
     ax.set_xlabel(f"segment on {report.as_of}")
     ax.set_ylabel(f"segment on {migration.previous_as_of}")
     figure.suptitle(
-        f"Where customers went since {migration.previous_as_of}: {migration.stayed:,} stayed, "
+        f"Where customers went since {migration.previous_as_of}\n{migration.stayed:,} stayed, "
         f"{migration.moved:,} moved, {migration.arrived:,} arrived, {migration.left:,} left",
         fontweight="bold",
     )
@@ -314,14 +321,16 @@ def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, ru
     inertia_ax.set_title("Within-segment sum of squares")
     inertia_ax.set_xlabel("number of segments (k)")
     inertia_ax.set_ylabel("inertia (lower is tighter)")
+    # Scaled as the k rule scales them (core.clustering), so the lines are what the rule weighed.
     criteria = {
-        "silhouette": _unit_scale(candidates["silhouette"]),
-        "Calinski-Harabasz": _unit_scale(candidates["calinski_harabasz"]),
-        "Davies-Bouldin (inverted)": 1 - _unit_scale(candidates["davies_bouldin"]),
-        "combined score": candidates["score"],
+        "silhouette": normalised(candidates["silhouette"].to_numpy(float)),
+        "Calinski-Harabasz": normalised(candidates["calinski_harabasz"].to_numpy(float)),
+        "Davies-Bouldin (inverted)": 1 - normalised(candidates["davies_bouldin"].to_numpy(float)),
+        "combined score": candidates["score"].to_numpy(float),
     }
     for (label, values), style in zip(criteria.items(), ("-o", "-s", "-^", "-D")):
-        criteria_ax.plot(ks, values, style, label=label, linewidth=2.5 if label == "combined score" else 1.2)
+        if np.isfinite(values).any():  # a fixed k has no combined score
+            criteria_ax.plot(ks, values, style, label=label, linewidth=2.5 if label == "combined score" else 1.2)
     criteria_ax.axvline(chosen_k, color="black", linestyle="--", label=f"chosen k = {chosen_k}")
     criteria_ax.set_ylim(-0.05, 1.05)
     criteria_ax.set_title("Criteria scaled to 0-1 over the candidates (higher: better)")
@@ -332,11 +341,6 @@ def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, ru
         ax.set_xticks(ks)
     figure.suptitle(f"Choosing the number of segments: k = {chosen_k} ({rule})", fontweight="bold")
     return Chart("k_selection", "k selection", f"Inertia and the k-selection criteria per candidate k; {rule}.", figure)
-
-
-def _unit_scale(values: pd.Series) -> pd.Series:
-    spread = values.max() - values.min()
-    return (values - values.min()) / spread if spread > 0 else values * 0 + 1.0
 
 
 # --------------------------------------------------------------------- drawing parts
@@ -456,6 +460,11 @@ def _score_heatmap(
         annot_kws={"fontsize": 9},
         ax=ax,
     )
+    # seaborn leaves cells without a value blank; say why they are blank.
+    for row, column in zip(*np.nonzero(np.isnan(scores.to_numpy()))):
+        ax.text(
+            column + 0.5, row + 0.5, annotations.iat[row, column], ha="center", va="center", fontsize=9, color="dimgrey"
+        )
     ax.tick_params(axis="y", labelsize=8, rotation=0)
     ax.tick_params(axis="x", rotation=0)
     for tick, segment_id in zip(ax.get_yticklabels(), segment_ids):

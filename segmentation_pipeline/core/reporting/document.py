@@ -9,6 +9,8 @@ an equal `SegmentationReport`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -106,6 +108,8 @@ class Migration(_Record):
     #: None for the first snapshot: nothing to compare with.
     previous_as_of: date | None
     moves: list[SegmentMove]
+    #: Names of the previous snapshot's segments, those retired since included.
+    previous_names: dict[str, str] = Field(default_factory=dict)
     stayed: int
     moved: int
     arrived: int
@@ -137,12 +141,18 @@ class DataCoverage(_Record):
 
 
 class StageSettings(_Record):
-    """The configuration a stage's stored output was made with, defaults included."""
+    """The configuration a stage's stored output was made with.
+
+    `given` is what the run's config said; `config` adds the defaults of the fields it left
+    out, as the code defines them when the report is made (a default changed since the run
+    would show the new value there, never in `given`).
+    """
 
     stage: str
     #: The Dagster run that materialized it; None when no run of the instance recorded it, and for
     #: the report itself (a re-run over the same stored stages writes the same files).
     run_id: str | None = None
+    given: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -250,12 +260,31 @@ def gather_report(
         as_of=as_of,
         totals=_totals(segments),
         segments=segments,
-        migration=_migration(tables["segment_migration"]),
+        migration=_migration(tables["segment_migration"], store),
         coverage=_coverage(store, as_of, members, tables["merge_map"]),
         answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
     )
+    not_numbers = list(_not_finite(report.model_dump()))
+    if not_numbers:
+        # JSON has no NaN or infinity: such a report would not load back.
+        raise ReportGenerationError(
+            f"the stored snapshot of {as_of} has values that are not numbers: {', '.join(not_numbers[:5])}"
+            + (f" and {len(not_numbers) - 5} more" if len(not_numbers) > 5 else "")
+        )
     return ReportDraft(report=report, feature_sample=sample)
+
+
+def _not_finite(value: object, path: str = "") -> Iterator[str]:
+    """Paths of the NaN and infinite floats in a dumped model ('segments.2.segment.mean_clv')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _not_finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _not_finite(item, f"{path}.{index}")
 
 
 _PER_SEGMENT: tuple[TableSpec, ...] = (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, EXPLANATIONS)
@@ -295,16 +324,19 @@ def _totals(segments: list[SegmentReport]) -> Totals:
     )
 
 
-def _migration(moves: pa.Table) -> Migration:
+def _migration(moves: pa.Table, store: Warehouse | None = None) -> Migration:
     rows = [SegmentMove(**{key: row[key] for key in SegmentMove.model_fields}) for row in moves.to_pylist()]
     previous = moves["previous_as_of"].drop_null().unique().to_pylist() if moves.num_rows else []
 
     def count(keep) -> int:
         return sum(move.customers for move in rows if keep(move))
 
+    previous_as_of = previous[0] if previous else None
+    names = store.read_partition(SEGMENTS, previous_as_of) if store and previous_as_of else SEGMENTS.empty()
     return Migration(
-        previous_as_of=previous[0] if previous else None,
+        previous_as_of=previous_as_of,
         moves=rows,
+        previous_names=dict(zip(names["segment_id"].to_pylist(), names["name"].to_pylist())),
         stayed=count(lambda m: m.from_segment_id is not None and m.from_segment_id == m.to_segment_id),
         moved=count(
             lambda m: None not in (m.from_segment_id, m.to_segment_id) and m.from_segment_id != m.to_segment_id

@@ -1,8 +1,10 @@
 """Writing a report's folder (JSON, Markdown, HTML and the charts) in one step, and reading it back.
 
-The folder is written under a temporary name beside its final place and then
-renamed over it: a reader sees the previous report or the new one, never half
-of one, and a chart a new run no longer draws does not linger.
+Each publication is a new folder under `reports/.versions/`; `reports/date=YYYY-MM-DD`
+is a symbolic link to the current one, replaced in one rename. A reader sees the
+previous report or the new one, never a mix or nothing, and a chart a new run no
+longer draws does not linger. Versions a killed run left behind are removed by
+the next publication of that day.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from html import escape
 from pathlib import Path
 
@@ -20,7 +23,10 @@ from pydantic import ValidationError
 from ..errors import ReportGenerationError
 from .charts import png_size, report_charts
 from .document import ReportDraft, SegmentationReport
-from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown
+from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown, md_text
+
+#: Beside the day links: every version of every day's report folder.
+VERSIONS = ".versions"
 
 
 @dataclass(frozen=True)
@@ -48,20 +54,38 @@ class PublishedReport:
 
 
 def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
-    """Draw the charts and write the report's files to `folder`, replacing what was there."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    staging.mkdir()
+    """Draw the charts and write the report's files, then make `folder` the new version in one step."""
+    versions = folder.parent / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    version = versions / f"{folder.name}.{uuid.uuid4().hex}"
+    version.mkdir()
     try:
-        charts = [chart.save(staging) for chart in report_charts(draft.report, draft.feature_sample)]
+        charts = [chart.save(version) for chart in report_charts(draft.report, draft.feature_sample)]
         report = draft.report.model_copy(update={"charts": charts})
-        (staging / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        (staging / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
-        (staging / HTML_FILE).write_text(html(report, staging), encoding="utf-8")
-        _replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
+        (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
+        _point_to(folder, version)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    for stale in versions.glob(f"{folder.name}.*"):
+        if stale != version:
+            shutil.rmtree(stale, ignore_errors=True)
     return PublishedReport(report=report, folder=folder)
+
+
+def _point_to(link: Path, version: Path) -> None:
+    """Make `link` a symbolic link to `version`, replacing what was there in one rename."""
+    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}.link")
+    os.symlink(version.relative_to(link.parent), temporary, target_is_directory=True)
+    try:
+        if link.is_dir() and not link.is_symlink():
+            # A plain folder (a copy, or written by hand) cannot be renamed over: retire it first.
+            os.replace(link, version.with_name(f"{version.name}.retired"))
+        os.replace(temporary, link)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_report(path: Path) -> SegmentationReport:
@@ -75,31 +99,23 @@ def load_report(path: Path) -> SegmentationReport:
         raise ReportGenerationError(f"{path} is not a segmentation report: {exc}") from exc
 
 
-def _replace_folder(staging: Path, folder: Path) -> None:
-    retired = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
-    if folder.exists():
-        os.replace(folder, retired)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        if retired.exists():
-            os.replace(retired, folder)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+def verify_report(folder: Path, as_of: date, segments: dict[str, str]) -> list[str]:
+    """What is wrong with the stored report in `folder` for the snapshot of `as_of` with `segments` (ID -> name).
 
-
-def verify_report(folder: Path, segments: dict[str, str]) -> list[str]:
-    """What is wrong with the stored report in `folder` for a snapshot of `segments` (ID -> name).
-
-    Reads the files as a reader would: the JSON must load into the model and list exactly the
-    snapshot's segments; every chart must be a PNG of its recorded size; the page must name
-    every segment and embed every chart; the Markdown must name every segment.
+    Reads the files as a reader would: the JSON must load into the model, be of that day and
+    list exactly the snapshot's segments and its charts; every chart must be a PNG of its
+    recorded size; the page must name every segment and embed every chart; the Markdown
+    must name every segment.
     """
     try:
         report = load_report(folder)
     except ReportGenerationError as exc:
         return [str(exc)]
     problems = []
+    if report.as_of != as_of:
+        problems.append(f"{JSON_FILE} is the report of {report.as_of}, not of {as_of}")
+    if not report.charts:
+        problems.append(f"{JSON_FILE} lists no charts")
     listed = {item.segment_id: item.name for item in report.segments}
     if listed != segments:
         problems.append(f"{JSON_FILE} lists segments {sorted(listed)}, the snapshot has {sorted(segments)}")
@@ -108,7 +124,7 @@ def verify_report(folder: Path, segments: dict[str, str]) -> list[str]:
     for segment_id, name in segments.items():
         if page is not None and (f'id="{escape(segment_id)}"' not in page or escape(name) not in page):
             problems.append(f"{HTML_FILE} has no section for {segment_id} {name}")
-        if summary is not None and f"{segment_id} {name}" not in summary:
+        if summary is not None and md_text(f"{segment_id} {name}") not in summary:
             problems.append(f"{MARKDOWN_FILE} does not name {segment_id} {name}")
     for chart in report.charts:
         path = folder / chart.file

@@ -48,7 +48,7 @@ def summary_table(report: SegmentationReport) -> str:
             "| "
             + " | ".join(
                 [
-                    _cell(f"{item.segment_id} {item.name}"),
+                    md_text(f"{item.segment_id} {item.name}"),
                     f"{item.segment.size:,}",
                     percent(item.segment.share),
                     f"{item.segment.mean_clv:,.0f}",
@@ -77,17 +77,20 @@ def markdown(report: SegmentationReport) -> str:
         "## Segments",
     ]
     for item in report.segments:
-        lines += ["", f"**{item.segment_id} {item.name}** ({item.segment.size:,} customers, {_decision(item)})"]
-        lines += ["", item.explanation.executive_summary]
+        lines += [
+            "",
+            f"**{md_text(f'{item.segment_id} {item.name}')}** ({item.segment.size:,} customers, {_decision(item)})",
+        ]
+        lines += ["", md_text(item.explanation.executive_summary)]
         for campaign in item.explanation.recommendations:
             lines.append(
-                f"- Campaign: {campaign.channel}, {campaign.timing}: {campaign.offer} "
+                f"- Campaign: {md_text(campaign.channel)}, {md_text(campaign.timing)}: {md_text(campaign.offer)} "
                 f"({campaign.audience_size:,} customers)"
             )
         if not item.viability.approved:
-            lines.append(f"- Not approved: {'; '.join(item.viability.reasons)}")
+            lines.append(f"- Not approved: {md_text('; '.join(item.viability.reasons))}")
         if not item.actionability.actionable:
-            lines.append(f"- Not actionable: {item.actionability.reason}")
+            lines.append(f"- Not actionable: {md_text(item.actionability.reason)}")
     lines += ["", "## Since the previous snapshot", "", migration_line(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
@@ -120,8 +123,13 @@ def _decision(item: SegmentReport) -> str:
     return ", ".join(parts)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+#: Characters Markdown would read as markup (emphasis, code, links, HTML, table cells).
+_MARKDOWN_SPECIAL = str.maketrans({character: "\\" + character for character in "\\`*[]<>|"})
+
+
+def md_text(text: str) -> str:
+    """Text from the data or the language model, shown as written in Markdown, on one line."""
+    return " ".join(text.split()).translate(_MARKDOWN_SPECIAL)
 
 
 # ---------------------------------------------------------------------------- HTML

@@ -1,5 +1,7 @@
 """report: the day's segmentation as JSON, Markdown and a self-contained HTML page with charts."""
 
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field, ValidationError
 
@@ -92,30 +94,44 @@ def report(
     )
 
 
-def _run_settings(context: dg.AssetExecutionContext, config: ReportConfig, data_dir, source: str) -> RunSettings:
+def _run_settings(context: dg.AssetExecutionContext, config: ReportConfig, data_dir: Path, source: str) -> RunSettings:
     """The engine's settings and, for each stage, the configuration its stored output of this day was made with."""
-    stages = [_stage_settings(context, name, config_class) for name, config_class in _STAGES.items()]
+    stages = [_stage_settings(context, data_dir, name, config_class) for name, config_class in _STAGES.items()]
     # The report's own run is left out: a re-run over the same stored stages writes the same files.
-    stages.append(StageSettings(stage="report", config=config.model_dump()))
+    given = dict((context.run.run_config.get("ops", {}).get("report", {}) or {}).get("config", {}) or {})
+    stages.append(StageSettings(stage="report", given=given, config=config.model_dump()))
     return RunSettings(data_dir=str(data_dir), source=source, stages=stages)
 
 
 def _stage_settings(
-    context: dg.AssetExecutionContext, name: str, config_class: type[dg.Config] | None
+    context: dg.AssetExecutionContext, data_dir: Path, name: str, config_class: type[dg.Config] | None
 ) -> StageSettings:
+    """Settings of the latest materialization of the stage for this day that wrote into this data folder."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[context.partition_key]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[context.partition_key]),
+        limit=_RECORDS_SEARCHED,
     ).records
-    if not records:
+    record = next((record for record in records if _wrote_into(record, data_dir)), None)
+    if record is None:
         return StageSettings(stage=name)
-    run = context.instance.get_run_by_id(records[0].run_id)
-    given = (run.run_config.get("ops", {}).get(name, {}) or {}).get("config", {}) if run else {}
-    return StageSettings(stage=name, run_id=records[0].run_id, config=_full_config(given, config_class))
+    run = context.instance.get_run_by_id(record.run_id)
+    given = dict((run.run_config.get("ops", {}).get(name, {}) or {}).get("config", {}) or {}) if run else {}
+    return StageSettings(stage=name, run_id=record.run_id, given=given, config=_full_config(given, config_class))
 
 
-def _full_config(given: dict | None, config_class: type[dg.Config] | None) -> dict:
+#: How many of a stage's latest materializations of the day are searched for one in this data folder.
+_RECORDS_SEARCHED = 20
+
+
+def _wrote_into(record: dg.EventLogRecord, data_dir: Path) -> bool:
+    """Whether the materialization's stored file lies in `data_dir` (every stage records its `path`)."""
+    materialization = record.asset_materialization
+    path = materialization.metadata.get("path") if materialization else None
+    return path is not None and Path(str(path.value)).is_relative_to(data_dir)
+
+
+def _full_config(given: dict, config_class: type[dg.Config] | None) -> dict:
     """The given config with the defaults it left out; as given if the class no longer accepts it."""
-    given = dict(given or {})
     if config_class is None:
         return given
     try:
