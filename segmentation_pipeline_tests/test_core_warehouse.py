@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -164,3 +164,27 @@ def test_an_unpartitioned_table_reads_all_its_files(warehouse: Warehouse) -> Non
     assert sorted(table["customer_id"].to_pylist()) == ["a", "a", "b"]
     with pytest.raises(PipelineError, match="partitioned by day"):
         warehouse.read_unpartitioned(RAW_EVENTS)
+
+
+def test_the_catalog_is_rebuilt_only_when_a_table_appears(warehouse: Warehouse) -> None:
+    warehouse.write_partition(RAW_EVENTS, DAY, events("a"))
+    path = warehouse.refresh_catalog(TABLES.values())
+    built = path.stat().st_ino
+    # A new partition of a table the catalog has: its view's glob shows it without a rebuild.
+    warehouse.write_partition(RAW_EVENTS, DAY + timedelta(days=1), events("b", "c", day=DAY + timedelta(days=1)))
+    assert warehouse.refresh_catalog(TABLES.values()).stat().st_ino == built
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw_events").fetchone() == (3,)
+        assert con.execute("SELECT table_name, files FROM catalog_tables").fetchall() == [
+            ("raw_events", warehouse.table_glob(RAW_EVENTS))
+        ]
+    # A table's first file: rebuilt, with its view.
+    warehouse.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
+    assert warehouse.refresh_catalog(TABLES.values()).stat().st_ino != built
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM merge_map_latest").fetchone() == (1,)
+    # A catalog that cannot be read (here: not a database) is replaced, not trusted.
+    path.write_bytes(b"not a database")
+    warehouse.refresh_catalog(TABLES.values())
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw_events").fetchone() == (3,)
