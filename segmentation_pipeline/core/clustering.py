@@ -45,8 +45,10 @@ Names and traits
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,9 @@ from threadpoolctl import threadpool_limits
 from .errors import ClusteringError, InsufficientDataError
 from .features import DEFAULT_CLUSTER_FEATURES, FEATURES, LOG1P, Feature, feature
 from .schemas import CLUSTERS, SEGMENT_MIGRATION, SEGMENTS, conform
+
+Item = TypeVar("Item")
+Fitted = TypeVar("Fitted")
 
 SEGMENT_PREFIX = "S"
 SELECTION_WEIGHTS = {"silhouette": 0.4, "calinski_harabasz": 0.2, "davies_bouldin": 0.2, "elbow": 0.2}
@@ -93,6 +98,10 @@ class ClusteringSettings:
     #: BLAS/OpenMP threads for scikit-learn. One by default: on a 2-core machine with other work
     #: running, k-means with two threads was measured 5-30 times slower than with one.
     threads: int = 1
+    #: Independent k-means fits (the k candidates, the robustness refits) run this many at a
+    #: time on threads of their own, each fit single-threaded: k-means releases the GIL, so two
+    #: fits use two cores without the thread contention of one fit on two.
+    parallel_fits: int = 2
 
     def __post_init__(self) -> None:
         if self.k_min < 2 or self.k_max < self.k_min:
@@ -253,6 +262,21 @@ def cluster_labels(matrix: np.ndarray, k: int, seed: int, settings: ClusteringSe
     return labels.astype(np.int64), model.cluster_centers_
 
 
+def fit_side_by_side(
+    fit: Callable[[Item], Fitted], items: Sequence[Item], workers: int, threads: int = 1
+) -> list[Fitted]:
+    """`fit` of every item, in the items' order, `workers` at a time on threads of their own.
+
+    Each worker thread holds OpenMP to `threads` (OpenMP's thread count is per calling thread,
+    so the caller's limit does not reach them): the fits are then exactly those of a serial
+    run, and two of them never ask for more cores than there are.
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [fit(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, initializer=threadpool_limits, initargs=(threads,)) as pool:
+        return list(pool.map(fit, items))
+
+
 def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
     """The number of segments, by the rule in the module docstring."""
     rng = np.random.default_rng(settings.seed)
@@ -272,28 +296,27 @@ def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
         silhouette_rows = np.sort(rng.choice(len(sample), settings.silhouette_sample, replace=False))
     # One distance matrix serves every candidate's silhouette.
     distances = pairwise_distances(sample[silhouette_rows])
-    candidates = []
-    for k in candidates_k:
+
+    def candidate(k: int) -> KCandidate:
         model = KMeans(n_clusters=k, n_init=settings.n_init, random_state=settings.seed).fit(sample)
         labels = model.labels_
         if len(np.unique(labels)) < 2:
-            candidates.append(KCandidate(k, float(model.inertia_), -1.0, 0.0, float("inf")))
-            continue
+            return KCandidate(k, float(model.inertia_), -1.0, 0.0, float("inf"))
         sil_labels = labels[silhouette_rows]
         silhouette = (
             float(silhouette_score(distances, sil_labels, metric="precomputed"))
             if len(np.unique(sil_labels)) > 1
             else -1.0
         )
-        candidates.append(
-            KCandidate(
-                k,
-                float(model.inertia_),
-                silhouette,
-                float(calinski_harabasz_score(sample, labels)),
-                float(davies_bouldin_score(sample, labels)),
-            )
+        return KCandidate(
+            k,
+            float(model.inertia_),
+            silhouette,
+            float(calinski_harabasz_score(sample, labels)),
+            float(davies_bouldin_score(sample, labels)),
         )
+
+    candidates = fit_side_by_side(candidate, candidates_k, settings.parallel_fits, settings.threads)
     if settings.n_clusters:
         return KSelection(settings.n_clusters, candidates, None, len(sample), "n_clusters set in config")
     elbow = kneedle([c.k for c in candidates], [c.inertia for c in candidates])

@@ -202,6 +202,8 @@ def feature_drop_stability(
     seed: int,
     sample_size: int,
     feature_groups: Mapping[str, Sequence[int]] | None = None,
+    workers: int = 1,
+    threads: int = 1,
 ) -> FeatureDropStability:
     """Leave each feature group out in turn, re-cluster with the same k and seed, compare.
 
@@ -224,11 +226,12 @@ def feature_drop_stability(
     sample_labels = labels[rows]
     segments = np.unique(labels).tolist()
 
-    by_feature: dict[str, dict[int, float]] = {}
-    for group, columns in groups.items():
+    def without(columns: np.ndarray) -> np.ndarray:
         kept = np.setdiff1d(np.arange(matrix.shape[1]), columns)
-        reclustered = _run_cluster_fn(cluster_fn, np.ascontiguousarray(sample[:, kept]), k, seed)
-        by_feature[group] = best_match_jaccard(sample_labels, reclustered)
+        return _run_cluster_fn(cluster_fn, np.ascontiguousarray(sample[:, kept]), k, seed)
+
+    refits = clustering.fit_side_by_side(without, list(groups.values()), workers, threads)
+    by_feature = {group: best_match_jaccard(sample_labels, labels) for group, labels in zip(groups, refits)}
 
     table = pd.DataFrame.from_dict(by_feature, orient="index").reindex(columns=segments).astype(float)
     table.index.name = "feature"
@@ -335,6 +338,8 @@ def bootstrap_stability(
     n_bootstrap: int,
     sample_size: int,
     seed: int,
+    workers: int = 1,
+    threads: int = 1,
 ) -> BootstrapStability:
     """Hennig's clusterboot with a capped resample.
 
@@ -355,10 +360,16 @@ def bootstrap_stability(
     segments = np.unique(labels).tolist()
     totals = dict.fromkeys(segments, 0.0)
     samples = dict.fromkeys(segments, 0)
+    # Drawn in order from the one generator, then fitted side by side: the same resamples
+    # and seeds whatever the number of workers.
+    resamples = []
     for _ in range(n_bootstrap):
         drawn = rng.integers(0, n, size=draws)
-        run_seed = int(rng.integers(0, 2**31 - 1))
-        resample_labels = _run_cluster_fn(cluster_fn, matrix[drawn], k, run_seed)
+        resamples.append((drawn, int(rng.integers(0, 2**31 - 1))))
+    refits = clustering.fit_side_by_side(
+        lambda resample: _run_cluster_fn(cluster_fn, matrix[resample[0]], k, resample[1]), resamples, workers, threads
+    )
+    for (drawn, _), resample_labels in zip(resamples, refits):
         distinct, first_draw = np.unique(drawn, return_index=True)
         for segment, score in best_match_jaccard(labels[distinct], resample_labels[first_draw]).items():
             totals[segment] += score
@@ -424,6 +435,8 @@ def assess_robustness(
     feature_groups: Mapping[str, Sequence[int]] | None = None,
     time_window_reference: pd.Series | None = None,
     time_window_alternatives: Sequence[pd.Series] = (),
+    workers: int = 1,
+    threads: int = 1,
 ) -> RobustnessAssessment:
     """Run the three stability tests on the segments ``labels`` and score each segment.
 
@@ -449,7 +462,7 @@ def assess_robustness(
     groups = len(feature_groups) if feature_groups is not None else matrix.shape[1]
     if groups >= 2:
         feature_drop = feature_drop_stability(
-            matrix, labels, feature_names, cluster_fn, k, seed, settings.sample_size, feature_groups
+            matrix, labels, feature_names, cluster_fn, k, seed, settings.sample_size, feature_groups, workers, threads
         )
     else:
         # One feature: dropping it leaves nothing to cluster, so the test has no score.
@@ -459,7 +472,9 @@ def assess_robustness(
             jaccard_by_feature=pd.DataFrame(columns=segments, dtype=float),
             group_sizes={},
         )
-    bootstrap = bootstrap_stability(matrix, labels, cluster_fn, k, settings.n_bootstrap, settings.sample_size, seed)
+    bootstrap = bootstrap_stability(
+        matrix, labels, cluster_fn, k, settings.n_bootstrap, settings.sample_size, seed, workers, threads
+    )
     if time_window_alternatives:
         windows = time_window_jaccards(time_window_reference, time_window_alternatives)
         windows = windows.reindex(segments).astype(float)
@@ -636,6 +651,8 @@ def assess_snapshot(
             feature_groups=matrix.groups,
             time_window_reference=reference if alternatives else None,
             time_window_alternatives=alternatives,
+            workers=clustering_settings.parallel_fits,
+            threads=clustering_settings.threads,
         )
     table = assessment.segments.assign(segment_id=segment_ids[assessment.segments["segment"].to_numpy()])
     return SnapshotRobustness(
