@@ -1,0 +1,234 @@
+"""The scale ladder: a year of synthetic history ingested and one full snapshot made, at each size.
+
+    python benchmarks/bench_scale.py --customers 10000 100000 1000000 --out benchmarks/results/scale.json
+
+For each number of customers, in a scratch data folder and an ephemeral Dagster
+instance, with the production assets and resources (the synthetic source sized to
+that number, the mock LLM):
+
+1. ingestion: `raw_events` and `id_history` over `--days` days as one run, as a
+   single-run backfill from the UI does (asset checks included);
+2. the snapshot of the day before the last, untimed, so that segment IDs have a
+   previous snapshot to follow, as in a nightly run;
+3. the snapshot of the last day, merge_map through report, as one run (the nightly
+   job's shape); each asset's time is its step's, from the run's event log.
+
+Each phase runs in a child process of its own, so its peak RSS is its own. Results
+per rung: events, customers, wall time of each phase and of each asset, throughput,
+peak RSS, and time and memory per customer (to show how cost grows); plus the
+machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
+
+#: The as-of assets of one snapshot, in graph order.
+SNAPSHOT = [
+    "merge_map",
+    "profiles",
+    "clusters",
+    "segment_migration",
+    "robustness",
+    "viability",
+    "actionability",
+    "explanations",
+    "report",
+]
+#: Marks a folder as this benchmark's scratch space, which it may delete.
+MARKER = ".bench-scale-scratch"
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _resources(scratch: Path, customers: int, first_day: date) -> dict[str, object]:
+    from segmentation_pipeline.definitions import defs
+    from segmentation_pipeline.defs.resources import EventSourceResource, WarehouseResource
+
+    return {
+        **defs.resources,
+        "warehouse": WarehouseResource(data_dir=str(scratch)),
+        "event_source": EventSourceResource(n_customers=customers, start_date=first_day.isoformat()),
+    }
+
+
+def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date) -> dict[str, object]:
+    import dagster as dg
+
+    from segmentation_pipeline.definitions import defs
+
+    assets = [defs.get_assets_def("raw_events"), defs.get_assets_def("id_history")]
+    with dg.DagsterInstance.ephemeral() as instance:
+        started = time.perf_counter()
+        result = dg.materialize(
+            assets,
+            instance=instance,
+            resources=_resources(scratch, customers, first_day),
+            run_config=QUIET,
+            tags={
+                "dagster/asset_partition_range_start": first_day.isoformat(),
+                "dagster/asset_partition_range_end": last_day.isoformat(),
+            },
+        )
+        seconds = time.perf_counter() - started
+        steps = _step_seconds(instance, result.run_id)
+    if not result.success:
+        raise SystemExit("the ingestion run failed")
+    return {"seconds": round(seconds, 2), "step_seconds": steps, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def snapshot_phase(scratch: Path, customers: int, first_day: date, last_day: date) -> dict[str, object]:
+    import dagster as dg
+
+    from segmentation_pipeline.definitions import defs
+
+    assets = [defs.get_assets_def(name) for name in SNAPSHOT]
+    resources = _resources(scratch, customers, first_day)
+    with dg.DagsterInstance.ephemeral() as instance:
+        previous = (last_day - timedelta(days=1)).isoformat()
+        if not dg.materialize(
+            assets, instance=instance, resources=resources, partition_key=previous, run_config=QUIET
+        ).success:
+            raise SystemExit(f"the snapshot of {previous} failed")
+        started = time.perf_counter()
+        result = dg.materialize(
+            assets, instance=instance, resources=resources, partition_key=last_day.isoformat(), run_config=QUIET
+        )
+        seconds = time.perf_counter() - started
+        if not result.success:
+            raise SystemExit(f"the snapshot of {last_day} failed")
+        steps = _step_seconds(instance, result.run_id)
+        metadata = {
+            event.asset_key.to_user_string(): {
+                key: value.value for key, value in event.materialization.metadata.items()
+            }
+            for event in result.get_asset_materialization_events()
+        }
+    return {
+        "seconds": round(seconds, 2),
+        "asset_seconds": {name: steps[name] for name in SNAPSHOT},
+        "peak_rss_bytes": peak_rss_bytes(),
+        "profiled_customers": metadata["profiles"]["dagster/row_count"],
+        "k": metadata["clusters"]["k"],
+        "adjusted_rand_index": metadata["clusters"].get("adjusted_rand_index"),
+        "approved_segments": metadata["viability"]["approved_segments"],
+        "segments_ready_for_campaign": metadata["report"]["segments_ready_for_campaign"],
+    }
+
+
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Each step's time from its start to its success, as the run's event log recorded them."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = round(entry.timestamp - started[event.step_key], 2)
+    return seconds
+
+
+def _events(scratch: Path) -> int:
+    import duckdb
+
+    with duckdb.connect(str(scratch / "segmentation.duckdb"), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM raw_events").fetchone()[0]
+
+
+def _child(phase: str, scratch: Path, customers: int, first_day: date, days: int) -> dict[str, object]:
+    """Run one phase in a fresh interpreter, so that its peak memory is its own."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                phase,
+                "--scratch",
+                str(scratch),
+                "--customers",
+                str(customers),
+                "--first-day",
+                first_day.isoformat(),
+                "--days",
+                str(days),
+                "--phase-out",
+                out.name,
+            ],
+            check=True,
+        )
+        return json.loads(Path(out.name).read_text())
+
+
+def rung(scratch: Path, customers: int, first_day: date, days: int) -> dict[str, object]:
+    if scratch.exists() and any(scratch.iterdir()) and not (scratch / MARKER).exists():
+        raise SystemExit(f"{scratch} is not empty and is not a benchmark scratch folder; choose another --scratch")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    (scratch / MARKER).touch()
+    ingestion = _child("ingest", scratch, customers, first_day, days)
+    events = _events(scratch)
+    snapshot = _child("snapshot", scratch, customers, first_day, days)
+    shutil.rmtree(scratch, ignore_errors=True)
+    profiled = snapshot.pop("profiled_customers")
+    return {
+        "customers": customers,
+        "days": days,
+        "events": events,
+        "profiled_customers": profiled,
+        "ingestion": {
+            **ingestion,
+            "events_per_second": round(events / ingestion["seconds"]),
+            "microseconds_per_event": round(1e6 * ingestion["seconds"] / events, 3),
+        },
+        "snapshot": {
+            **snapshot,
+            "events_per_second": round(events / snapshot["seconds"]),
+            "customers_per_second": round(customers / snapshot["seconds"]),
+            "milliseconds_per_1000_customers": round(1e6 * snapshot["seconds"] / customers, 1),
+            "peak_rss_kilobytes_per_customer": round(snapshot["peak_rss_bytes"] / 1024 / customers, 2),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--first-day", type=date.fromisoformat, default=date(2025, 1, 1))
+    parser.add_argument("--scratch", type=Path, default=Path("benchmarks/scratch/scale"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
+    parser.add_argument("--phase", choices=["ingest", "snapshot"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase-out", type=Path, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    last_day = arguments.first_day + timedelta(days=arguments.days - 1)
+    if arguments.phase:
+        phase = ingest_phase if arguments.phase == "ingest" else snapshot_phase
+        (customers,) = arguments.customers
+        result = phase(arguments.scratch, customers, arguments.first_day, last_day)
+        arguments.phase_out.write_text(json.dumps(result))
+        return
+    rungs = [
+        rung(arguments.scratch, customers, arguments.first_day, arguments.days) for customers in arguments.customers
+    ]
+    write_result({"rungs": rungs, "machine": machine(), "command": command()}, arguments.out)
+
+
+if __name__ == "__main__":
+    main()
