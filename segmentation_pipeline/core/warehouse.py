@@ -191,6 +191,8 @@ class Warehouse:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(self.scratch_dir)})
         con.execute("SET TimeZone = 'UTC'")
+        # A query over two seconds would otherwise draw a progress bar into the run's logs.
+        con.execute("SET enable_progress_bar = false")
         return con
 
     def refresh_catalog(self, specs: Iterable[TableSpec]) -> Path:
