@@ -50,5 +50,5 @@ def image_file(path: Path, alt: str, max_width: int = METADATA_IMAGE_WIDTH) -> d
     with Image.open(path) as picture:
         picture.thumbnail((max_width, max_width * 4))
         buffer = io.BytesIO()
-        picture.save(buffer, format="PNG", optimize=True)
+        picture.save(buffer, format="PNG")
     return image(buffer.getvalue(), alt)
