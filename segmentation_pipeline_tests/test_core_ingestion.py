@@ -3,13 +3,21 @@
 from datetime import date, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from segmentation_pipeline.core.errors import DataValidationError
-from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest
-from segmentation_pipeline.core.schemas import RAW_EVENTS, UNASSIGNED_EVENTS
+from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest, ingest_days
+from segmentation_pipeline.core.schemas import (
+    DEFAULT_JUNK_IDS,
+    QUARANTINE_EVENTS,
+    RAW_EVENTS,
+    UNASSIGNED_EVENTS,
+    TableSpec,
+)
 from segmentation_pipeline.core.settings import Settings
-from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.core.synthetic import SyntheticSettings
+from segmentation_pipeline.core.warehouse import Warehouse, WrittenPartition
 
 FIRST = date(2025, 1, 1)
 
@@ -67,3 +75,33 @@ def test_the_shipped_transaction_log(warehouse: Warehouse) -> None:
     stored = warehouse.read_partition(RAW_EVENTS, FIRST)
     assert stored.column("event_type").to_pylist() == ["purchase", "purchase"]
     assert sorted(stored.column("amount").to_pylist()) == [12.5, 99.0]
+
+
+def test_chunks_store_what_one_validation_of_all_days_gives(warehouse: Warehouse) -> None:
+    # Chunks are generated, validated and written concurrently; the result must not depend on that.
+    source = SyntheticSettings(n_customers=300, bad_row_rate=0.05)
+    days = [FIRST + timedelta(days=offset) for offset in range(8)]
+    summary = ingest(warehouse, EVENTS, days, source, DEFAULT_JUNK_IDS, chunk_days=3)
+    with warehouse.connect() as con:
+        whole, _ = ingest_days(con, EVENTS, days, source, DEFAULT_JUNK_IDS)
+    assert [partition.day for partition in summary.written] == days
+    assert summary.quarantined_rows == whole.quarantined_rows > 0
+    assert summary.quarantine_reasons == whole.quarantine_reasons()
+    for day in whole.days:
+        assert warehouse.read_partition(RAW_EVENTS, day.day).equals(day.valid)
+        assert warehouse.read_partition(QUARANTINE_EVENTS, day.day).equals(day.quarantined)
+
+
+def test_a_failed_write_stops_the_run(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    days = [FIRST + timedelta(days=offset) for offset in range(5)]
+    write_partition = warehouse.write_partition
+
+    def full_disk_at_the_fourth_days_rejects(spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
+        if spec is QUARANTINE_EVENTS and day == days[3]:
+            raise OSError("No space left on device")
+        return write_partition(spec, day, table)
+
+    monkeypatch.setattr(warehouse, "write_partition", full_disk_at_the_fourth_days_rejects)
+    with pytest.raises(OSError, match="No space left"):
+        ingest(warehouse, EVENTS, days, SyntheticSettings(n_customers=100), (), chunk_days=2)
+    assert days[3] not in warehouse.partition_days(QUARANTINE_EVENTS)

@@ -356,3 +356,22 @@ def test_identical_rows_in_two_files_are_two_events(tmp_path: Path) -> None:
     batch = ingest((first, DAY), (second, DAY), mapping={})
     assert batch.days[0].valid.num_rows == 2
     assert len(set(batch.days[0].valid.column("event_id").to_pylist())) == 2
+
+
+def test_times_on_the_edges_of_a_day(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "edges.csv",
+        "customer_id,event_type,timestamp\n"
+        "c1,page_view,2025-03-10T00:00:00Z\n"  # the first instant of the day
+        "c2,page_view,2025-03-10T23:59:59.999999Z\n"  # the last
+        "c3,page_view,2025-03-11T00:00:00Z\n"  # the next day's first
+        "c4,page_view,2025-03-09T23:59:59.999999Z\n"  # the day before's last
+        "c5,page_view,infinity\n",
+    )
+    batch = ingest((path, DAY), mapping={}, folder_slack_days=0)
+    assert batch.days[0].valid.column("customer_id").to_pylist() == ["c1", "c2"]
+    assert batch.days[0].quarantined.column("reason").to_pylist() == ["timestamp_outside_partition"] * 3
+    # A many-day file keeps the rows of the run's days [first, last] and leaves the rest out.
+    many = ingest((path, None), mapping={})
+    assert many.days[0].valid.column("customer_id").to_pylist() == ["c1", "c2"]
+    assert many.quarantined_rows == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,6 +33,8 @@ from .sources import (
 from .warehouse import Warehouse, WrittenPartition, days_between
 
 PREVIEW_ROWS = 5
+#: Partitions written at once: Parquet encoding releases the GIL, and each file's fsync waits on the disk.
+WRITE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class IngestSummary:
     def outside_run_rows(self) -> int:
         return sum(self.outside_run.values())
 
-    def add(self, batch: IngestBatch, written: list[WrittenPartition]) -> None:
+    def add(self, batch: IngestBatch) -> None:
+        """Count a validated batch; its partitions are added to `written` once stored."""
         for day in batch.days:
             self.quarantined_per_day[day.day] = day.quarantined.num_rows
             if day.valid.num_rows:
@@ -101,7 +105,6 @@ class IngestSummary:
                 self.event_types.update(value_counts(day.valid.column("event_type")))
         self.quarantine_reasons.update(batch.quarantine_reasons())
         self.sources += len(batch.sources)
-        self.written += written
         self.unassigned_rows += batch.unassigned.num_rows
         self.outside_run.update(batch.outside_run)
 
@@ -118,22 +121,55 @@ def ingest(
 
     Chunks bound the memory a long backfill needs; each day's partitions are
     replaced atomically, so a run that stops half-way can simply be run again.
+    The steps of neighbouring chunks overlap: the synthetic source generates the
+    next chunk while DuckDB validates this one and the previous one is written
+    (DuckDB and Parquet writes release the GIL, so numpy generation runs beside
+    them on the other core). A few chunks at most are in memory at once.
     """
     days = sorted(days)
     run_days = (days[0], days[-1])
     summary = IngestSummary(contract.spec.name, days)
-    for first in range(0, len(days), chunk_days):
-        chunk = days[first : first + chunk_days]
-        with warehouse.connect() as con:
+    chunks = [days[first : first + chunk_days] for first in range(0, len(days), chunk_days)]
+    with (
+        warehouse.connect() as con,
+        ThreadPoolExecutor(1, thread_name_prefix="generate") as generating,
+        ThreadPoolExecutor(1, thread_name_prefix="store") as storing,
+    ):
+        upcoming = generating.submit(_generated_input, contract, source, chunks[0])
+        stored: Future[list[WrittenPartition]] | None = None
+        for index, chunk in enumerate(chunks):
+            generated = upcoming.result()
+            if index + 1 < len(chunks):
+                upcoming = generating.submit(_generated_input, contract, source, chunks[index + 1])
             # A many-day file is read by every chunk; its undated rows are kept once.
             batch, without_input = ingest_days(
-                con, contract, chunk, source, junk_ids, keep_unassigned=first == 0, run_days=run_days
+                con,
+                contract,
+                chunk,
+                source,
+                junk_ids,
+                keep_unassigned=index == 0,
+                run_days=run_days,
+                generated=generated,
             )
-        summary.add(batch, store_batch(warehouse, contract, batch))
-        summary.days_without_input += without_input
-        if first == 0:
-            summary.unassigned_path = _store_unassigned(warehouse, contract, source, batch)
+            if stored is not None:
+                summary.written += stored.result()
+            stored = storing.submit(store_batch, warehouse, contract, batch)
+            summary.add(batch)
+            summary.days_without_input += without_input
+            if index == 0:
+                summary.unassigned_path = _store_unassigned(warehouse, contract, source, batch)
+        if stored is not None:
+            summary.written += stored.result()
     return summary
+
+
+def _generated_input(contract: Contract, source: Source, days: Sequence[date]) -> dict[date, pa.Table] | None:
+    """The synthetic source's tables of `days`; None for files, which DuckDB reads itself."""
+    if isinstance(source, FileSourceSettings):
+        return None
+    generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
+    return {day: generate(source, day) for day in days}
 
 
 def ingest_days(
@@ -144,11 +180,13 @@ def ingest_days(
     junk_ids: Iterable[str],
     keep_unassigned: bool = True,
     run_days: tuple[date, date] | None = None,
+    generated: Mapping[date, pa.Table] | None = None,
 ) -> tuple[IngestBatch, list[date]]:
     """Validate the source's input for `days`; also returns the days that had no input at all.
 
     `keep_unassigned=False` leaves out rows of no day (unreadable time), so that a
-    many-day file read once per chunk reports them once.
+    many-day file read once per chunk reports them once. `generated` holds the
+    synthetic source's tables of `days` when they were generated ahead.
     """
     if isinstance(source, FileSourceSettings):
         ingest = Ingest(
@@ -164,8 +202,8 @@ def ingest_days(
         batch = ingest.collect()
         return batch, [day.day for day in batch.days if day.rows_in == 0]
     ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0, run_days=run_days)
-    generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
-    ingest.add_days({day: generate(source, day) for day in days}, f"synthetic:{contract.spec.name}")
+    tables = generated if generated is not None else _generated_input(contract, source, days)
+    ingest.add_days(tables, f"synthetic:{contract.spec.name}")
     return ingest.collect(), []
 
 
@@ -197,12 +235,18 @@ def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) ->
     """Write every day's valid and quarantined rows, replacing earlier runs of the same days.
 
     A day's quarantine partition is written even when empty, so a re-run that
-    fixed the input leaves no stale rejects behind.
+    fixed the input leaves no stale rejects behind. Files are written a few at a
+    time; the first failed write is raised once all have finished.
     """
-    written = [warehouse.write_partition(contract.spec, day.day, day.valid) for day in batch.days]
-    for day in batch.days:
-        warehouse.write_partition(contract.quarantine, day.day, day.quarantined)
-    return written
+    with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writing:
+        written = [writing.submit(warehouse.write_partition, contract.spec, day.day, day.valid) for day in batch.days]
+        quarantined = [
+            writing.submit(warehouse.write_partition, contract.quarantine, day.day, day.quarantined)
+            for day in batch.days
+        ]
+    for rejects in quarantined:
+        rejects.result()
+    return [partition.result() for partition in written]
 
 
 def _store_unassigned(warehouse: Warehouse, contract: Contract, source: Source, batch: IngestBatch) -> Path | None:

@@ -206,9 +206,9 @@ class Ingest:
         for day, table in sorted(tables.items()):
             n = table.num_rows
             parts.append(
-                table.append_column("__source", pa.array([f"{label}:{day.isoformat()}"] * n, pa.string()))
+                table.append_column("__source", pa.repeat(pa.scalar(f"{label}:{day.isoformat()}", pa.string()), n))
                 .append_column("__source_row", pa.array(np.arange(1, n + 1, dtype=np.int64)))
-                .append_column("__partition_day", pa.array([day] * n, pa.date32()))
+                .append_column("__partition_day", pa.repeat(pa.scalar(day, pa.date32()), n))
             )
         if not parts:
             return
@@ -346,23 +346,29 @@ def _split_by_day(table: pa.Table, spec: TableSpec) -> dict[date | None, pa.Tabl
 # canonical columns. A row of per-day input must fall inside its partition day;
 # a row of multi-day input (__partition_day NULL) belongs to its own UTC date and
 # is kept only when that date is inside the run's range [start, end).
+# Both compare a row's UTC date with the UTC dates [first_day, end_day): an
+# instant lies at or after midnight UTC of a day exactly when its UTC date does,
+# and one date per row is cheaper than two time-zone conversions of the bounds.
 
 
 def _bounds_sql(start: date, end: date, slack_days: int) -> str:
     return f"""
-            CASE WHEN __partition_day IS NULL THEN {_utc_bound(start)}
-                 ELSE timezone('UTC', CAST(__partition_day - {slack_days} AS TIMESTAMP)) END AS lower_bound,
-            CASE WHEN __partition_day IS NULL THEN {_utc_bound(end)}
-                 ELSE timezone('UTC', CAST(__partition_day + {slack_days + 1} AS TIMESTAMP)) END AS upper_bound"""
+            CASE WHEN __partition_day IS NULL THEN DATE '{start.isoformat()}'
+                 ELSE __partition_day - {slack_days} END AS first_day,
+            CASE WHEN __partition_day IS NULL THEN DATE '{end.isoformat()}'
+                 ELSE __partition_day + {slack_days + 1} END AS end_day"""
 
 
-def _day_sql(time_column: str, route_valid_rows: bool) -> str:
+def _utc_date_sql(time_column: str) -> str:
+    return f"CAST(timezone('UTC', {time_column}) AS DATE)"
+
+
+def _day_sql(own_day: str, route_valid_rows: bool) -> str:
     """The partition of a row: its folder's day, or its own UTC day (NULL when unreadable).
 
     Valid events always go to their own UTC day, wherever they were filed; merge
     records stay with the day they were delivered on.
     """
-    own_day = f"CAST(timezone('UTC', {time_column}) AS DATE)"
     if route_valid_rows:
         return f"CASE WHEN reason IS NULL THEN {own_day} ELSE coalesce(__partition_day, {own_day}) END"
     return f"coalesce(__partition_day, {own_day})"
@@ -452,7 +458,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
             {_bounds_sql(start, end, slack_days)}
         FROM {view}
     ), numbers AS (
-        SELECT *, TRY_CAST(quantity_number AS INTEGER) AS quantity_value FROM typed
+        SELECT *, TRY_CAST(quantity_number AS INTEGER) AS quantity_value, {_utc_date_sql("ts")} AS ts_day FROM typed
     ), judged AS (
         SELECT *,
             CASE
@@ -462,7 +468,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
                 WHEN event_type_value NOT IN ({event_types}) THEN 'unknown_event_type'
                 WHEN NOT has_timestamp THEN 'missing_timestamp'
                 WHEN ts IS NULL THEN 'unparsable_timestamp'
-                WHEN ts < lower_bound OR ts >= upper_bound THEN 'timestamp_outside_partition'
+                WHEN ts_day < first_day OR ts_day >= end_day THEN 'timestamp_outside_partition'
                 WHEN has_amount AND (amount_value IS NULL OR NOT isfinite(amount_value)) THEN 'unparsable_amount'
                 WHEN event_type_value IN ({monetary}) AND amount_value IS NULL THEN 'missing_amount'
                 WHEN event_type_value = 'purchase' AND amount_value < 0 THEN 'negative_amount'
@@ -470,7 +476,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
                     OR quantity_number <> trunc(quantity_number)) THEN 'unparsable_quantity'
             END AS reason
         FROM numbers
-        WHERE __partition_day IS NOT NULL OR ts IS NULL OR (ts >= lower_bound AND ts < upper_bound)
+        WHERE __partition_day IS NOT NULL OR ts IS NULL OR (ts_day >= first_day AND ts_day < end_day)
     ), identified AS (
         SELECT *, NULL::VARCHAR AS derived_event_id FROM judged WHERE given_event_id IS NOT NULL
         UNION ALL
@@ -482,7 +488,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
         FROM judged WHERE given_event_id IS NULL
     )
     SELECT
-        {_day_sql("ts", route_valid_rows=True)} AS day,
+        {_day_sql("ts_day", route_valid_rows=True)} AS day,
         __partition_day AS folder_day,
         __source AS source,
         __source_row AS source_row,
@@ -514,6 +520,8 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
             {columns.instant("merged_at")} AS merged_at_value,
             {_bounds_sql(start, end, slack_days)}
         FROM {view}
+    ), dated AS (
+        SELECT *, {_utc_date_sql("merged_at_value")} AS merged_at_day FROM typed
     ), judged AS (
         SELECT *,
             CASE
@@ -522,14 +530,14 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
                 WHEN old_id_value = new_id_value THEN 'self_merge'
                 WHEN NOT has_merged_at THEN 'missing_merged_at'
                 WHEN merged_at_value IS NULL THEN 'unparsable_merged_at'
-                WHEN merged_at_value >= upper_bound THEN 'merged_at_after_partition'
+                WHEN merged_at_day >= end_day THEN 'merged_at_after_partition'
             END AS reason
-        FROM typed
+        FROM dated
         WHERE __partition_day IS NOT NULL OR merged_at_value IS NULL
-            OR (merged_at_value >= lower_bound AND merged_at_value < upper_bound)
+            OR (merged_at_day >= first_day AND merged_at_day < end_day)
     )
     SELECT
-        {_day_sql("merged_at_value", route_valid_rows=False)} AS day,
+        {_day_sql("merged_at_day", route_valid_rows=False)} AS day,
         __partition_day AS folder_day,
         __source AS source,
         __source_row AS source_row,
@@ -644,7 +652,3 @@ def _select_list(
 
 def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _utc_bound(day: date) -> str:
-    return f"TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'"
