@@ -6,8 +6,9 @@ For each number of customers, in a scratch data folder and an ephemeral Dagster
 instance, with the production assets and resources (the synthetic source sized to
 that number, the mock LLM):
 
-1. ingestion: `raw_events` and `id_history` over `--days` days as one run, as a
-   single-run backfill from the UI does (asset checks included);
+1. ingestion: `raw_events` over `--days` days as one run, as a single-run
+   backfill from the UI does (its asset checks included), then `id_history`
+   likewise;
 2. the snapshot of the day before the last, untimed, so that segment IDs have a
    previous snapshot to follow, as in a nightly run;
 3. the snapshot of the last day, merge_map through report, as one run (the nightly
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -64,28 +66,28 @@ def _resources(scratch: Path, customers: int, first_day: date) -> dict[str, obje
 
 
 def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date) -> dict[str, object]:
+    """`raw_events` over the range as one run, then `id_history` as another: the first is the
+    single-run raw_events backfill the throughput target is about."""
     import dagster as dg
 
     from segmentation_pipeline.definitions import defs
 
-    assets = [defs.get_assets_def("raw_events"), defs.get_assets_def("id_history")]
+    resources = _resources(scratch, customers, first_day)
+    tags = {
+        "dagster/asset_partition_range_start": first_day.isoformat(),
+        "dagster/asset_partition_range_end": last_day.isoformat(),
+    }
+    seconds = {}
     with dg.DagsterInstance.ephemeral() as instance:
-        started = time.perf_counter()
-        result = dg.materialize(
-            assets,
-            instance=instance,
-            resources=_resources(scratch, customers, first_day),
-            run_config=QUIET,
-            tags={
-                "dagster/asset_partition_range_start": first_day.isoformat(),
-                "dagster/asset_partition_range_end": last_day.isoformat(),
-            },
-        )
-        seconds = time.perf_counter() - started
-        steps = _step_seconds(instance, result.run_id)
-    if not result.success:
-        raise SystemExit("the ingestion run failed")
-    return {"seconds": round(seconds, 2), "step_seconds": steps, "peak_rss_bytes": peak_rss_bytes()}
+        for name in ("raw_events", "id_history"):
+            started = time.perf_counter()
+            result = dg.materialize(
+                [defs.get_assets_def(name)], instance=instance, resources=resources, run_config=QUIET, tags=tags
+            )
+            seconds[name] = round(time.perf_counter() - started, 2)
+            if not result.success:
+                raise SystemExit(f"the {name} run failed")
+    return {"run_seconds": seconds, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def snapshot_phase(scratch: Path, customers: int, first_day: date, last_day: date) -> dict[str, object]:
@@ -194,8 +196,9 @@ def rung(scratch: Path, customers: int, first_day: date, days: int) -> dict[str,
         "profiled_customers": profiled,
         "ingestion": {
             **ingestion,
-            "events_per_second": round(events / ingestion["seconds"]),
-            "microseconds_per_event": round(1e6 * ingestion["seconds"] / events, 3),
+            # End to end: the whole raw_events run (Dagster, validation, writes, its asset checks).
+            "raw_events_per_second": round(events / ingestion["run_seconds"]["raw_events"]),
+            "microseconds_per_event": round(1e6 * ingestion["run_seconds"]["raw_events"] / events, 3),
         },
         "snapshot": {
             **snapshot,
@@ -208,6 +211,10 @@ def rung(scratch: Path, customers: int, first_day: date, days: int) -> dict[str,
 
 
 def main() -> None:
+    import dagster as dg
+
+    # The single-run backfill policy is marked beta; each child would print that once per asset.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--days", type=int, default=365)
