@@ -37,18 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
 
-#: The as-of assets of one snapshot, in graph order.
-SNAPSHOT = [
-    "merge_map",
-    "profiles",
-    "clusters",
-    "segment_migration",
-    "robustness",
-    "viability",
-    "actionability",
-    "explanations",
-    "report",
-]
 #: Marks a folder as this benchmark's scratch space, which it may delete.
 MARKER = ".bench-scale-scratch"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -93,9 +81,9 @@ def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date)
 def snapshot_phase(scratch: Path, customers: int, first_day: date, last_day: date) -> dict[str, object]:
     import dagster as dg
 
-    from segmentation_pipeline.definitions import defs
+    from segmentation_pipeline.defs.jobs import SNAPSHOT_ASSETS
 
-    assets = [defs.get_assets_def(name) for name in SNAPSHOT]
+    assets = SNAPSHOT_ASSETS
     resources = _resources(scratch, customers, first_day)
     with dg.DagsterInstance.ephemeral() as instance:
         previous = (last_day - timedelta(days=1)).isoformat()
@@ -119,7 +107,7 @@ def snapshot_phase(scratch: Path, customers: int, first_day: date, last_day: dat
         }
     return {
         "seconds": round(seconds, 2),
-        "asset_seconds": {name: steps[name] for name in SNAPSHOT},
+        "asset_seconds": {name: steps[name] for name in (asset.key.to_user_string() for asset in assets)},
         "peak_rss_bytes": peak_rss_bytes(),
         "profiled_customers": metadata["profiles"]["dagster/row_count"],
         "k": metadata["clusters"]["k"],

@@ -22,26 +22,9 @@ from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
 from .core.settings import REPOSITORY_ROOT  # noqa: E402
 from .core.warehouse import Warehouse  # noqa: E402
 from .definitions import defs  # noqa: E402
-from .defs.assets.identity import merge_map  # noqa: E402
 from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
-from .defs.assets.insights import actionability, explanations  # noqa: E402
-from .defs.assets.profiles import profiles  # noqa: E402
-from .defs.assets.reporting import report  # noqa: E402
-from .defs.assets.segmentation import clusters, robustness, segment_migration, viability  # noqa: E402
+from .defs.jobs import SNAPSHOT_ASSETS  # noqa: E402
 from .defs.partitions import SETTINGS  # noqa: E402
-
-#: The as-of stages of one day, in graph order.
-SNAPSHOT = [
-    merge_map,
-    profiles,
-    clusters,
-    segment_migration,
-    robustness,
-    viability,
-    actionability,
-    explanations,
-    report,
-]
 
 #: Keep the console to warnings; every event is still in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -158,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ingesting {args.days} days ({first} .. {last}) in one run ...", flush=True)
     run_range(instance, [raw_events, id_history], first, last)
     print(f"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of {last} ...", flush=True)
-    run_day(instance, SNAPSHOT, last)
+    run_day(instance, SNAPSHOT_ASSETS, last)
     print(summary(Warehouse(SETTINGS.data_dir), first, last))
     return 0
 

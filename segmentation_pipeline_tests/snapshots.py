@@ -9,10 +9,7 @@ from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.sources import EVENTS, MERGES
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
-from segmentation_pipeline.defs.assets.identity import merge_map
-from segmentation_pipeline.defs.assets.insights import actionability, explanations
-from segmentation_pipeline.defs.assets.profiles import profiles
-from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
+from segmentation_pipeline.defs.jobs import SNAPSHOT_ASSETS
 from segmentation_pipeline.defs.resources import (
     EventSourceResource,
     IdentityRulesResource,
@@ -24,7 +21,7 @@ DAY = date(2025, 12, 31)
 FIRST_DAY = date(2025, 6, 1)
 SOURCE = synthetic.SyntheticSettings(n_customers=2000)
 #: The as-of stages before the report, in graph order.
-STAGES = [merge_map, profiles, clusters, segment_migration, robustness, viability, actionability, explanations]
+STAGES = [asset for asset in SNAPSHOT_ASSETS if asset.key.to_user_string() != "report"]
 #: A cheaper robustness run than the default; the report must record this setting.
 STAGE_CONFIG = {"robustness": {"config": {"n_bootstrap": 5}}}
 

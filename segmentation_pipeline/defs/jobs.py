@@ -1,7 +1,25 @@
-"""Jobs: the whole graph, one daily partition at a time."""
-
+"""Jobs: the whole graph, one daily partition at a time; and the as-of assets of one day's snapshot."""
 
 import dagster as dg
+
+from .assets.identity import merge_map
+from .assets.insights import actionability, explanations
+from .assets.profiles import profiles
+from .assets.reporting import report
+from .assets.segmentation import clusters, robustness, segment_migration, viability
+
+#: The as-of assets of one day, in graph order: what follows ingestion in a day's run.
+SNAPSHOT_ASSETS = [
+    merge_map,
+    profiles,
+    clusters,
+    segment_migration,
+    robustness,
+    viability,
+    actionability,
+    explanations,
+    report,
+]
 
 segmentation_job = dg.define_asset_job(
     name="segmentation",

@@ -120,15 +120,17 @@ def report_charts(report: SegmentationReport, feature_sample: pd.DataFrame) -> l
 
 
 def segment_sizes(report: SegmentationReport) -> Chart:
-    figure = _figure(report, width=9.0)
-    _draw_sizes(figure.subplots(), report)
-    figure.suptitle(f"Customers per segment, {report.as_of}", fontweight="bold")
-    return Chart(
-        "segment_sizes",
-        "Segment sizes",
-        "Customers in each segment and their share of all segmented customers; "
-        "whether viability approved the segment for targeting.",
-        figure,
+    return _one_panel(
+        report,
+        _draw_sizes,
+        Chart(
+            "segment_sizes",
+            "Segment sizes",
+            "Customers in each segment and their share of all segmented customers; "
+            "whether viability approved the segment for targeting.",
+            _figure(report, width=9.0),
+        ),
+        f"Customers per segment, {report.as_of}",
     )
 
 
@@ -175,29 +177,40 @@ def feature_distributions(report: SegmentationReport, feature_sample: pd.DataFra
 
 
 def robustness_heatmap(report: SegmentationReport) -> Chart:
-    figure = _figure(report, width=8.0)
-    _draw_robustness(figure.subplots(), report)
-    figure.suptitle(f"Segment stability under perturbation, {report.as_of}", fontweight="bold")
-    return Chart(
-        "robustness_heatmap",
-        "Robustness",
-        "Feature-drop, time-window and bootstrap stability of each segment (0-1; "
-        ">= 0.75 stable, >= 0.85 highly stable) and the overall score with its band.",
-        figure,
+    return _one_panel(
+        report,
+        _draw_robustness,
+        Chart(
+            "robustness_heatmap",
+            "Robustness",
+            "Feature-drop, time-window and bootstrap stability of each segment (0-1; "
+            ">= 0.75 stable, >= 0.85 highly stable) and the overall score with its band.",
+            _figure(report, width=8.0),
+        ),
+        f"Segment stability under perturbation, {report.as_of}",
     )
 
 
 def actionability_heatmap(report: SegmentationReport) -> Chart:
-    figure = _figure(report, width=8.0)
-    _draw_actionability(figure.subplots(), report)
-    figure.suptitle(f"Can a campaign be aimed at the segment? {report.as_of}", fontweight="bold")
-    return Chart(
-        "actionability_heatmap",
-        "Actionability",
-        "WHAT (products), WHEN (timing), HOW (channels) and WHO (customer value) scores of each segment, "
-        "0-1, and the verdict.",
-        figure,
+    return _one_panel(
+        report,
+        _draw_actionability,
+        Chart(
+            "actionability_heatmap",
+            "Actionability",
+            "WHAT (products), WHEN (timing), HOW (channels) and WHO (customer value) scores of each segment, "
+            "0-1, and the verdict.",
+            _figure(report, width=8.0),
+        ),
+        f"Can a campaign be aimed at the segment? {report.as_of}",
     )
+
+
+def _one_panel(report: SegmentationReport, draw: Callable[..., None], chart: Chart, heading: str) -> Chart:
+    """A chart of one of the dashboard's panels on its own, under its own heading."""
+    draw(chart.figure.subplots(), report)
+    chart.figure.suptitle(heading, fontweight="bold")
+    return chart
 
 
 def clv_by_segment(report: SegmentationReport) -> Chart:
