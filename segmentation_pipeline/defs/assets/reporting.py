@@ -64,7 +64,7 @@ def report(
 ) -> dg.MaterializeResult:
     """The segmentation report of the day: every segment's profile, stability, value, verdict and story.
 
-    One folder per day under <data dir>/reports/date=YYYY-MM-DD/: report.json (the
+    One folder per day, reports/date=YYYY-MM-DD/ in the data folder: report.json (the
     full record), report.md (a summary to paste), report.html (one page, charts
     embedded) and the charts as PNG files.
     """
