@@ -347,6 +347,17 @@ def test_no_events_in_the_window_gives_no_profiles(warehouse: Warehouse) -> None
     assert result.coverage == 0
 
 
+def test_days_stored_without_events_give_no_profiles(warehouse: Warehouse) -> None:
+    # Ingestion writes a day without input as an empty partition: the window has files but no rows.
+    store_merge_map(warehouse, [])
+    for day in (AS_OF - timedelta(days=1), AS_OF):
+        warehouse.write_partition(RAW_EVENTS, day, RAW_EVENTS.empty())
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    assert result.table.num_rows == 0
+    assert result.days_present == [AS_OF - timedelta(days=1), AS_OF]
+    assert "preferred_hour" in result.unsupported  # no clock time seen
+
+
 def test_a_missing_merge_map_is_an_error(warehouse: Warehouse) -> None:
     store_events(warehouse, CUSTOMER_B)
     with pytest.raises(ProfileBuildError, match="merge_map for 2025-03-10"):

@@ -267,14 +267,18 @@ def fit_side_by_side(
 ) -> list[Fitted]:
     """`fit` of every item, in the items' order, `workers` at a time on threads of their own.
 
-    Each worker thread holds OpenMP to `threads` (OpenMP's thread count is per calling thread,
-    so the caller's limit does not reach them): the fits are then exactly those of a serial
-    run, and two of them never ask for more cores than there are.
+    BLAS and OpenMP are held to `threads` for the call, and each worker thread holds OpenMP
+    to it too (OpenMP's thread count is per calling thread, so the caller's limit does not
+    reach them): the fits are then exactly those of a serial run, and two of them never ask
+    for more cores than there are.
     """
-    if workers <= 1 or len(items) <= 1:
-        return [fit(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers, initializer=threadpool_limits, initargs=(threads,)) as pool:
-        return list(pool.map(fit, items))
+    with threadpool_limits(threads):
+        if workers <= 1 or len(items) <= 1:
+            return [fit(item) for item in items]
+        with ThreadPoolExecutor(
+            max_workers=workers, initializer=threadpool_limits, initargs=(threads, "openmp")
+        ) as pool:
+            return list(pool.map(fit, items))
 
 
 def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:

@@ -236,7 +236,7 @@ def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) ->
 
     A day's quarantine partition is written even when empty, so a re-run that
     fixed the input leaves no stale rejects behind. Files are written a few at a
-    time; the first failed write is raised once all have finished.
+    time; a failed write is raised once all have finished (quarantine first).
     """
     with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writing:
         written = [writing.submit(warehouse.write_partition, contract.spec, day.day, day.valid) for day in batch.days]

@@ -258,7 +258,8 @@ def _window_scan(con, events: str, window: ProfileWindow) -> tuple[dict[str, boo
     categories, channels = [], []
     for by_category, by_channel, category, channel, n, *requirement_counts in rows:
         if by_category and by_channel:  # the grand total
-            met = {requirement: count > 0 for requirement, count in zip(_REQUIREMENT_COUNTS, requirement_counts)}
+            # Over no rows at all the clock-time test is NULL: not met.
+            met = {requirement: bool(count) for requirement, count in zip(_REQUIREMENT_COUNTS, requirement_counts)}
         elif not by_category and category is not None:
             categories.append((category, n))
         elif not by_channel and channel is not None:

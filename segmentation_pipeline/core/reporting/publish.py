@@ -69,10 +69,19 @@ def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         raise
-    for stale in versions.glob(f"{folder.name}.*"):
-        if stale != version:
-            shutil.rmtree(stale, ignore_errors=True)
+    _remove_superseded(versions, folder)
     return PublishedReport(report=report, folder=folder)
+
+
+def _remove_superseded(versions: Path, link: Path) -> None:
+    """Remove the day's versions made before the one `link` points to: the replaced ones, and
+    those a killed run left behind. A version made later (a run of the same day still writing)
+    stays."""
+    current = link.resolve()
+    made = current.stat().st_mtime_ns
+    for version in versions.glob(f"{link.name}.*"):
+        if version != current and version.stat().st_mtime_ns <= made:
+            shutil.rmtree(version, ignore_errors=True)
 
 
 def _point_to(link: Path, version: Path) -> None:
