@@ -520,6 +520,16 @@ def test_a_value_that_is_not_a_number_is_named_instead_of_written(store: Warehou
         gather_report(store, DAY, SETTINGS)
 
 
+def test_a_stored_row_out_of_its_range_is_named(store: Warehouse) -> None:
+    first = store.read_partition(SEGMENTS, DAY)["segment_id"][0].as_py()
+    _rewrite(store, ROBUSTNESS, first, bootstrap_stability=1.5)
+    _answers_follow_the_snapshot(store)
+    with pytest.raises(
+        ReportGenerationError, match=rf"(?s)the stored rows of {first} for 2025-12-31 are not valid:.*RobustnessScore.*bootstrap_stability"
+    ):
+        gather_report(store, DAY, SETTINGS)
+
+
 def test_a_snapshot_without_segments_has_nothing_to_report(store: Warehouse) -> None:
     for spec in (SEGMENTS, ROBUSTNESS, VIABILITY, ACTIONABILITY, EXPLANATIONS):
         store.write_partition(spec, DAY, spec.empty())

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
@@ -243,19 +243,22 @@ def gather_report(
     segments = []
     for item in facts:
         segment_id = item.segment_id
-        segments.append(
-            SegmentReport(
-                segment_id=segment_id,
-                name=item.name,
-                profile=item,
-                features=distributions.get(segment_id, []),
-                segment=Segment(**rows["segments"][segment_id]),
-                robustness=RobustnessScore(**rows["robustness"][segment_id]),
-                viability=SegmentViability(**rows["viability"][segment_id]),
-                actionability=ActionabilityEvaluation(**rows["actionability"][segment_id]),
-                explanation=SegmentExplanation(**rows["explanations"][segment_id]),
+        try:
+            segments.append(
+                SegmentReport(
+                    segment_id=segment_id,
+                    name=item.name,
+                    profile=item,
+                    features=distributions.get(segment_id, []),
+                    segment=Segment(**rows["segments"][segment_id]),
+                    robustness=RobustnessScore(**rows["robustness"][segment_id]),
+                    viability=SegmentViability(**rows["viability"][segment_id]),
+                    actionability=ActionabilityEvaluation(**rows["actionability"][segment_id]),
+                    explanation=SegmentExplanation(**rows["explanations"][segment_id]),
+                )
             )
-        )
+        except ValidationError as exc:
+            raise ReportGenerationError(f"the stored rows of {segment_id} for {as_of} are not valid: {exc}") from exc
     report = SegmentationReport(
         as_of=as_of,
         totals=_totals(segments),
