@@ -525,7 +525,8 @@ def test_a_stored_row_out_of_its_range_is_named(store: Warehouse) -> None:
     _rewrite(store, ROBUSTNESS, first, bootstrap_stability=1.5)
     _answers_follow_the_snapshot(store)
     with pytest.raises(
-        ReportGenerationError, match=rf"(?s)the stored rows of {first} for 2025-12-31 are not valid:.*RobustnessScore.*bootstrap_stability"
+        ReportGenerationError,
+        match=rf"(?s)the stored rows of {first} for 2025-12-31 are not valid:.*RobustnessScore.*bootstrap_stability",
     ):
         gather_report(store, DAY, SETTINGS)
 
