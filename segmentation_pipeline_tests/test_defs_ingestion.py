@@ -7,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS
+from segmentation_pipeline.core import synthetic
+from segmentation_pipeline.core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS, SYNTHETIC_TRUTH
 from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
@@ -246,3 +248,20 @@ def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(
         "C": "D",
         "D": "D",
     }
+
+
+def test_the_synthetic_ground_truth_is_made_again_only_when_its_settings_change(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    truth = Warehouse(data_dir).table_dir(SYNTHETIC_TRUTH) / "ground_truth.parquet"
+    assert ingest_range(instance, data_dir, DAYS[0], DAYS[0]).success
+    written = truth.stat().st_ino
+    people = pq.read_table(truth)
+    assert ingest_range(instance, data_dir, DAYS[1], DAYS[1]).success
+    assert truth.stat().st_ino == written  # same settings, same generator: not written again
+    assert ingest_range(instance, data_dir, DAYS[1], DAYS[1], n_customers=5000).success
+    assert truth.stat().st_ino != written
+    smaller = pq.read_table(truth)
+    assert smaller.num_rows < people.num_rows
+    assert smaller.equals(synthetic.ground_truth(synthetic.SyntheticSettings(n_customers=5000, bad_row_rate=0.03)))

@@ -40,8 +40,10 @@ rate on that day.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, fields
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -1019,6 +1021,12 @@ def merges_for_day(settings: SyntheticSettings, day: date) -> pa.Table:
     offset = (day - settings.start_date).days
     first, stop = np.searchsorted(people.merge_delivery_day, [offset, offset + 1])
     return people.merge_records.slice(int(first), int(stop - first))
+
+
+def truth_fingerprint(settings: SyntheticSettings) -> str:
+    """What a stored ground truth was made from: the settings and this generator's code. A stored
+    truth with the same fingerprint is the one `ground_truth` would make again."""
+    return hashlib.sha256((repr(settings) + Path(__file__).read_text(encoding="utf-8")).encode()).hexdigest()
 
 
 def ground_truth(settings: SyntheticSettings) -> pa.Table:

@@ -112,11 +112,23 @@ class Warehouse:
         write_parquet_atomic(conform(table, spec), path)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
 
-    def write_file(self, spec: TableSpec, file_name: str, table: pa.Table) -> Path:
-        """Write one file of an unpartitioned table atomically, replacing one of the same name."""
+    def write_file(
+        self, spec: TableSpec, file_name: str, table: pa.Table, metadata: dict[str, str] | None = None
+    ) -> Path:
+        """Write one file of an unpartitioned table atomically, replacing one of the same name.
+
+        `metadata` goes into the Parquet file's key-value metadata (read back by `file_metadata`)."""
         path = self.table_dir(spec) / file_name
-        write_parquet_atomic(conform(table, spec), path)
+        write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path)
         return path
+
+    def file_metadata(self, spec: TableSpec, file_name: str) -> dict[str, str]:
+        """The key-value metadata `write_file` stored with a file; empty when there is no such file."""
+        path = self.table_dir(spec) / file_name
+        if not path.exists():
+            return {}
+        stored = pq.read_schema(path).metadata or {}
+        return {key.decode(): value.decode() for key, value in stored.items()}
 
     def remove_file(self, spec: TableSpec, file_name: str) -> None:
         _remove_quietly(self.table_dir(spec) / file_name)
