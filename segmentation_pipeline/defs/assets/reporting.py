@@ -98,7 +98,7 @@ def _run_settings(context: dg.AssetExecutionContext, config: ReportConfig, data_
     """The engine's settings and, for each stage, the configuration its stored output of this day was made with."""
     stages = [_stage_settings(context, data_dir, name, config_class) for name, config_class in _STAGES.items()]
     # The report's own run is left out: a re-run over the same stored stages writes the same files.
-    given = dict((context.run.run_config.get("ops", {}).get("report", {}) or {}).get("config", {}) or {})
+    given = _given_config(context.run, "report")
     stages.append(StageSettings(stage="report", given=given, config=config.model_dump()))
     return RunSettings(data_dir=str(data_dir), source=source, stages=stages)
 
@@ -115,7 +115,7 @@ def _stage_settings(
     if record is None:
         return StageSettings(stage=name)
     run = context.instance.get_run_by_id(record.run_id)
-    given = dict((run.run_config.get("ops", {}).get(name, {}) or {}).get("config", {}) or {}) if run else {}
+    given = _given_config(run, name) if run else {}
     return StageSettings(stage=name, run_id=record.run_id, given=given, config=_full_config(given, config_class))
 
 
@@ -128,6 +128,11 @@ def _wrote_into(record: dg.EventLogRecord, data_dir: Path) -> bool:
     materialization = record.asset_materialization
     path = materialization.metadata.get("path") if materialization else None
     return path is not None and Path(str(path.value)).is_relative_to(data_dir)
+
+
+def _given_config(run: dg.DagsterRun, asset: str) -> dict:
+    """The config the run's Launchpad or schedule gave the asset's step (empty when none)."""
+    return dict((run.run_config.get("ops", {}).get(asset, {}) or {}).get("config", {}) or {})
 
 
 def _full_config(given: dict, config_class: type[dg.Config] | None) -> dict:
