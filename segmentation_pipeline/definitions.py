@@ -1,15 +1,19 @@
-"""The one Definitions object: assets, checks, jobs and resources of the engine."""
+"""The one Definitions object: assets, checks, jobs, the nightly schedule, the incoming-files sensor and resources."""
 
 import dagster as dg
 
 from .defs.assets.ingestion import id_history, raw_events
-from .defs.jobs import SNAPSHOT_ASSETS, segmentation_job
+from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job
 from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
+from .defs.schedules import nightly_segmentation
+from .defs.sensors import incoming_files
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, *SNAPSHOT_ASSETS],
-    jobs=[segmentation_job],
+    jobs=[segmentation_job, ingestion_job],
+    schedules=[nightly_segmentation],
+    sensors=[incoming_files],
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),
         "identity_rules": IdentityRulesResource(),

@@ -3,10 +3,12 @@
 import dagster as dg
 
 from .assets.identity import merge_map
+from .assets.ingestion import id_history, raw_events
 from .assets.insights import actionability, explanations
 from .assets.profiles import profiles
 from .assets.reporting import report
 from .assets.segmentation import clusters, robustness, segment_migration, viability
+from .partitions import daily_partitions
 
 #: The as-of assets of one day, in graph order: what follows ingestion in a day's run.
 SNAPSHOT_ASSETS = [
@@ -24,5 +26,13 @@ SNAPSHOT_ASSETS = [
 segmentation_job = dg.define_asset_job(
     name="segmentation",
     selection=dg.AssetSelection.all(),
+    partitions_def=daily_partitions,
     description="Materialize the whole graph for one day: ingestion, identity resolution and every as-of stage.",
+)
+
+ingestion_job = dg.define_asset_job(
+    name="ingestion",
+    selection=[raw_events, id_history],
+    partitions_def=daily_partitions,
+    description="Ingest raw_events and id_history for a day or a range of days (one run per range).",
 )

@@ -1,0 +1,173 @@
+"""The nightly schedule and the incoming-files sensor, evaluated directly, and the runs they ask for."""
+
+import json
+import os
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from segmentation_pipeline.core.schemas import ID_HISTORY, RAW_EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
+from segmentation_pipeline.defs.schedules import nightly_segmentation
+from segmentation_pipeline.defs.sensors import incoming_files
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def test_the_nightly_schedule_runs_the_whole_graph_for_the_day_just_ended() -> None:
+    assert nightly_segmentation.cron_schedule == "0 1 * * *"
+    assert nightly_segmentation.execution_timezone == "UTC"
+    assert nightly_segmentation.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = defs.resolve_job_def(nightly_segmentation.job_name)
+    assert set(job.asset_layer.executable_asset_keys) == {
+        key for key in defs.resolve_asset_graph().get_all_asset_keys()
+    }
+    for tick, partition in [
+        (datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc), "2026-11-26"),
+        (datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc), "2025-12-31"),
+        (datetime(2025, 3, 1, 1, 0, tzinfo=timezone.utc), "2025-02-28"),
+    ]:
+        with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+            data = nightly_segmentation.evaluate_tick(context)
+        (request,) = data.run_requests
+        assert request.partition_key == partition
+        assert request.tags["dagster/partition"] == partition
+
+
+def aged(path: Path, text: str, age: float = 3600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+EVENTS_CSV = (
+    "customer_id,event_type,timestamp,amount\n"
+    "u1,purchase,2025-01-03T09:00:00Z,20\n"
+    "u2,page_view,2025-01-03T23:30:00-02:00,\n"  # 01:30 UTC on the 4th
+    "u3,page_view,2025-01-02T23:59:00Z,\n"
+)
+
+
+def evaluate(data_dir: Path, cursor: str | None = None, **source: object) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        cursor=cursor,
+        resources={
+            "event_source": EventSourceResource(**({"kind": "files"} | source)),
+            "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        },
+    )
+    return incoming_files(context)
+
+
+def requests_by_asset(result: dg.SensorResult) -> dict[str, dg.RunRequest]:
+    return {request.asset_selection[0].to_user_string(): request for request in result.run_requests or []}
+
+
+def test_the_sensor_asks_once_per_new_file_set_and_again_when_it_changes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    incoming = data_dir / "incoming"
+    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    aged(
+        incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\nu3,u1,2025-01-03T08:00:00Z\n"
+    )
+    first = evaluate(data_dir)
+    requests = requests_by_asset(first)
+    assert set(requests) == {"raw_events", "id_history"}
+    events = requests["raw_events"]
+    # Rows in the 3rd's folder may belong to the 2nd or the 4th (UTC): those days are ingested again too.
+    assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2025-01-02", "2025-01-04")
+    assert events.partition_key is None and events.job_name in (None, "ingestion")
+    assert requests["id_history"].partition_key == "2025-01-03"
+    assert RANGE_START not in requests["id_history"].tags
+    cursor = json.loads(first.cursor)
+    assert set(cursor["raw_events"]) == {"2025-01-03"} and set(cursor["id_history"]) == {"2025-01-03"}
+
+    again = evaluate(data_dir, first.cursor)
+    assert not again.run_requests and again.skip_reason.skip_message == "no new files"
+    assert again.cursor == first.cursor
+
+    aged(
+        incoming / "events" / "date=2025-01-03" / "late.csv",
+        "customer_id,event_type,timestamp\nu4,page_view,2025-01-03T12:00:00Z\n",
+    )
+    changed = requests_by_asset(evaluate(data_dir, first.cursor))
+    assert set(changed) == {"raw_events"}
+    assert changed["raw_events"].run_key != events.run_key
+    assert changed["raw_events"].tags[RANGE_START] == "2025-01-02"
+
+    # A lost cursor asks again, with the same run keys: Dagster launches a run key once per sensor.
+    assert {r.run_key for r in evaluate(data_dir).run_requests} == {
+        changed["raw_events"].run_key,
+        requests["id_history"].run_key,
+    }
+
+
+def test_consecutive_new_days_are_one_run_and_folders_not_ready_wait(tmp_path: Path) -> None:
+    incoming = tmp_path / "data" / "incoming"
+    for day in ("2025-01-01", "2025-01-02", "2025-01-06"):
+        aged(incoming / "events" / f"date={day}" / "shop.csv", EVENTS_CSV)
+    aged(incoming / "events" / "date=2025-01-09" / "shop.csv", EVENTS_CSV, age=1)  # still being copied
+    today = datetime.now(timezone.utc).date().isoformat()
+    aged(incoming / "events" / f"date={today}" / "shop.csv", EVENTS_CSV)  # the day has not ended
+    result = evaluate(tmp_path / "data")
+    ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests)
+    # The first day is the partitions' start: there is no 2024-12-31 to ingest.
+    assert ranges == [("2025-01-01", "2025-01-03"), ("2025-01-05", "2025-01-07")]
+    seen = json.loads(result.cursor)["raw_events"]
+    assert set(seen) == {"2025-01-01", "2025-01-02", "2025-01-06"}
+    later = evaluate(tmp_path / "data", result.cursor)
+    assert not later.run_requests
+    assert "still being written: ['2025-01-09']" in later.skip_reason.skip_message
+    assert f"days not yet ended: ['{today}']" in later.skip_reason.skip_message
+
+
+def test_the_sensor_skips_a_synthetic_source_and_a_configured_path(tmp_path: Path) -> None:
+    aged(tmp_path / "data" / "incoming" / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    synthetic = evaluate(tmp_path / "data", kind="synthetic")
+    assert not synthetic.run_requests and "not 'files'" in synthetic.skip_reason.skip_message
+    by_path = evaluate(tmp_path / "data", events_path="exports/*.csv")
+    assert not by_path.run_requests
+    assert "raw_events comes from the configured path" in by_path.skip_reason.skip_message
+
+
+def test_the_runs_the_sensor_asks_for_ingest_the_new_files(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    incoming = data_dir / "incoming"
+    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    aged(
+        incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\nu3,u1,2025-01-03T08:00:00Z\n"
+    )
+    resources = {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(kind="files"),
+    }
+    with dg.instance_for_test() as instance:
+        for request in evaluate(data_dir).run_requests:
+            asset = raw_events if request.asset_selection == [raw_events.key] else id_history
+            result = dg.materialize(
+                [asset], instance=instance, resources=resources, partition_key=request.partition_key, tags=request.tags
+            )
+            assert result.success
+    warehouse = Warehouse(data_dir)
+    by_day = {
+        day: warehouse.read_partition(RAW_EVENTS, day).column("customer_id").to_pylist()
+        for day in (date(2025, 1, 2), date(2025, 1, 3), date(2025, 1, 4))
+    }
+    assert by_day == {date(2025, 1, 2): ["u3"], date(2025, 1, 3): ["u1"], date(2025, 1, 4): ["u2"]}
+    assert warehouse.read_partition(ID_HISTORY, date(2025, 1, 3)).column("old_id").to_pylist() == ["u3"]
+
+
+def test_the_sensor_is_defined_with_its_job() -> None:
+    sensor = defs.resolve_sensor_def("incoming_files")
+    assert sensor.job_name == "ingestion"
+    assert sensor.minimum_interval_seconds == 30
+    # The default source is synthetic: the sensor starts stopped; SEGMENTATION_SOURCE=files starts it.
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
