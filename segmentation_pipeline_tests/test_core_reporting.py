@@ -53,7 +53,7 @@ from .snapshots import DAY, build_snapshots
 SETTINGS = RunSettings(
     data_dir="data",
     source="synthetic",
-    stages=[StageSettings(stage="robustness", run_id="run-1", config={"n_bootstrap": 5, "windows": [0.5, 1.0]})],
+    stages=[StageSettings(stage="robustness", recorded=True, config={"n_bootstrap": 5, "windows": [0.5, 1.0]})],
 )
 
 

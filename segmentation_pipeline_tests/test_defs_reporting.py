@@ -101,15 +101,19 @@ def test_the_report_records_the_settings_each_stage_ran_with(reported, instance,
         "explanations",
         "report",
     ]
+    # The runs that stored the stages are on the report's materialization, not in its files.
+    stage_runs = metadata(reported)["stage_runs"]
     for name in ("merge_map", "clusters", "robustness", "explanations"):
-        assert stages[name].run_id == latest_run_id(instance, name)
+        assert stages[name].recorded
+        assert stage_runs[name] == latest_run_id(instance, name)
+    assert stage_runs["report"] == reported.run_id
+    assert "run_id" not in load_report(Warehouse(data_dir).report_dir(DAY)).model_dump_json()
     # Given in the run config, and the defaults it left out, as the stage saw them.
     assert stages["robustness"].config == RobustnessConfig(n_bootstrap=5).model_dump()
     assert stages["robustness"].given == {"n_bootstrap": 5}
     assert stages["clusters"].given == {}
     assert stages["clusters"].config == ClustersConfig().model_dump()
     assert stages["report"].config == stages["report"].given == {"sample_per_segment": 200}
-    assert stages["report"].run_id is None
     settings = load_report(Warehouse(data_dir).report_dir(DAY)).settings
     assert (settings.source, settings.data_dir) == ("synthetic", str(data_dir.resolve()))
 

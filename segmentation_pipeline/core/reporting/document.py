@@ -149,9 +149,10 @@ class StageSettings(_Record):
     """
 
     stage: str
-    #: The Dagster run that materialized it; None when no run of the instance recorded it, and for
-    #: the report itself (a re-run over the same stored stages writes the same files).
-    run_id: str | None = None
+    #: Whether the Dagster instance recorded the run that stored it (its config is then `given`).
+    #: Run IDs are not part of the report: a backfill run again over the same data writes the same
+    #: files. The report's materialization in Dagster lists them (`stage_runs`).
+    recorded: bool = False
     given: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
 

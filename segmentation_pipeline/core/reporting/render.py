@@ -288,7 +288,7 @@ def _settings_html(report: SegmentationReport) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in engine.items())
     stages = "".join(
         f"<details><summary>{escape(stage.stage)}"
-        f"{f' (run {escape(stage.run_id)})' if stage.run_id else ' (no run recorded)'}</summary>"
+        f"{'' if stage.recorded else ' (no run recorded)'}</summary>"
         f"<pre>{escape(json.dumps(stage.config, indent=2, sort_keys=True))}</pre></details>"
         for stage in settings.stages
     )

@@ -70,9 +70,8 @@ def report(
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
-    draft = gather_report(
-        store, as_of, _run_settings(context, config, store.root, event_source.kind), config.sample_per_segment
-    )
+    settings, stage_runs = _run_settings(context, config, store.root, event_source.kind)
+    draft = gather_report(store, as_of, settings, config.sample_per_segment)
     published = publish_report(draft, store.report_dir(as_of))
     totals = published.report.totals
     context.log.info(f"report of {as_of}: {headline(published.report)} ({published.html_path})")
@@ -89,34 +88,42 @@ def report(
             "json_path": dg.MetadataValue.path(str(published.json_path)),
             "markdown_path": dg.MetadataValue.path(str(published.markdown_path)),
             "charts": [chart.file for chart in published.report.charts],
+            # Which run stored each stage the report was made from (the report files leave run IDs out).
+            "stage_runs": dg.MetadataValue.json(stage_runs),
         },
         check_results=report_results(store, as_of),
     )
 
 
-def _run_settings(context: dg.AssetExecutionContext, config: ReportConfig, data_dir: Path, source: str) -> RunSettings:
-    """The engine's settings and, for each stage, the configuration its stored output of this day was made with."""
-    stages = [_stage_settings(context, data_dir, name, config_class) for name, config_class in _STAGES.items()]
-    # The report's own run is left out: a re-run over the same stored stages writes the same files.
+def _run_settings(
+    context: dg.AssetExecutionContext, config: ReportConfig, data_dir: Path, source: str
+) -> tuple[RunSettings, dict[str, str | None]]:
+    """The engine's settings and, for each stage, the configuration its stored output of this day was made
+    with; beside them the run that stored each stage (None when the instance has no record of one)."""
+    found = {name: _stage_settings(context, data_dir, name, config_class) for name, config_class in _STAGES.items()}
+    stages = [stage for stage, _ in found.values()]
     given = _given_config(context.run, "report")
-    stages.append(StageSettings(stage="report", given=given, config=config.model_dump()))
-    return RunSettings(data_dir=str(data_dir), source=source, stages=stages)
+    stages.append(StageSettings(stage="report", recorded=True, given=given, config=config.model_dump()))
+    runs = {name: run_id for name, (_, run_id) in found.items()} | {"report": context.run_id}
+    return RunSettings(data_dir=str(data_dir), source=source, stages=stages), runs
 
 
 def _stage_settings(
     context: dg.AssetExecutionContext, data_dir: Path, name: str, config_class: type[dg.Config] | None
-) -> StageSettings:
-    """Settings of the latest materialization of the stage for this day that wrote into this data folder."""
+) -> tuple[StageSettings, str | None]:
+    """Settings of the latest materialization of the stage for this day that wrote into this data folder,
+    and the run that made it."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[context.partition_key]),
         limit=_RECORDS_SEARCHED,
     ).records
     record = next((record for record in records if _wrote_into(record, data_dir)), None)
     if record is None:
-        return StageSettings(stage=name)
+        return StageSettings(stage=name), None
     run = context.instance.get_run_by_id(record.run_id)
     given = _given_config(run, name) if run else {}
-    return StageSettings(stage=name, run_id=record.run_id, given=given, config=_full_config(given, config_class))
+    settings = StageSettings(stage=name, recorded=True, given=given, config=_full_config(given, config_class))
+    return settings, record.run_id
 
 
 #: How many of a stage's latest materializations of the day are searched for one in this data folder.
