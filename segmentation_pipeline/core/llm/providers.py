@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-import openai
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import LLMIntegrationError
@@ -116,6 +115,10 @@ class OpenAICompatibleProvider:
         self.settings = settings
         self._sleep = sleep
         self._jitter = jitter
+        # Imported here, not with the module: the mock never needs it, and every run's process
+        # imports this module (the client and its types take a third of a second).
+        import openai
+
         self._client = openai.OpenAI(
             api_key=settings.api_key or "not-needed",
             base_url=settings.base_url or None,
@@ -124,6 +127,8 @@ class OpenAICompatibleProvider:
         )
 
     def complete(self, messages: list[dict[str, str]], schema_name: str, schema: dict) -> Completion:
+        import openai
+
         settings = self.settings
         last_error, retry_after = "", None
         for attempt in range(settings.max_retries + 1):
@@ -202,8 +207,10 @@ def _completion(response: object, requests: int) -> Completion:
     )
 
 
-def _is_transient(exc: openai.APIError) -> bool:
+def _is_transient(exc: Exception) -> bool:
     """Worth another request: timeouts, lost connections, 408, 409, 429 and 5xx."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):  # timeouts included
         return True
     status = getattr(exc, "status_code", None)

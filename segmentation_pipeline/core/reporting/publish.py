@@ -21,7 +21,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..errors import ReportGenerationError
-from .charts import png_size, report_charts
 from .document import ReportDraft, SegmentationReport
 from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown, md_text
 
@@ -60,7 +59,7 @@ def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
     version = versions / f"{folder.name}.{uuid.uuid4().hex}"
     version.mkdir()
     try:
-        charts = [chart.save(version) for chart in report_charts(draft.report, draft.feature_sample)]
+        charts = [chart.save(version) for chart in _charts().report_charts(draft.report, draft.feature_sample)]
         report = draft.report.model_copy(update={"charts": charts})
         (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
         (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
@@ -142,7 +141,7 @@ def verify_report(folder: Path, as_of: date, segments: dict[str, str]) -> list[s
             continue
         data = path.read_bytes()
         try:
-            size = png_size(data)
+            size = _charts().png_size(data)
         except ReportGenerationError:
             problems.append(f"chart {chart.file} is not a PNG image")
             continue
@@ -161,3 +160,11 @@ def _read_text(path: Path, problems: list[str]) -> str | None:
     except FileNotFoundError:
         problems.append(f"{path.name} is missing")
         return None
+
+
+def _charts():
+    """The charts module, imported when first needed: matplotlib and seaborn take two seconds to
+    import, and every Dagster run's process imports this module (its checks use verify_report)."""
+    from . import charts
+
+    return charts

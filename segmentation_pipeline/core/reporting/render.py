@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..llm.facts import percent
 from ..schemas import ACTIONABILITY_DIMENSIONS
-from .charts import segment_colour
 from .document import SegmentationReport, SegmentReport
 
 HTML_FILE, MARKDOWN_FILE, JSON_FILE = "report.html", "report.md", "report.json"
@@ -209,6 +208,9 @@ def _summary_html(report: SegmentationReport) -> str:
 
 
 def _segment_html(item: SegmentReport) -> str:
+    # Imported here: the summary and Markdown need no matplotlib (every run's process imports this module).
+    from .charts import segment_colour
+
     profile, viability, actionability = item.profile, item.viability, item.actionability
     red, green, blue = (round(channel * 255) for channel in segment_colour(item.segment_id))
     facts = {

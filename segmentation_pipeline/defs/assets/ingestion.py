@@ -39,6 +39,8 @@ class RawEventsConfig(IdHistoryConfig):
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="ingestion",
+    # Ranged runs may overlap day for day: dagster.yaml lets one ingestion step run at a time.
+    pool="ingestion",
     kinds={"parquet", "duckdb"},
     check_specs=RAW_EVENTS_CHECKS,
     metadata={"dagster/column_schema": column_schema(RAW_EVENTS)},
@@ -75,6 +77,8 @@ def raw_events(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="ingestion",
+    # Ranged runs may overlap day for day: dagster.yaml lets one ingestion step run at a time.
+    pool="ingestion",
     kinds={"parquet", "duckdb"},
     metadata={"dagster/column_schema": column_schema(ID_HISTORY)},
 )

@@ -12,7 +12,6 @@ from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
 from ...core.clustering import ClusteringSettings, segment_customers
 from ...core.features import DEFAULT_CLUSTER_FEATURES
-from ...core.reporting import charts
 from ...core.robustness import RobustnessSettings
 from ...core.schemas import (
     CLUSTERS,
@@ -132,6 +131,9 @@ def clusters(
     with its size, value, centroid, name and traits. Segment IDs follow the
     previous snapshot's where the segments match.
     """
+    # The charts module (matplotlib, seaborn) is imported by the steps that draw, not by every run's process.
+    from ...core.reporting import charts
+
     store = warehouse.warehouse()
     as_of = partition_day(context)
     previous_day = _previous_day(store, SEGMENTS, as_of)

@@ -1,0 +1,251 @@
+"""End to end through the real service: dagster-webserver and dagster-daemon on 127.0.0.1.
+
+A temporary DAGSTER_HOME (with the repository's dagster.yaml) and data folder;
+runs launched through the Dagster GraphQL Python client, carried out by the
+daemon's run queue and backfill loop in their own processes; results read back
+from the Parquet files, the DuckDB catalog and the instance. Everything started
+here is stopped at the end.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from segmentation_pipeline.backfill import launch_backfill, partitioned_assets, wait_for_backfill
+from segmentation_pipeline.core.reporting.publish import load_report
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+FIRST, LAST = date(2025, 1, 1), date(2025, 1, 3)
+NEXT_DAY = "2025-01-04"
+SNAPSHOT_TABLES = ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "actionability",
+                   "explanations")  # fmt: skip
+STARTUP_SECONDS = 180
+BACKFILL_SECONDS = 420
+
+
+@dataclass
+class Service:
+    client: DagsterGraphQLClient
+    port: int
+    home: Path
+    data_dir: Path
+    env: dict[str, str]
+    #: Set by the first test once its backfill and run succeeded; the second builds on them.
+    filled: bool = False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    # A session of its own: stopping it stops the runs the daemon launched too.
+    return subprocess.Popen(
+        command, cwd=REPOSITORY, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    group = process.pid
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; children of the group may still be ending.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def wait_until_loaded(client: DagsterGraphQLClient, port: int, logs: list[Path]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
+                if answer.status == 200 and partitioned_assets(client):
+                    return
+        except Exception:  # noqa: BLE001 - not up yet: connection refused, code location loading
+            pass
+        time.sleep(1)
+    raise AssertionError("the webserver did not come up:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("service")
+    home, data_dir = root / "dagster_home", root / "data"
+    home.mkdir()
+    shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SEGMENTATION_", "DAGSTER_"))}
+    env |= {"DAGSTER_HOME": str(home), "SEGMENTATION_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    webserver_log, daemon_log = root / "webserver.log", root / "daemon.log"
+    webserver = start(
+        [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        env,
+        webserver_log,
+    )
+    daemon = start(
+        [sys.executable, str(Path(__file__).with_name("fast_daemon.py")), "run", "-w", "workspace.yaml"],
+        env,
+        daemon_log,
+    )
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        wait_until_loaded(client, port, [webserver_log, daemon_log])
+        yield Service(client, port, home, data_dir, env)
+    finally:
+        stop(daemon)
+        stop(webserver)
+    for process in (daemon, webserver):
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+
+
+def file_digests(data_dir: Path) -> dict[str, str]:
+    """Every stored file (Parquet partitions, quarantine, reports) by its bytes."""
+    digests = {}
+    for path in sorted((data_dir / "warehouse").rglob("*")):
+        if path.is_file():
+            digests[str(path.relative_to(data_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in sorted((data_dir / "reports").glob("date=*/*")):
+        digests[str(path.relative_to(data_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float) -> dg.DagsterRunStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} not finished after {timeout} s")
+
+
+def daily_runs(instance: dg.DagsterInstance, asset: str, backfill_id: str) -> list[dg.DagsterRun]:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    return [run for run in runs if dg.AssetKey(asset) in (run.asset_selection or set())]
+
+
+def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service: Service) -> None:
+    assets = partitioned_assets(service.client)
+    assert assets == sorted(
+        ["raw_events", "id_history", "merge_map", "profiles", "clusters", "segment_migration", "robustness",
+         "viability", "actionability", "explanations", "report"]
+    )  # fmt: skip
+
+    # The CLI of `make backfill` against this webserver: it launches the backfill and follows it.
+    backfill = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.backfill", "--from", FIRST.isoformat(), "--to",
+         LAST.isoformat(), "--port", str(service.port), "--timeout", str(BACKFILL_SECONDS)],
+        cwd=REPOSITORY, env=service.env, capture_output=True, text=True, timeout=BACKFILL_SECONDS + 60,
+    )  # fmt: skip
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    first_line = backfill.stdout.splitlines()[0]
+    assert f"of 11 assets, {FIRST} .. {LAST}" in first_line
+    backfill_id = first_line.split()[1]
+    assert "COMPLETED_SUCCESS: 33/33 asset partitions materialized, 0 failed" in backfill.stdout
+
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        # raw_events and id_history: one run for the whole range.
+        (ingestion,) = daily_runs(instance, "raw_events", backfill_id)
+        assert ingestion.tags["dagster/asset_partition_range_start"] == FIRST.isoformat()
+        assert ingestion.tags["dagster/asset_partition_range_end"] == LAST.isoformat()
+        assert {key.to_user_string() for key in ingestion.asset_selection} == {"raw_events", "id_history"}
+        # clusters: one run per day, each begun after the day before had finished.
+        clusters_runs = sorted(
+            daily_runs(instance, "clusters", backfill_id), key=lambda run: run.tags["dagster/partition"]
+        )
+        assert [run.tags["dagster/partition"] for run in clusters_runs] == ["2025-01-01", "2025-01-02", "2025-01-03"]
+        records = {record.dagster_run.run_id: record for record in instance.get_run_records()}
+        for earlier, later in zip(clusters_runs, clusters_runs[1:]):
+            assert records[earlier.run_id].end_time <= records[later.run_id].start_time
+
+    # Then one run of the whole graph for the next day, as the nightly schedule launches it.
+    run_id = service.client.submit_job_execution("segmentation", tags={"dagster/partition": NEXT_DAY})
+    assert wait_for_run(service.client, run_id, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
+
+    warehouse = service.data_dir / "warehouse"
+    days = ["2025-01-01", "2025-01-02", "2025-01-03", NEXT_DAY]
+    for table in ("raw_events", "id_history", *SNAPSHOT_TABLES, "segment_migration"):
+        stored = sorted(path.name for path in (warehouse / table).glob("date=*"))
+        assert stored == [f"date={day}" for day in days], table
+    with duckdb.connect(str(service.data_dir / "segmentation.duckdb"), read_only=True) as con:
+        per_day = dict(con.execute("SELECT date::VARCHAR, count(*) FROM raw_events GROUP BY 1").fetchall())
+        for day in days:
+            assert (
+                per_day[day] == pq.read_metadata(warehouse / "raw_events" / f"date={day}" / "part-0.parquet").num_rows
+            )
+        for table in SNAPSHOT_TABLES:
+            (latest,) = con.execute(f"SELECT DISTINCT date::VARCHAR FROM {table}_latest").fetchall()
+            assert latest == (NEXT_DAY,), table
+        # Every customer with events so far is profiled once, merged IDs under their canonical ID.
+        customers = con.execute(
+            """SELECT count(DISTINCT coalesce(m.canonical_id, e.customer_id))
+               FROM raw_events e LEFT JOIN merge_map_latest m ON e.customer_id = m.old_id"""
+        ).fetchone()[0]
+        profiled = con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0]
+        assert profiled == customers == con.execute("SELECT count(*) FROM clusters_latest").fetchone()[0]
+        segment_ids = con.execute(
+            "SELECT date::VARCHAR, list(segment_id ORDER BY segment_id) FROM segments GROUP BY 1"
+        ).fetchall()
+    ids = dict(segment_ids)
+    # Segment IDs follow the previous snapshot: each day shares segments with the day before.
+    for before, after in zip(days, days[1:]):
+        assert set(ids[before]) & set(ids[after]), (before, after)
+    report = load_report(service.data_dir / "reports" / f"date={NEXT_DAY}")
+    assert report.as_of.isoformat() == NEXT_DAY
+    assert [segment.segment.segment_id for segment in report.segments] == ids[NEXT_DAY]
+    assert report.migration is not None and report.migration.previous_as_of.isoformat() == "2025-01-03"
+    service.filled = True
+
+
+def test_the_same_backfill_again_changes_and_duplicates_nothing(service: Service) -> None:
+    if not service.filled:
+        pytest.fail("needs the backfill and the run of the test before it, which did not succeed")
+    before = file_digests(service.data_dir)
+    with duckdb.connect(str(service.data_dir / "segmentation.duckdb"), read_only=True) as con:
+        rows_before = con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchone()
+    backfill_id = launch_backfill(service.client, FIRST, LAST, partitioned_assets(service.client), title="again")
+    status = wait_for_backfill(service.client, backfill_id, BACKFILL_SECONDS)
+    assert status["status"] == "COMPLETED_SUCCESS"
+    after = file_digests(service.data_dir)
+    assert sorted(after) == sorted(before)  # no new file: every partition was replaced
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert changed == []
+    with duckdb.connect(str(service.data_dir / "segmentation.duckdb"), read_only=True) as con:
+        rows_after = con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchone()
+    assert rows_after == rows_before and rows_after[0] == rows_after[1]
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        assert len(daily_runs(instance, "raw_events", backfill_id)) == 1
+        materialized = instance.get_materialized_partitions(dg.AssetKey("report"))
+    assert materialized == {"2025-01-01", "2025-01-02", "2025-01-03", NEXT_DAY}
