@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
+DEMO_SNAPSHOTS ?= 3
 
-.PHONY: install demo test dev validate lint clean
+.PHONY: install demo test dev backfill validate lint clean
 
 # The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -23,7 +24,7 @@ $(DAGSTER_HOME)/dagster.yaml:
 	touch $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS)
+	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS)
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
@@ -36,6 +37,11 @@ validate: install
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
+
+# A backfill of the whole graph over FROM..TO (YYYY-MM-DD), through the webserver and daemon of `make dev`.
+backfill: install
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

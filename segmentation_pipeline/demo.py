@@ -1,7 +1,11 @@
-"""`make demo`: materialize the graph on the built-in defaults and say where the outputs are.
+"""`make demo`: backfill a synthetic history, build the latest snapshots and say where the outputs are.
 
-Runs go through the Dagster instance in DAGSTER_HOME, so `make dev` shows them
-afterwards. The history is synthetic, the storage local Parquet and DuckDB.
+The runs are the ones a backfill of the graph launches: raw_events and id_history
+in one run over the whole history, then one run per day for the as-of assets,
+in date order (segment IDs follow the day before). They are carried out here,
+in this process, and recorded in the Dagster instance in DAGSTER_HOME, so
+`make dev` shows them afterwards. The history is synthetic, the storage local
+Parquet and DuckDB, the language model the deterministic mock.
 """
 
 import argparse
@@ -17,7 +21,7 @@ import duckdb
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from .core.reporting.publish import load_report  # noqa: E402
-from .core.reporting.render import headline  # noqa: E402
+from .core.reporting.render import headline, migration_line  # noqa: E402
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
 from .core.settings import REPOSITORY_ROOT  # noqa: E402
 from .core.warehouse import Warehouse  # noqa: E402
@@ -79,6 +83,7 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
             """SELECT any_value(provider), any_value(model), string_agg(DISTINCT source, ', ')
                FROM (SELECT * FROM actionability_latest UNION ALL BY NAME SELECT * FROM explanations_latest)"""
         ).fetchone()
+    report = load_report(warehouse.report_dir(last))
     approved = sum(1 for row in segments if row[7])
     actionable = sum(1 for row in segments if row[10])
     lines = [
@@ -90,7 +95,8 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  profiles:    {profiled:,} customers active in the year to {last} (CLV: {clv_method})",
         f"  segments:    {len(segments)}, {approved} approved for targeting, {actionable} actionable",
         f"  insights:    answers by {provider} ({model}), source: {sources}",
-        f"  report:      {headline(load_report(warehouse.report_dir(last)))}",
+        f"  report:      {headline(report)}",
+        f"  migration:   {migration_line(report)}",
         "",
         f"  {'id':<4} {'segment':<52} {'customers':>9} {'share':>6} {'mean CLV':>9}  {'robustness':<19}  decision",
     ]
@@ -132,16 +138,21 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=_positive, default=365, help="days of history to ingest from the start date")
+    parser.add_argument(
+        "--snapshots", type=_positive, default=3, help="snapshots to build, one a day, ending on the last day"
+    )
     args = parser.parse_args(argv)
     # The same instance `make dev` shows, unless the caller chose another.
     os.environ.setdefault("DAGSTER_HOME", str(REPOSITORY_ROOT / ".dagster_home"))
     first = SETTINGS.start_date
     last = first + timedelta(days=args.days - 1)
+    snapshot_days = [last - timedelta(days=back) for back in reversed(range(min(args.snapshots, args.days)))]
     instance = dg.DagsterInstance.get()
     print(f"Ingesting {args.days} days ({first} .. {last}) in one run ...", flush=True)
     run_range(instance, [raw_events, id_history], first, last)
-    print(f"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of {last} ...", flush=True)
-    run_day(instance, SNAPSHOT_ASSETS, last)
+    for day in snapshot_days:
+        print(f"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of {day} ...", flush=True)
+        run_day(instance, SNAPSHOT_ASSETS, day)
     print(summary(Warehouse(SETTINGS.data_dir), first, last))
     return 0
 

@@ -1,5 +1,6 @@
 """The Definitions load, validate and hold what the graph promises."""
 
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +141,63 @@ def test_the_steps_that_ask_the_language_model_share_one_pool() -> None:
     from segmentation_pipeline.defs.assets.insights import actionability, explanations
 
     assert {actionability.op.pool, explanations.op.pool} == {"llm"}
+
+
+def test_ingestion_steps_share_a_pool_and_steps_run_in_the_runs_process() -> None:
+    from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+
+    assert {raw_events.op.pool, id_history.op.pool} == {"ingestion"}
+    for name in ("segmentation", "ingestion", "__ASSET_JOB"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process"
+
+
+def _config_fields(parent) -> dict:
+    """The fields under a node's `config` in a run config schema (none for an asset without config)."""
+    config = parent.config_type.fields.get("config")
+    return getattr(config.config_type, "fields", {}) if config else {}
+
+
+def test_every_config_field_the_launchpad_shows_has_a_description() -> None:
+    """Each asset's config and each resource's fields, as the Launchpad reads them from the job's schema."""
+    schema = defs.resolve_job_def("segmentation").run_config_schema.config_type
+    nodes = {f"ops.{name}": node for name, node in schema.fields["ops"].config_type.fields.items()}
+    # Dagster's own io_manager (unused: every asset writes its own files) is not ours to describe.
+    resources = schema.fields["resources"].config_type.fields
+    nodes |= {f"resources.{name}": node for name, node in resources.items() if name != "io_manager"}
+    fields = {
+        f"{node_name}.{name}": field
+        for node_name, node in nodes.items()
+        for name, field in _config_fields(node).items()
+    }
+    assert [name for name, field in fields.items() if not (field.description or "").strip()] == []
+    # The analysts' usual re-runs: k for clusters, bootstrap samples, viability criteria.
+    assert {"ops.clusters.n_clusters", "ops.robustness.n_bootstrap", "ops.viability.min_segment_size"} <= set(fields)
+    assert {"resources.llm.model", "resources.event_source.incoming_dir"} <= set(fields)
+    assert len(fields) > 60
+
+
+def test_the_instance_configuration_keeps_parallel_runs_apart(tmp_path: Path) -> None:
+    """The repository's dagster.yaml, loaded as `make dev` loads it."""
+    import shutil
+
+    shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        runs = instance.get_concurrency_config().run_queue_config
+        assert runs.max_concurrent_runs == 2
+        (per_day,) = runs.tag_concurrency_limits
+        assert per_day == {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        # Pools without a limit of their own (llm, ingestion) take the default: one step at a time across runs.
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "op"
+        assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+
+
+def test_loading_the_definitions_leaves_the_heavy_libraries_to_the_steps_that_use_them() -> None:
+    """Every run's process, the webserver and the daemon load the definitions: matplotlib, seaborn
+    (2 s) and openai are imported by the steps that draw or call a provider, not by all of them."""
+    probe = "import json, sys, segmentation_pipeline.definitions; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPOSITORY)
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert {"dagster", "duckdb", "sklearn"} <= loaded
+    assert loaded.isdisjoint({"matplotlib", "seaborn", "openai"})

@@ -19,7 +19,7 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
     env |= {"SEGMENTATION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
     result = subprocess.run(
-        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "3"],
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "3", "--snapshots", "2"],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,
@@ -57,7 +57,14 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     assert f"  report:      {saved.totals.segments} segments of {saved.totals.customers:,} customers" in result.stdout
     assert [item.segment_id for item in saved.segments] == [segment_id for segment_id, _, _ in segments]
     assert (report_dir / "dashboard.png").stat().st_size > 10_000
-    assert len(list((home / "storage").iterdir())) == 2  # two runs, kept in the instance for the UI
+    # The ingestion run, then one snapshot a day in date order, kept in the instance for the UI.
+    assert (
+        "as of 2025-01-02 ...\nResolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03"
+        in result.stdout
+    )
+    assert len(list((home / "storage").iterdir())) == 3
+    assert f"  migration:   Since 2025-01-02: {saved.migration.stayed:,} customers stayed" in result.stdout
+    assert (data_dir / "reports" / "date=2025-01-02" / "report.json").exists()
 
 
 def test_the_demo_refuses_an_empty_history() -> None:

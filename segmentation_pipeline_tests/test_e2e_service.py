@@ -249,3 +249,44 @@ def test_the_same_backfill_again_changes_and_duplicates_nothing(service: Service
         assert len(daily_runs(instance, "raw_events", backfill_id)) == 1
         materialized = instance.get_materialized_partitions(dg.AssetKey("report"))
     assert materialized == {"2025-01-01", "2025-01-02", "2025-01-03", NEXT_DAY}
+
+
+def test_an_adhoc_rerun_from_the_launchpad_then_the_assets_after_it(service: Service) -> None:
+    """clusters alone with n_clusters=6 for one day, then what follows it, from the stored upstream."""
+    if not service.filled:
+        pytest.fail("needs the backfill and the run of the first test, which did not succeed")
+    profiles_file = service.data_dir / "warehouse" / "profiles" / f"date={NEXT_DAY}" / "part-0.parquet"
+    stamp = profiles_file.stat().st_mtime_ns
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        profiles_before = len(instance.fetch_materializations(dg.AssetKey("profiles"), limit=100).records)
+    tags = {"dagster/partition": NEXT_DAY}
+    run_id = service.client.submit_job_execution(
+        "__ASSET_JOB",
+        asset_selection=["clusters"],
+        run_config={"ops": {"clusters": {"config": {"n_clusters": 6}}}},
+        tags=tags,
+    )
+    assert wait_for_run(service.client, run_id, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
+    downstream = ["segment_migration", "robustness", "viability", "actionability", "explanations", "report"]
+    run_id = service.client.submit_job_execution(
+        "__ASSET_JOB",
+        asset_selection=downstream,
+        run_config={"ops": {"robustness": {"config": {"n_bootstrap": 12}}}},
+        tags=tags,
+    )
+    assert wait_for_run(service.client, run_id, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
+
+    assert profiles_file.stat().st_mtime_ns == stamp  # upstream read, not recomputed
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        assert len(instance.fetch_materializations(dg.AssetKey("profiles"), limit=100).records) == profiles_before
+    with duckdb.connect(str(service.data_dir / "segmentation.duckdb"), read_only=True) as con:
+        segment_ids = [row[0] for row in con.execute("SELECT segment_id FROM segments_latest ORDER BY 1").fetchall()]
+        samples = {row[0] for row in con.execute("SELECT bootstrap_samples FROM robustness_latest").fetchall()}
+        judged = con.execute("SELECT count(*) FROM actionability_latest").fetchone()[0]
+    assert len(segment_ids) == 6 and samples == {12} and judged == 6
+    report = load_report(service.data_dir / "reports" / f"date={NEXT_DAY}")
+    assert [segment.segment.segment_id for segment in report.segments] == segment_ids
+    stages = {stage.stage: stage for stage in report.settings.stages}
+    assert stages["clusters"].given == {"n_clusters": 6}
+    assert stages["robustness"].given == {"n_bootstrap": 12}
+    assert stages["profiles"].given == {}
