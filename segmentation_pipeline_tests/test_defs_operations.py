@@ -2,6 +2,9 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -171,3 +174,26 @@ def test_the_sensor_is_defined_with_its_job() -> None:
     assert sensor.minimum_interval_seconds == 30
     # The default source is synthetic: the sensor starts stopped; SEGMENTATION_SOURCE=files starts it.
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def backfill_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.backfill", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def test_make_backfill_says_what_is_wrong_without_a_webserver_or_with_a_reversed_range() -> None:
+    reversed_range = backfill_command("--from", "2025-01-05", "--to", "2025-01-01")
+    assert reversed_range.returncode == 2
+    assert "--to 2025-01-01 lies before --from 2025-01-05" in reversed_range.stderr
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nobody = backfill_command("--from", "2025-01-01", "--to", "2025-01-05", "--port", str(port))
+    assert nobody.returncode == 2
+    assert f"No Dagster webserver answered at 127.0.0.1:{port}" in nobody.stderr
+    assert "start one with `make dev`" in nobody.stderr

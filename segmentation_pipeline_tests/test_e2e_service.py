@@ -7,19 +7,11 @@ from the Parquet files, the DuckDB catalog and the instance. Everything started
 here is stopped at the end.
 """
 
-import hashlib
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -29,116 +21,30 @@ from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import launch_backfill, partitioned_assets, wait_for_backfill
 from segmentation_pipeline.core.reporting.publish import load_report
+from segmentation_pipeline_tests.service import REPOSITORY, DagsterService, dagster_service, file_digests, is_running
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-FIRST, LAST = date(2025, 1, 1), date(2025, 1, 3)
-NEXT_DAY = "2025-01-04"
+FIRST, LAST = date(2025, 1, 1), date(2025, 1, 2)
+NEXT_DAY = "2025-01-03"
 SNAPSHOT_TABLES = ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "actionability",
                    "explanations")  # fmt: skip
-STARTUP_SECONDS = 180
 BACKFILL_SECONDS = 420
+#: Set by the first test once its backfill and run succeeded; the others build on them.
+FILLED: dict[str, bool] = {}
 
-
-@dataclass
-class Service:
-    client: DagsterGraphQLClient
-    port: int
-    home: Path
-    data_dir: Path
-    env: dict[str, str]
-    #: Set by the first test once its backfill and run succeeded; the second builds on them.
-    filled: bool = False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    # A session of its own: stopping it stops the runs the daemon launched too.
-    return subprocess.Popen(
-        command, cwd=REPOSITORY, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    group = process.pid
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; children of the group may still be ending.
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(group, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-
-
-def wait_until_loaded(client: DagsterGraphQLClient, port: int, logs: list[Path]) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                if answer.status == 200 and partitioned_assets(client):
-                    return
-        except Exception:  # noqa: BLE001 - not up yet: connection refused, code location loading
-            pass
-        time.sleep(1)
-    raise AssertionError("the webserver did not come up:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+SCHEDULES_AND_SENSORS = """
+query { repositoriesOrError { ... on RepositoryConnection { nodes {
+  schedules { name cronSchedule executionTimezone scheduleState { status } }
+  sensors { name sensorState { status } }
+} } } }
+"""
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("service")
-    home, data_dir = root / "dagster_home", root / "data"
-    home.mkdir()
-    shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SEGMENTATION_", "DAGSTER_"))}
-    env |= {"DAGSTER_HOME": str(home), "SEGMENTATION_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    webserver_log, daemon_log = root / "webserver.log", root / "daemon.log"
-    webserver = start(
-        [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        env,
-        webserver_log,
-    )
-    daemon = start(
-        [sys.executable, str(Path(__file__).with_name("fast_daemon.py")), "run", "-w", "workspace.yaml"],
-        env,
-        daemon_log,
-    )
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        wait_until_loaded(client, port, [webserver_log, daemon_log])
-        yield Service(client, port, home, data_dir, env)
-    finally:
-        stop(daemon)
-        stop(webserver)
-    for process in (daemon, webserver):
-        with pytest.raises(ProcessLookupError):
-            os.killpg(process.pid, 0)
-
-
-def file_digests(data_dir: Path) -> dict[str, str]:
-    """Every stored file (Parquet partitions, quarantine, reports) by its bytes."""
-    digests = {}
-    for path in sorted((data_dir / "warehouse").rglob("*")):
-        if path.is_file():
-            digests[str(path.relative_to(data_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    for path in sorted((data_dir / "reports").glob("date=*/*")):
-        digests[str(path.relative_to(data_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterService]:
+    with dagster_service(tmp_path_factory.mktemp("service")) as running:
+        yield running
+        started = (running.webserver, running.daemon)
+    assert not any(is_running(process) for process in started)  # everything it started is stopped
 
 
 def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float) -> dg.DagsterRunStatus:
@@ -156,7 +62,14 @@ def daily_runs(instance: dg.DagsterInstance, asset: str, backfill_id: str) -> li
     return [run for run in runs if dg.AssetKey(asset) in (run.asset_selection or set())]
 
 
-def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service: Service) -> None:
+def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service: DagsterService) -> None:
+    # The daemon sees the nightly schedule running and the files sensor stopped (the source is synthetic).
+    (repository,) = service.client._execute(SCHEDULES_AND_SENSORS)["repositoriesOrError"]["nodes"]
+    assert repository["schedules"] == [
+        {"name": "nightly_segmentation", "cronSchedule": "0 1 * * *", "executionTimezone": "UTC",
+         "scheduleState": {"status": "RUNNING"}}
+    ]  # fmt: skip
+    assert repository["sensors"] == [{"name": "incoming_files", "sensorState": {"status": "STOPPED"}}]
     assets = partitioned_assets(service.client)
     assert assets == sorted(
         ["raw_events", "id_history", "merge_map", "profiles", "clusters", "segment_migration", "robustness",
@@ -173,7 +86,7 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     first_line = backfill.stdout.splitlines()[0]
     assert f"of 11 assets, {FIRST} .. {LAST}" in first_line
     backfill_id = first_line.split()[1]
-    assert "COMPLETED_SUCCESS: 33/33 asset partitions materialized, 0 failed" in backfill.stdout
+    assert "COMPLETED_SUCCESS: 22/22 asset partitions materialized, 0 failed" in backfill.stdout
 
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
         # raw_events and id_history: one run for the whole range.
@@ -185,7 +98,7 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
         clusters_runs = sorted(
             daily_runs(instance, "clusters", backfill_id), key=lambda run: run.tags["dagster/partition"]
         )
-        assert [run.tags["dagster/partition"] for run in clusters_runs] == ["2025-01-01", "2025-01-02", "2025-01-03"]
+        assert [run.tags["dagster/partition"] for run in clusters_runs] == ["2025-01-01", "2025-01-02"]
         records = {record.dagster_run.run_id: record for record in instance.get_run_records()}
         for earlier, later in zip(clusters_runs, clusters_runs[1:]):
             assert records[earlier.run_id].end_time <= records[later.run_id].start_time
@@ -195,7 +108,7 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     assert wait_for_run(service.client, run_id, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
 
     warehouse = service.data_dir / "warehouse"
-    days = ["2025-01-01", "2025-01-02", "2025-01-03", NEXT_DAY]
+    days = ["2025-01-01", "2025-01-02", NEXT_DAY]
     for table in ("raw_events", "id_history", *SNAPSHOT_TABLES, "segment_migration"):
         stored = sorted(path.name for path in (warehouse / table).glob("date=*"))
         assert stored == [f"date={day}" for day in days], table
@@ -225,12 +138,12 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     report = load_report(service.data_dir / "reports" / f"date={NEXT_DAY}")
     assert report.as_of.isoformat() == NEXT_DAY
     assert [segment.segment.segment_id for segment in report.segments] == ids[NEXT_DAY]
-    assert report.migration is not None and report.migration.previous_as_of.isoformat() == "2025-01-03"
-    service.filled = True
+    assert report.migration is not None and report.migration.previous_as_of.isoformat() == "2025-01-02"
+    FILLED["backfill"] = True
 
 
-def test_the_same_backfill_again_changes_and_duplicates_nothing(service: Service) -> None:
-    if not service.filled:
+def test_the_same_backfill_again_changes_and_duplicates_nothing(service: DagsterService) -> None:
+    if not FILLED:
         pytest.fail("needs the backfill and the run of the test before it, which did not succeed")
     before = file_digests(service.data_dir)
     with duckdb.connect(str(service.data_dir / "segmentation.duckdb"), read_only=True) as con:
@@ -248,12 +161,12 @@ def test_the_same_backfill_again_changes_and_duplicates_nothing(service: Service
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
         assert len(daily_runs(instance, "raw_events", backfill_id)) == 1
         materialized = instance.get_materialized_partitions(dg.AssetKey("report"))
-    assert materialized == {"2025-01-01", "2025-01-02", "2025-01-03", NEXT_DAY}
+    assert materialized == {"2025-01-01", "2025-01-02", NEXT_DAY}
 
 
-def test_an_adhoc_rerun_from_the_launchpad_then_the_assets_after_it(service: Service) -> None:
+def test_an_adhoc_rerun_from_the_launchpad_then_the_assets_after_it(service: DagsterService) -> None:
     """clusters alone with n_clusters=6 for one day, then what follows it, from the stored upstream."""
-    if not service.filled:
+    if not FILLED:
         pytest.fail("needs the backfill and the run of the first test, which did not succeed")
     profiles_file = service.data_dir / "warehouse" / "profiles" / f"date={NEXT_DAY}" / "part-0.parquet"
     stamp = profiles_file.stat().st_mtime_ns
