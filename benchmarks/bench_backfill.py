@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from datetime import date, timedelta
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3 * 3600)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backfill.json"))
     args = parser.parse_args(argv)
+    # A plain `kill` stops the webserver and daemon too (the service is stopped on the way out).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     first = date.fromisoformat(DEFAULT_START_DATE)
     last = first + timedelta(days=args.days - 1)
     shutil.rmtree(SCRATCH, ignore_errors=True)

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import date
 
+import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+from gql.transport.exceptions import TransportConnectionFailed
 
 LAUNCH_BACKFILL = """
 mutation LaunchBackfill($backfillParams: LaunchBackfillParams!) {
@@ -160,25 +162,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assets = args.assets or partitioned_assets(client)
         backfill_id = launch_backfill(client, args.first, args.last, assets)
-    except DagsterGraphQLClientError as exc:
-        print(
-            f"No Dagster webserver answered at {args.host}:{args.port} ({exc}); start one with `make dev`.",
-            file=sys.stderr,
-        )
-        return 2
-    except BackfillError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    except (DagsterGraphQLClientError, BackfillError) as exc:
+        print(_failure(exc, args.host, args.port, "launching the backfill"), file=sys.stderr)
+        return 2 if _no_server(exc) else 1
     url = f"http://{args.host}:{args.port}/runs/b/{backfill_id}"
     print(f"Backfill {backfill_id} of {len(assets)} assets, {args.first} .. {args.last}: {url}", flush=True)
     if args.no_wait:
         return 0
-    status = wait_for_backfill(client, backfill_id, args.timeout, report=lambda line: print(f"  {line}", flush=True))
+    try:
+        status = wait_for_backfill(
+            client, backfill_id, args.timeout, report=lambda line: print(f"  {line}", flush=True)
+        )
+    except (DagsterGraphQLClientError, BackfillError) as exc:
+        # The backfill goes on in the daemon; only following it stopped.
+        print(_failure(exc, args.host, args.port, f"following backfill {backfill_id} ({url})"), file=sys.stderr)
+        return 1
     if status["status"] != "COMPLETED_SUCCESS":
         message = (status.get("error") or {}).get("message", "")
         print(f"Backfill {backfill_id} ended {status['status']} {message}".rstrip(), file=sys.stderr)
         return 1
     return 0
+
+
+def _no_server(exc: Exception) -> bool:
+    """Whether nothing answered at all (as opposed to a webserver that answered with an error)."""
+    return isinstance(exc, DagsterGraphQLClientError) and isinstance(
+        exc.__cause__, (requests.ConnectionError, TransportConnectionFailed)
+    )
+
+
+def _failure(exc: Exception, host: str, port: int, doing: str) -> str:
+    if _no_server(exc):
+        return f"No Dagster webserver answered at {host}:{port} while {doing}; start one with `make dev`."
+    reason = f"{exc.__cause__}" if exc.__cause__ else str(exc).splitlines()[0]
+    return f"The Dagster webserver at {host}:{port} failed while {doing}: {reason}"
 
 
 if __name__ == "__main__":

@@ -518,6 +518,23 @@ def test_established_customers() -> None:
         profiles.schema.get_field_index("active_days"), "active_days", pa.array([5, None, 4], pa.int64())
     )
     assert clustering.established_customers(unknown, 3).tolist() == [True, False, True]
+    assert clustering.established_customers(unknown, 3, minimum=3).tolist() == [True, True, True]
+
+
+def test_a_handful_of_established_customers_do_not_shape_the_segments_alone(
+    three_group_rows: list[dict[str, object]],
+) -> None:
+    """Early in a history (the 13th day of a backfill) two customers had five active days: the
+    segments were to be chosen among those two, and clustering failed. Everyone shapes them then."""
+    thin = [{**row, "active_days": 1} for row in three_group_rows]
+    thin[0]["active_days"] = thin[1]["active_days"] = 5
+    result = clustering.segment_customers(profiles_table(thin), SETTINGS)
+    assert int(result.shaping.sum()) == len(thin) == 180
+    assert result.selection.k == 3
+    # 30 established customers (10 per segment of the smallest k, 3) shape them alone.
+    for row in thin[:30]:
+        row["active_days"] = 5
+    assert int(clustering.segment_customers(profiles_table(thin), SETTINGS).shaping.sum()) == 30
 
 
 def test_nearest_center_in_batches() -> None:

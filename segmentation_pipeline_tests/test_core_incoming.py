@@ -4,7 +4,14 @@ import os
 from datetime import date
 from pathlib import Path
 
-from segmentation_pipeline.core.incoming import contiguous_ranges, days_to_ingest, scan_incoming
+from segmentation_pipeline.core.incoming import (
+    DayFolder,
+    IncomingScan,
+    contiguous_ranges,
+    days_to_ingest,
+    plan_ingestion,
+    scan_incoming,
+)
 from segmentation_pipeline.core.sources import EVENTS, MERGES
 
 NOW = 1_800_000_000.0
@@ -76,3 +83,49 @@ def test_an_events_folder_reaches_the_days_either_side_and_ranges_join_consecuti
     assert contiguous_ranges(events) == [(date(2025, 1, 2), date(2025, 1, 5)), (date(2025, 1, 9), date(2025, 1, 11))]
     assert contiguous_ranges(changed) == [(date(2025, 1, 3), date(2025, 1, 4)), (date(2025, 1, 10), date(2025, 1, 10))]
     assert contiguous_ranges([]) == []
+
+
+def test_a_file_moved_away_while_looking_holds_its_folder_back(tmp_path: Path, monkeypatch) -> None:
+    day = tmp_path / "events" / "date=2025-01-03"
+    put(day, "a.csv", "x")
+    real_stat = Path.stat
+
+    def vanished(path: Path, *args, **kwargs):
+        if path.name == "a.csv":
+            raise FileNotFoundError(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", vanished)
+    folder = scan_incoming(tmp_path, EVENTS, NOW).folders[date(2025, 1, 3)]
+    assert not folder.settled
+
+
+def test_the_plan_asks_for_settled_changed_folders_within_the_partitions() -> None:
+    folders = {
+        date(2025, 1, 3): DayFolder(date(2025, 1, 3), "f3", 1, True),
+        date(2025, 1, 4): DayFolder(date(2025, 1, 4), "f4", 1, True),
+        date(2025, 1, 9): DayFolder(date(2025, 1, 9), "f9", 1, True),
+        date(2025, 1, 10): DayFolder(date(2025, 1, 10), "f10", 1, False),
+        date(2025, 1, 20): DayFolder(date(2025, 1, 20), "f20", 2, True),
+    }
+    scan = IncomingScan("raw_events", folders)
+    plan = plan_ingestion(scan, EVENTS, {"2025-01-04": "f4"}, date(2025, 1, 1), date(2025, 1, 15))
+    (run,) = plan.runs
+    # The 3rd reaches the 2nd and 4th, and reads the folders of the 2nd to the 5th (4th unchanged).
+    assert (run.first, run.last, run.changed) == (date(2025, 1, 2), date(2025, 1, 4), (date(2025, 1, 3),))
+    assert run.reads == {date(2025, 1, 3): "f3", date(2025, 1, 4): "f4"}
+    # The 9th's run would read the 10th, still being written; the 20th has not ended.
+    assert plan.waiting == [
+        "raw_events folders of days not yet ended: ['2025-01-20']",
+        "raw_events folders still being written: ['2025-01-10']",
+    ]
+    same = plan_ingestion(scan, EVENTS, {"2025-01-04": "f4"}, date(2025, 1, 1), date(2025, 1, 15)).runs[0]
+    assert same.key == run.key and run.key.startswith("2025-01-02..2025-01-04:")
+    other = IncomingScan("raw_events", folders | {date(2025, 1, 4): DayFolder(date(2025, 1, 4), "new", 1, True)})
+    assert plan_ingestion(other, EVENTS, {}, date(2025, 1, 1), date(2025, 1, 15)).runs[0].key != run.key
+    merges = plan_ingestion(scan, MERGES, {}, date(2025, 1, 4), date(2025, 1, 15))
+    assert [(r.first, r.last) for r in merges.runs] == [
+        (date(2025, 1, 4), date(2025, 1, 4)),
+        (date(2025, 1, 9), date(2025, 1, 9)),
+    ]
+    assert merges.outside == [date(2025, 1, 3)]

@@ -563,3 +563,13 @@ def test_retired_segments_keep_their_names_in_the_migration_chart(store: Warehou
     assert labels == [charts.segment_label("S01", published.report.segment("S01").name, 22).replace("\n", " ")]
     retired = _migration(moves.set_column(1, "from_segment_id", pa.array(["S09", "S09"])), store)
     assert retired.previous_names.get("S09") is None or retired.previous_names["S09"].startswith("Earlier")
+
+
+def test_a_report_written_with_stage_run_ids_still_loads() -> None:
+    """Reports made before run IDs moved to Dagster's metadata named the run of each stage."""
+    legacy = {"stage": "clusters", "run_id": "0e30dd7d", "given": {"n_clusters": 6}, "config": {}}
+    assert StageSettings.model_validate(legacy) == StageSettings(
+        stage="clusters", recorded=True, given={"n_clusters": 6}
+    )
+    unrecorded = {"stage": "clusters", "run_id": None}
+    assert StageSettings.model_validate(unrecorded) == StageSettings(stage="clusters", recorded=False)

@@ -105,11 +105,42 @@ def test_the_sensor_asks_once_per_new_file_set_and_again_when_it_changes(tmp_pat
     assert changed["raw_events"].run_key != events.run_key
     assert changed["raw_events"].tags[RANGE_START] == "2025-01-02"
 
-    # A lost cursor asks again, with the same run keys: Dagster launches a run key once per sensor.
+    # A run key names the days and the exact files a run reads: with the cursor lost, the same
+    # folders in the same state ask for the same keys, which Dagster launches once per sensor.
     assert {r.run_key for r in evaluate(data_dir).run_requests} == {
         changed["raw_events"].run_key,
         requests["id_history"].run_key,
     }
+
+    # Archiving the processed files (the folder left empty) does not erase the day.
+    for path in (incoming / "events" / "date=2025-01-03").iterdir():
+        path.unlink()
+    emptied = evaluate(data_dir, evaluate(data_dir, first.cursor).cursor)
+    assert not emptied.run_requests and emptied.skip_reason.skip_message == "no new files"
+
+
+def test_a_run_waits_while_a_folder_it_would_read_is_being_written(tmp_path: Path) -> None:
+    incoming = tmp_path / "data" / "incoming"
+    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    aged(incoming / "events" / "date=2025-01-04" / "shop.csv", EVENTS_CSV, age=1)  # the 3rd's run reads it
+    held = evaluate(tmp_path / "data")
+    assert not held.run_requests
+    assert held.skip_reason.skip_message == "raw_events folders still being written: ['2025-01-04']"
+    assert json.loads(held.cursor)["raw_events"] == {}  # nothing recorded: asked again next time
+    aged(incoming / "events" / "date=2025-01-04" / "shop.csv", EVENTS_CSV)  # finished
+    (request,) = evaluate(tmp_path / "data", held.cursor).run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2025-01-02", "2025-01-05")
+
+
+def test_folders_before_the_first_day_are_noted_once_and_never_asked_for(tmp_path: Path) -> None:
+    incoming = tmp_path / "data" / "incoming"
+    aged(incoming / "events" / "date=2024-12-20" / "old.csv", EVENTS_CSV)
+    aged(incoming / "events" / "date=2024-12-31" / "edge.csv", EVENTS_CSV)  # reaches 2025-01-01
+    result = evaluate(tmp_path / "data")
+    (request,) = result.run_requests
+    assert request.partition_key == "2025-01-01"
+    assert set(json.loads(result.cursor)["raw_events"]) == {"2024-12-20", "2024-12-31"}
+    assert not evaluate(tmp_path / "data", result.cursor).run_requests
 
 
 def test_consecutive_new_days_are_one_run_and_folders_not_ready_wait(tmp_path: Path) -> None:
@@ -195,5 +226,5 @@ def test_make_backfill_says_what_is_wrong_without_a_webserver_or_with_a_reversed
         port = probe.getsockname()[1]
     nobody = backfill_command("--from", "2025-01-01", "--to", "2025-01-05", "--port", str(port))
     assert nobody.returncode == 2
-    assert f"No Dagster webserver answered at 127.0.0.1:{port}" in nobody.stderr
+    assert f"No Dagster webserver answered at 127.0.0.1:{port} while launching the backfill" in nobody.stderr
     assert "start one with `make dev`" in nobody.stderr

@@ -33,9 +33,17 @@ FILLED: dict[str, bool] = {}
 
 SCHEDULES_AND_SENSORS = """
 query { repositoriesOrError { ... on RepositoryConnection { nodes {
-  schedules { name cronSchedule executionTimezone scheduleState { status } }
+  schedules { name cronSchedule executionTimezone scheduleState { id status } }
   sensors { name sensorState { status } }
 } } } }
+"""
+
+
+STOP_SCHEDULE = """
+mutation($id: String) { stopRunningSchedule(id: $id) {
+  ... on ScheduleStateResult { scheduleState { status } }
+  ... on PythonError { message }
+} }
 """
 
 
@@ -65,10 +73,13 @@ def daily_runs(instance: dg.DagsterInstance, asset: str, backfill_id: str) -> li
 def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service: DagsterService) -> None:
     # The daemon sees the nightly schedule running and the files sensor stopped (the source is synthetic).
     (repository,) = service.client._execute(SCHEDULES_AND_SENSORS)["repositoriesOrError"]["nodes"]
-    assert repository["schedules"] == [
-        {"name": "nightly_segmentation", "cronSchedule": "0 1 * * *", "executionTimezone": "UTC",
-         "scheduleState": {"status": "RUNNING"}}
-    ]  # fmt: skip
+    (schedule,) = repository["schedules"]
+    assert {key: schedule[key] for key in ("name", "cronSchedule", "executionTimezone")} == {
+        "name": "nightly_segmentation", "cronSchedule": "0 1 * * *", "executionTimezone": "UTC"}  # fmt: skip
+    assert schedule["scheduleState"]["status"] == "RUNNING"
+    # Stopped for the rest of the test: a tick at 01:00 UTC would add a day to the data compared below.
+    stopped = service.client._execute(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
+    assert stopped["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED"
     assert repository["sensors"] == [{"name": "incoming_files", "sensorState": {"status": "STOPPED"}}]
     assets = partitioned_assets(service.client)
     assert assets == sorted(

@@ -22,8 +22,10 @@ Choosing k (unless `n_clusters` is set)
 Fitting
     k-means with `n_init` starts; above `minibatch_above` profiles,
     MiniBatchKMeans. Deterministic for a given seed. Only customers with at
-    least `min_active_days` active days choose k and shape the centroids;
-    everyone is then assigned to the nearest centroid.
+    least `min_active_days` active days choose k and shape the centroids
+    (when there are at least MIN_SHAPING_PER_SEGMENT of them per segment of
+    the smallest k; otherwise everyone does); everyone is then assigned to
+    the nearest centroid.
 
 Stable IDs
     The previous snapshot's centroids (stored in original units) are put
@@ -410,7 +412,8 @@ def _segment_customers(
     if profiles.num_rows == 0:
         raise InsufficientDataError("no profiles to cluster: the look-back window holds no customers")
     matrix = feature_matrix(profiles, settings.features)
-    shaping = established_customers(profiles, settings.min_active_days)
+    minimum = MIN_SHAPING_PER_SEGMENT * settings.k_candidates[0]
+    shaping = established_customers(profiles, settings.min_active_days, minimum)
     selection = choose_k(matrix.values[shaping], settings)
     fitted, centers = cluster_labels(matrix.values[shaping], selection.k, settings.seed, settings)
     fitted, centers = _drop_empty(fitted, centers)
@@ -434,11 +437,17 @@ def _segment_customers(
     )
 
 
-def established_customers(profiles: pa.Table, min_active_days: int) -> np.ndarray:
-    """Customers whose history shapes the segments; all of them when fewer than 2 would."""
+#: Established customers shape the segments only when there are this many per segment of the
+#: smallest k considered; early in a history (a backfill's first days) there are a handful, and
+#: everyone shapes the segments instead.
+MIN_SHAPING_PER_SEGMENT = 10
+
+
+def established_customers(profiles: pa.Table, min_active_days: int, minimum: int = 2) -> np.ndarray:
+    """Customers whose history shapes the segments; all of them when fewer than `minimum` would."""
     active = pc.fill_null(profiles["active_days"], 0).to_numpy(zero_copy_only=False)
     shaping = active >= min_active_days
-    return shaping if shaping.sum() >= 2 else np.ones(len(active), dtype=bool)
+    return shaping if shaping.sum() >= minimum else np.ones(len(active), dtype=bool)
 
 
 def nearest_center(matrix: np.ndarray, centers: np.ndarray, batch_rows: int = 100_000) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 A day folder's file set is fingerprinted by the names, sizes and modification
 times of its input files, so the same files never cause a second ingestion,
-while a replaced or added file does. Files still being written (modified in
-the last few seconds, or named like a partial download) wait for the next look.
+while an added, replaced or removed file does. A folder left with no file at
+all is not ingested again: archiving processed files must not erase a day
+(materialize the day to do that). Files still being written (modified in the
+last few seconds, or named like a partial download) hold back every run that
+would read their folder until the next look.
 """
 
 from __future__ import annotations
@@ -77,19 +80,23 @@ def scan_incoming(
 def _fingerprint(folder: Path, day: date, now: float, settle_seconds: float) -> DayFolder:
     digest = hashlib.sha256()
     files, settled = 0, True
-    for path in sorted(folder.iterdir()):
-        name = path.name.lower()
-        if path.name.startswith("."):
-            continue
-        if name.endswith(PARTIAL_SUFFIXES):
-            settled = False
-            continue
-        if not path.is_file() or not name.endswith(SUPPORTED_SUFFIXES):
-            continue
-        stat = path.stat()
-        settled = settled and now - stat.st_mtime >= settle_seconds
-        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        files += 1
+    try:
+        for path in sorted(folder.iterdir()):
+            name = path.name.lower()
+            if path.name.startswith("."):
+                continue
+            if name.endswith(PARTIAL_SUFFIXES):
+                settled = False
+                continue
+            if not path.is_file() or not name.endswith(SUPPORTED_SUFFIXES):
+                continue
+            stat = path.stat()
+            settled = settled and now - stat.st_mtime >= settle_seconds
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            files += 1
+    except FileNotFoundError:
+        # A file (or the folder) was moved away while we looked: look again next time.
+        settled = False
     return DayFolder(day, digest.hexdigest()[:20], files, settled)
 
 
@@ -106,7 +113,7 @@ def days_to_ingest(contract: Contract, changed: Iterable[date]) -> list[date]:
     An events folder may hold rows of the UTC days either side of it (local-time
     exports), so those days are ingested again too; a merges folder holds its own day.
     """
-    slack = FOLDER_SLACK_DAYS if contract is EVENTS else 0
+    slack = folder_reach(contract)
     return sorted({day + timedelta(days=offset) for day in changed for offset in range(-slack, slack + 1)})
 
 
@@ -121,14 +128,84 @@ def contiguous_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
     return ranges
 
 
+def folder_reach(contract: Contract) -> int:
+    """How many days either side of a folder's own day its rows may lie (and, so, which folders a day reads)."""
+    return FOLDER_SLACK_DAYS if contract is EVENTS else 0
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One ingestion run over consecutive days, and the state of every folder it will read."""
+
+    first: date
+    last: date
+    #: day -> fingerprint of the folders the run reads, as they are now.
+    reads: dict[date, str]
+    #: The changed folders this run ingests.
+    changed: tuple[date, ...]
+
+    @property
+    def key(self) -> str:
+        """Names the days and the exact files the run reads: the same state never asks twice."""
+        state = "|".join(f"{day}:{fingerprint}" for day, fingerprint in sorted(self.reads.items()))
+        return f"{self.first}..{self.last}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+
+
+@dataclass
+class IngestionPlan:
+    runs: list[PlannedRun] = field(default_factory=list)
+    #: Why changed folders were not asked for this time (they are looked at again next time).
+    waiting: list[str] = field(default_factory=list)
+    #: Changed folders no partition can take (before the first day): recorded as seen, never ingested.
+    outside: list[date] = field(default_factory=list)
+
+
+def plan_ingestion(
+    scan: IncomingScan, contract: Contract, seen: Mapping[str, str], first_day: date, last_day: date
+) -> IngestionPlan:
+    """The runs that ingest the changed, settled folders of one table between first_day and last_day.
+
+    A run waits while any folder it would read is still being written; a folder of a day
+    after last_day (today, whose partition does not exist yet) waits for its day to end.
+    """
+    plan = IngestionPlan()
+    reach = timedelta(days=folder_reach(contract))
+    changed = scan.changed(seen)
+    future = [folder.day for folder in changed if folder.day > last_day]
+    if future:
+        plan.waiting.append(f"{scan.table} folders of days not yet ended: {[day.isoformat() for day in future]}")
+    if scan.unsettled():
+        plan.waiting.append(f"{scan.table} folders still being written: {[d.isoformat() for d in scan.unsettled()]}")
+    ready = [folder.day for folder in changed if folder.day <= last_day]
+    days = [day for day in days_to_ingest(contract, ready) if first_day <= day <= last_day]
+    plan.outside = [day for day in ready if not any(day - reach <= d <= day + reach for d in days)]
+    for first, last in contiguous_ranges(days):
+        read_days = [day for day in scan.folders if first - reach <= day <= last + reach]
+        if any(not scan.folders[day].settled for day in read_days):
+            continue  # named in `waiting` above
+        plan.runs.append(
+            PlannedRun(
+                first,
+                last,
+                reads={day: scan.folders[day].fingerprint for day in read_days},
+                changed=tuple(day for day in ready if first - reach <= day <= last + reach),
+            )
+        )
+    return plan
+
+
 CONTRACTS: tuple[Contract, ...] = (EVENTS, MERGES)
 
 __all__ = [
     "CONTRACTS",
     "DayFolder",
     "IncomingScan",
+    "IngestionPlan",
+    "PlannedRun",
     "SETTLE_SECONDS",
     "contiguous_ranges",
     "days_to_ingest",
+    "folder_reach",
+    "plan_ingestion",
     "scan_incoming",
 ]

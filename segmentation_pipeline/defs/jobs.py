@@ -28,6 +28,8 @@ segmentation_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     partitions_def=daily_partitions,
     description="Materialize the whole graph for one day: ingestion, identity resolution and every as-of stage.",
+    # dagster.yaml runs these one at a time in queue order, so a job backfill builds days in date order.
+    tags={"segmentation/whole_graph": "true"},
 )
 
 ingestion_job = dg.define_asset_job(

@@ -4,7 +4,7 @@ import dagster as dg
 
 from .jobs import segmentation_job
 
-#: Minutes past midnight UTC: late events of the day just ended have had time to arrive.
+#: The hour (UTC) of the nightly run: late events of the day just ended have had an hour to arrive.
 NIGHTLY_HOUR_UTC = 1
 
 nightly_segmentation = dg.build_schedule_from_partitioned_job(

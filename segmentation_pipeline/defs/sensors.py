@@ -1,22 +1,21 @@
 """The incoming-files sensor: new input in the file source's day folders launches its ingestion.
 
 Each `<incoming>/events/date=YYYY-MM-DD/` (or `id_history/...`) folder whose
-file set is new (a file added, replaced or removed) is ingested once: the
-cursor keeps the fingerprint of every folder's last ingested file set, and the
-run key carries the fingerprints, so even a lost cursor cannot launch the same
-file set twice. Consecutive changed days go into one run over their range.
+set of files changed (a file added, replaced or removed) is ingested once: the
+cursor keeps the fingerprint of every folder's last ingested file set.
+Consecutive changed days go into one run over their range, whose run key names
+the exact files it reads. core.incoming decides; this sensor asks Dagster.
 """
 
-import hashlib
 import json
 import time
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
-from ..core.incoming import CONTRACTS, contiguous_ranges, days_to_ingest, scan_incoming
+from ..core.incoming import CONTRACTS, PlannedRun, plan_ingestion, scan_incoming
 from ..core.ingestion import FileSourceSettings
-from ..core.sources import FOLDER_SLACK_DAYS, Contract
+from ..core.sources import Contract
 from .assets.ingestion import id_history, raw_events
 from .jobs import ingestion_job
 from .partitions import SETTINGS, daily_partitions
@@ -46,7 +45,7 @@ def incoming_files(
     seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     first_day = daily_partitions.start.date()
     last_key = daily_partitions.get_last_partition_key()
-    last_day = date.fromisoformat(last_key) if last_key else None
+    last_day = date.fromisoformat(last_key) if last_key else date.min
     requests: list[dg.RunRequest] = []
     waiting: list[str] = []
     for contract in CONTRACTS:
@@ -60,52 +59,40 @@ def incoming_files(
                 f"{source.incoming_dir / contract.incoming_folder}: not date=YYYY-MM-DD folders, never ingested: "
                 f"{scan.ignored[:10]}"
             )
-        if scan.unsettled():
-            waiting.append(f"{table} folders still being written: {[d.isoformat() for d in scan.unsettled()]}")
         table_seen = seen.setdefault(table, {})
-        changed = scan.changed(table_seen)
-        # A folder of a day that has no partition yet (today) waits for it.
-        future = [folder for folder in changed if last_day is None or folder.day > last_day]
-        if future:
-            waiting.append(f"{table} folders of days not yet ended: {[f.day.isoformat() for f in future]}")
-        ready = [folder for folder in changed if folder not in future]
-        if not ready:
-            continue
-        fingerprints = {folder.day: folder.fingerprint for folder in ready}
-        days = [day for day in days_to_ingest(contract, fingerprints) if first_day <= day <= (last_day or day)]
-        for first, last in contiguous_ranges(days):
-            requests.append(_ingestion_request(contract, first, last, fingerprints))
-        table_seen.update({day.isoformat(): fingerprint for day, fingerprint in fingerprints.items()})
+        plan = plan_ingestion(scan, contract, table_seen, first_day, last_day)
+        waiting += plan.waiting
+        if plan.outside:
+            context.log.warning(
+                f"{table} folders of days before the first partition ({first_day}), never ingested: "
+                f"{[day.isoformat() for day in plan.outside]}"
+            )
+        for run in plan.runs:
+            requests.append(_ingestion_request(contract, run))
+        for day in [*plan.outside, *(day for run in plan.runs for day in run.changed)]:
+            table_seen[day.isoformat()] = scan.folders[day].fingerprint
     cursor = json.dumps(seen, sort_keys=True)
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor)
     return dg.SensorResult(skip_reason="; ".join(waiting) or "no new files", cursor=cursor)
 
 
-def _ingestion_request(contract: Contract, first: date, last: date, fingerprints: dict[date, str]) -> dg.RunRequest:
-    """One run over the days a set of changed folders can alter; its key names those file sets."""
-    reach = FOLDER_SLACK_DAYS
-    included = sorted(
-        f"{day}:{fingerprint}"
-        for day, fingerprint in fingerprints.items()
-        if (first - timedelta(days=reach)) <= day <= (last + timedelta(days=reach))
-    )
-    digest = hashlib.sha256("|".join(included).encode()).hexdigest()[:16]
+def _ingestion_request(contract: Contract, run: PlannedRun) -> dg.RunRequest:
     table = contract.spec.name
     tags = {"segmentation/trigger": "incoming_files"}
-    if first == last:
+    if run.first == run.last:
         return dg.RunRequest(
-            run_key=f"{table}:{first}:{digest}",
+            run_key=f"{table}:{run.key}",
             asset_selection=[_ASSETS[table]],
-            partition_key=first.isoformat(),
+            partition_key=run.first.isoformat(),
             tags=tags,
         )
     return dg.RunRequest(
-        run_key=f"{table}:{first}..{last}:{digest}",
+        run_key=f"{table}:{run.key}",
         asset_selection=[_ASSETS[table]],
         tags=tags
         | {
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
+            "dagster/asset_partition_range_start": run.first.isoformat(),
+            "dagster/asset_partition_range_end": run.last.isoformat(),
         },
     )

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
@@ -155,6 +155,15 @@ class StageSettings(_Record):
     recorded: bool = False
     given: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_run_id(cls, data: Any) -> Any:
+        """Reports written before `recorded` named the run instead: they still load."""
+        if isinstance(data, dict) and "run_id" in data:
+            data = dict(data)
+            data.setdefault("recorded", data.pop("run_id") is not None)
+        return data
 
 
 class RunSettings(_Record):
