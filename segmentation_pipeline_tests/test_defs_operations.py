@@ -69,6 +69,14 @@ def evaluate(data_dir: Path, cursor: str | None = None, **source: object) -> dg.
     return incoming_files(context)
 
 
+def land_events_and_merges(incoming: Path) -> None:
+    """The events and the ID merges of 2025-01-03, landed an hour ago."""
+    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    aged(
+        incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\nu3,u1,2025-01-03T08:00:00Z\n"
+    )
+
+
 def requests_by_asset(result: dg.SensorResult) -> dict[str, dg.RunRequest]:
     return {request.asset_selection[0].to_user_string(): request for request in result.run_requests or []}
 
@@ -76,10 +84,7 @@ def requests_by_asset(result: dg.SensorResult) -> dict[str, dg.RunRequest]:
 def test_the_sensor_asks_once_per_new_file_set_and_again_when_it_changes(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     incoming = data_dir / "incoming"
-    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
-    aged(
-        incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\nu3,u1,2025-01-03T08:00:00Z\n"
-    )
+    land_events_and_merges(incoming)
     first = evaluate(data_dir)
     requests = requests_by_asset(first)
     assert set(requests) == {"raw_events", "id_history"}
@@ -174,10 +179,7 @@ def test_the_sensor_skips_a_synthetic_source_and_a_configured_path(tmp_path: Pat
 def test_the_runs_the_sensor_asks_for_ingest_the_new_files(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     incoming = data_dir / "incoming"
-    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
-    aged(
-        incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\nu3,u1,2025-01-03T08:00:00Z\n"
-    )
+    land_events_and_merges(incoming)
     resources = {
         "warehouse": WarehouseResource(data_dir=str(data_dir)),
         "identity_rules": IdentityRulesResource(),
