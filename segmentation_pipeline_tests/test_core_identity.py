@@ -57,9 +57,7 @@ def test_records_out_of_order_give_the_same_map() -> None:
 
 def test_a_late_merge_into_a_retired_id_follows_its_chain() -> None:
     # A -> B -> C, then a cookie D is merged into the retired A: the customer stays C.
-    result = resolve_merges(
-        history(("A", "B", "2025-01-01"), ("B", "C", "2025-01-02"), ("D", "A", "2025-01-09"))
-    )
+    result = resolve_merges(history(("A", "B", "2025-01-01"), ("B", "C", "2025-01-02"), ("D", "A", "2025-01-09")))
     assert mapping(result.merge_map) == {"A": "C", "B": "C", "C": "C", "D": "C"}
     assert column(result.merge_map, "chain_depth") == {"A": 2, "B": 1, "C": 0, "D": 3}
 
@@ -76,11 +74,15 @@ def test_hub_limit_counts_distinct_neighbours() -> None:
     result = resolve_merges(history(*records), ResolverSettings(max_links_per_id=3))
     assert result.report.junk_ids == []
     assert set(mapping(result.merge_map).values()) == {mapping(result.merge_map)["P"]}
-    assert [j.id for j in resolve_merges(history(*records), ResolverSettings(max_links_per_id=2)).report.junk_ids] == ["P"]
+    assert [j.id for j in resolve_merges(history(*records), ResolverSettings(max_links_per_id=2)).report.junk_ids] == [
+        "P"
+    ]
 
 
 def test_cycle_is_resolved_by_the_latest_merge_and_reported() -> None:
-    records = history(("A", "B", "2025-01-01"), ("B", "C", "2025-01-02"), ("C", "A", "2025-01-03"), ("Q", "R", "2025-01-01"))
+    records = history(
+        ("A", "B", "2025-01-01"), ("B", "C", "2025-01-02"), ("C", "A", "2025-01-03"), ("Q", "R", "2025-01-01")
+    )
     result = resolve_merges(records)
     assert mapping(result.merge_map) == {"A": "A", "B": "A", "C": "A", "Q": "R", "R": "R"}
     assert column(result.merge_map, "in_cycle") == {"A": True, "B": True, "C": True, "Q": False, "R": False}
@@ -91,7 +93,12 @@ def test_cycle_is_resolved_by_the_latest_merge_and_reported() -> None:
 
 
 def test_junk_ids_never_merge_unrelated_customers() -> None:
-    records = [("unknown", "C1", "2025-01-01"), ("unknown", "C2", "2025-01-02"), ("-1", "C3", "2025-01-03"), ("A", "C1", "2025-01-04")]
+    records = [
+        ("unknown", "C1", "2025-01-01"),
+        ("unknown", "C2", "2025-01-02"),
+        ("-1", "C3", "2025-01-03"),
+        ("A", "C1", "2025-01-04"),
+    ]
     hub = [(f"cookie{i}", "HUB", "2025-01-05") for i in range(6)] + [("HUB", "C2", "2025-01-06")]
     result = resolve_merges(history(*records, *hub), ResolverSettings(max_links_per_id=5))
     resolved = mapping(result.merge_map)

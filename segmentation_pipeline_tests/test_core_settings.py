@@ -34,13 +34,17 @@ def test_values_are_read_and_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(PipelineError, match="SEGMENTATION_START_DATE='30/06/2024' is not a date"):
         Settings.from_env({"SEGMENTATION_START_DATE": "30/06/2024"})
-    with pytest.raises(PipelineError, match=r"SEGMENTATION_SOURCE='kafka' is not supported; expected one of \['synthetic', 'files'\]"):
+    with pytest.raises(
+        PipelineError, match=r"SEGMENTATION_SOURCE='kafka' is not supported; expected one of \['synthetic', 'files'\]"
+    ):
         Settings.from_env({"SEGMENTATION_SOURCE": "kafka"})
 
 
 def test_source_config_file(tmp_path: Path) -> None:
     config = tmp_path / "source.json"
-    config.write_text('{"kind": "files", "incoming_dir": "data/samples/incoming", "event_columns": {"c": "customer_id"}}')
+    config.write_text(
+        '{"kind": "files", "incoming_dir": "data/samples/incoming", "event_columns": {"c": "customer_id"}}'
+    )
     settings = Settings.from_env({"SEGMENTATION_SOURCE_CONFIG": str(config)})
     assert settings.source_config == {
         "kind": "files",

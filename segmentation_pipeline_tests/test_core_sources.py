@@ -17,7 +17,13 @@ from segmentation_pipeline.core.schemas import QUARANTINE_EVENTS, RAW_EVENTS
 from segmentation_pipeline.core.sources import EVENTS, MERGES, Ingest
 
 DAY = date(2025, 3, 10)
-MAPPING = {"cust": "customer_id", "kind": "event_type", "when": "timestamp", "value": "amount", "cat": "product_category"}
+MAPPING = {
+    "cust": "customer_id",
+    "kind": "event_type",
+    "when": "timestamp",
+    "value": "amount",
+    "cat": "product_category",
+}
 
 
 def utc(text: str) -> datetime:
@@ -108,7 +114,16 @@ BAD_ROWS = (
 
 def test_bad_rows_are_quarantined_with_reasons_and_every_row_is_accounted_for(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "bad.csv", BAD_ROWS)
-    batch = ingest((path, DAY), mapping={"cust": "customer_id", "kind": "event_type", "when": "timestamp", "value": "amount", "qty": "quantity"})
+    batch = ingest(
+        (path, DAY),
+        mapping={
+            "cust": "customer_id",
+            "kind": "event_type",
+            "when": "timestamp",
+            "value": "amount",
+            "qty": "quantity",
+        },
+    )
     day = batch.days[0]
     assert day.valid.column("customer_id").to_pylist() == ["c1", "c10"]
     quarantined = day.quarantined
@@ -334,7 +349,12 @@ def test_non_finite_and_fractional_numbers_are_quarantined(tmp_path: Path) -> No
     reasons = dict(
         zip(batch.days[0].quarantined["source_row"].to_pylist(), batch.days[0].quarantined["reason"].to_pylist())
     )
-    assert reasons == {2: "missing_customer_id", 3: "unparsable_amount", 4: "unparsable_amount", 5: "unparsable_quantity"}
+    assert reasons == {
+        2: "missing_customer_id",
+        3: "unparsable_amount",
+        4: "unparsable_amount",
+        5: "unparsable_quantity",
+    }
 
 
 def test_the_documented_reasons_are_the_ones_the_sql_gives() -> None:

@@ -258,9 +258,7 @@ def test_events_have_the_raw_events_columns_and_types() -> None:
     assert conform(table, RAW_EVENTS).num_rows == table.num_rows
 
 
-def test_events_per_active_customer_year_is_realistic(
-    clean_events: pd.DataFrame, truth: pd.DataFrame
-) -> None:
+def test_events_per_active_customer_year_is_realistic(clean_events: pd.DataFrame, truth: pd.DataFrame) -> None:
     persons = truth[truth.customer_id == truth.person_id]
     year_start, year_end = pd.Timestamp(START), pd.Timestamp(START + timedelta(days=YEAR))
     joined = pd.to_datetime(persons.join_date).clip(lower=year_start)
@@ -305,9 +303,7 @@ def test_amounts_quantities_and_categories_sit_on_the_right_events(clean_events:
 
 
 def test_every_purchase_follows_an_add_to_cart_in_its_session(clean_events: pd.DataFrame) -> None:
-    firsts = clean_events.pivot_table(
-        index="session_id", columns="event_type", values="timestamp", aggfunc="min"
-    )
+    firsts = clean_events.pivot_table(index="session_id", columns="event_type", values="timestamp", aggfunc="min")
     purchased = firsts[firsts.purchase.notna()]
     assert len(purchased) > 0
     assert (purchased.add_to_cart <= purchased.purchase).all()
@@ -400,9 +396,7 @@ def _cycles(merges: pd.DataFrame) -> set[frozenset[str]]:
     return found
 
 
-def test_bogus_reverse_records_close_the_configured_number_of_cycles(
-    merges: pd.DataFrame, truth: pd.DataFrame
-) -> None:
+def test_bogus_reverse_records_close_the_configured_number_of_cycles(merges: pd.DataFrame, truth: pd.DataFrame) -> None:
     customer_records = merges[~merges.old_id.isin(JUNK_HUB_IDS)]
     assert customer_records.old_id.is_unique
     cycles = _cycles(customer_records)
@@ -546,9 +540,7 @@ def test_each_customer_mixes_their_archetype_with_a_taste_of_their_own(labelled_
         assert slope == pytest.approx(1.0, abs=0.1), archetype_weights
 
 
-def test_new_customers_are_busiest_right_after_joining(
-    labelled_events: pd.DataFrame, truth: pd.DataFrame
-) -> None:
+def test_new_customers_are_busiest_right_after_joining(labelled_events: pd.DataFrame, truth: pd.DataFrame) -> None:
     burst_days = ARCHETYPES["new_customer"].burst_days
     new = truth[(truth.customer_id == truth.person_id) & (truth.archetype == "new_customer")]
     year_end = START + timedelta(days=YEAR)
@@ -578,22 +570,31 @@ def _behaviour_features(events: pd.DataFrame) -> pd.DataFrame:
         }
     ).fillna(0)
     start_hour = starts.timestamp.dt.hour + starts.timestamp.dt.minute / 60
-    timing = pd.DataFrame(
-        {
-            "person_id": starts.person_id,
-            "weekend": starts.timestamp.dt.weekday >= 5,
-            "office_hours": starts.timestamp.dt.hour.between(8, 17),
-            "hour_sin": np.sin(2 * np.pi * start_hour / 24),
-            "hour_cos": np.cos(2 * np.pi * start_hour / 24),
-        }
-    ).groupby("person_id").mean()
-    depth = pd.DataFrame(
-        {
-            "pages_per_session": events[events.event_type == "page_view"].groupby("person_id").size(),
-            "cart_rate": events[events.event_type == "add_to_cart"].groupby("person_id").session_id.nunique(),
-            "purchase_rate": purchases.groupby("person_id").size(),
-        }
-    ).reindex(sessions.index).fillna(0).div(sessions, axis=0)
+    timing = (
+        pd.DataFrame(
+            {
+                "person_id": starts.person_id,
+                "weekend": starts.timestamp.dt.weekday >= 5,
+                "office_hours": starts.timestamp.dt.hour.between(8, 17),
+                "hour_sin": np.sin(2 * np.pi * start_hour / 24),
+                "hour_cos": np.cos(2 * np.pi * start_hour / 24),
+            }
+        )
+        .groupby("person_id")
+        .mean()
+    )
+    depth = (
+        pd.DataFrame(
+            {
+                "pages_per_session": events[events.event_type == "page_view"].groupby("person_id").size(),
+                "cart_rate": events[events.event_type == "add_to_cart"].groupby("person_id").session_id.nunique(),
+                "purchase_rate": purchases.groupby("person_id").size(),
+            }
+        )
+        .reindex(sessions.index)
+        .fillna(0)
+        .div(sessions, axis=0)
+    )
     return pd.concat(
         [
             np.log1p(counts),

@@ -54,7 +54,9 @@ def test_a_missing_required_column_is_refused_before_anything_is_written(warehou
     assert not warehouse.partition_path(RAW_EVENTS, DAY).exists()
 
 
-def test_a_failed_write_leaves_the_previous_partition_intact(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_previous_partition_intact(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warehouse.write_partition(RAW_EVENTS, DAY, events("a", "b"))
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -72,7 +74,10 @@ def test_partition_days_lists_what_is_stored(warehouse: Warehouse) -> None:
     for day in (date(2025, 1, 3), date(2025, 1, 1), date(2025, 1, 5)):
         warehouse.write_partition(RAW_EVENTS, day, events("a", day=day))
     assert warehouse.partition_days(RAW_EVENTS) == [date(2025, 1, 1), date(2025, 1, 3), date(2025, 1, 5)]
-    assert warehouse.partition_days(RAW_EVENTS, date(2025, 1, 2), date(2025, 1, 5)) == [date(2025, 1, 3), date(2025, 1, 5)]
+    assert warehouse.partition_days(RAW_EVENTS, date(2025, 1, 2), date(2025, 1, 5)) == [
+        date(2025, 1, 3),
+        date(2025, 1, 5),
+    ]
     assert warehouse.read_days(RAW_EVENTS, [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]).num_rows == 2
 
 

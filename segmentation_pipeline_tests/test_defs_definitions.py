@@ -41,7 +41,7 @@ def test_graph_has_the_foundation_assets_on_one_daily_partitioning() -> None:
     assert daily.timezone == "UTC"
     assert daily.get_first_partition_key() == "2025-01-01"
     assert graph.get(dg.AssetKey("merge_map")).parent_keys == {dg.AssetKey("id_history")}
-    for key in ("raw_events", "id_history"):
+    for key in ("raw_events", "id_history", "clusters"):
         assert graph.get(dg.AssetKey(key)).backfill_policy == dg.BackfillPolicy.single_run()
 
 
@@ -184,8 +184,13 @@ def test_the_instance_configuration_keeps_parallel_runs_apart(tmp_path: Path) ->
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         runs = instance.get_concurrency_config().run_queue_config
         assert runs.max_concurrent_runs == 2
-        (per_day,) = runs.tag_concurrency_limits
-        assert per_day == {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        assert runs.tag_concurrency_limits == [
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+            {"key": "segmentation/whole_graph", "limit": 1},
+        ]
+        assert defs.resolve_job_def("segmentation").tags == {"segmentation/whole_graph": "true"}
+        monitoring = instance.get_settings("run_monitoring")
+        assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] == 60
         # Pools without a limit of their own (llm, ingestion) take the default: one step at a time across runs.
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "op"

@@ -33,7 +33,9 @@ def resources(data_dir: Path, **source: object) -> dict[str, object]:
     return {
         "warehouse": WarehouseResource(data_dir=str(data_dir)),
         "identity_rules": IdentityRulesResource(),
-        "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": 8000, "bad_row_rate": 0.03} | source)),
+        "event_source": EventSourceResource(
+            **({"kind": "synthetic", "n_customers": 8000, "bad_row_rate": 0.03} | source)
+        ),
     }
 
 
@@ -168,7 +170,11 @@ def test_a_file_missing_a_column_fails_the_run_naming_file_and_column(
     )
     assert not result.success
     (failure,) = [event for event in result.all_events if event.is_step_failure]
-    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message
+    message = (
+        failure.step_failure_data.error.cause.message
+        if failure.step_failure_data.error.cause
+        else failure.step_failure_data.error.message
+    )
     assert "export.csv" in message and "'event_type'" in message
     assert not Warehouse(data_dir).partition_path(RAW_EVENTS, DAYS[1]).exists()
 
@@ -187,16 +193,16 @@ def test_the_shipped_samples_run_through_the_graph(instance: dg.DagsterInstance,
     assert (purchase["timestamp"].hour, purchase["timestamp"].minute, purchase["amount"]) == (8, 5, 24.9)
     second_day = warehouse.read_partition(RAW_EVENTS, DAYS[1])
     assert second_day.column("event_id").to_pylist() == ["w-0010", "w-0011", "w-0012", "w-0013"]
-    reasons = {
-        day: warehouse.read_partition(QUARANTINE_EVENTS, day).column("reason").to_pylist() for day in DAYS[:2]
-    }
+    reasons = {day: warehouse.read_partition(QUARANTINE_EVENTS, day).column("reason").to_pylist() for day in DAYS[:2]}
     assert reasons == {
         DAYS[0]: ["missing_customer_id", "unknown_event_type"],
         DAYS[1]: ["negative_amount", "timestamp_outside_partition"],
     }
     # Filed under 2025-01-02 in local time (+01:00), it happened on 2025-01-01 in UTC.
     assert "w-0016" in first_day.column("event_id").to_pylist()
-    resolved = dg.materialize([merge_map], instance=instance, resources=resources(data_dir, **config), partition_key="2025-01-02")
+    resolved = dg.materialize(
+        [merge_map], instance=instance, resources=resources(data_dir, **config), partition_key="2025-01-02"
+    )
     assert resolved.success
     table = warehouse.read_partition(MERGE_MAP, DAYS[1])
     assert dict(zip(table["old_id"].to_pylist(), table["canonical_id"].to_pylist())) == {
@@ -223,14 +229,14 @@ def test_a_day_run_warns_about_rows_of_a_neighbouring_day(instance: dg.DagsterIn
     assert checks_by_name(both)["no_rows_for_other_days"].passed
 
 
-def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(
-    instance: dg.DagsterInstance, tmp_path: Path
-) -> None:
+def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     folder = data_dir / "incoming" / "id_history" / "date=2025-01-02"
     folder.mkdir(parents=True)
     # Filed on 2025-01-02 (local time), the second merge takes effect on 2025-01-03 in UTC.
-    (folder / "crm.csv").write_text("old_id,new_id,merged_at\nA,B,2025-01-02T10:00:00Z\nC,D,2025-01-02T20:00:00-06:00\n")
+    (folder / "crm.csv").write_text(
+        "old_id,new_id,merged_at\nA,B,2025-01-02T10:00:00Z\nC,D,2025-01-02T20:00:00-06:00\n"
+    )
     assert ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files").success
     warehouse = Warehouse(data_dir)
     for day in (DAYS[1], DAYS[2]):

@@ -20,6 +20,7 @@ from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
     CLUSTERS,
     EXPLANATIONS,
+    MERGE_MAP,
     PROFILES,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -364,3 +365,38 @@ def test_stored_rows_are_the_records_models(year) -> None:
                     assert dumped[column] == dict(row[column])
                     row = {**row, column: dumped[column]}
             assert dumped == row, spec.name
+
+
+def test_a_backfill_makes_the_days_of_its_range_in_one_run_as_day_by_day(
+    year, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """merge_map, profiles and clusters have a single-run backfill policy: one run over the range,
+    the days in date order (each day's segment IDs following the day before), exactly as runs of
+    one day each make them."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    specs = (MERGE_MAP, PROFILES, CLUSTERS, SEGMENTS)
+    for spec in specs:
+        shutil.rmtree(Warehouse(data_dir).table_dir(spec))
+    result = dg.materialize(
+        [merge_map, profiles, clusters],
+        instance=instance,
+        resources=resources(data_dir),
+        tags={
+            "dagster/asset_partition_range_start": DAY_BEFORE.isoformat(),
+            "dagster/asset_partition_range_end": LAST_DAY.isoformat(),
+        },
+    )
+    assert result.success
+    events = [event for event in result.get_asset_materialization_events() if event.asset_key.path == ["clusters"]]
+    assert sorted(event.partition for event in events) == [DAY_BEFORE.isoformat(), LAST_DAY.isoformat()]
+    by_day = {event.partition: {k: v.value for k, v in event.materialization.metadata.items()} for event in events}
+    assert by_day[DAY_BEFORE.isoformat()]["previous_snapshot"] == "none"
+    assert by_day[LAST_DAY.isoformat()]["previous_snapshot"] == DAY_BEFORE.isoformat()
+    assert by_day[LAST_DAY.isoformat()]["run_days"] == 2
+    for day in (DAY_BEFORE, LAST_DAY):
+        for spec in specs:
+            assert read(data_dir, spec, day).equals(read(year[0], spec, day)), (spec.name, day)
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 7  # merge_map 4, profiles 2, clusters 1: one result each over both days
+    assert all(check.passed and check.metadata["days_checked"].value == 2 for check in checks)

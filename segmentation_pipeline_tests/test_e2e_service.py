@@ -100,19 +100,23 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     assert "COMPLETED_SUCCESS: 22/22 asset partitions materialized, 0 failed" in backfill.stdout
 
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
-        # raw_events and id_history: one run for the whole range.
+        # raw_events, id_history, merge_map and profiles: one run for the whole range.
         (ingestion,) = daily_runs(instance, "raw_events", backfill_id)
         assert ingestion.tags["dagster/asset_partition_range_start"] == FIRST.isoformat()
         assert ingestion.tags["dagster/asset_partition_range_end"] == LAST.isoformat()
-        assert {key.to_user_string() for key in ingestion.asset_selection} == {"raw_events", "id_history"}
-        # clusters: one run per day, each begun after the day before had finished.
-        clusters_runs = sorted(
-            daily_runs(instance, "clusters", backfill_id), key=lambda run: run.tags["dagster/partition"]
-        )
-        assert [run.tags["dagster/partition"] for run in clusters_runs] == ["2025-01-01", "2025-01-02"]
+        assert {key.to_user_string() for key in ingestion.asset_selection} == {
+            "raw_events", "id_history", "merge_map", "profiles"}  # fmt: skip
+        # clusters: one run for the range too (it makes the days in date order); then the stages
+        # after it one run per day, each with every stage of its day, begun after clusters ended.
+        (clustering,) = daily_runs(instance, "clusters", backfill_id)
+        assert clustering.tags["dagster/asset_partition_range_start"] == FIRST.isoformat()
+        assert {key.to_user_string() for key in clustering.asset_selection} == {"clusters"}
+        after = sorted(daily_runs(instance, "report", backfill_id), key=lambda run: run.tags["dagster/partition"])
+        assert [run.tags["dagster/partition"] for run in after] == ["2025-01-01", "2025-01-02"]
+        later_stages = {"segment_migration", "robustness", "viability", "actionability", "explanations", "report"}
+        assert all({key.to_user_string() for key in run.asset_selection} == later_stages for run in after)
         records = {record.dagster_run.run_id: record for record in instance.get_run_records()}
-        for earlier, later in zip(clusters_runs, clusters_runs[1:]):
-            assert records[earlier.run_id].end_time <= records[later.run_id].start_time
+        assert all(records[clustering.run_id].end_time <= records[run.run_id].start_time for run in after)
 
     # Then one run of the whole graph for the next day, as the nightly schedule launches it.
     run_id = service.client.submit_job_execution("segmentation", tags={"dagster/partition": NEXT_DAY})

@@ -4,7 +4,7 @@ The checks run in the same step as their asset (declared with `check_specs`),
 over the files the step just wrote; the rules themselves live in core.quality.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 import dagster as dg
@@ -135,6 +135,31 @@ def profiles_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResul
 
 def clusters_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
     return [_result("every_profile_in_one_segment", quality.every_profile_in_one_segment(warehouse, day))]
+
+
+def over_days(results: Mapping[date, list[dg.AssetCheckResult]]) -> list[dg.AssetCheckResult]:
+    """The checks of a ranged run (one day's results as they are): each check passes when it passed
+    on every day of the run, and names the days it failed on."""
+    if len(results) == 1:
+        return next(iter(results.values()))
+    by_name: dict[str, dict[date, dg.AssetCheckResult]] = {}
+    for day, day_results in sorted(results.items()):
+        for result in day_results:
+            by_name.setdefault(result.check_name, {})[day] = result
+    combined = []
+    for name, per_day in by_name.items():
+        failed = {day.isoformat(): result.description or "" for day, result in per_day.items() if not result.passed}
+        examples = "; ".join(f"{day}: {text}" for day, text in list(failed.items())[:5])
+        combined.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=not failed,
+                severity=next(iter(per_day.values())).severity,
+                description=f"failed on {len(failed)} of {len(per_day)} days" + (f": {examples}" if failed else ""),
+                metadata={"days_checked": len(per_day), "days_failed": list(failed)},
+            )
+        )
+    return combined
 
 
 def robustness_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:

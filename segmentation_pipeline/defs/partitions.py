@@ -1,6 +1,7 @@
 """The one partitioning of the graph: UTC days from the configured start date."""
 
-
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import dagster as dg
@@ -25,3 +26,28 @@ def partition_day(context: dg.AssetExecutionContext) -> date:
     """The as-of day of a run of one partition."""
     return datetime.strptime(context.partition_key, "%Y-%m-%d").date()
 
+
+@dataclass
+class DayResult:
+    """What an as-of asset made of one day: the day's metadata and check results."""
+
+    metadata: dict[str, object]
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+
+def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], DayResult]) -> dg.MaterializeResult:
+    """Run `make_day` for every day of the run in date order: one day (a nightly or ad-hoc run), or
+    the range of a single-run backfill, whose days each get their own metadata and whose checks
+    pass when they passed on every day."""
+    from .checks import over_days
+
+    days = partition_days(context)
+    made = {}
+    for day in days:
+        made[day] = make_day(day)
+        if len(days) > 1:
+            context.add_asset_metadata(made[day].metadata, partition_key=day.isoformat())
+    if len(days) == 1:
+        return dg.MaterializeResult(metadata=made[days[0]].metadata, check_results=made[days[0]].checks)
+    summary = {"run_days": len(days), "run_first_day": days[0].isoformat(), "run_last_day": days[-1].isoformat()}
+    return dg.MaterializeResult(metadata=summary, check_results=over_days({d: r.checks for d, r in made.items()}))

@@ -1,5 +1,6 @@
 """merge_map: every customer ID seen so far, resolved to its canonical ID."""
 
+from datetime import date
 
 import dagster as dg
 import pyarrow as pa
@@ -8,10 +9,10 @@ from pydantic import Field
 
 from ...core.identity import ResolverSettings, merges_in_effect, resolve_merges
 from ...core.schemas import ID_HISTORY, MERGE_MAP, TABLES
-from ...core.warehouse import days_between
+from ...core.warehouse import Warehouse, days_between
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
 from ..metadata import column_schema, preview
-from ..partitions import SETTINGS, daily_partitions, partition_day
+from ..partitions import SETTINGS, DayResult, daily_partitions, for_each_day
 from ..resources import IdentityRulesResource, WarehouseResource
 from .ingestion import id_history
 
@@ -30,6 +31,8 @@ class MergeMapConfig(dg.Config):
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[id_history],
+    # A backfill resolves every day of its range in one run (with ingestion and profiles): see clusters.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="identity",
     kinds={"parquet", "duckdb"},
     check_specs=MERGE_MAP_CHECKS,
@@ -47,7 +50,16 @@ def merge_map(
     chain depth, and whether it sits on a cycle or is a junk ID.
     """
     store = warehouse.warehouse()
-    as_of = partition_day(context)
+    return for_each_day(context, lambda as_of: _merge_map_day(context, store, config, identity_rules, as_of))
+
+
+def _merge_map_day(
+    context: dg.AssetExecutionContext,
+    store: Warehouse,
+    config: MergeMapConfig,
+    identity_rules: IdentityRulesResource,
+    as_of: date,
+) -> DayResult:
     window = days_between(min(SETTINGS.start_date, as_of), as_of)
     present = store.partition_days(ID_HISTORY, window[0], as_of)
     resolution = resolve_merges(
@@ -64,10 +76,12 @@ def merge_map(
     report = resolution.report
     missing = sorted(set(window) - set(present))
     if report.cycles:
-        context.log.warning(f"{report.cycles} merge cycle(s) resolved by the latest merge: {report.cycle_examples}")
+        context.log.warning(
+            f"{as_of}: {report.cycles} merge cycle(s) resolved by the latest merge: {report.cycle_examples}"
+        )
     if report.too_deep_ids:
-        context.log.warning(f"{report.too_deep_ids} IDs on chains deeper than {config.max_chain_depth}")
-    return dg.MaterializeResult(
+        context.log.warning(f"{as_of}: {report.too_deep_ids} IDs on chains deeper than {config.max_chain_depth}")
+    return DayResult(
         metadata={
             "dagster/row_count": resolution.merge_map.num_rows,
             **report.as_metadata(),
@@ -77,11 +91,10 @@ def merge_map(
             "path": dg.MetadataValue.path(str(written.path)),
             "preview": preview(_merged_ids(resolution.merge_map)),
         },
-        check_results=merge_map_results(store, as_of),
+        checks=merge_map_results(store, as_of),
     )
 
 
 def _merged_ids(merge_map_table: pa.Table) -> pa.Table:
     """The rows worth a look: IDs that resolve to another ID."""
     return merge_map_table.filter(pc.not_equal(merge_map_table["old_id"], merge_map_table["canonical_id"]))
-

@@ -1,5 +1,7 @@
 """profiles: one row per canonical customer over the look-back window ending that day."""
 
+from datetime import date
+
 import dagster as dg
 import pyarrow as pa
 from pydantic import Field
@@ -7,9 +9,10 @@ from pydantic import Field
 from ...core.features import FEATURES, FEATURES_BY_NAME
 from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import PROFILES, TABLES
+from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
 from ..metadata import column_schema, preview
-from ..partitions import daily_partitions, partition_day
+from ..partitions import DayResult, daily_partitions, for_each_day
 from ..resources import WarehouseResource
 from .identity import merge_map
 from .ingestion import raw_events
@@ -46,6 +49,8 @@ class ProfilesConfig(dg.Config):
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[raw_events, merge_map],
+    # A backfill profiles every day of its range in one run (with ingestion and merge_map): see clusters.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="segmentation",
     kinds={"parquet", "duckdb"},
     check_specs=PROFILES_CHECKS,
@@ -60,17 +65,22 @@ def profiles(
     the events of merged IDs count for their canonical customer.
     """
     store = warehouse.warehouse()
-    as_of = partition_day(context)
+    return for_each_day(context, lambda as_of: _profiles_day(context, store, config, as_of))
+
+
+def _profiles_day(
+    context: dg.AssetExecutionContext, store: Warehouse, config: ProfilesConfig, as_of: date
+) -> DayResult:
     result = build_profiles(store, as_of, config.settings())
     written = store.write_partition(PROFILES, as_of, result.table)
     store.refresh_catalog(TABLES.values())
     if result.unsupported:
-        context.log.warning(f"features the source cannot support (left null): {sorted(result.unsupported)}")
+        context.log.warning(f"{as_of}: features the source cannot support (left null): {sorted(result.unsupported)}")
     if result.coverage < 1:
         context.log.warning(
-            f"{len(result.days_present)} of {result.window.lookback_days} days of the window have raw_events"
+            f"{as_of}: {len(result.days_present)} of {result.window.lookback_days} days of the window have raw_events"
         )
-    return dg.MaterializeResult(
+    return DayResult(
         metadata={
             "dagster/row_count": result.table.num_rows,
             **result.as_metadata(),
@@ -79,7 +89,7 @@ def profiles(
             "path": dg.MetadataValue.path(str(written.path)),
             "preview": preview(result.table.select(["canonical_id", "n_ids", *_NUMERIC[:8]])),
         },
-        check_results=profiles_results(store, as_of),
+        checks=profiles_results(store, as_of),
     )
 
 
