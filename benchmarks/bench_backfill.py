@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--fast-daemon", action="store_true", help="loop every 2 s instead of Dagster's 30 s")
     parser.add_argument("--timeout", type=float, default=3 * 3600)
+    parser.add_argument("--keep", action="store_true", help=f"keep the instance and data in {SCRATCH}")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backfill.json"))
     args = parser.parse_args(argv)
     # A plain `kill` stops the webserver and daemon too (the service is stopped on the way out).
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command(),
     }
     write_result(result, args.out)
+    if not args.keep:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
     print(f"{len(before)} files; changed by the second backfill: {len(changed)}, added: {len(added)}")
     return 0 if once["status"] == again["status"] == "COMPLETED_SUCCESS" and not changed and not added else 1
 
