@@ -206,3 +206,38 @@ def test_loading_the_definitions_leaves_the_heavy_libraries_to_the_steps_that_us
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert {"dagster", "duckdb", "sklearn"} <= loaded
     assert loaded.isdisjoint({"matplotlib", "seaborn", "openai"})
+
+
+POOLED_STEP = """
+import json, sys, time
+import dagster as dg
+
+@dg.asset(pool="llm")
+def asks_the_model() -> None:
+    started = time.time()
+    time.sleep(2)
+    print(json.dumps([started, time.time()]))
+
+with dg.DagsterInstance.get() as instance:
+    assert dg.materialize([asks_the_model], instance=instance).success
+"""
+
+
+def test_two_runs_take_turns_at_a_step_of_the_llm_pool(tmp_path: Path) -> None:
+    """The repository's dagster.yaml, in force: two runs started together, each with a step in the
+    `llm` pool, run those steps one after the other."""
+    import shutil
+
+    shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", POOLED_STEP], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    spans = []
+    for run in runs:
+        out, _ = run.communicate(timeout=120)
+        assert run.returncode == 0
+        spans.append(json.loads([line for line in out.splitlines() if line.startswith("[")][-1]))
+    (first_start, first_end), (second_start, second_end) = sorted(spans)
+    assert first_end <= second_start  # never side by side
