@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import partitioned_assets
@@ -63,6 +64,11 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = service_environment(home, data_dir, **settings)
+    # The instance's SQLite storage is created here, once: two processes creating it at the same
+    # moment race ("table ... already exists"), and the loser exits.
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
     port = free_port()
     bin_dir = Path(sys.executable).parent
     webserver_log, daemon_log = root / "webserver.log", root / "daemon.log"
@@ -75,7 +81,7 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
     daemon = _start([*daemon_command, "run", "-w", "workspace.yaml"], env, daemon_log)
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        _wait_until_loaded(client, port, [webserver_log, daemon_log])
+        _wait_until_ready(client, port, daemon, [webserver_log, daemon_log])
         yield DagsterService(client, port, home, data_dir, env, webserver, daemon)
     finally:
         stop(daemon)
@@ -117,17 +123,32 @@ def is_running(process: subprocess.Popen) -> bool:
     return True
 
 
-def _wait_until_loaded(client: DagsterGraphQLClient, port: int, logs: list[Path]) -> None:
+DAEMON_HEALTH = """
+query { instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }
+"""
+
+
+def _wait_until_ready(client: DagsterGraphQLClient, port: int, daemon: subprocess.Popen, logs: list[Path]) -> None:
+    """Until the webserver has loaded the code location and the daemon's backfill and run-queue
+    loops report healthy; fails at once, with the logs, if the daemon exits."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            break
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
-                if answer.status == 200 and partitioned_assets(client):
+                statuses = client._execute(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+                healthy = {status["daemonType"] for status in statuses if status["healthy"]}
+                if answer.status == 200 and partitioned_assets(client) and _NEEDED_DAEMONS <= healthy:
                     return
         except Exception:  # noqa: BLE001 - not up yet: connection refused, code location loading
             pass
         time.sleep(1)
-    raise RuntimeError("the webserver did not come up:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+    raise RuntimeError("the service did not come up:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+
+
+#: The daemon loops the tests and benchmarks depend on.
+_NEEDED_DAEMONS = {"BACKFILL", "QUEUED_RUN_COORDINATOR"}
 
 
 def file_digests(data_dir: Path) -> dict[str, str]:
