@@ -12,19 +12,18 @@ would read their folder until the next look.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 from .sources import EVENTS, FOLDER_SLACK_DAYS, MERGES, SUPPORTED_SUFFIXES, Contract
+from .warehouse import DAY_FOLDER
 
 #: A file modified this recently may still be being written; it is looked at again later.
 SETTLE_SECONDS = 15.0
 #: Names that copy tools and browsers give files they have not finished.
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
-_DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def scan_incoming(
     if not table_dir.is_dir():
         return scan
     for entry in sorted(table_dir.iterdir()):
-        match = _DAY_FOLDER.match(entry.name)
+        match = DAY_FOLDER.match(entry.name)
         day = _date_or_none(match.group(1)) if match and entry.is_dir() else None
         if day is None:
             if not entry.name.startswith("."):

@@ -34,7 +34,8 @@ PART_FILE = "part-0.parquet"
 #: The catalog's own table: what each view reads, with a fingerprint of the tables as its comment.
 CATALOG_TABLE = "catalog_tables"
 GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
-_PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+#: A day's folder, `date=YYYY-MM-DD`: the Hive layout of the warehouse and of the incoming files.
+DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class Warehouse:
             return []
         days = []
         for child in folder.iterdir():
-            match = _PARTITION_DIR.match(child.name)
+            match = DAY_FOLDER.match(child.name)
             if match and (child / PART_FILE).exists():
                 day = date.fromisoformat(match.group(1))
                 if (start is None or day >= start) and (end is None or day <= end):
