@@ -59,12 +59,10 @@ def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date)
     import dagster as dg
 
     from segmentation_pipeline.definitions import defs
+    from segmentation_pipeline.defs.partitions import range_tags
 
     resources = _resources(scratch, customers, first_day)
-    tags = {
-        "dagster/asset_partition_range_start": first_day.isoformat(),
-        "dagster/asset_partition_range_end": last_day.isoformat(),
-    }
+    tags = range_tags(first_day, last_day)
     seconds = {}
     with dg.DagsterInstance.ephemeral() as instance:
         for name in ("raw_events", "id_history"):

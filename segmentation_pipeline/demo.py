@@ -28,7 +28,7 @@ from .core.warehouse import Warehouse  # noqa: E402
 from .definitions import defs  # noqa: E402
 from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
 from .defs.jobs import SNAPSHOT_ASSETS  # noqa: E402
-from .defs.partitions import SETTINGS  # noqa: E402
+from .defs.partitions import SETTINGS, range_tags  # noqa: E402
 
 #: Keep the console to warnings; every event is still in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -41,10 +41,7 @@ def run_range(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition], f
         instance=instance,
         resources=defs.resources,
         run_config=QUIET,
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
+        tags=range_tags(first, last),
     )
     if not result.success:
         raise SystemExit(f"run {result.run_id} failed")

@@ -177,7 +177,8 @@ def plan_ingestion(
         plan.waiting.append(f"{scan.table} folders still being written: {[d.isoformat() for d in scan.unsettled()]}")
     ready = [folder.day for folder in changed if folder.day <= last_day]
     days = [day for day in days_to_ingest(contract, ready) if first_day <= day <= last_day]
-    plan.outside = [day for day in ready if not any(day - reach <= d <= day + reach for d in days)]
+    # A ready folder (of a day up to last_day) reaches no partition only when it lies before them all.
+    plan.outside = [day for day in ready if day + reach < first_day]
     for first, last in contiguous_ranges(days):
         read_days = [day for day in scan.folders if first - reach <= day <= last + reach]
         if any(not scan.folders[day].settled for day in read_days):

@@ -7,6 +7,7 @@ from datetime import date, datetime
 import dagster as dg
 
 from ..core.settings import Settings
+from .checks import over_days
 
 SETTINGS = Settings.from_env()
 
@@ -15,6 +16,14 @@ daily_partitions = dg.DailyPartitionsDefinition(
     timezone="UTC",
     fmt="%Y-%m-%d",
 )
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """The tags of one run over first..last, as a single-run backfill launches it."""
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
@@ -39,8 +48,6 @@ def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], D
     """Run `make_day` for every day of the run in date order: one day (a nightly or ad-hoc run), or
     the range of a single-run backfill, whose days each get their own metadata and whose checks
     pass when they passed on every day."""
-    from .checks import over_days
-
     days = partition_days(context)
     made = {}
     for day in days:

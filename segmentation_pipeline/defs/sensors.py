@@ -18,7 +18,7 @@ from ..core.ingestion import FileSourceSettings
 from ..core.sources import Contract
 from .assets.ingestion import id_history, raw_events
 from .jobs import ingestion_job
-from .partitions import SETTINGS, daily_partitions
+from .partitions import SETTINGS, daily_partitions, range_tags
 from .resources import EventSourceResource, WarehouseResource
 
 #: The asset each input table becomes (the contract's table is the asset of the same name).
@@ -78,21 +78,12 @@ def incoming_files(
 
 
 def _ingestion_request(contract: Contract, run: PlannedRun) -> dg.RunRequest:
+    """A day as a partition; consecutive days as one ranged run, as a single-run backfill launches it."""
     table = contract.spec.name
-    tags = {"segmentation/trigger": "incoming_files"}
-    if run.first == run.last:
-        return dg.RunRequest(
-            run_key=f"{table}:{run.key}",
-            asset_selection=[_ASSETS[table]],
-            partition_key=run.first.isoformat(),
-            tags=tags,
-        )
+    single = run.first == run.last
     return dg.RunRequest(
         run_key=f"{table}:{run.key}",
         asset_selection=[_ASSETS[table]],
-        tags=tags
-        | {
-            "dagster/asset_partition_range_start": run.first.isoformat(),
-            "dagster/asset_partition_range_end": run.last.isoformat(),
-        },
+        partition_key=run.first.isoformat() if single else None,
+        tags={"segmentation/trigger": "incoming_files"} | ({} if single else range_tags(run.first, run.last)),
     )
