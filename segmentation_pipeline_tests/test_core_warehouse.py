@@ -12,7 +12,7 @@ import pytest
 
 from segmentation_pipeline.core.errors import DataValidationError, PipelineError
 from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
-from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.core.warehouse import Warehouse, utc_clock_sql
 
 DAY = date(2025, 1, 2)
 
@@ -193,3 +193,54 @@ def test_the_catalog_is_rebuilt_only_when_a_table_appears(warehouse: Warehouse) 
     warehouse.refresh_catalog(TABLES.values())
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw_events").fetchone() == (3,)
+
+
+@pytest.mark.parametrize("session_zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
+def test_utc_clock_gives_the_utc_date_hour_and_weekday_of_every_instant(session_zone: str) -> None:
+    """The epoch arithmetic agrees with the time-zone library on every instant, whatever the session's zone."""
+    con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{session_zone}'")
+    con.execute(
+        """CREATE TABLE instants AS SELECT x FROM (VALUES
+            (TIMESTAMPTZ '2025-03-10 00:00:00+00'), (TIMESTAMPTZ '2025-03-10 23:59:59.999999+00'),
+            (TIMESTAMPTZ '2025-03-30 01:30:00+00'), (TIMESTAMPTZ '2024-02-29 12:00:00+05:30'),
+            (TIMESTAMPTZ '1969-12-31 23:59:59.5+00'), (TIMESTAMPTZ '1900-01-01 06:00:00+00'),
+            (TIMESTAMPTZ 'infinity'), (TIMESTAMPTZ '-infinity'), (NULL)) AS t(x)
+        UNION ALL SELECT TIMESTAMPTZ '2025-01-01 00:00:00+00' + INTERVAL (i * 37) MINUTE FROM range(20000) AS r(i)"""
+    )
+    clock = utc_clock_sql("x")
+    rows = con.execute(
+        f"""SELECT count(*),
+                count(*) FILTER (WHERE {clock} IS NOT DISTINCT FROM timezone('UTC', x)),
+                count(*) FILTER (WHERE CAST({clock} AS DATE) IS NOT DISTINCT FROM CAST(timezone('UTC', x) AS DATE)),
+                count(*) FILTER (WHERE hour({clock}) IS NOT DISTINCT FROM hour(timezone('UTC', x))),
+                count(*) FILTER (WHERE isodow({clock}) IS NOT DISTINCT FROM isodow(timezone('UTC', x)))
+            FROM instants"""
+    ).fetchone()
+    assert rows == (20009,) * 5
+    # Read back in Python: 23:59:59.999999 UTC is still the 10th, at hour 23, a Monday.
+    day, hour, weekday = con.execute(
+        f"SELECT CAST({clock} AS DATE), hour({clock}), isodow({clock}) FROM instants "
+        "WHERE x = TIMESTAMPTZ '2025-03-10 23:59:59.999999+00'"
+    ).fetchone()
+    assert (day, hour, weekday) == (date(2025, 3, 10), 23, 1)
+
+
+def test_columns_that_seldom_repeat_are_stored_without_a_dictionary(tmp_path: Path) -> None:
+    store = Warehouse(tmp_path)
+    table = events(*[f"c{i % 3}" for i in range(50)]).append_column(
+        "session_id", pa.array([f"s{i}" for i in range(50)])
+    )
+    written = store.write_partition(RAW_EVENTS, DAY, table)
+    row_group = pq.ParquetFile(written.path).metadata.row_group(0)
+    dictionary = {
+        row_group.column(i).path_in_schema: row_group.column(i).has_dictionary_page
+        for i in range(row_group.num_columns)
+    }
+    assert RAW_EVENTS.plain_columns == ("event_id", "timestamp", "session_id")
+    assert not any(dictionary[name] for name in RAW_EVENTS.plain_columns)
+    assert dictionary["customer_id"] and dictionary["event_type"]
+    # The values read back are the ones written.
+    back = pq.read_table(written.path)
+    for name in table.column_names:
+        assert back.column(name).to_pylist() == table.column(name).to_pylist(), name

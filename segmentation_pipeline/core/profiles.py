@@ -55,7 +55,7 @@ from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
 from .features import FEATURES, Feature
 from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
-from .warehouse import Warehouse, days_between, sql_string
+from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
 
 PROBABILISTIC = "bg_nbd_gamma_gamma"
 HEURISTIC = "heuristic"
@@ -298,6 +298,8 @@ def profile_sql(
 ) -> str:
     """The profile query: one row per canonical customer (of the `customers` relation, if given)."""
     features = ",\n    ".join(f"CAST({feature.sql} AS {_sql_type(feature)}) AS {feature.name}" for feature in FEATURES)
+    # Days, hours and weekdays are UTC's.
+    clock = utc_clock_sql("ev.timestamp")
     categories = _label_stats("category", "product_category", "categorised", categories)
     channels = _label_stats("channel", "channel", "channelled", channels)
     sample_filter = (
@@ -316,7 +318,7 @@ e AS (
          ev.customer_id, ev.event_type, ev.timestamp, ev.product_category, ev.channel, ev.device,
          -- exact sums: a float sum depends on the order threads add in, and a re-run must not change a cent
          CAST(ev.amount AS DECIMAL(18, 4)) AS amount,
-         CAST(ev.timestamp AS DATE) AS day, hour(ev.timestamp) AS hour, isodow(ev.timestamp) - 1 AS weekday
+         CAST({clock} AS DATE) AS day, hour({clock}) AS hour, isodow({clock}) - 1 AS weekday
   FROM {events} AS ev LEFT JOIN ids ON ev.customer_id = ids.old_id
   WHERE {_window_filter(window, "ev")} AND NOT coalesce(ids.is_junk, false){sample_filter}
 ),

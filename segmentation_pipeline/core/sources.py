@@ -43,7 +43,7 @@ from .schemas import (
     TableSpec,
     conform,
 )
-from .warehouse import sql_string
+from .warehouse import sql_string, utc_clock_sql
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
@@ -294,7 +294,8 @@ class Ingest:
     def _quarantine_duplicates(self) -> None:
         if self.contract is not EVENTS:
             return
-        # Find the repeated IDs with a cheap aggregate first; rank only their rows.
+        # Find the repeated IDs with a cheap aggregate first (over the IDs' hashes: integers group
+        # faster than strings; a collision only adds candidates), then rank only their rows by ID.
         self.con.execute(
             f"""
             UPDATE {self._table} SET reason = 'duplicate_event_id'
@@ -303,8 +304,8 @@ class Ingest:
                     SELECT source, source_row, row_number() OVER (
                         PARTITION BY day, v_event_id ORDER BY source, source_row) AS occurrence
                     FROM {self._table}
-                    WHERE reason IS NULL AND (day, v_event_id) IN (
-                        SELECT day, v_event_id FROM {self._table} WHERE reason IS NULL
+                    WHERE reason IS NULL AND (day, hash(v_event_id)) IN (
+                        SELECT day, hash(v_event_id) FROM {self._table} WHERE reason IS NULL
                         GROUP BY ALL HAVING count(*) > 1
                     )
                 ) WHERE occurrence > 1
@@ -360,7 +361,7 @@ def _bounds_sql(start: date, end: date, slack_days: int) -> str:
 
 
 def _utc_date_sql(time_column: str) -> str:
-    return f"CAST(timezone('UTC', {time_column}) AS DATE)"
+    return f"CAST({utc_clock_sql(time_column)} AS DATE)"
 
 
 def _day_sql(own_day: str, route_valid_rows: bool) -> str:

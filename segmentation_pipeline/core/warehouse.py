@@ -18,7 +18,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -110,7 +110,7 @@ class Warehouse:
     def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
         """Write one partition atomically, replacing what was there."""
         path = self.partition_path(spec, day)
-        write_parquet_atomic(conform(table, spec), path)
+        write_parquet_atomic(conform(table, spec), path, spec.plain_columns)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
 
     def write_file(
@@ -120,7 +120,7 @@ class Warehouse:
 
         `metadata` goes into the Parquet file's key-value metadata (read back by `file_metadata`)."""
         path = self.table_dir(spec) / file_name
-        write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path)
+        write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return path
 
     def file_metadata(self, spec: TableSpec, file_name: str) -> dict[str, str]:
@@ -281,16 +281,18 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, attempts: int = 3) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[str] = (), attempts: int = 3) -> None:
     """Write to a temporary name in the same folder, then rename over `path`.
 
     A crash leaves at most a stray temporary file (never matched by `*.parquet`),
-    never a half-written partition.
+    never a half-written partition. `plain_columns` are written without
+    dictionary encoding (see TableSpec.plain_columns).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, temporary, compression="zstd")
+        dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
+        pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         for attempt in range(attempts):
@@ -309,6 +311,18 @@ def write_parquet_atomic(table: pa.Table, path: Path, attempts: int = 3) -> None
 def sql_string(value: str) -> str:
     """A SQL string literal (paths and names may hold quotes)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def utc_clock_sql(instant: str) -> str:
+    """A TIMESTAMPTZ expression as its UTC wall-clock time, a plain TIMESTAMP.
+
+    Its date, hour and weekday are those of the instant in UTC, whatever the
+    session's time zone. Finite instants are taken from the epoch, which skips
+    the time-zone library: that costs about six times as much per row (0.1 s per
+    function and 1.8 million events). The infinities keep their meaning (the
+    epoch has none for them).
+    """
+    return f"CASE WHEN isfinite({instant}) THEN make_timestamp(epoch_us({instant})) ELSE timezone('UTC', {instant}) END"
 
 
 def _remove_quietly(path: Path) -> None:
