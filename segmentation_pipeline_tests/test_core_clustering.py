@@ -642,3 +642,19 @@ def test_too_few_customers() -> None:
     assert clustering.segment_customers(profiles_table(rows), SETTINGS).selection.k == 3
     with pytest.raises(InsufficientDataError, match="cannot form 5 segments"):
         clustering.cluster_labels(np.zeros((4, 2)), 5, seed=0)
+
+
+def test_the_silhouette_is_scikit_learns() -> None:
+    """The same value as sklearn's silhouette_score on precomputed distances: labels with gaps in
+    their numbering, a point alone in its cluster (it scores 0), well and badly separated clusters."""
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(scale=6.0, size=(5, 4))
+    points = np.vstack([centre + rng.normal(size=(60, 4)) for centre in centres] + [np.full((1, 4), 40.0)])
+    distances = pairwise_distances(points)
+    true_labels = np.r_[np.repeat([3, 8, 11, 20, 42], 60), 99]
+    for labels in (true_labels, rng.integers(0, 4, len(points)), np.r_[np.zeros(150), np.ones(151)]):
+        expected = silhouette_score(distances, labels, metric="precomputed")
+        assert clustering.silhouette(distances, labels) == pytest.approx(expected, abs=1e-12)
+    assert clustering.silhouette(distances, true_labels) > 0.5
