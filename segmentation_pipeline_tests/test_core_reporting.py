@@ -573,3 +573,87 @@ def test_a_report_written_with_stage_run_ids_still_loads() -> None:
     )
     unrecorded = {"stage": "clusters", "run_id": None}
     assert StageSettings.model_validate(unrecorded) == StageSettings(stage="clusters", recorded=False)
+
+
+# ------------------------------------------------------------------ the chart process
+
+
+def _draft(store: Warehouse):
+    return gather_report(store, DAY, SETTINGS)
+
+
+def test_a_forked_process_draws_half_the_charts_and_the_files_are_the_same(
+    store: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not charts._can_fork_a_second_process():
+        pytest.skip("this machine has one core or cannot fork: the charts are drawn in one process")
+    draft = _draft(store)
+    beside, alone = tmp_path / "beside", tmp_path / "alone"
+    beside.mkdir()
+    alone.mkdir()
+    children = []
+    real_process = charts.multiprocessing.get_context("fork").Process
+
+    class RecordedProcess(real_process):
+        def start(self) -> None:
+            super().start()
+            children.append(self)
+
+    monkeypatch.setattr(charts.multiprocessing.get_context("fork"), "Process", RecordedProcess)
+    with_second = charts.save_charts(draft.report, draft.feature_sample, beside)
+    assert len(children) == 1 and children[0].exitcode == 0
+    monkeypatch.setattr(charts, "_can_fork_a_second_process", lambda: False)
+    serial = charts.save_charts(draft.report, draft.feature_sample, alone)
+    assert len(children) == 1
+    assert with_second == serial
+    assert [chart.name for chart in serial] == [
+        "dashboard",
+        "segment_sizes",
+        "feature_distributions",
+        "robustness_heatmap",
+        "actionability_heatmap",
+        "clv_by_segment",
+    ]  # one snapshot: no migration chart
+    for chart in serial:
+        assert (beside / chart.file).read_bytes() == (alone / chart.file).read_bytes(), chart.name
+    assert set(charts.SECOND_PROCESS) < set(charts._MAKERS)
+
+
+def _failing_dashboard(report, sample):
+    raise ValueError("no ink left")
+
+
+def _dying_dashboard(report, sample):
+    import os
+
+    os._exit(3)
+
+
+def _slow_dashboard(report, sample):
+    import time
+
+    time.sleep(60)
+
+
+@pytest.mark.parametrize(
+    ("maker", "message"),
+    [
+        (_failing_dashboard, r"(?s)drawing dashboard, .* failed in the chart process:\n.*ValueError: no ink left"),
+        (_dying_dashboard, r"ended without an answer \(exit code 3\)"),
+        (_slow_dashboard, r"did not finish in 1 s; it was stopped"),
+    ],
+)
+def test_a_chart_process_that_fails_dies_or_hangs_fails_the_report_by_name(
+    store: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, maker, message: str
+) -> None:
+    if not charts._can_fork_a_second_process():
+        pytest.skip("this machine has one core or cannot fork: the charts are drawn in one process")
+    draft = _draft(store)
+    monkeypatch.setitem(charts._MAKERS, "dashboard", maker)
+    monkeypatch.setattr(charts, "CHART_PROCESS_TIMEOUT_SECONDS", 1)
+    children_before = set(charts.multiprocessing.active_children())
+    with pytest.raises(ReportGenerationError, match=message):
+        charts.save_charts(draft.report, draft.feature_sample, tmp_path)
+    # No chart process is left behind, and the collector is running again.
+    assert set(charts.multiprocessing.active_children()) == children_before
+    assert charts.gc.isenabled()

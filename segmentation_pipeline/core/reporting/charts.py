@@ -8,9 +8,14 @@ the next.
 
 from __future__ import annotations
 
+import gc
 import io
+import multiprocessing
+import os
 import re
+import sys
 import textwrap
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,16 +109,131 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def report_charts(report: SegmentationReport, feature_sample: pd.DataFrame) -> list[Chart]:
     """Every chart of the report, the dashboard first; migration only when there is a previous snapshot."""
-    makers: list[Callable[[], Chart | None]] = [
-        lambda: dashboard(report),
-        lambda: segment_sizes(report),
-        lambda: feature_distributions(report, feature_sample),
-        lambda: robustness_heatmap(report),
-        lambda: actionability_heatmap(report),
-        lambda: clv_by_segment(report),
-        lambda: migration_heatmap(report),
-    ]
-    return [chart for chart in (make() for make in makers) if chart is not None]
+    return [chart for chart in (make(report, feature_sample) for make in _MAKERS.values()) if chart is not None]
+
+
+def save_charts(report: SegmentationReport, feature_sample: pd.DataFrame, folder: Path) -> list[ChartFile]:
+    """Draw every chart of the report into `folder` as PNG files; their records in the report's order.
+
+    Matplotlib draws with the GIL held, so threads cannot share the work; where
+    there is a second core and processes can be forked, a forked copy of this
+    process draws about half of the charts (`SECOND_PROCESS`) while this one
+    draws the rest: 2.5 -> 1.6 s at 100,000 customers, the same bytes. The
+    garbage collector is held off meanwhile: matplotlib makes tens of thousands
+    of small objects per chart, and each full pass over a Dagster run's heap
+    costs more than the drawing it interrupts (about 0.3 s a report); the
+    figures are collected afterwards.
+    """
+    names = list(_MAKERS)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if not _can_fork_a_second_process():
+            drawn = _draw(names, report, feature_sample, folder)
+        else:
+            elsewhere = [name for name in names if name in SECOND_PROCESS]
+            drawn = _draw_beside(elsewhere, report, feature_sample, folder)
+    finally:
+        if collecting:
+            gc.enable()
+    return [drawn[name] for name in names if drawn.get(name) is not None]
+
+
+#: Every chart by name, in the report's order; a maker returns None when its chart does not apply.
+_MAKERS: dict[str, Callable[[SegmentationReport, pd.DataFrame], Chart | None]] = {
+    "dashboard": lambda report, _: dashboard(report),
+    "segment_sizes": lambda report, _: segment_sizes(report),
+    "feature_distributions": lambda report, sample: feature_distributions(report, sample),
+    "robustness_heatmap": lambda report, _: robustness_heatmap(report),
+    "actionability_heatmap": lambda report, _: actionability_heatmap(report),
+    "clv_by_segment": lambda report, _: clv_by_segment(report),
+    "segment_migration": lambda report, _: migration_heatmap(report),
+}
+#: The charts a second process draws: about half the drawing time (seconds at 100,000 customers:
+#: dashboard 0.7, feature distributions 0.55, migration 0.3, CLV 0.2, each heatmap 0.17, sizes 0.12).
+SECOND_PROCESS = ("dashboard", "clv_by_segment", "actionability_heatmap", "segment_sizes")
+#: A chart process that has not answered by then is stopped and the report fails.
+CHART_PROCESS_TIMEOUT_SECONDS = 600
+
+
+def _draw(
+    names: Sequence[str], report: SegmentationReport, feature_sample: pd.DataFrame, folder: Path
+) -> dict[str, ChartFile | None]:
+    drawn: dict[str, ChartFile | None] = {}
+    for name in names:
+        chart = _MAKERS[name](report, feature_sample)
+        drawn[name] = chart.save(folder) if chart is not None else None
+    return drawn
+
+
+def _can_fork_a_second_process() -> bool:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return cores >= 2 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _draw_beside(
+    elsewhere: Sequence[str], report: SegmentationReport, feature_sample: pd.DataFrame, folder: Path
+) -> dict[str, ChartFile | None]:
+    """`elsewhere` drawn by a forked process while this one draws the other charts.
+
+    The fork shares what is in memory (the report, the sample, the imported
+    modules), so nothing is pickled on the way there and it starts at once; only
+    the small chart records come back. The child touches nothing of the
+    parent's but the output folder, and leaves with os._exit (multiprocessing's
+    fork does), so the parent's exit handlers never run twice.
+    """
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+    # Output buffered now would be written again by the child when it flushes at exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = context.Process(
+        target=_draw_and_send,
+        args=(sending, elsewhere, report, feature_sample, folder),
+        name="report-charts",
+        daemon=True,
+    )
+    child.start()
+    sending.close()
+    try:
+        drawn = _draw([name for name in _MAKERS if name not in elsewhere], report, feature_sample, folder)
+        if not receiving.poll(CHART_PROCESS_TIMEOUT_SECONDS):
+            raise ReportGenerationError(
+                f"the chart process drawing {', '.join(elsewhere)} did not finish in "
+                f"{CHART_PROCESS_TIMEOUT_SECONDS} s; it was stopped"
+            )
+        try:
+            outcome, payload = receiving.recv()
+        except EOFError:
+            child.join(5)
+            raise ReportGenerationError(
+                f"the chart process drawing {', '.join(elsewhere)} ended without an answer (exit code {child.exitcode})"
+            ) from None
+        if outcome != "drawn":
+            raise ReportGenerationError(f"drawing {', '.join(elsewhere)} failed in the chart process:\n{payload}")
+        return {**drawn, **payload}
+    finally:
+        receiving.close()
+        if child.is_alive():
+            child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _draw_and_send(
+    sending, names: Sequence[str], report: SegmentationReport, feature_sample: pd.DataFrame, folder: Path
+) -> None:
+    """The chart process: draw `names` and send their records, or the error's traceback."""
+    try:
+        sending.send(("drawn", _draw(names, report, feature_sample, folder)))
+    except BaseException:
+        sending.send(("failed", traceback.format_exc()))
+    finally:
+        sending.close()
 
 
 # -------------------------------------------------------------------------- charts

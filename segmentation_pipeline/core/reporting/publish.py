@@ -59,7 +59,7 @@ def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
     version = versions / f"{folder.name}.{uuid.uuid4().hex}"
     version.mkdir()
     try:
-        charts = [chart.save(version) for chart in _charts().report_charts(draft.report, draft.feature_sample)]
+        charts = _charts().save_charts(draft.report, draft.feature_sample, version)
         report = draft.report.model_copy(update={"charts": charts})
         (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
         (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
