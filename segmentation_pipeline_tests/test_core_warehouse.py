@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -193,6 +195,35 @@ def test_the_catalog_is_rebuilt_only_when_a_table_appears(warehouse: Warehouse) 
     warehouse.refresh_catalog(TABLES.values())
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw_events").fetchone() == (3,)
+
+
+def test_an_unchanged_catalog_is_not_opened_again_but_a_replaced_one_is(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse.write_partition(RAW_EVENTS, DAY, events("a"))
+    warehouse.refresh_catalog(TABLES.values())
+    path = warehouse.refresh_catalog(TABLES.values())  # reads the new file's fingerprint once
+    opened: list[str] = []
+    real_connect = duckdb.connect
+
+    def counting_connect(database: str = ":memory:", *args, **kwargs):
+        opened.append(str(database))
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting_connect)
+    built = path.stat().st_ino
+    for _ in range(3):
+        assert warehouse.refresh_catalog(TABLES.values()).stat().st_ino == built
+    assert str(path) not in opened
+    # Another run put a catalog of other tables in its place: it is read, found wrong and rebuilt.
+    other = Warehouse(warehouse.root.parent / "other")
+    other.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
+    shutil.copyfile(other.refresh_catalog(TABLES.values()), path.with_name("copy.duckdb"))
+    os.replace(path.with_name("copy.duckdb"), path)
+    warehouse.refresh_catalog(TABLES.values())
+    assert str(path) in opened
+    with real_connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT table_name FROM catalog_tables").fetchall() == [("raw_events",)]
 
 
 @pytest.mark.parametrize("session_zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])

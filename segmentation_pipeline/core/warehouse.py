@@ -100,10 +100,13 @@ class Warehouse:
         return str(self.table_dir(spec) / "*.parquet")
 
     def has_files(self, spec: TableSpec) -> bool:
-        if spec.partitioned:
-            return bool(self.partition_days(spec))
         folder = self.table_dir(spec)
-        return folder.is_dir() and any(folder.glob("*.parquet"))
+        if not folder.is_dir():
+            return False
+        if spec.partitioned:
+            # The first stored partition will do: a year of raw_events is 365 folders.
+            return any(DAY_FOLDER.match(child.name) and (child / PART_FILE).exists() for child in folder.iterdir())
+        return any(folder.glob("*.parquet"))
 
     # ------------------------------------------------------------ read, write
 
@@ -262,9 +265,18 @@ class Warehouse:
         return statements
 
     def _catalog_fingerprint(self) -> str | None:
-        """The fingerprint of the tables the current catalog was built for; None if it cannot be read."""
-        if not self.catalog_path.exists():
+        """The fingerprint of the tables the current catalog was built for; None if it cannot be read.
+
+        Opening the catalog to read it takes 30 ms, and every stage asks: the answer is kept
+        for as long as the file is the same one (device, inode, size and modification time).
+        """
+        try:
+            stat = self.catalog_path.stat()
+        except FileNotFoundError:
             return None
+        file = (str(self.catalog_path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if file in _READ_FINGERPRINTS:
+            return _READ_FINGERPRINTS[file]
         try:
             with duckdb.connect(str(self.catalog_path), read_only=True) as con:
                 row = con.execute(
@@ -273,7 +285,14 @@ class Warehouse:
         except duckdb.Error:
             # Open for writing elsewhere, or not a catalog: build a new one.
             return None
-        return row[0] if row else None
+        fingerprint = row[0] if row else None
+        _READ_FINGERPRINTS.clear()  # one entry, the catalog read last: a run has one
+        _READ_FINGERPRINTS[file] = fingerprint
+        return fingerprint
+
+
+#: Catalog file (path, device, inode, size, mtime) -> the fingerprint read from it.
+_READ_FINGERPRINTS: dict[tuple[str, int, int, int, int], str | None] = {}
 
 
 def days_between(first: date, last: date) -> list[date]:
