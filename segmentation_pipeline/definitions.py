@@ -1,5 +1,7 @@
 """The one Definitions object: assets, checks, jobs, the nightly schedule, the incoming-files sensor and resources."""
 
+import gc
+
 import dagster as dg
 
 from .defs.assets.ingestion import id_history, raw_events
@@ -24,3 +26,9 @@ defs = dg.Definitions(
         "llm": LLMResource.from_settings(SETTINGS),
     },
 )
+
+# What is loaded by now (Dagster, pandas, pyarrow, DuckDB, scikit-learn and these definitions: some
+# 230,000 objects) lives as long as the process. Set apart from the garbage collector, they are no
+# longer walked by each of its full passes, which cost a run's steps about 0.5 s a snapshot at
+# 100,000 customers (1.4 -> 0.3 s of collection over two snapshots, measured with gc.callbacks).
+gc.freeze()

@@ -197,15 +197,21 @@ def test_the_instance_configuration_keeps_parallel_runs_apart(tmp_path: Path) ->
         assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
 
 
-def test_loading_the_definitions_leaves_the_heavy_libraries_to_the_steps_that_use_them() -> None:
+def test_loading_the_definitions_leaves_heavy_libraries_to_the_steps_and_freezes_what_it_loaded() -> None:
     """Every run's process, the webserver and the daemon load the definitions: matplotlib, seaborn
     (2 s) and openai are imported by the steps that draw or call a provider, not by all of them."""
-    probe = "import json, sys, segmentation_pipeline.definitions; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = (
+        "import gc, json, sys, segmentation_pipeline.definitions; "
+        "print(json.dumps([sorted({m.split('.')[0] for m in sys.modules}), gc.get_freeze_count()]))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPOSITORY)
     assert result.returncode == 0, result.stderr
-    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    modules, frozen = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = set(modules)
     assert {"dagster", "duckdb", "sklearn"} <= loaded
     assert loaded.isdisjoint({"matplotlib", "seaborn", "openai"})
+    # What was loaded is set apart from the garbage collector's passes.
+    assert frozen > 100_000
 
 
 POOLED_STEP = """
