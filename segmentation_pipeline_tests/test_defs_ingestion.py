@@ -1,6 +1,7 @@
 """raw_events, id_history and merge_map materialized by Dagster on a temporary data folder."""
 
 import json
+import time
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS, SYNTHETIC_TRUTH
 from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.defs.assets import ingestion as ingestion_assets
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
@@ -257,13 +259,24 @@ def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(instance: dg.D
 
 
 def test_the_synthetic_ground_truth_is_made_again_only_when_its_settings_change(
-    instance: dg.DagsterInstance, tmp_path: Path
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir = tmp_path / "data"
     truth = Warehouse(data_dir).table_dir(SYNTHETIC_TRUTH) / "ground_truth.parquet"
+    store_truth = ingestion_assets._store_ground_truth
+
+    def slow_to_store(*args) -> None:
+        time.sleep(2)  # longer than the day's ingestion: the catalog must wait for it
+        store_truth(*args)
+
+    monkeypatch.setattr(ingestion_assets, "_store_ground_truth", slow_to_store)
     assert ingest_range(instance, data_dir, DAYS[0], DAYS[0]).success
+    monkeypatch.setattr(ingestion_assets, "_store_ground_truth", store_truth)
     written = truth.stat().st_ino
     people = pq.read_table(truth)
+    # Written beside the ingestion, and there before the catalog was refreshed: it has its view.
+    with duckdb.connect(str(Warehouse(data_dir).catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM synthetic_truth").fetchone() == (people.num_rows,)
     assert ingest_range(instance, data_dir, DAYS[1], DAYS[1]).success
     assert truth.stat().st_ino == written  # same settings, same generator: not written again
     assert ingest_range(instance, data_dir, DAYS[1], DAYS[1], n_customers=5000).success

@@ -5,7 +5,7 @@ that reads the source a chunk of days at a time and writes one partition per day
 """
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 from pydantic import Field
@@ -68,9 +68,9 @@ def raw_events(
             # The population both need is drawn first, once (it is cached).
             synthetic.population(source)
             truth = background.submit(_store_ground_truth, store, source)
-        summary, outside_run = _ingest(context, store, EVENTS, source, identity_rules.junk_ids, config.chunk_days)
-        if truth is not None:
-            truth.result()
+        summary, outside_run = _ingest(
+            context, store, EVENTS, source, identity_rules.junk_ids, config.chunk_days, written_beside=truth
+        )
     metadata = _ingestion_metadata(summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
     return dg.MaterializeResult(
@@ -123,9 +123,15 @@ def _ingest(
     source: Source,
     junk_ids: Sequence[str],
     chunk_days: int,
+    written_beside: Future[None] | None = None,
 ) -> tuple[IngestSummary, str]:
-    """Ingest the run's days, refresh the catalog, stamp each partition; also says what lies outside the run."""
+    """Ingest the run's days, refresh the catalog, stamp each partition; also says what lies outside the run.
+
+    `written_beside` is a write made meanwhile on another thread; the catalog waits for it, so
+    that a table it makes (the synthetic truth, on a first run) gets its view."""
     summary = ingest(store, contract, partition_days(context), source, junk_ids, chunk_days)
+    if written_beside is not None:
+        written_beside.result()
     store.refresh_catalog(TABLES.values())
     _add_partition_metadata(context, summary)
     outside_run = _outside_run_message(summary)
