@@ -268,13 +268,15 @@ class Warehouse:
         """The fingerprint of the tables the current catalog was built for; None if it cannot be read.
 
         Opening the catalog to read it takes 30 ms, and every stage asks: the answer is kept
-        for as long as the file is the same one (device, inode, size and modification time).
+        for as long as the file is the same one (device, inode, size, modification and change
+        times: a replaced catalog is a new file, whose change time is its own even where an
+        inode number is reused).
         """
         try:
             stat = self.catalog_path.stat()
         except FileNotFoundError:
             return None
-        file = (str(self.catalog_path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        file = (str(self.catalog_path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if file in _READ_FINGERPRINTS:
             return _READ_FINGERPRINTS[file]
         try:
@@ -291,8 +293,8 @@ class Warehouse:
         return fingerprint
 
 
-#: Catalog file (path, device, inode, size, mtime) -> the fingerprint read from it.
-_READ_FINGERPRINTS: dict[tuple[str, int, int, int, int], str | None] = {}
+#: Catalog file (path, device, inode, size, mtime, ctime) -> the fingerprint read from it.
+_READ_FINGERPRINTS: dict[tuple[str, int, int, int, int, int], str | None] = {}
 
 
 def days_between(first: date, last: date) -> list[date]:
