@@ -395,3 +395,21 @@ def test_times_on_the_edges_of_a_day(tmp_path: Path) -> None:
     many = ingest((path, None), mapping={})
     assert many.days[0].valid.column("customer_id").to_pylist() == ["c1", "c2"]
     assert many.quarantined_rows == 0
+
+
+def test_devices_and_channels_are_stored_lower_cased(tmp_path: Path) -> None:
+    """The profile query counts mobile events by comparing stored devices and channels as they are:
+    ingestion is what makes 'Mobile', ' APP ' and 'Tablet' comparable."""
+    path = write_csv(
+        tmp_path / "devices.csv",
+        "customer_id,event_type,timestamp,device,channel\n"
+        "c1,page_view,2025-03-10T10:00:00Z,Mobile,Web\n"
+        "c1,page_view,2025-03-10T11:00:00Z,desktop, APP \n"
+        "c2,page_view,2025-03-10T12:00:00Z,TABLET,Mobile_App\n",
+    )
+    rows = ingest((path, DAY), mapping={}).days[0].valid.to_pylist()
+    assert [(row["device"], row["channel"]) for row in rows] == [
+        ("mobile", "web"),
+        ("desktop", "app"),
+        ("tablet", "mobile_app"),
+    ]
