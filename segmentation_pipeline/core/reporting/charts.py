@@ -203,6 +203,8 @@ def _draw_beside(
     try:
         drawn = _draw([name for name in _MAKERS if name not in elsewhere], report, feature_sample, folder)
         theirs, problem = _answer_of(child, receiving)
+        if theirs is not None:
+            child.join(5)  # it answered and is on its way out
     finally:
         receiving.close()
         if child.is_alive():
