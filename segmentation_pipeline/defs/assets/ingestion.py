@@ -64,8 +64,8 @@ def raw_events(
         truth = None
         if isinstance(source, synthetic.SyntheticSettings):
             # Beside the ingestion, whose first chunk of days keeps one core waiting on the
-            # generator: the truth's sort and write (1.3 s at a million customers) cost no time.
-            # The population both need is drawn first, once (it is cached).
+            # generator: the truth's sort and write (1.3 s at a million customers) add next to no
+            # wall time there. The population both need is drawn first, once (it is cached).
             synthetic.population(source)
             truth = background.submit(_store_ground_truth, store, source)
         summary, outside_run = _ingest(
