@@ -1,8 +1,9 @@
 """`make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD`: a backfill of the graph over a date range, from the command line.
 
 It asks the running Dagster webserver (`make dev`) for the same asset backfill
-the UI launches (Materialize all, a partition range): raw_events and id_history
-in one run for the range, the as-of assets one day per run in date order. The
+the UI launches (Materialize all, a partition range): raw_events, id_history,
+merge_map and profiles in one run for the range, clusters in one run that makes
+the days in date order, then one run per day for the stages after it. The
 daemon of `make dev` carries it out; this command follows it until it is done.
 (`dagster job backfill` would instead launch one whole-graph run per day at
 once, in no order, which segment IDs that follow the previous day cannot have.)

@@ -1,8 +1,9 @@
 """`make demo`: backfill a synthetic history, build the latest snapshots and say where the outputs are.
 
-The runs are the ones a backfill of the graph launches: raw_events and id_history
-in one run over the whole history, then one run per day for the as-of assets,
-in date order (segment IDs follow the day before). They are carried out here,
+The history is ingested as a backfill ingests it, raw_events and id_history in
+one run over the whole range; then each snapshot is one run of every as-of
+asset for its day, in date order (segment IDs follow the day before), as the
+nightly schedule makes them. They are carried out here,
 in this process, and recorded in the Dagster instance in DAGSTER_HOME, so
 `make dev` shows them afterwards. The history is synthetic, the storage local
 Parquet and DuckDB, the language model the deterministic mock.
