@@ -18,7 +18,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -105,7 +105,7 @@ class Warehouse:
             return False
         if spec.partitioned:
             # The first stored partition will do: a year of raw_events is 365 folders.
-            return any(DAY_FOLDER.match(child.name) and (child / PART_FILE).exists() for child in folder.iterdir())
+            return next(_stored_days(folder), None) is not None
         return any(folder.glob("*.parquet"))
 
     # ------------------------------------------------------------ read, write
@@ -188,14 +188,9 @@ class Warehouse:
         folder = self.table_dir(spec)
         if not folder.is_dir():
             return []
-        days = []
-        for child in folder.iterdir():
-            match = DAY_FOLDER.match(child.name)
-            if match and (child / PART_FILE).exists():
-                day = date.fromisoformat(match.group(1))
-                if (start is None or day >= start) and (end is None or day <= end):
-                    days.append(day)
-        return sorted(days)
+        return sorted(
+            day for day in _stored_days(folder) if (start is None or day >= start) and (end is None or day <= end)
+        )
 
     # ---------------------------------------------------------------- DuckDB
 
@@ -295,6 +290,14 @@ class Warehouse:
 
 #: Catalog file (path, device, inode, size, mtime, ctime) -> the fingerprint read from it.
 _READ_FINGERPRINTS: dict[tuple[str, int, int, int, int, int], str | None] = {}
+
+
+def _stored_days(folder: Path) -> Iterator[date]:
+    """The days of a partitioned table's folder that hold a stored partition, in no order."""
+    for child in folder.iterdir():
+        match = DAY_FOLDER.match(child.name)
+        if match and (child / PART_FILE).exists():
+            yield date.fromisoformat(match.group(1))
 
 
 def days_between(first: date, last: date) -> list[date]:
