@@ -17,6 +17,7 @@ from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.defs.assets import ingestion as ingestion_assets
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.partitions import range_tags
 from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
 DAYS = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)]
@@ -46,10 +47,7 @@ def ingest_range(instance: dg.DagsterInstance, data_dir: Path, first: date, last
         [raw_events, id_history],
         instance=instance,
         resources=resources(data_dir, **source),
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
+        tags=range_tags(first, last),
     )
 
 

@@ -38,6 +38,7 @@ from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.assets.insights import actionability, explanations
 from segmentation_pipeline.defs.assets.profiles import profiles
 from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
+from segmentation_pipeline.defs.partitions import range_tags
 from segmentation_pipeline.defs.resources import (
     EventSourceResource,
     IdentityRulesResource,
@@ -264,10 +265,7 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
         [raw_events, id_history],
         instance=instance,
         resources=resources(data_dir, **source),
-        tags={
-            "dagster/asset_partition_range_start": days[0].isoformat(),
-            "dagster/asset_partition_range_end": days[-1].isoformat(),
-        },
+        tags=range_tags(days[0], days[-1]),
     )
     assert ingested.success
     result = dg.materialize(
@@ -382,10 +380,7 @@ def test_a_backfill_makes_the_days_of_its_range_in_one_run_as_day_by_day(
         [merge_map, profiles, clusters],
         instance=instance,
         resources=resources(data_dir),
-        tags={
-            "dagster/asset_partition_range_start": DAY_BEFORE.isoformat(),
-            "dagster/asset_partition_range_end": LAST_DAY.isoformat(),
-        },
+        tags=range_tags(DAY_BEFORE, LAST_DAY),
     )
     assert result.success
     events = [event for event in result.get_asset_materialization_events() if event.asset_key.path == ["clusters"]]
