@@ -55,6 +55,7 @@ def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], D
         if len(days) > 1:
             context.add_asset_metadata(made[day].metadata, partition_key=day.isoformat())
     if len(days) == 1:
-        return dg.MaterializeResult(metadata=made[days[0]].metadata, check_results=made[days[0]].checks)
-    summary = {"run_days": len(days), "run_first_day": days[0].isoformat(), "run_last_day": days[-1].isoformat()}
-    return dg.MaterializeResult(metadata=summary, check_results=over_days({d: r.checks for d, r in made.items()}))
+        metadata = made[days[0]].metadata
+    else:
+        metadata = {"run_days": len(days), "run_first_day": days[0].isoformat(), "run_last_day": days[-1].isoformat()}
+    return dg.MaterializeResult(metadata=metadata, check_results=over_days({d: r.checks for d, r in made.items()}))
