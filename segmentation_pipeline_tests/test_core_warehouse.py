@@ -275,3 +275,48 @@ def test_columns_that_seldom_repeat_are_stored_without_a_dictionary(tmp_path: Pa
     back = pq.read_table(written.path)
     for name in table.column_names:
         assert back.column(name).to_pylist() == table.column(name).to_pylist(), name
+
+
+def test_connections_share_the_process_database_but_not_their_session(warehouse: Warehouse, tmp_path: Path) -> None:
+    first, second = warehouse.connect(), warehouse.connect()
+    first.execute("CREATE TEMP TABLE mine AS SELECT 1 AS x")
+    first.register("registered", pa.table({"x": [1, 2]}))
+    with pytest.raises(duckdb.CatalogException):
+        second.execute("SELECT * FROM mine")
+    with pytest.raises(duckdb.CatalogException):
+        second.execute("SELECT * FROM registered")
+    second.execute("SET TimeZone = 'America/New_York'")
+    for con in (first, second, warehouse.connect()):
+        assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(warehouse.scratch_dir)
+    # A session setting stays in its session: a new connection is UTC again.
+    assert warehouse.connect().execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+    # Another data folder gets a database spilling into its own scratch space; connections to the
+    # one before keep working until they are closed.
+    other = Warehouse(tmp_path / "other")
+    assert other.connect().execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(other.scratch_dir)
+    assert first.execute("SELECT sum(x) FROM registered").fetchone()[0] == 3
+    first.close()
+    second.close()
+
+
+def test_a_forked_process_opens_a_database_of_its_own(warehouse: Warehouse) -> None:
+    import multiprocessing
+
+    warehouse.connect().execute("SELECT 1").fetchone()  # the parent's database exists, with its threads
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+
+    def child() -> None:
+        with warehouse.connect() as con:
+            sending.send(con.execute("SELECT sum(range) FROM range(1000000)").fetchone()[0])
+
+    process = context.Process(target=child)
+    process.start()
+    try:
+        assert receiving.poll(60), "the forked process got no answer from DuckDB"
+        assert receiving.recv() == 499999500000
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    assert process.exitcode == 0
