@@ -92,9 +92,14 @@ class RobustnessSettings:
     #: Bootstrap resamples; clusterboot's own default is 100, 20 keeps the standard error of a
     #: segment's mean Jaccard around 0.02-0.05 at a fifth of the cost.
     n_bootstrap: int = 20
-    #: Rows clustered per run (bootstrap resample, feature-drop sample). Bounds the cost, so a
-    #: million customers costs the same as twenty thousand.
-    sample_size: int = 20_000
+    #: Rows clustered per run (bootstrap resample, feature-drop sample, time-window profiles).
+    #: Bounds the cost, so a million customers costs the same as ten thousand. 10,000 rather than
+    #: 20,000 halves the cost (robustness 4.2 -> 2.2 s at 100,000 synthetic customers, 12.4 ->
+    #: 8.8 s at a million) and moves the scores about as much as another seed does: at 100,000
+    #: no segment's overall score by more than 0.002, no test's by more than 0.008; at a million
+    #: the feature-drop scores of seeds 1-3 agree within 0.03 either way, and with seed 42 one
+    #: segment's dropped from 0.896 to 0.825 (overall 0.934 -> 0.912, band and readiness kept).
+    sample_size: int = 10_000
     #: The overall score a segment needs to be production ready: 0.75 is the lower edge of "stable".
     production_ready_threshold: float = 0.75
     #: ...and no single test may score below this, so a strong test cannot hide a failed one.
