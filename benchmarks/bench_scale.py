@@ -18,7 +18,9 @@ that number, the mock LLM):
 Each phase runs in a child process of its own, so its peak RSS is its own. Results
 per rung: events, customers, wall time of each phase and of each asset, throughput,
 peak RSS, and time and memory per customer (to show how cost grows); plus the
-machine and the command.
+machine and the command. Before the ingestion and before each timed snapshot run, a
+fixed piece of work is timed (`reference_seconds`): on a shared machine whose speed
+drifts, it shows whether a run was slow or its hour was.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import command, machine, peak_rss_bytes, write_result  # noqa: E402
+from benchmarks.harness import command, machine, peak_rss_bytes, reference_seconds, write_result  # noqa: E402
 
 #: Marks a folder as this benchmark's scratch space, which it may delete.
 MARKER = ".bench-scale-scratch"
@@ -65,6 +67,7 @@ def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date)
     resources = _resources(scratch, customers, first_day)
     tags = range_tags(first_day, last_day)
     seconds = {}
+    reference = reference_seconds()
     with dg.DagsterInstance.ephemeral() as instance:
         for name in ("raw_events", "id_history"):
             started = time.perf_counter()
@@ -74,7 +77,7 @@ def ingest_phase(scratch: Path, customers: int, first_day: date, last_day: date)
             seconds[name] = round(time.perf_counter() - started, 2)
             if not result.success:
                 raise SystemExit(f"the {name} run failed")
-    return {"run_seconds": seconds, "peak_rss_bytes": peak_rss_bytes()}
+    return {"run_seconds": seconds, "reference_seconds": reference, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def snapshot_phase(
@@ -94,8 +97,9 @@ def snapshot_phase(
             raise SystemExit(f"the snapshot of {previous} failed")
         # The last day's snapshot, `repeats` times (a re-run of a day redoes all of its work): on a
         # shared machine one run can be a quarter slower than the next, so the median is reported.
-        runs = []
+        runs, references = [], []
         for _ in range(repeats):
+            references.append(reference_seconds())
             started = time.perf_counter()
             result = dg.materialize(
                 assets, instance=instance, resources=resources, partition_key=last_day.isoformat(), run_config=QUIET
@@ -115,6 +119,8 @@ def snapshot_phase(
     return {
         "seconds": round(seconds, 2),
         "runs_seconds": [round(run_seconds, 2) for run_seconds, _ in runs],
+        # The machine's speed just before each run: the same fixed work, in seconds.
+        "reference_seconds": references,
         "asset_seconds": {name: steps[name] for name in (asset.key.to_user_string() for asset in assets)},
         "peak_rss_bytes": peak_rss_bytes(),
         "profiled_customers": metadata["profiles"]["dagster/row_count"],

@@ -8,6 +8,7 @@ import platform
 import resource
 import shlex
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         **library_versions(),
     }
+
+
+def reference_seconds() -> float:
+    """Seconds of one fixed piece of work (a Python loop, a sort and a matrix product, on one core).
+
+    This machine is shared and its speed drifts by a quarter and more within an hour;
+    recorded beside each timing, it tells a slow hour from a slower program.
+    """
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    values = np.random.default_rng(0).random(2_000_000)
+    np.sort(values)
+    matrix = values[:1_000_000].reshape(1000, 1000)
+    with threadpool_limits(1):
+        matrix @ matrix
+    return round(time.perf_counter() - started, 3)
 
 
 def peak_rss_bytes() -> int:
