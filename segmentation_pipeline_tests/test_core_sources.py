@@ -194,6 +194,35 @@ def test_parquet_with_naive_times_in_an_assumed_zone(tmp_path: Path) -> None:
     assert batch.quarantined_rows == 0
 
 
+def test_text_loses_its_surrounding_spaces_and_blank_text_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    at = pa.array([datetime(2025, 3, 10, 9, i, tzinfo=timezone.utc) for i in range(6)], pa.timestamp("us", "UTC"))
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": [" c1 ", "c2", "\tc3", "c 4", "   ", ""],
+                "event_type": [" page_view", "page_view ", "page_view", "page_view", "page_view", "page_view"],
+                "timestamp": at,
+                "session_id": ["  s1", "s2  ", "", "   ", "s 5", None],
+                "product_category": ["  Books  ", " ", "home", None, "a", "b"],
+            }
+        ),
+        path,
+    )
+    batch = ingest((path, DAY), mapping={})
+    valid = batch.days[0].valid.to_pylist()
+    # Spaces only: a tab is part of the value, as are spaces inside it.
+    assert [row["customer_id"] for row in valid] == ["c1", "c2", "\tc3", "c 4"]
+    assert [row["session_id"] for row in valid] == ["s1", "s2", None, None]
+    assert [row["product_category"] for row in valid] == ["Books", None, "home", None]
+    assert {row["event_type"] for row in valid} == {"page_view"}
+    quarantined = batch.days[0].quarantined.to_pylist()
+    assert [(row["reason"], row["customer_id"]) for row in quarantined] == [
+        ("missing_customer_id", "   "),
+        ("missing_customer_id", ""),
+    ]
+
+
 def test_a_local_day_folder_feeds_the_neighbouring_utc_days(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "tokyo.csv",
