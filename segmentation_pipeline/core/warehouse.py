@@ -354,7 +354,16 @@ def _database(temp_directory: str, memory_limit: str) -> duckdb.DuckDBPyConnecti
     key = (os.getpid(), temp_directory, memory_limit)
     with _DATABASE_LOCK:
         if _database_in_use is None or _database_in_use[0] != key:
-            database = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": temp_directory})
+            database = duckdb.connect(
+                config={
+                    "memory_limit": memory_limit,
+                    "temp_directory": temp_directory,
+                    # A database that stays open keeps what its queries freed unless its allocator
+                    # returns it in the background: without this, the memory of the profile query
+                    # stayed resident under the clustering that runs after it.
+                    "allocator_background_threads": True,
+                }
+            )
             _database_in_use = (key, database)
         return _database_in_use[1]
 
