@@ -153,6 +153,33 @@ def test_features_of_a_merged_customer_by_hand(hand_made: Warehouse) -> None:
     assert a["mobile_share"] == pytest.approx(0.6)
 
 
+def test_ties_go_to_the_earliest_hour_and_weekday_and_the_first_label(warehouse: Warehouse) -> None:
+    # T: two events at 15:00 on Saturday (5), two at 09:00 on Thursday (3), one toys and one books
+    # each way; it used T and t_old, and only t_old is in the merge map (T has no row of its own).
+    # U: only U_old and U_older carry events, both merged into U, which has none itself.
+    store_events(
+        warehouse,
+        [
+            event("T", "page_view", at(8, 15), category="toys", channel="web"),
+            event("T", "page_view", at(8, 15, 30), category="books", channel="web"),
+            event("t_old", "page_view", at(6, 9), category="toys", channel="email"),
+            event("t_old", "purchase", at(6, 9, 30), amount=5.0, category="books", channel="email"),
+            event("U_old", "page_view", at(9, 12), category="home"),
+            event("U_older", "purchase", at(9, 13), amount=7.0, category="home"),
+            event("U_older", "purchase", at(10, 13), amount=3.0, category="home"),
+        ],
+    )
+    store_merge_map(warehouse, [("t_old", "T", False), ("U_old", "U", False), ("U_older", "U", False)])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    t, u = profile_of(result, "T"), profile_of(result, "U")
+    assert t["preferred_hour"] == 9 and t["preferred_day_of_week"] == 3
+    assert t["top_category"] == "books" and t["top_channel"] == "email"
+    assert t["n_ids"] == 2 and t["active_days"] == 2 and t["purchase_days"] == 1
+    assert u["n_ids"] == 2 and u["active_days"] == 2 and u["purchase_days"] == 2
+    assert u["preferred_hour"] == 13 and u["top_category"] == "home"
+    assert u["monetary_total"] == pytest.approx(10.0)
+
+
 def test_a_browser_without_purchases(hand_made: Warehouse) -> None:
     b = profile_of(build_profiles(hand_made, AS_OF, SETTINGS), "B")
     assert b["frequency"] == 0
