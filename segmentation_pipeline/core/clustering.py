@@ -185,12 +185,17 @@ def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix
     if not columns:
         raise ClusteringError(f"none of the features {list(features)} has a value; nothing to cluster")
     flags = np.array(log1p)
-    transformed = _transformed(np.column_stack(columns).astype(float), flags)
-    center = np.median(transformed, axis=0)
-    q75, q25 = np.percentile(transformed, [75, 25], axis=0)
+    transformed = _transformed(np.column_stack(columns).astype(float, copy=False), flags)
+    # The quantiles select within each feature: on a copy with each feature's values side by side
+    # they take half the time of the same selection across rows (the same values either way).
+    by_feature = np.ascontiguousarray(transformed.T)
+    center = np.median(by_feature, axis=1)
+    q75, q25 = np.percentile(by_feature, [75, 25], axis=1)
+    del by_feature
     scale = q75 - q25
-    std = transformed.std(axis=0)
-    scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+    if not (scale > 0).all():
+        std = transformed.std(axis=0)
+        scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
     return FeatureMatrix((transformed - center) / scale, names, groups, flags, center, scale, dropped)
 
 
