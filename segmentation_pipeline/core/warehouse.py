@@ -39,6 +39,13 @@ GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
 DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
+#: DuckDB's memory for the whole process, beyond which it spills to the scratch folder. The profile
+#: query of 30M events (1.15M customers) took 3.4 GB of its buffers under a 4 GB limit and takes
+#: the same time within 2.5 GB (the process peaked at 2.8 GB instead of 3.7 GB); ingestion's
+#: 31-day chunks of 2.5M events likewise.
+DUCKDB_MEMORY_LIMIT = "2.5GB"
+
+
 @dataclass(frozen=True)
 class WrittenPartition:
     table: str
@@ -195,7 +202,7 @@ class Warehouse:
 
     # ---------------------------------------------------------------- DuckDB
 
-    def connect(self, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
+    def connect(self, memory_limit: str = DUCKDB_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection for computing over the Parquet files.
 
         It spills to the data folder's scratch space instead of running out of memory.
