@@ -326,6 +326,23 @@ def test_robustness_refuses_profiles_changed_after_clusters(year, tmp_path: Path
         assess_snapshot(warehouse, LAST_DAY, RobustnessSettings(n_bootstrap=2), [], seed=1)
 
 
+def test_robustness_reads_assignments_stored_in_any_order(year, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    warehouse = Warehouse(data_dir)
+    settings = RobustnessSettings(n_bootstrap=2)
+    in_order = assess_snapshot(warehouse, LAST_DAY, settings, [(0.5, 0)], seed=1).table
+    stored = warehouse.read_partition(CLUSTERS, LAST_DAY)
+    reversed_rows = stored.take(pa.array(range(stored.num_rows - 1, -1, -1)))
+    warehouse.write_partition(CLUSTERS, LAST_DAY, reversed_rows)
+    assert assess_snapshot(warehouse, LAST_DAY, settings, [(0.5, 0)], seed=1).table.equals(in_order)
+    # An assignment to a segment that is not stored is refused, in either order.
+    renamed = stored.set_column(1, "segment_id", pc.replace_substring(stored["segment_id"], "S01", "S99"))
+    warehouse.write_partition(CLUSTERS, LAST_DAY, renamed)
+    with pytest.raises(SensitivityTestError, match=r"name segments that are not stored: \['S99'\]"):
+        assess_snapshot(warehouse, LAST_DAY, settings, [], seed=1)
+
+
 def test_the_stored_tables_keep_their_schemas(year) -> None:
     data_dir, _, _ = year
     warehouse = Warehouse(data_dir)

@@ -35,6 +35,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from . import clustering
@@ -612,18 +613,8 @@ def assess_snapshot(
     if segments.num_rows < 2:
         raise SensitivityTestError(f"{segments.num_rows} segment(s) stored for {as_of}; robustness needs at least 2")
     features = clustering.features_of(segments)
-    assignments = store.read_partition(CLUSTERS, as_of).to_pandas().set_index("canonical_id")
-    profile_ids = profiles["canonical_id"].to_pandas()
-    if len(assignments) != len(profile_ids) or not assignments.index.isin(profile_ids).all():
-        raise SensitivityTestError(
-            f"the stored profiles and segment assignments of {as_of} list different customers "
-            f"({len(profile_ids):,} profiles, {len(assignments):,} assignments): profiles changed after "
-            "clusters ran; re-run clusters"
-        )
-    segment_of = assignments["segment_id"].reindex(profile_ids)
-    shaping = assignments["shaped_segments"].reindex(profile_ids).to_numpy(dtype=bool)
     segment_ids = np.array(sorted(segments["segment_id"].to_pylist()))
-    labels = np.searchsorted(segment_ids, segment_of.to_numpy(dtype=str))
+    labels, shaping = _stored_labels(store.read_partition(CLUSTERS, as_of), profiles, segment_ids, as_of)
     matrix = clustering.feature_matrix(profiles, features)
     k = len(segment_ids)
 
@@ -631,7 +622,8 @@ def assess_snapshot(
         return clustering.cluster_labels(values, clusters, run_seed, clustering_settings)[0]
 
     with threadpool_limits(clustering_settings.threads):
-        reference = pd.Series(labels[shaping], index=profile_ids[shaping].to_numpy())
+        shaping_ids = profiles["canonical_id"].filter(pa.array(shaping)).to_numpy(zero_copy_only=False)
+        reference = pd.Series(labels[shaping], index=shaping_ids)
         alternatives, window_days = _time_window_labels(
             store,
             as_of,
@@ -665,6 +657,31 @@ def assess_snapshot(
         assessment.feature_drop,
         window_days,
     )
+
+
+def _stored_labels(
+    assignments: pa.Table, profiles: pa.Table, segment_ids: np.ndarray, as_of: date
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each profile's segment (its index in `segment_ids`) and whether it shaped the segments."""
+    if assignments["canonical_id"].equals(profiles["canonical_id"]):
+        # clusters stores its assignments in the profiles' order: no lookup by ID (2 s at a million).
+        segment_of, shaping = assignments["segment_id"], assignments["shaped_segments"].to_numpy()
+    else:
+        by_id = assignments.to_pandas().set_index("canonical_id")
+        profile_ids = profiles["canonical_id"].to_pandas()
+        if len(by_id) != len(profile_ids) or not by_id.index.isin(profile_ids).all():
+            raise SensitivityTestError(
+                f"the stored profiles and segment assignments of {as_of} list different customers "
+                f"({len(profile_ids):,} profiles, {len(by_id):,} assignments): profiles changed after "
+                "clusters ran; re-run clusters"
+            )
+        segment_of = pa.array(by_id["segment_id"].reindex(profile_ids), pa.string())
+        shaping = by_id["shaped_segments"].reindex(profile_ids).to_numpy(dtype=bool)
+    labels = pc.index_in(segment_of, value_set=pa.array(segment_ids.tolist(), pa.string()))
+    if labels.null_count:
+        unknown = pc.unique(pc.filter(segment_of, pc.is_null(labels))).to_pylist()[:5]
+        raise SensitivityTestError(f"the assignments of {as_of} name segments that are not stored: {unknown}")
+    return labels.to_numpy(zero_copy_only=False).astype(np.int64), shaping.astype(bool)
 
 
 def _time_window_labels(
