@@ -1,5 +1,6 @@
 """profiles: one row per canonical customer over the look-back window ending that day."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import dagster as dg
@@ -72,7 +73,12 @@ def _profiles_day(
     context: dg.AssetExecutionContext, store: Warehouse, config: ProfilesConfig, as_of: date
 ) -> DayResult:
     result = build_profiles(store, as_of, config.settings())
-    written = store.write_partition(PROFILES, as_of, result.table)
+    # The Parquet write runs in Arrow's C++ without the GIL: the summary is worked out meanwhile
+    # (1.7 s and 1.3 s one after the other at 30M events, 1.8 s side by side).
+    with ThreadPoolExecutor(1, thread_name_prefix="write-profiles") as writer:
+        writing = writer.submit(store.write_partition, PROFILES, as_of, result.table)
+        summary = feature_summary(result)
+        written = writing.result()
     store.refresh_catalog(TABLES.values())
     if result.unsupported:
         context.log.warning(f"{as_of}: features the source cannot support (left null): {sorted(result.unsupported)}")
@@ -85,7 +91,7 @@ def _profiles_day(
             "dagster/row_count": result.table.num_rows,
             **result.as_metadata(),
             "unsupported_because": dg.MetadataValue.json(result.unsupported),
-            "feature_summary": feature_summary(result),
+            "feature_summary": summary,
             "path": dg.MetadataValue.path(str(written.path)),
             "preview": preview(result.table.select(["canonical_id", "n_ids", *_NUMERIC[:8]])),
         },
