@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
-from .features import FEATURES, Feature
+from .features import CLOCK_TIMES, FEATURES, Feature
 from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
 from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
 
@@ -72,11 +72,11 @@ _REQUIREMENT_COUNTS = {
     "column:product_category": "count(product_category)",
     "column:channel": "count(channel)",
     "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
-    # Plain dates are all stored as midnight UTC: one clock time means the source has none.
-    # (UTC time of day in microseconds: epoch arithmetic, ten times cheaper than a time-zone cast at 18M rows.)
-    "timestamp:time_of_day": 'CAST(max(epoch_us("timestamp") % 86400000000) '
-    '> min(epoch_us("timestamp") % 86400000000) AS INTEGER)',
 }
+#: Plain dates are all stored as midnight UTC: one clock time means the source has none.
+#: (UTC time of day in microseconds: epoch arithmetic, ten times cheaper than a time-zone cast at 18M rows.)
+_TIME_OF_DAY = CLOCK_TIMES
+_CLOCK_MICROSECONDS = 'epoch_us("timestamp") % 86400000000'
 
 
 @dataclass(frozen=True)
@@ -247,24 +247,33 @@ def _window_filter(window: ProfileWindow, alias: str = "") -> str:
 def _window_scan(con, events: str, window: ProfileWindow) -> tuple[dict[str, bool], list[str], list[str]]:
     """In one pass over the window's events: which requirements of core.features they meet (all
     of them, not just a sample's), and every category and channel, most common first (ties
-    alphabetical). Three scans before; each is a second at a million customers."""
+    alphabetical). One grouping by category and channel (a few dozen groups) gives them all: the
+    counts add up over its groups. Grouping sets per category, per channel and overall computed
+    every count three times: 1.6 -> 1.1 s at 30M events."""
     counts = ", ".join(_REQUIREMENT_COUNTS.values())
     rows = con.execute(
-        f"""SELECT grouping(product_category), grouping(channel), product_category, channel, count(*), {counts}
+        f"""SELECT product_category, channel, count(*), max({_CLOCK_MICROSECONDS}), min({_CLOCK_MICROSECONDS}),
+                {counts}
             FROM {events} WHERE {_window_filter(window)}
-            GROUP BY GROUPING SETS ((product_category), (channel), ())"""
+            GROUP BY product_category, channel"""
     ).fetchall()
-    met: dict[str, bool] = dict.fromkeys(_REQUIREMENT_COUNTS, False)
-    categories, channels = [], []
-    for by_category, by_channel, category, channel, n, *requirement_counts in rows:
-        if by_category and by_channel:  # the grand total
-            # Over no rows at all the clock-time test is NULL: not met.
-            met = {requirement: bool(count) for requirement, count in zip(_REQUIREMENT_COUNTS, requirement_counts)}
-        elif not by_category and category is not None:
-            categories.append((category, n))
-        elif not by_channel and channel is not None:
-            channels.append((channel, n))
-    return met, _most_common_first(categories), _most_common_first(channels)
+    categories: dict[str, int] = {}
+    channels: dict[str, int] = {}
+    totals = [0] * len(_REQUIREMENT_COUNTS)
+    latest = earliest = None
+    for category, channel, n, latest_clock, earliest_clock, *requirement_counts in rows:
+        if category is not None:
+            categories[category] = categories.get(category, 0) + n
+        if channel is not None:
+            channels[channel] = channels.get(channel, 0) + n
+        totals = [total + count for total, count in zip(totals, requirement_counts)]
+        if latest_clock is not None:
+            latest = latest_clock if latest is None else max(latest, latest_clock)
+            earliest = earliest_clock if earliest is None else min(earliest, earliest_clock)
+    met = {requirement: bool(total) for requirement, total in zip(_REQUIREMENT_COUNTS, totals)}
+    # Over no events at all there is no clock time either: not met.
+    met[_TIME_OF_DAY] = latest is not None and latest > earliest
+    return met, _most_common_first(list(categories.items())), _most_common_first(list(channels.items()))
 
 
 def _most_common_first(counts: list[tuple[str, int]]) -> list[str]:
