@@ -29,7 +29,7 @@ from .schemas import (
     VIABILITY,
     TableSpec,
 )
-from .warehouse import Warehouse, sql_string, utc_clock_sql
+from .warehouse import Warehouse, sql_string, utc_date_sql
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def event_partition_stats(warehouse: Warehouse, days: Sequence[date]) -> EventPa
                 SELECT count(*),
                     count(*) FILTER (WHERE customer_id IS NULL OR trim(customer_id) = ''),
                     count(*) FILTER (WHERE event_type IS NULL OR event_type NOT IN ({allowed})),
-                    count(*) FILTER (WHERE CAST({utc_clock_sql('"timestamp"')} AS DATE) <> "date")
+                    count(*) FILTER (WHERE {utc_date_sql('"timestamp"')} <> "date")
                 FROM {events}
                 """
             ).fetchone()

@@ -43,7 +43,7 @@ from .schemas import (
     TableSpec,
     conform,
 )
-from .warehouse import sql_string, utc_clock_sql
+from .warehouse import sql_string, utc_date_sql
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
@@ -360,10 +360,6 @@ def _bounds_sql(start: date, end: date, slack_days: int) -> str:
                  ELSE __partition_day + {slack_days + 1} END AS end_day"""
 
 
-def _utc_date_sql(time_column: str) -> str:
-    return f"CAST({utc_clock_sql(time_column)} AS DATE)"
-
-
 def _day_sql(own_day: str, route_valid_rows: bool) -> str:
     """The partition of a row: its folder's day, or its own UTC day (NULL when unreadable).
 
@@ -465,7 +461,7 @@ def _event_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
             {_bounds_sql(start, end, slack_days)}
         FROM {view}
     ), numbers AS (
-        SELECT *, TRY_CAST(quantity_number AS INTEGER) AS quantity_value, {_utc_date_sql("ts")} AS ts_day FROM typed
+        SELECT *, TRY_CAST(quantity_number AS INTEGER) AS quantity_value, {utc_date_sql("ts")} AS ts_day FROM typed
     ), judged AS (
         SELECT *,
             CASE
@@ -528,7 +524,7 @@ def _merge_sql(view: str, columns: _Columns, start: date, end: date, slack_days:
             {_bounds_sql(start, end, slack_days)}
         FROM {view}
     ), dated AS (
-        SELECT *, {_utc_date_sql("merged_at_value")} AS merged_at_day FROM typed
+        SELECT *, {utc_date_sql("merged_at_value")} AS merged_at_day FROM typed
     ), judged AS (
         SELECT *,
             CASE

@@ -413,6 +413,11 @@ def utc_clock_sql(instant: str) -> str:
     return f"CASE WHEN isfinite({instant}) THEN make_timestamp(epoch_us({instant})) ELSE timezone('UTC', {instant}) END"
 
 
+def utc_date_sql(instant: str) -> str:
+    """The UTC calendar date of a TIMESTAMPTZ expression, whatever the session's time zone."""
+    return f"CAST({utc_clock_sql(instant)} AS DATE)"
+
+
 def _remove_quietly(path: Path) -> None:
     try:
         path.unlink()
