@@ -73,9 +73,9 @@ _REQUIREMENT_COUNTS = {
     "column:channel": "count(channel)",
     "column:device_or_channel": "count(*) FILTER (WHERE device IS NOT NULL OR channel IS NOT NULL)",
 }
-#: Plain dates are all stored as midnight UTC: one clock time means the source has none.
-#: (UTC time of day in microseconds: epoch arithmetic, ten times cheaper than a time-zone cast at 18M rows.)
-_TIME_OF_DAY = CLOCK_TIMES
+#: The UTC time of day in microseconds, for the CLOCK_TIMES requirement: plain dates are all stored
+#: as midnight UTC, so one clock time means the source has none. (Epoch arithmetic, ten times
+#: cheaper than a time-zone cast at 18M rows.)
 _CLOCK_MICROSECONDS = 'epoch_us("timestamp") % 86400000000'
 
 
@@ -272,7 +272,7 @@ def _window_scan(con, events: str, window: ProfileWindow) -> tuple[dict[str, boo
             earliest = earliest_clock if earliest is None else min(earliest, earliest_clock)
     met = {requirement: bool(total) for requirement, total in zip(_REQUIREMENT_COUNTS, totals)}
     # Over no events at all there is no clock time either: not met.
-    met[_TIME_OF_DAY] = latest is not None and latest > earliest
+    met[CLOCK_TIMES] = latest is not None and latest > earliest
     return met, _most_common_first(list(categories.items())), _most_common_first(list(channels.items()))
 
 
