@@ -345,8 +345,8 @@ def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[st
 
 
 _DATABASE_LOCK = threading.Lock()
-#: ((process ID, scratch folder, memory limit), the in-memory database) of the last `connect`.
-_database_in_use: tuple[tuple[int, str, str], duckdb.DuckDBPyConnection] | None = None
+#: ((scratch folder, memory limit), the in-memory database) of the last `connect`.
+_database_in_use: tuple[tuple[str, str], duckdb.DuckDBPyConnection] | None = None
 
 
 def _database(temp_directory: str, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -358,7 +358,7 @@ def _database(temp_directory: str, memory_limit: str) -> duckdb.DuckDBPyConnecti
     survive a fork (see `_leave_the_parents_database`).
     """
     global _database_in_use
-    key = (os.getpid(), temp_directory, memory_limit)
+    key = (temp_directory, memory_limit)
     with _DATABASE_LOCK:
         if _database_in_use is None or _database_in_use[0] != key:
             database = duckdb.connect(
