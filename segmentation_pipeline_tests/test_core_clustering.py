@@ -658,3 +658,13 @@ def test_the_silhouette_is_scikit_learns() -> None:
         expected = silhouette_score(distances, labels, metric="precomputed")
         assert clustering.silhouette(distances, labels) == pytest.approx(expected, abs=1e-12)
     assert clustering.silhouette(distances, true_labels) > 0.5
+
+
+def test_the_modes_of_segments_skip_nulls_and_break_ties_alphabetically():
+    values = pa.chunked_array([["toys", None, "books", "toys"], ["books", None, "home", "home", "home"]])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    # Segment 0: toys twice, books once. Segment 1: books, home (twice), with a null. Segment 2: home.
+    assert clustering._modes(values, labels, 4) == ["toys", "home", "home", None]
+    tie = pa.chunked_array([["toys", "books", None]])
+    assert clustering._modes(tie, np.array([0, 0, 1]), 2) == ["books", None]
+    assert clustering._modes(pa.chunked_array([[None, None]], pa.string()), np.array([0, 1]), 2) == [None, None]

@@ -231,7 +231,9 @@ def _expand_share_map(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     position[order] = np.arange(len(order))
     labels = [dictionary[index] for index in order]
     block = np.zeros((len(array), len(labels)))
-    block[rows, position[encoded.indices.to_numpy(zero_copy_only=False)]] = items.astype(float)
+    # One flat index per entry: a put through (row, column) index pairs took twice as long.
+    flat = rows * len(labels) + position[encoded.indices.to_numpy(zero_copy_only=False)]
+    block.reshape(-1)[flat] = items.astype(float)
     return labels, block
 
 
@@ -561,11 +563,14 @@ def describe_segments(
     original_centroids = matrix.to_original(centers)
     rows = []
     n = len(labels)
-    labels_frame = profiles.select(["top_category", "top_channel"]).to_pandas()
+    population_means = frame.mean()
+    top_categories = _modes(profiles["top_category"], labels, len(segment_ids))
+    top_channels = _modes(profiles["top_channel"], labels, len(segment_ids))
     for label, segment_id in enumerate(segment_ids):
         members = labels == label
         z = (matrix.values[members].mean(axis=0) - population_mean) / population_std
-        traits = _traits(matrix, z, frame, members, settings.trait_threshold)
+        segment_means = frame[members].mean()
+        traits = _traits(matrix, z, segment_means, population_means, settings.trait_threshold)
         rows.append(
             {
                 "segment_id": segment_id,
@@ -577,12 +582,10 @@ def describe_segments(
                 "mean_clv": float(clv[members].mean()),
                 "centroid": list(zip(matrix.columns, original_centroids[label].round(6).tolist())),
                 "feature_means": [
-                    (column, float(value))
-                    for column, value in frame[members].mean().round(6).items()
-                    if np.isfinite(value)
+                    (column, float(value)) for column, value in segment_means.round(6).items() if np.isfinite(value)
                 ],
-                "top_category": _mode(labels_frame["top_category"][members]),
-                "top_channel": _mode(labels_frame["top_channel"][members]),
+                "top_category": top_categories[label],
+                "top_channel": top_channels[label],
                 "is_new": label not in matches,
                 "match_distance": matches[label].distance if label in matches else None,
             }
@@ -601,8 +604,10 @@ class Trait:
 
 
 def _traits(
-    matrix: FeatureMatrix, z: np.ndarray, frame: pd.DataFrame, members: np.ndarray, threshold: float
+    matrix: FeatureMatrix, z: np.ndarray, segment_means: pd.Series, population_means: pd.Series, threshold: float
 ) -> list[Trait]:
+    """The segment's features at least `threshold` standard deviations from the population's, strongest
+    first, each with its segment and population mean in original units."""
     traits = []
     for index in np.argsort(-np.abs(z), kind="stable"):
         if abs(z[index]) < threshold:
@@ -611,8 +616,8 @@ def _traits(
         name, key = _split_column(column)
         spec = feature(name)
         word = (spec.high if z[index] > 0 else spec.low).format(key=(key or "").replace("_", " "))
-        segment_value = frame[column][members].mean()
-        population_value = frame[column].mean()
+        segment_value = segment_means[column]
+        population_value = population_means[column]
         label = f"{name.replace('_', ' ')} {key}" if key else name.replace("_", " ")
         direction = "high" if z[index] > 0 else "low"
         traits.append(
@@ -660,12 +665,23 @@ def segment_names(words: list[list[str]], segment_ids: list[str]) -> list[str]:
 _FEATURE_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}
 
 
-def _mode(values: pd.Series) -> str | None:
-    counts = values.dropna().value_counts()
-    if counts.empty:
-        return None
-    top = counts[counts == counts.max()].index
-    return str(sorted(top)[0])
+def _modes(values: pa.ChunkedArray, labels: np.ndarray, k: int) -> list[str | None]:
+    """The most common value of each of the `k` segments (ties to the first alphabetically; None
+    without a value), counted on dictionary codes: no Python string per customer."""
+    encoded = pc.dictionary_encode(values.combine_chunks())
+    dictionary = np.array(encoded.dictionary.to_pylist(), dtype=object)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    present = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+    counts = np.bincount(
+        labels[present] * len(dictionary) + codes[present].astype(np.int64), minlength=k * len(dictionary)
+    ).reshape(k, len(dictionary))
+    modes: list[str | None] = []
+    for segment in counts:
+        if not len(dictionary) or segment.max() == 0:
+            modes.append(None)
+        else:
+            modes.append(str(sorted(dictionary[segment == segment.max()])[0]))
+    return modes
 
 
 def _numeric_frame(profiles: pa.Table) -> pd.DataFrame:
