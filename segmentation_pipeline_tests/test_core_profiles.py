@@ -445,6 +445,8 @@ def test_profiles_of_a_sample_of_customers(hand_made: Warehouse) -> None:
     # The merged ID's events still count for A.
     assert profile_of(sample, "A") == profile_of(everyone, "A")
     assert build_profiles(hand_made, AS_OF, SETTINGS, customers=[]).table.num_rows == 0
+    # A merged-away ID is nobody's canonical ID, and the hub's events are nobody's.
+    assert build_profiles(hand_made, AS_OF, SETTINGS, customers=["a_old", "shared-device"]).table.num_rows == 0
 
 
 @pytest.mark.parametrize("top_categories", [0, 3, 8])

@@ -311,8 +311,15 @@ def profile_sql(
     clock = utc_clock_sql("ev.timestamp")
     categories = _label_stats("category", "product_category", "categorised", categories)
     channels = _label_stats("channel", "channel", "channelled", channels)
+    # A sample's events are first narrowed to its customers' own IDs and those merged into them:
+    # every other event would be joined to the merge map only to be dropped.
     sample_filter = (
-        f"\n    AND coalesce(ids.canonical_id, ev.customer_id) IN (SELECT canonical_id FROM {customers})"
+        f"""
+    AND ev.customer_id IN (
+      SELECT canonical_id FROM {customers}
+      UNION ALL SELECT old_id FROM ids WHERE canonical_id IN (SELECT canonical_id FROM {customers})
+    )
+    AND coalesce(ids.canonical_id, ev.customer_id) IN (SELECT canonical_id FROM {customers})"""
         if customers
         else ""
     )
