@@ -18,10 +18,8 @@ from segmentation_pipeline.core.profiles import (
     HEURISTIC,
     PROBABILISTIC,
     ProfileSettings,
-    ProfileWindow,
     build_profiles,
     heuristic_churn_and_clv,
-    scan_events,
 )
 from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
 from segmentation_pipeline.core.sources import EVENTS
@@ -438,25 +436,6 @@ def test_mobile_share_reads_the_app_channel_without_a_device_column(warehouse: W
     result = build_profiles(warehouse, AS_OF, SETTINGS)
     assert "mobile_share" not in result.unsupported
     assert profile_of(result, "M")["mobile_share"] == pytest.approx(2 / 4)
-
-
-def test_one_scan_of_the_events_serves_every_window_within_it(hand_made: Warehouse) -> None:
-    scan = scan_events(hand_made, AS_OF - timedelta(days=12), AS_OF)
-    for lookback, shift, top in ((10, 0, 8), (5, 2, 1), (3, 0, 2), (1, 12, 8)):
-        settings = ProfileSettings(lookback_days=lookback, top_categories=top)
-        alone = build_profiles(hand_made, AS_OF, settings, shift_days=shift)
-        shared = build_profiles(hand_made, AS_OF, settings, shift_days=shift, scan=scan)
-        assert shared.table.equals(alone.table)
-        assert (shared.unsupported, shared.top_categories, shared.top_channels) == (
-            alone.unsupported,
-            alone.top_categories,
-            alone.top_channels,
-        )
-    # 2025-03-04 to 03-08: a_old's Saturday (electronics 3, web 4) and B's night (fashion 1, social 2).
-    _, categories, channels = scan.of(ProfileWindow(AS_OF, lookback_days=5, shift_days=2))
-    assert (categories, channels) == (["electronics", "fashion"], ["web", "social"])
-    with pytest.raises(ProfileBuildError, match="does not cover the window"):
-        build_profiles(hand_made, AS_OF, SETTINGS, scan=scan_events(hand_made, AS_OF - timedelta(days=5), AS_OF))
 
 
 def test_profiles_of_a_sample_of_customers(hand_made: Warehouse) -> None:

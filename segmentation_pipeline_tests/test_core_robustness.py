@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,6 @@ from threadpoolctl import threadpool_limits
 
 from segmentation_pipeline.core import robustness
 from segmentation_pipeline.core.errors import SensitivityTestError
-from segmentation_pipeline.core.profiles import ProfileWindow
 from segmentation_pipeline.core.robustness import RobustnessSettings
 
 
@@ -435,13 +433,3 @@ def test_one_feature_leaves_feature_drop_unscored() -> None:
     assert table["overall"].tolist() == pytest.approx(table["bootstrap_stability"].tolist())
     assert table["bootstrap_stability"].tolist() == pytest.approx([1.0, 1.0])
     assert assessment.feature_drop.empty
-
-
-def test_the_time_windows_share_one_scan_of_their_events_only_where_they_overlap(warehouse) -> None:
-    as_of = date(2025, 12, 31)
-    # The defaults: half a year ending on the day, a year ending 30 days earlier.
-    scan = robustness._shared_scan(warehouse, [ProfileWindow(as_of, 183, 0), ProfileWindow(as_of, 365, 30)])
-    assert (scan.first_day, scan.last_day) == (date(2024, 12, 2), as_of)
-    # Two weeks a year apart: read together, the days between would be read for nothing.
-    assert robustness._shared_scan(warehouse, [ProfileWindow(as_of, 14, 0), ProfileWindow(as_of, 14, 365)]) is None
-    assert robustness._shared_scan(warehouse, [ProfileWindow(as_of, 183, 0)]) is None
