@@ -438,6 +438,29 @@ def test_mobile_share_reads_the_app_channel_without_a_device_column(warehouse: W
     assert profile_of(result, "M")["mobile_share"] == pytest.approx(2 / 4)
 
 
+def test_day_parts_at_their_boundaries_and_a_customer_without_labels(warehouse: Warehouse) -> None:
+    # D, on Sunday 9 March: one event either side of each boundary of the day parts (UTC).
+    clock = ((5, 59), (6, 0), (11, 59), (12, 0), (17, 59), (18, 0), (23, 59))
+    rows = [event("D", "page_view", at(9, hour, minute), category="books", channel="web") for hour, minute in clock]
+    # E has an event without a category or a channel, in a window where D's have both.
+    rows += [event("E", "session_start", at(7, 10))]
+    store_events(warehouse, rows)
+    store_merge_map(warehouse, [])
+    result = build_profiles(warehouse, AS_OF, SETTINGS)
+    d = profile_of(result, "D")
+    assert (d["night_share"], d["morning_share"], d["afternoon_share"], d["evening_share"]) == pytest.approx(
+        (1 / 7, 2 / 7, 2 / 7, 2 / 7)
+    )
+    assert d["weekend_share"] == 1.0
+    assert d["preferred_hour"] == 5  # seven hours once each: the earliest
+    assert d["category_shares"] == [("books", 1.0)] and d["channel_shares"] == [("web", 1.0)]
+    e = profile_of(result, "E")
+    # No labelled event: no share map at all (null), not an empty one.
+    assert e["category_shares"] is None and e["channel_shares"] is None
+    assert e["top_category"] is None and e["top_channel"] is None
+    assert e["weekend_share"] == 0 and e["morning_share"] == 1.0
+
+
 def test_profiles_of_a_sample_of_customers(hand_made: Warehouse) -> None:
     everyone = build_profiles(hand_made, AS_OF, SETTINGS)
     sample = build_profiles(hand_made, AS_OF, SETTINGS, customers=["A", "nobody"])
