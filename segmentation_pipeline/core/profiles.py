@@ -492,10 +492,12 @@ def _pivoted_label_stats(kind: str, column: str, total: str, labels: _Labels) ->
     )
     entropy = f"greatest(0.0, -(0.0 + {terms}))"
     other = " + ".join(name for label, name in counted.items() if label not in labels.top) or "0"
-    bins = dict(sorted([(label, counted[label]) for label in labels.top] + [(OTHER, f"({other})")]))
+    count_of = {label: counted[label] for label in labels.top} | {OTHER: f"({other})"}
     # The share map itself is built from each bin's count by `_share_maps`, in Arrow: in the query,
-    # a list of structs filtered by a lambda per customer cost 3-4 CPU-s at 1.15M customers.
-    inputs = {f"_{kind}_total": total} | {name: bins[label] for label, name in zip(bins, _bin_columns(kind, bins))}
+    # a list of structs filtered by a lambda per customer cost 3-4 CPU-s at 1.15M customers. Both
+    # take the bins and their columns from `_share_bins` and `_bin_columns`.
+    bins = _share_bins(labels)
+    inputs = {f"_{kind}_total": total} | dict(zip(_bin_columns(kind, bins), (count_of[label] for label in bins)))
     columns = ", ".join(
         f"CASE WHEN {total} > 0 THEN {expression} END AS {name}"
         for expression, name in zip((top, entropy), (f"top_{kind}", f"{kind}_entropy"))
