@@ -543,6 +543,14 @@ def test_nearest_center_in_batches() -> None:
     assert clustering.nearest_center(points, centers, batch_rows=2).tolist() == [0, 1, 2, 1, 2]
 
 
+def test_distance_to_center_in_batches() -> None:
+    centers = np.array([[0.0, 0.0], [10.0, 0.0]])
+    points = np.array([[3.0, 4.0], [10.0, -2.0], [0.0, 0.0], [4.0, 8.0], [13.0, 4.0]])
+    labels = np.array([0, 1, 0, 1, 1])
+    # 3-4-5 triangles and a point on its centre; the fourth point is 6 across and 8 up from centre 1.
+    assert clustering.distance_to_center(points, centers, labels, batch_rows=2).tolist() == [5.0, 2.0, 0.0, 10.0, 5.0]
+
+
 # ------------------------------------------------------------------ migration and ARI
 
 

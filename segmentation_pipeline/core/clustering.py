@@ -185,18 +185,24 @@ def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix
     if not columns:
         raise ClusteringError(f"none of the features {list(features)} has a value; nothing to cluster")
     flags = np.array(log1p)
-    transformed = _transformed(np.column_stack(columns), flags)
-    # The quantiles select within each feature: on a copy with each feature's values side by side
-    # they take half the time of the same selection across rows (the same values either way).
-    by_feature = np.ascontiguousarray(transformed.T)
+    # Built a feature per row first: each transform and quantile then works on one contiguous
+    # row (a quantile takes half the time of the same selection across rows), and the matrix is
+    # scaled in place. The values are those of _transformed and `(transformed - center) / scale`;
+    # each 230 MB temporary they needed at 1.15 million customers cost fresh pages.
+    by_feature = np.stack(columns).astype(float, copy=False)
+    for row in np.flatnonzero(flags):
+        np.log1p(np.maximum(by_feature[row], 0.0, out=by_feature[row]), out=by_feature[row])
     center = np.median(by_feature, axis=1)
     q75, q25 = np.percentile(by_feature, [75, 25], axis=1)
+    values = np.ascontiguousarray(by_feature.T)
     del by_feature
     scale = q75 - q25
     if not (scale > 0).all():
-        std = transformed.std(axis=0)
+        std = values.std(axis=0)
         scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
-    return FeatureMatrix((transformed - center) / scale, names, groups, flags, center, scale, dropped)
+    values -= center
+    values /= scale
+    return FeatureMatrix(values, names, groups, flags, center, scale, dropped)
 
 
 def _transformed(original: np.ndarray, log1p: np.ndarray) -> np.ndarray:
@@ -452,7 +458,7 @@ def _segment_customers(
     sizes = np.bincount(labels, minlength=len(centers))
     matches = match_segments(matrix, centers, previous_segments, settings.match_tolerance)
     segment_ids = _segment_ids(sizes, matches, used_ids)
-    distance = np.linalg.norm(matrix.values - centers[labels], axis=1)
+    distance = distance_to_center(matrix.values, centers, labels)
     assignments = pa.table(
         {
             "canonical_id": profiles["canonical_id"],
@@ -486,6 +492,19 @@ def nearest_center(matrix: np.ndarray, centers: np.ndarray, batch_rows: int = 10
     for start in range(0, len(matrix), batch_rows):
         labels[start : start + batch_rows] = cdist(matrix[start : start + batch_rows], centers).argmin(axis=1)
     return labels
+
+
+def distance_to_center(
+    matrix: np.ndarray, centers: np.ndarray, labels: np.ndarray, batch_rows: int = 100_000
+) -> np.ndarray:
+    """Euclidean distance of every row to its own centre, in batches: the same values as one
+    `np.linalg.norm(matrix - centers[labels], axis=1)`, without its two temporary copies of the
+    matrix (0.7 -> 0.1 s at 1.15 million customers, where each copy is 230 MB of fresh pages)."""
+    distance = np.empty(len(matrix))
+    for start in range(0, len(matrix), batch_rows):
+        rows = slice(start, start + batch_rows)
+        distance[rows] = np.linalg.norm(matrix[rows] - centers[labels[rows]], axis=1)
+    return distance
 
 
 def _drop_empty(labels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
