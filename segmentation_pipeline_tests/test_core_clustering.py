@@ -549,6 +549,8 @@ def test_distance_to_center_in_batches() -> None:
     labels = np.array([0, 1, 0, 1, 1])
     # 3-4-5 triangles and a point on its centre; the fourth point is 6 across and 8 up from centre 1.
     assert clustering.distance_to_center(points, centers, labels, batch_rows=2).tolist() == [5.0, 2.0, 0.0, 10.0, 5.0]
+    with pytest.raises(ClusteringError, match="6 segment labels for 4 rows"):
+        clustering.distance_to_center(points[:4], centers, np.zeros(6, dtype=np.int64), batch_rows=2)
 
 
 # ------------------------------------------------------------------ migration and ARI

@@ -497,9 +497,11 @@ def nearest_center(matrix: np.ndarray, centers: np.ndarray, batch_rows: int = 10
 def distance_to_center(
     matrix: np.ndarray, centers: np.ndarray, labels: np.ndarray, batch_rows: int = 100_000
 ) -> np.ndarray:
-    """Euclidean distance of every row to its own centre, in batches: the same values as one
+    """Euclidean distance of every row to its own centre (float64), in batches: the same values as one
     `np.linalg.norm(matrix - centers[labels], axis=1)`, without its two temporary copies of the
     matrix (0.7 -> 0.1 s at 1.15 million customers, where each copy is 230 MB of fresh pages)."""
+    if len(labels) != len(matrix):
+        raise ClusteringError(f"{len(labels)} segment labels for {len(matrix)} rows")
     distance = np.empty(len(matrix))
     for start in range(0, len(matrix), batch_rows):
         rows = slice(start, start + batch_rows)
