@@ -380,6 +380,27 @@ def test_feature_matrix_round_trips() -> None:
     assert matrix.to_original(matrix.values)[2, :2] == pytest.approx([30.0, math.e**2 - 1])
 
 
+def test_a_feature_the_same_for_everyone_keeps_the_segment_ids() -> None:
+    # A column of 1/3s among others has a computed standard deviation of about 8e-16, not 0. Taken
+    # as its scale, the previous snapshot's centroid (stored to six decimals, 0.333333) came out
+    # 4e8 away from every centre, and the same customers got three new segment IDs the next day.
+    rows = three_groups()
+    for row in rows:
+        row["weekend_share"] = 1 / 3
+    assert (np.full((len(rows), 5), 1 / 3).std(axis=0) > 0).all()
+    profiles = profiles_table(rows)
+    matrix = clustering.feature_matrix(profiles, FEATURES)
+    assert matrix.scale[matrix.columns.index("weekend_share")] == 1.0
+    assert (matrix.values[:, matrix.columns.index("weekend_share")] == 0.0).all()
+
+    first = clustering.segment_customers(profiles, SETTINGS)
+    ids = first.segments["segment_id"].to_pylist()
+    second = clustering.segment_customers(profiles, SETTINGS, first.segments, ids)
+    assert second.segments["segment_id"].to_pylist() == ids
+    assert second.segments["is_new"].to_pylist() == [False, False, False]
+    assert segment_of_group(second.assignments) == segment_of_group(first.assignments)
+
+
 def test_every_feature_null_is_an_error() -> None:
     with pytest.raises(ClusteringError, match="nothing to cluster"):
         clustering.feature_matrix(hand_made_profiles(), ("sessions", "pages_per_session"))

@@ -6,7 +6,8 @@ Matrix
     values take the feature's fill (no purchase: recency = the window length;
     no cart: conversion 0). Heavy-tailed counts and money get log1p; then every
     column is robust-scaled: minus its median, divided by its interquartile
-    range (its standard deviation where the IQR is 0, 1 where both are).
+    range (its standard deviation where the IQR is 0, 1 where both are or where every
+    value is the same).
 
 Choosing k (unless `n_clusters` is set)
     Every k in [k_min, k_max] is fitted on a sample of at most
@@ -194,12 +195,16 @@ def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix
         np.log1p(np.maximum(by_feature[row], 0.0, out=by_feature[row]), out=by_feature[row])
     center = np.median(by_feature, axis=1)
     q75, q25 = np.percentile(by_feature, [75, 25], axis=1)
+    scale = q75 - q25
+    # Where every value is the same, the scale is 1: the computed deviation of such a column can be
+    # a rounding error (6e-17 for a column of 1/3s), which would scale anything from outside the
+    # column (the previous snapshot's centroids, stored to six decimals) by 1e16.
+    same = np.array([not iqr > 0 and bool((row == row[:1]).all()) for iqr, row in zip(scale, by_feature)])
     values = np.ascontiguousarray(by_feature.T)
     del by_feature
-    scale = q75 - q25
     if not (scale > 0).all():
         std = values.std(axis=0)
-        scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+        scale = np.where(scale > 0, scale, np.where((std > 0) & ~same, std, 1.0))
     values -= center
     values /= scale
     return FeatureMatrix(values, names, groups, flags, center, scale, dropped)
