@@ -197,8 +197,8 @@ def feature_matrix(profiles: pa.Table, features: Sequence[str]) -> FeatureMatrix
     q75, q25 = np.percentile(by_feature, [75, 25], axis=1)
     scale = q75 - q25
     # Where every value is the same, the scale is 1: the computed deviation of such a column can be
-    # a rounding error (6e-17 for a column of 1/3s), which would scale anything from outside the
-    # column (the previous snapshot's centroids, stored to six decimals) by 1e16.
+    # a rounding error (8e-16 for a column of 1/3s among others), and dividing by it put anything
+    # from outside the column (the previous snapshot's centroids, stored to six decimals) 4e8 away.
     same = np.array([not iqr > 0 and bool((row == row[:1]).all()) for iqr, row in zip(scale, by_feature)])
     values = np.ascontiguousarray(by_feature.T)
     del by_feature
