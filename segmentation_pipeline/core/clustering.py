@@ -455,8 +455,11 @@ def _segment_customers(
     matrix = feature_matrix(profiles, settings.features)
     minimum = MIN_SHAPING_PER_SEGMENT * settings.k_candidates[0]
     shaping = established_customers(profiles, settings.min_active_days, minimum)
-    selection = choose_k(matrix.values[shaping], settings)
-    fitted, centers = cluster_labels(matrix.values[shaping], selection.k, settings.seed, settings)
+    # One copy of the shaping rows for k selection and the fit (140 MB at 1.15 million customers).
+    shaping_values = matrix.values[shaping]
+    selection = choose_k(shaping_values, settings)
+    fitted, centers = cluster_labels(shaping_values, selection.k, settings.seed, settings)
+    del shaping_values
     fitted, centers = _drop_empty(fitted, centers)
     labels = nearest_center(matrix.values, centers)
     labels[shaping] = fitted
