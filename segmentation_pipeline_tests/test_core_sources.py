@@ -442,3 +442,36 @@ def test_devices_and_channels_are_stored_lower_cased(tmp_path: Path) -> None:
         ("desktop", "app"),
         ("tablet", "mobile_app"),
     ]
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_a_date_column_under_a_date_folder_is_the_files_own(tmp_path: Path, file_format: str) -> None:
+    # The incoming layout is `date=YYYY-MM-DD/`, which DuckDB reads as a Hive partition by default:
+    # the folder's date then replaced the file's own `date` column, and every row landed on 03-10.
+    folder = tmp_path / "events" / "date=2025-03-10"
+    rows = {
+        "customer_id": ["c1", "c2", "c3"],
+        "date": ["2025-03-09", "2025-03-10", "2025-03-11"],
+        "amount": ["5", "6", "7"],
+    }
+    if file_format == "csv":
+        path = write_csv(
+            folder / "tx.csv",
+            "customer_id,date,amount\n" + "".join(f"{c},{d},{a}\n" for c, d, a in zip(*rows.values())),
+        )
+    else:
+        folder.mkdir(parents=True)
+        path = folder / "tx.parquet"
+        pq.write_table(pa.table(rows), path)
+    days = [date(2025, 3, 9), DAY, date(2025, 3, 11)]
+    batch = ingest((path, DAY), days=days, mapping={"date": "timestamp"})
+    stored = {day.day: day.valid.column("customer_id").to_pylist() for day in batch.days}
+    assert stored == {date(2025, 3, 9): ["c1"], DAY: ["c2"], date(2025, 3, 11): ["c3"]}
+    assert batch.quarantined_rows == 0
+
+
+def test_columns_found_are_the_files_own_under_a_date_folder(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "events" / "date=2025-03-10" / "broken.csv", "cust,when\nc1,2025-03-10\n")
+    with pytest.raises(DataValidationError) as error:
+        ingest((path, DAY))
+    assert "found columns ['cust', 'when']" in str(error.value)

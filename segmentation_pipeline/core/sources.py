@@ -590,14 +590,16 @@ def _format_name(path: Path) -> str:
 def _reader_sql(path: Path) -> str:
     if not path.exists():
         raise DataValidationError(f"{path}: file not found")
+    # A column is what the file says: DuckDB would otherwise add (or overwrite) a `date` column
+    # from a `date=YYYY-MM-DD` folder in the path, the layout of the incoming folder itself.
     if path.suffix.lower() == ".parquet":
-        return f"read_parquet({sql_string(str(path))})"
+        return f"read_parquet({sql_string(str(path))}, hive_partitioning = false, filename = false)"
     # Every CSV column is read as text, so a bad value is quarantined with its row
     # instead of failing type detection for the whole file; a row with too few or
     # too many fields is padded or cut, not a reason to reject the whole file.
     return (
         f"read_csv({sql_string(str(path))}, all_varchar = true, header = true, "
-        "null_padding = true, strict_mode = false)"
+        "null_padding = true, strict_mode = false, hive_partitioning = false, filename = false)"
     )
 
 
