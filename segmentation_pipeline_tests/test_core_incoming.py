@@ -100,16 +100,22 @@ def test_a_file_moved_away_while_looking_holds_its_folder_back(tmp_path: Path, m
     assert not folder.settled
 
 
+def folder(day: int, fingerprint: str, files: int, settled: bool) -> DayFolder:
+    """A scanned folder whose files' stamps are named after its fingerprint."""
+    stamps = {f"shop{n}.csv": f"{fingerprint}:{n}" for n in range(files)}
+    return DayFolder(date(2025, 1, day), fingerprint, files, settled, stamps)
+
+
 def test_the_plan_asks_for_settled_changed_folders_within_the_partitions() -> None:
     folders = {
-        date(2025, 1, 3): DayFolder(date(2025, 1, 3), "f3", 1, True),
-        date(2025, 1, 4): DayFolder(date(2025, 1, 4), "f4", 1, True),
-        date(2025, 1, 9): DayFolder(date(2025, 1, 9), "f9", 1, True),
-        date(2025, 1, 10): DayFolder(date(2025, 1, 10), "f10", 1, False),
-        date(2025, 1, 20): DayFolder(date(2025, 1, 20), "f20", 2, True),
+        date(2025, 1, 3): folder(3, "f3", 1, True),
+        date(2025, 1, 4): folder(4, "f4", 1, True),
+        date(2025, 1, 9): folder(9, "f9", 1, True),
+        date(2025, 1, 10): folder(10, "f10", 1, False),
+        date(2025, 1, 20): folder(20, "f20", 2, True),
     }
     scan = IncomingScan("raw_events", folders)
-    plan = plan_ingestion(scan, EVENTS, {"2025-01-04": "f4"}, date(2025, 1, 1), date(2025, 1, 15))
+    plan = plan_ingestion(scan, EVENTS, {"2025-01-04": {"shop0.csv": "f4:0"}}, date(2025, 1, 1), date(2025, 1, 15))
     (run,) = plan.runs
     # The 3rd reaches the 2nd and 4th, and reads the folders of the 2nd to the 5th (4th unchanged).
     assert (run.first, run.last, run.changed) == (date(2025, 1, 2), date(2025, 1, 4), (date(2025, 1, 3),))
@@ -119,9 +125,11 @@ def test_the_plan_asks_for_settled_changed_folders_within_the_partitions() -> No
         "raw_events folders of days not yet ended: ['2025-01-20']",
         "raw_events folders still being written: ['2025-01-10']",
     ]
-    same = plan_ingestion(scan, EVENTS, {"2025-01-04": "f4"}, date(2025, 1, 1), date(2025, 1, 15)).runs[0]
+    same = plan_ingestion(
+        scan, EVENTS, {"2025-01-04": {"shop0.csv": "f4:0"}}, date(2025, 1, 1), date(2025, 1, 15)
+    ).runs[0]
     assert same.key == run.key and run.key.startswith("2025-01-02..2025-01-04:")
-    other = IncomingScan("raw_events", folders | {date(2025, 1, 4): DayFolder(date(2025, 1, 4), "new", 1, True)})
+    other = IncomingScan("raw_events", folders | {date(2025, 1, 4): folder(4, "new", 1, True)})
     assert plan_ingestion(other, EVENTS, {}, date(2025, 1, 1), date(2025, 1, 15)).runs[0].key != run.key
     merges = plan_ingestion(scan, MERGES, {}, date(2025, 1, 4), date(2025, 1, 15))
     assert [(r.first, r.last) for r in merges.runs] == [
@@ -129,3 +137,32 @@ def test_the_plan_asks_for_settled_changed_folders_within_the_partitions() -> No
         (date(2025, 1, 9), date(2025, 1, 9)),
     ]
     assert merges.outside == [date(2025, 1, 3)]
+
+
+def test_a_removed_file_is_no_new_input_but_an_added_or_replaced_one_is(tmp_path: Path) -> None:
+    day = tmp_path / "events" / "date=2025-01-03"
+    put(day, "shop_a.csv", "a")
+    put(day, "shop_b.csv", "b")
+    ingested = scan_incoming(tmp_path, EVENTS, NOW).folders[date(2025, 1, 3)]
+    seen = {"2025-01-03": ingested.stamps}
+    assert set(ingested.stamps) == {"shop_a.csv", "shop_b.csv"}
+    (day / "shop_a.csv").unlink()  # archived
+    assert scan_incoming(tmp_path, EVENTS, NOW).changed(seen) == []
+    (day / "shop_b.csv").unlink()
+    assert scan_incoming(tmp_path, EVENTS, NOW).changed(seen) == []
+    put(day, "shop_b.csv", "b, corrected", age=1800)
+    assert [folder.day for folder in scan_incoming(tmp_path, EVENTS, NOW).changed(seen)] == [date(2025, 1, 3)]
+    put(day, "shop_b.csv", "b", age=3600)
+    put(day, "shop_c.csv", "c")
+    assert [folder.day for folder in scan_incoming(tmp_path, EVENTS, NOW).changed(seen)] == [date(2025, 1, 3)]
+
+
+def test_a_cursor_of_whole_folder_fingerprints_still_reads(tmp_path: Path) -> None:
+    day = tmp_path / "events" / "date=2025-01-03"
+    put(day, "shop_a.csv", "a")
+    folder = scan_incoming(tmp_path, EVENTS, NOW).folders[date(2025, 1, 3)]
+    assert scan_incoming(tmp_path, EVENTS, NOW).changed({"2025-01-03": folder.fingerprint}) == []
+    (day / "shop_a.csv").unlink()
+    assert scan_incoming(tmp_path, EVENTS, NOW).changed({"2025-01-03": folder.fingerprint}) == []
+    put(day, "shop_b.csv", "b")
+    assert len(scan_incoming(tmp_path, EVENTS, NOW).changed({"2025-01-03": folder.fingerprint})) == 1

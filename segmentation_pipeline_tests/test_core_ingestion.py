@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from segmentation_pipeline.core.errors import DataValidationError
+from segmentation_pipeline.core.incoming import retract_file
 from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest, ingest_days
 from segmentation_pipeline.core.schemas import (
     DEFAULT_JUNK_IDS,
@@ -105,3 +106,61 @@ def test_a_failed_write_stops_the_run(warehouse: Warehouse, monkeypatch: pytest.
     with pytest.raises(OSError, match="No space left"):
         ingest(warehouse, EVENTS, days, SyntheticSettings(n_customers=100), (), chunk_days=2)
     assert days[3] not in warehouse.partition_days(QUARANTINE_EVENTS)
+
+
+def shop_file(path: Path, customers: range) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "customer_id,event_type,timestamp\n" + "".join(f"c{n},page_view,2025-01-02T10:00:00Z\n" for n in customers)
+    )
+    return path
+
+
+def test_a_day_keeps_the_rows_of_files_archived_after_ingestion(warehouse: Warehouse, tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    folder = incoming / "events" / "date=2025-01-02"
+    shop_a = shop_file(folder / "shop_a.csv", range(401))
+    shop_b = shop_file(folder / "shop_b.csv", range(1000, 1302))
+    source = FileSourceSettings(incoming_dir=incoming)
+    day = date(2025, 1, 2)
+
+    def stored() -> int:
+        ingest(warehouse, EVENTS, [day], source, ())
+        return warehouse.read_partition(RAW_EVENTS, day).num_rows
+
+    assert stored() == 703
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shop_a.rename(archive / "shop_a.csv")  # archived one file at a time, as a retention job does
+    assert stored() == 703
+    shop_b.rename(archive / "shop_b.csv")
+    assert stored() == 703
+    # A file replaced under the same name is ingested with its new content.
+    shop_file(folder / "shop_b.csv", range(1000, 1100))
+    assert stored() == 501
+    # Retracting a file is explicit, and refused while the file is still in the incoming folder.
+    with pytest.raises(DataValidationError, match=r"shop_b.csv is still in the incoming folder"):
+        retract_file(incoming, warehouse.kept_input_dir, EVENTS, day, "shop_b.csv")
+    with pytest.raises(
+        DataValidationError, match=r"no file 'shop_c.csv' was ingested .*\['shop_a.csv', 'shop_b.csv'\]"
+    ):
+        retract_file(incoming, warehouse.kept_input_dir, EVENTS, day, "shop_c.csv")
+    retract_file(incoming, warehouse.kept_input_dir, EVENTS, day, "shop_a.csv")
+    assert stored() == 100
+    assert sorted(p.name for p in (warehouse.kept_input_dir / "events" / "date=2025-01-02").iterdir()) == ["shop_b.csv"]
+
+
+def test_a_kept_copy_is_its_file_at_ingestion_even_when_the_original_is_rewritten_in_a_new_file(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    shop = shop_file(incoming / "events" / "date=2025-01-02" / "shop.csv", range(3))
+    ingest(warehouse, EVENTS, [date(2025, 1, 2)], FileSourceSettings(incoming_dir=incoming), ())
+    # Writers that replace a file write a new one and rename it over the old: the kept copy is unchanged.
+    replacement = shop_file(incoming / "shop.csv.new", range(7))
+    replacement.replace(shop)
+    kept = warehouse.kept_input_dir / "events" / "date=2025-01-02" / "shop.csv"
+    assert kept.read_text().count("\n") == 4
+    shop.unlink()
+    ingest(warehouse, EVENTS, [date(2025, 1, 2)], FileSourceSettings(incoming_dir=incoming), ())
+    assert warehouse.read_partition(RAW_EVENTS, date(2025, 1, 2)).num_rows == 3

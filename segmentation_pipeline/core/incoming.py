@@ -1,23 +1,37 @@
-"""New input in the file source's incoming folder: which day folders changed, and which days to ingest.
+"""New input in the file source's incoming folder: which day folders changed, which days to ingest,
+and the kept copy of every file ingested from a day folder.
 
-A day folder's file set is fingerprinted by the names, sizes and modification
-times of its input files, so the same files never cause a second ingestion,
-while an added, replaced or removed file does. A folder left with no file at
-all is not ingested again: archiving processed files must not erase a day
-(materialize the day to do that). Files still being written (modified in the
-last few seconds, or named like a partial download) hold back every run that
-would read their folder until the next look.
+The rule for a day folder: a day is the union of every file ever ingested from
+its folder, by file name. A file that disappears after ingestion (archived,
+deleted by a retention job) leaves its rows stored; a file whose content is
+replaced under the same name is ingested again with its new content; a new
+file adds its rows. Each ingested file is kept under
+`<data dir>/ingested/<table>/date=YYYY-MM-DD/<name>` and ingestion reads those
+kept copies, so re-ingesting a day after its files left gives the same rows.
+`retract_file` takes a kept file out of its day (the one explicit way to remove
+input), after which the day is ingested again.
+
+Each file is fingerprinted by its size and modification time, so the same
+files never cause a second ingestion, while an added or replaced file does; a
+removed file does not. Files still being written (modified in the last few
+seconds, or named like a partial download) hold back every run that would read
+their folder until the next look.
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
+import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from .sources import EVENTS, FOLDER_SLACK_DAYS, MERGES, SUPPORTED_SUFFIXES, Contract
+from .errors import DataValidationError
+from .sources import EVENTS, FOLDER_SLACK_DAYS, MERGES, SUPPORTED_SUFFIXES, Contract, day_folder, files_of_day
 from .warehouse import DAY_FOLDER
 
 #: A file modified this recently may still be being written; it is looked at again later.
@@ -34,6 +48,17 @@ class DayFolder:
     fingerprint: str
     files: int
     settled: bool
+    #: File name -> "size:modification time (ns)" of every input file in the folder.
+    stamps: dict[str, str] = field(default_factory=dict)
+
+    def has_new_input(self, seen: str | Mapping[str, str] | None) -> bool:
+        """A file added or replaced since the stamps in `seen` (a removed file is not new input).
+
+        `seen` may be the whole-folder fingerprint that cursors kept before files had stamps."""
+        if isinstance(seen, str):
+            return bool(self.files) and seen != self.fingerprint
+        seen = seen or {}
+        return any(seen.get(name) != stamp for name, stamp in self.stamps.items())
 
 
 @dataclass
@@ -45,12 +70,12 @@ class IncomingScan:
     #: Entries that are not `date=YYYY-MM-DD` folders (or name no real date): never ingested.
     ignored: list[str] = field(default_factory=list)
 
-    def changed(self, seen: Mapping[str, str]) -> list[DayFolder]:
-        """Settled folders whose file set differs from the one last ingested (`seen`: day -> fingerprint)."""
+    def changed(self, seen: Mapping[str, str | Mapping[str, str]]) -> list[DayFolder]:
+        """Settled folders with a file added or replaced since last ingested (`seen`: day -> file stamps)."""
         return [
             folder
             for day, folder in sorted(self.folders.items())
-            if folder.settled and folder.files and seen.get(day.isoformat()) != folder.fingerprint
+            if folder.settled and folder.has_new_input(seen.get(day.isoformat()))
         ]
 
     def unsettled(self) -> list[date]:
@@ -79,6 +104,7 @@ def scan_incoming(
 def _fingerprint(folder: Path, day: date, now: float, settle_seconds: float) -> DayFolder:
     digest = hashlib.sha256()
     files, settled = 0, True
+    stamps: dict[str, str] = {}
     try:
         for path in sorted(folder.iterdir()):
             name = path.name.lower()
@@ -91,12 +117,13 @@ def _fingerprint(folder: Path, day: date, now: float, settle_seconds: float) -> 
                 continue
             stat = path.stat()
             settled = settled and now - stat.st_mtime >= settle_seconds
+            stamps[path.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
             digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
             files += 1
     except FileNotFoundError:
         # A file (or the folder) was moved away while we looked: look again next time.
         settled = False
-    return DayFolder(day, digest.hexdigest()[:20], files, settled)
+    return DayFolder(day, digest.hexdigest()[:20], files, settled, stamps)
 
 
 def _date_or_none(text: str) -> date | None:
@@ -194,6 +221,60 @@ def plan_ingestion(
     return plan
 
 
+# ------------------------------------------------------------ kept input
+
+
+def kept_day_folder(kept_dir: Path, contract: Contract, day: date) -> Path:
+    """`<kept_dir>/<events|id_history>/date=YYYY-MM-DD/`: the kept copies of one day folder's files."""
+    return day_folder(kept_dir, contract, day)
+
+
+def keep_day_files(incoming_dir: Path, kept_dir: Path, contract: Contract, day: date) -> list[Path]:
+    """Keep a copy of every input file now in the day's incoming folder; return every kept file of the day.
+
+    A file whose content differs from its kept copy replaces it; kept files whose
+    original has gone stay (see the module docstring). Each copy is a hard link
+    where the file system allows (no space used), else a copy, and is put in place
+    by a rename, so a reader sees the old copy or the new one, never half a file.
+    """
+    kept = kept_day_folder(kept_dir, contract, day)
+    for original in files_of_day(incoming_dir, contract, day):
+        copy = kept / original.name
+        if copy.exists() and filecmp.cmp(original, copy, shallow=False):
+            continue
+        kept.mkdir(parents=True, exist_ok=True)
+        temporary = kept / f".{original.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            try:
+                os.link(original, temporary)
+            except OSError:
+                shutil.copyfile(original, temporary)
+            os.replace(temporary, copy)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return files_of_day(kept_dir, contract, day)
+
+
+def retract_file(incoming_dir: Path, kept_dir: Path, contract: Contract, day: date, name: str) -> Path:
+    """Take one kept file out of its day; the day must then be ingested again to drop its rows.
+
+    Refused while the file is still in the incoming folder, where the next look would take it back.
+    """
+    copy = kept_day_folder(kept_dir, contract, day) / name
+    if not copy.is_file():
+        kept = [path.name for path in files_of_day(kept_dir, contract, day)]
+        raise DataValidationError(
+            f"no file {name!r} was ingested for {contract.spec.name} of {day.isoformat()}; the day's files are {kept}"
+        )
+    original = day_folder(incoming_dir, contract, day) / name
+    if original.exists():
+        raise DataValidationError(
+            f"{original} is still in the incoming folder: move it away first, or it is ingested again"
+        )
+    copy.unlink()
+    return copy
+
+
 CONTRACTS: tuple[Contract, ...] = (EVENTS, MERGES)
 
 __all__ = [
@@ -206,6 +287,9 @@ __all__ = [
     "contiguous_ranges",
     "days_to_ingest",
     "folder_reach",
+    "keep_day_files",
+    "kept_day_folder",
     "plan_ingestion",
+    "retract_file",
     "scan_incoming",
 ]

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from . import synthetic
 from .errors import DataValidationError
+from .incoming import keep_day_files
 from .schemas import unassigned
 from .sources import (
     EVENTS,
@@ -151,6 +152,7 @@ def ingest(
                 keep_unassigned=index == 0,
                 run_days=run_days,
                 generated=generated,
+                kept_dir=warehouse.kept_input_dir,
             )
             if stored is not None:
                 summary.written += stored.result()
@@ -181,12 +183,15 @@ def ingest_days(
     keep_unassigned: bool = True,
     run_days: tuple[date, date] | None = None,
     generated: Mapping[date, pa.Table] | None = None,
+    kept_dir: Path | None = None,
 ) -> tuple[IngestBatch, list[date]]:
     """Validate the source's input for `days`; also returns the days that had no input at all.
 
     `keep_unassigned=False` leaves out rows of no day (unreadable time), so that a
     many-day file read once per chunk reports them once. `generated` holds the
-    synthetic source's tables of `days` when they were generated ahead.
+    synthetic source's tables of `days` when they were generated ahead. Files of
+    day folders are kept under `kept_dir` and read from there (core.incoming);
+    without it they are read where they are.
     """
     if isinstance(source, FileSourceSettings):
         ingest = Ingest(
@@ -198,7 +203,7 @@ def ingest_days(
             keep_unassigned=keep_unassigned,
             run_days=run_days,
         )
-        _add_files(ingest, contract, days, source)
+        _add_files(ingest, contract, days, source, kept_dir)
         batch = ingest.collect()
         return batch, [day.day for day in batch.days if day.rows_in == 0]
     ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0, run_days=run_days)
@@ -207,7 +212,9 @@ def ingest_days(
     return ingest.collect(), []
 
 
-def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source: FileSourceSettings) -> None:
+def _add_files(
+    ingest: Ingest, contract: Contract, days: Sequence[date], source: FileSourceSettings, kept_dir: Path | None
+) -> None:
     pattern = source.path_for(contract)
     mapping = source.columns_for(contract)
     if not source.incoming_dir.is_dir():
@@ -227,7 +234,11 @@ def _add_files(ingest: Ingest, contract: Contract, days: Sequence[date], source:
     # Neighbouring folders may hold rows of these days in UTC (local-time exports).
     folders = days_between(days[0] - timedelta(days=FOLDER_SLACK_DAYS), days[-1] + timedelta(days=FOLDER_SLACK_DAYS))
     for day in folders if contract is EVENTS else days:
-        for path in files_of_day(source.incoming_dir, contract, day):
+        if kept_dir is None:
+            paths = files_of_day(source.incoming_dir, contract, day)
+        else:
+            paths = keep_day_files(source.incoming_dir, kept_dir, contract, day)
+        for path in paths:
             ingest.add_file(path, mapping, day)
 
 

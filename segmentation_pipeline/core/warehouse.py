@@ -8,6 +8,7 @@ Layout under the data folder::
     warehouse/<table>/date=YYYY-MM-DD/part-0.parquet   one file per partition
     warehouse/quarantine/<table>/date=YYYY-MM-DD/...   rejected rows
     reports/date=YYYY-MM-DD/report.{json,md,html}      the report of a day, with its charts
+    ingested/<table>/date=YYYY-MM-DD/<file>            every input file ingested from a day folder
     segmentation.duckdb                                views for analysts
 """
 
@@ -80,6 +81,11 @@ class Warehouse:
     def llm_cache_dir(self) -> Path:
         """Language-model answers, one file per request hash (core.llm.cache)."""
         return self.root / "llm_cache"
+
+    @property
+    def kept_input_dir(self) -> Path:
+        """Every file ingested from the file source's day folders, kept by day (core.incoming)."""
+        return self.root / "ingested"
 
     @property
     def reports_dir(self) -> Path:

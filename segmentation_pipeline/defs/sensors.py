@@ -1,8 +1,9 @@
 """The incoming-files sensor: new input in the file source's day folders launches its ingestion.
 
-Each `<incoming>/events/date=YYYY-MM-DD/` (or `id_history/...`) folder whose
-set of files changed (a file added, replaced or removed) is ingested once: the
-cursor keeps the fingerprint of every folder's last ingested file set.
+Each `<incoming>/events/date=YYYY-MM-DD/` (or `id_history/...`) folder with a
+file added or replaced is ingested once: the cursor keeps the size and
+modification time of every file of a folder as last ingested. A file removed
+from a folder changes nothing (core.incoming keeps every ingested file).
 Consecutive changed days go into one run over their range, whose run key names
 the exact files it reads. core.incoming decides; this sensor asks Dagster.
 """
@@ -31,7 +32,8 @@ _ASSETS = {asset.key.to_user_string(): asset.key for asset in (raw_events, id_hi
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING if SETTINGS.source == "files" else dg.DefaultSensorStatus.STOPPED,
     description="Ingests a day when new files land in the file source's incoming folder "
-    "(events/date=YYYY-MM-DD/ and id_history/date=YYYY-MM-DD/), once per new file set. "
+    "(events/date=YYYY-MM-DD/ and id_history/date=YYYY-MM-DD/), once per new or replaced file; "
+    "a file removed after ingestion (archived) leaves its rows stored. "
     "An events folder may hold rows of the days either side of it, so those days are ingested again too. "
     "Runs only with SEGMENTATION_SOURCE=files.",
 )
@@ -42,7 +44,7 @@ def incoming_files(
         return dg.SensorResult(skip_reason=f"the event source is {event_source.kind!r}, not 'files'")
     source = event_source.source(warehouse.warehouse().root)
     assert isinstance(source, FileSourceSettings)
-    seen: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, dict[str, str | dict[str, str]]] = json.loads(context.cursor) if context.cursor else {}
     first_day = daily_partitions.start.date()
     last_key = daily_partitions.get_last_partition_key()
     last_day = date.fromisoformat(last_key) if last_key else date.min
@@ -70,7 +72,7 @@ def incoming_files(
         for run in plan.runs:
             requests.append(_ingestion_request(contract, run))
         for day in [*plan.outside, *(day for run in plan.runs for day in run.changed)]:
-            table_seen[day.isoformat()] = scan.folders[day].fingerprint
+            table_seen[day.isoformat()] = scan.folders[day].stamps
     cursor = json.dumps(seen, sort_keys=True)
     if requests:
         return dg.SensorResult(run_requests=requests, cursor=cursor)
