@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
 DEMO_SNAPSHOTS ?= 3
 
-.PHONY: install demo test dev backfill validate lint clean
+.PHONY: install instance-config demo test dev backfill retract validate lint clean
 
 # The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -18,12 +18,18 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# A DAGSTER_HOME outside the repository gets an empty instance configuration.
+# A DAGSTER_HOME outside the repository gets the repository's instance configuration (run queue,
+# pools, run monitoring), never an empty one; an existing file there is the operator's and is kept.
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
-	touch $@
+	cp $(CURDIR)/.dagster_home/dagster.yaml $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+# An empty configuration (as earlier versions of this file made) would silently drop them: refuse it.
+instance-config: $(DAGSTER_HOME)/dagster.yaml
+	@test -s $< || { echo "$< is empty: the run queue, pools and run monitoring would be off;" \
+		"copy $(CURDIR)/.dagster_home/dagster.yaml there (or delete it and run make again)"; exit 2; }
+
+demo: install instance-config
 	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS)
 
 test: install
@@ -35,13 +41,19 @@ lint: install
 validate: install
 	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install instance-config
 	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
 
 # A backfill of the whole graph over FROM..TO (YYYY-MM-DD), through the webserver and daemon of `make dev`.
 backfill: install
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO)
+
+# Take one ingested file out of its day and ingest the days it reached again (the file source keeps
+# every file ingested from a day folder, so archiving a file does not erase its rows).
+retract: install instance-config
+	@test -n "$(DAY)" -a -n "$(FILE)" || { echo "usage: make retract DAY=YYYY-MM-DD FILE=name [TABLE=events|id_history]"; exit 2; }
+	$(BIN)/python -m segmentation_pipeline.retract --table $(or $(TABLE),events) --day $(DAY) $(FILE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
