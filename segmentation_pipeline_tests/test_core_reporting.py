@@ -22,6 +22,7 @@ from PIL import Image
 
 from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
 from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
+from segmentation_pipeline.core.profiles import WINDOW_INPUT_KEY, build_profiles
 from segmentation_pipeline.core.reporting import charts
 from segmentation_pipeline.core.reporting.document import (
     KEY_FEATURES,
@@ -34,7 +35,7 @@ from segmentation_pipeline.core.reporting.document import (
     gather_report,
 )
 from segmentation_pipeline.core.reporting.publish import load_report, publish_report, verify_report
-from segmentation_pipeline.core.reporting.render import JSON_FILE
+from segmentation_pipeline.core.reporting.render import JSON_FILE, markdown
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
     CLUSTERS,
@@ -166,18 +167,17 @@ def test_feature_quartiles_are_those_of_every_member(snapshot: Path, published) 
 
 
 def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse) -> None:
-    missing = date(2025, 9, 15)
-    shutil.rmtree(store.partition_path(RAW_EVENTS, missing).parent)
     coverage = gather_report(store, DAY, SETTINGS).report.coverage
     assert coverage.window_last_day == DAY
     first = coverage.window_first_day
-    assert coverage.window_days == (DAY - first).days + 1
+    assert coverage.window_days == coverage.possible_days == (DAY - first).days + 1
     stored = store.partition_days(RAW_EVENTS, first, DAY)
-    # The synthetic history starts on 2025-06-01, inside the window: those days are missing too.
-    expected_missing = (DAY - first).days + 1 - len(stored)
+    # The synthetic history starts on 2025-06-01, inside the window: without the first partition's
+    # day, the days before it count as missing.
+    assert stored[0] == date(2025, 6, 1)
     assert coverage.days_with_events == len(stored)
-    assert coverage.missing_days == expected_missing
-    assert missing in coverage.missing_days_listed or coverage.missing_days > len(coverage.missing_days_listed)
+    assert coverage.missing_days == (DAY - first).days + 1 - len(stored)
+    assert coverage.as_of_day_has_events and coverage.days_changed_since_profiles == []
     with duckdb.connect() as con:
         (events,) = con.execute(
             f"SELECT count(*) FROM read_parquet('{store.table_dir(RAW_EVENTS)}/date=*/*.parquet', hive_partitioning=true)"
@@ -186,6 +186,56 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
     assert coverage.events_in_window == events
     assert coverage.customers_profiled == coverage.customers_segmented > 0
     assert coverage.features_without_values == []
+
+    # Only days that could have data count: from the first partition on, every day has events.
+    from_start = gather_report(store, DAY, SETTINGS, first_partition_day=date(2025, 6, 1)).report
+    assert from_start.coverage.possible_days == len(stored) == from_start.coverage.days_with_events
+    assert from_start.coverage.missing_days == 0 and from_start.coverage.coverage == 1.0
+    assert f"Data: {len(stored)} of {len(stored)} days with events" in markdown(from_start)
+    assert f"the window's first {(date(2025, 6, 1) - first).days} days lie before the data's first day" in markdown(
+        from_start
+    )
+
+
+def rebuild_profiles(store: Warehouse) -> None:
+    """The profiles of DAY built again over what is stored now, as the profiles asset stores them."""
+    result = build_profiles(store, DAY)
+    store.write_partition(PROFILES, DAY, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()})
+
+
+def test_a_stored_day_without_events_is_not_a_day_with_events(store: Warehouse) -> None:
+    # A nightly run of a day whose export never came stores an empty partition: no input for that day.
+    store.write_partition(RAW_EVENTS, DAY, RAW_EVENTS.empty())
+    rebuild_profiles(store)
+    published = publish_report(
+        gather_report(store, DAY, SETTINGS, first_partition_day=date(2025, 6, 1)), store.report_dir(DAY)
+    )
+    report = published.report
+    stored = store.partition_days(RAW_EVENTS, date(2025, 6, 1), DAY)
+    assert report.coverage.days_with_events == len(stored) - 1
+    assert report.coverage.missing_days_listed == [DAY]
+    assert not report.coverage.as_of_day_has_events
+    assert markdown(report).split("\n")[2].startswith(f"**No input for {DAY}: no event of that day was stored")
+    assert f"No input for {DAY}" in published.html_path.read_text()
+
+
+def test_the_report_counts_what_the_profiles_saw_and_names_days_changed_since(store: Warehouse) -> None:
+    # A late file: a day of the window is ingested again after the profiles were built.
+    late = date(2025, 9, 15)
+    before = store.read_partition(RAW_EVENTS, late)
+    coverage = gather_report(store, DAY, SETTINGS).report.coverage
+    store.write_partition(RAW_EVENTS, late, before.slice(0, before.num_rows // 2))
+    again = gather_report(store, DAY, SETTINGS).report
+    assert again.coverage.events_in_window == coverage.events_in_window
+    assert again.coverage.days_with_events == coverage.days_with_events
+    assert again.coverage.days_changed_since_profiles == [late]
+    assert f"Events of 1 day changed after these profiles were built ({late})" in markdown(again)
+    shutil.rmtree(store.partition_path(RAW_EVENTS, late).parent)
+    assert gather_report(store, DAY, SETTINGS).report.coverage.days_changed_since_profiles == [late]
+    rebuild_profiles(store)
+    rebuilt = gather_report(store, DAY, SETTINGS).report.coverage
+    assert rebuilt.days_changed_since_profiles == []
+    assert rebuilt.events_in_window == coverage.events_in_window - before.num_rows
 
 
 def test_answers_made_from_other_statistics_are_refused(store: Warehouse) -> None:

@@ -154,6 +154,31 @@ def test_files_source_quarantines_bad_rows_and_warns(instance: dg.DagsterInstanc
     assert metadata["days_without_input"].value == ["2025-01-02"]
 
 
+def test_a_day_without_input_is_flagged_not_passed_over(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    folder = data_dir / "incoming" / "events" / "date=2025-01-01"
+    folder.mkdir(parents=True)
+    (folder / "shop.csv").write_text("customer_id,event_type,timestamp\nu1,page_view,2025-01-01T09:00:00Z\n")
+    # The 2nd's export never came; the 3rd's folder is there but its file is empty.
+    (data_dir / "incoming" / "events" / "date=2025-01-03").mkdir()
+    (data_dir / "incoming" / "events" / "date=2025-01-03" / "shop.csv").write_text("")
+    check = checks_by_name(ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files"))["every_day_has_input"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == "no input for 2 of 3 days: 2025-01-02, 2025-01-03"
+    assert check.metadata["days_without_events"].value == ["2025-01-02", "2025-01-03"]
+    nightly = checks_by_name(ingest_range(instance, data_dir, DAYS[1], DAYS[1], kind="files"))
+    assert nightly["every_day_has_input"].description == "no input for 2025-01-02: no event of that day was stored"
+    assert checks_by_name(ingest_range(instance, data_dir, DAYS[0], DAYS[0], kind="files"))["every_day_has_input"].passed
+    closed_on_sundays = dg.materialize(
+        [raw_events],
+        instance=instance,
+        resources=resources(data_dir, kind="files"),
+        partition_key="2025-01-02",
+        run_config=dg.RunConfig({"raw_events": {"config": {"expect_input_every_day": False}}}),
+    )
+    assert checks_by_name(closed_on_sundays)["every_day_has_input"].passed
+
+
 def test_a_file_missing_a_column_fails_the_run_naming_file_and_column(
     instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:

@@ -41,8 +41,9 @@ customer whose first purchase predates it looks younger than they are.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -54,7 +55,7 @@ import pyarrow.compute as pc
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
 from .features import CLOCK_TIMES, FEATURES, Feature
-from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
+from .schemas import MERGE_MAP, PROFILES, QUARANTINE_EVENTS, RAW_EVENTS, conform
 from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
 
 PROBABILISTIC = "bg_nbd_gamma_gamma"
@@ -131,6 +132,63 @@ class ProfileWindow:
         return datetime.combine(self.first_day, time(), tzinfo=timezone.utc)
 
 
+#: Key of the profiles file's Parquet metadata that holds its WindowInput.
+WINDOW_INPUT_KEY = "segmentation.window_input"
+
+
+@dataclass(frozen=True)
+class WindowInput:
+    """The stored raw_events a profile was built from, day by day.
+
+    Kept with the profiles, so that what the report says of the window (days with events,
+    events, quarantined rows) is what the profiles saw, and a day ingested again since
+    (a late file) can be told from a re-run that changed nothing.
+    """
+
+    #: day -> (valid rows, bytes of the stored file, quarantined rows), for the days with a stored partition.
+    days: dict[date, tuple[int, int, int]]
+
+    @classmethod
+    def stored(cls, store: Warehouse, days: Sequence[date]) -> WindowInput:
+        quarantined = store.stored_footprints(QUARANTINE_EVENTS, days)
+        return cls(
+            {
+                day: (rows, size, quarantined.get(day, (0, 0))[0])
+                for day, (rows, size) in store.stored_footprints(RAW_EVENTS, days).items()
+            }
+        )
+
+    @property
+    def days_with_events(self) -> list[date]:
+        return [day for day, (rows, _, _) in sorted(self.days.items()) if rows]
+
+    @property
+    def events(self) -> int:
+        return sum(rows for rows, _, _ in self.days.values())
+
+    @property
+    def quarantined(self) -> int:
+        return sum(quarantined for _, _, quarantined in self.days.values())
+
+    def changed_days(self, now: Mapping[date, tuple[int, int]]) -> list[date]:
+        """Days whose stored raw_events (rows, bytes) differ from these: ingested again with other input."""
+        recorded = {day: (rows, size) for day, (rows, size, _) in self.days.items()}
+        return sorted(day for day in set(recorded) | set(now) if recorded.get(day) != now.get(day))
+
+    def to_json(self) -> str:
+        return json.dumps({day.isoformat(): list(values) for day, values in sorted(self.days.items())})
+
+    @classmethod
+    def from_json(cls, text: str) -> WindowInput:
+        return cls({date.fromisoformat(day): tuple(values) for day, values in json.loads(text).items()})
+
+    @classmethod
+    def of_profiles(cls, store: Warehouse, as_of: date) -> WindowInput | None:
+        """What the stored profiles of `as_of` were built from; None for profiles stored without it."""
+        text = store.partition_metadata(PROFILES, as_of).get(WINDOW_INPUT_KEY)
+        return None if text is None else cls.from_json(text)
+
+
 @dataclass(frozen=True)
 class ClvFit:
     method: str
@@ -150,10 +208,12 @@ class ProfileResult:
     clv_fit: ClvFit
     top_categories: list[str]
     top_channels: list[str]
+    window_input: WindowInput = field(default_factory=lambda: WindowInput({}))
 
     @property
     def coverage(self) -> float:
-        return len(self.days_present) / self.window.lookback_days
+        """The share of the window's days with events (a stored day without a row does not count)."""
+        return len(self.window_input.days_with_events) / self.window.lookback_days
 
     def as_metadata(self) -> dict[str, object]:
         return {
@@ -161,6 +221,7 @@ class ProfileResult:
             "window_first_day": self.window.first_day.isoformat(),
             "window_last_day": self.window.last_day.isoformat(),
             "window_days_present": len(self.days_present),
+            "window_days_with_events": len(self.window_input.days_with_events),
             "window_days": self.window.lookback_days,
             "window_coverage": round(self.coverage, 4),
             "unsupported_features": sorted(self.unsupported),
@@ -195,6 +256,7 @@ def build_profiles(
             f"merge_map for {as_of.isoformat()} is not materialized ({merge_map_path}); materialize it first"
         )
     days_present = store.partition_days(RAW_EVENTS, window.first_day, window.last_day)
+    window_input = WindowInput.stored(store, days_present)
     events = store.parquet_relation(RAW_EVENTS, days_present)
     if events is None:
         return _empty_result(window)
@@ -222,6 +284,7 @@ def build_profiles(
         clv_fit=clv_fit,
         top_categories=categories.top,
         top_channels=channels.top,
+        window_input=window_input,
     )
 
 

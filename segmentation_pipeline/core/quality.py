@@ -6,7 +6,7 @@ check verifies what analysts and downstream stages will actually see.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -97,6 +97,21 @@ def quarantine_rate(stats: EventPartitionStats, max_rate: float) -> CheckOutcome
         f"{stats.quarantined} of {total} input rows quarantined ({rate:.3%}; limit {max_rate:.3%})",
         {"quarantined": stats.quarantined, "input_rows": total, "rate": rate, "max_rate": max_rate},
     )
+
+
+def every_day_has_input(rows_per_day: Mapping[date, int], expected: bool = True) -> CheckOutcome:
+    """Every day of a run stored at least one event: a day without one means a missing or empty export."""
+    empty = sorted(day for day, rows in rows_per_day.items() if not rows)
+    listed = ", ".join(str(day) for day in empty[:10]) + (" ..." if len(empty) > 10 else "")
+    if not empty:
+        summary = f"every one of the {len(rows_per_day)} days has events"
+    elif len(rows_per_day) == 1:
+        summary = f"no input for {listed}: no event of that day was stored"
+    else:
+        summary = f"no input for {len(empty)} of {len(rows_per_day)} days: {listed}"
+    if empty and not expected:
+        summary += " (days without input are expected: expect_input_every_day is off)"
+    return CheckOutcome(not empty or not expected, summary, {"days_without_events": [str(day) for day in empty]})
 
 
 def _stored_rule(

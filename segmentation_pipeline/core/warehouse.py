@@ -124,11 +124,36 @@ class Warehouse:
 
     # ------------------------------------------------------------ read, write
 
-    def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
-        """Write one partition atomically, replacing what was there."""
+    def write_partition(
+        self, spec: TableSpec, day: date, table: pa.Table, metadata: dict[str, str] | None = None
+    ) -> WrittenPartition:
+        """Write one partition atomically, replacing what was there.
+
+        `metadata` goes into the Parquet file's key-value metadata (read back by `partition_metadata`)."""
         path = self.partition_path(spec, day)
-        write_parquet_atomic(conform(table, spec), path, spec.plain_columns)
+        conformed = conform(table, spec)
+        if metadata:
+            conformed = conformed.replace_schema_metadata((conformed.schema.metadata or {}) | metadata)
+        write_parquet_atomic(conformed, path, spec.plain_columns)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
+
+    def partition_metadata(self, spec: TableSpec, day: date) -> dict[str, str]:
+        """The key-value metadata `write_partition` stored with a partition; empty when there is none."""
+        return _key_value_metadata(self.partition_path(spec, day))
+
+    def stored_footprints(self, spec: TableSpec, days: Iterable[date]) -> dict[date, tuple[int, int]]:
+        """(rows, bytes) of the stored partitions of `days`, from the Parquet footers (no data is read).
+
+        A rewrite with other content almost always changes one of the two; the same content written
+        again changes neither (writes are deterministic), so a re-run is not mistaken for new input."""
+        footprints = {}
+        for day in days:
+            path = self.partition_path(spec, day)
+            try:
+                footprints[day] = (pq.read_metadata(path).num_rows, path.stat().st_size)
+            except FileNotFoundError:
+                continue
+        return footprints
 
     def write_file(
         self, spec: TableSpec, file_name: str, table: pa.Table, metadata: dict[str, str] | None = None
@@ -142,11 +167,7 @@ class Warehouse:
 
     def file_metadata(self, spec: TableSpec, file_name: str) -> dict[str, str]:
         """The key-value metadata `write_file` stored with a file; empty when there is no such file."""
-        path = self.table_dir(spec) / file_name
-        if not path.exists():
-            return {}
-        stored = pq.read_schema(path).metadata or {}
-        return {key.decode(): value.decode() for key, value in stored.items()}
+        return _key_value_metadata(self.table_dir(spec) / file_name)
 
     def remove_file(self, spec: TableSpec, file_name: str) -> None:
         _remove_quietly(self.table_dir(spec) / file_name)
@@ -316,6 +337,13 @@ def _stored_days(folder: Path) -> Iterator[date]:
         match = DAY_FOLDER.match(child.name)
         if match and (child / PART_FILE).exists():
             yield date.fromisoformat(match.group(1))
+
+
+def _key_value_metadata(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    stored = pq.read_schema(path).metadata or {}
+    return {key.decode(): value.decode() for key, value in stored.items() if not key.startswith(b"ARROW:")}
 
 
 def days_between(first: date, last: date) -> list[date]:

@@ -26,6 +26,12 @@ RAW_EVENTS_CHECKS = [
         description="The share of input rows quarantined stays under max_quarantine_rate (warning).",
     ),
     dg.AssetCheckSpec(
+        "every_day_has_input",
+        asset="raw_events",
+        description="Every day of the run stored at least one event: a day without one had no input "
+        "(a missing or empty export) (warning; expect_input_every_day turns it off).",
+    ),
+    dg.AssetCheckSpec(
         "no_rows_for_other_days",
         asset="raw_events",
         description="Every valid row the run read went into a partition it wrote; rows of other days "
@@ -60,7 +66,11 @@ def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.
 
 
 def raw_events_results(
-    warehouse: Warehouse, days: Sequence[date], max_quarantine_rate: float
+    warehouse: Warehouse,
+    days: Sequence[date],
+    max_quarantine_rate: float,
+    rows_per_day: Mapping[date, int],
+    expect_input_every_day: bool = True,
 ) -> list[dg.AssetCheckResult]:
     stats = quality.event_partition_stats(warehouse, days)
     return [
@@ -68,6 +78,9 @@ def raw_events_results(
         _result("valid_event_types", quality.valid_event_types(stats)),
         _result("timestamps_inside_partition", quality.timestamps_inside_partition(stats)),
         _result("quarantine_rate", quality.quarantine_rate(stats, max_quarantine_rate), warn=True),
+        _result(
+            "every_day_has_input", quality.every_day_has_input(rows_per_day, expect_input_every_day), warn=True
+        ),
     ]
 
 

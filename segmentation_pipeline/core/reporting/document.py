@@ -26,13 +26,13 @@ from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
 from ..llm.facts import SegmentFacts, snapshot_facts
 from ..llm.questions import stale_answers
+from ..profiles import WindowInput
 from ..schemas import (
     ACTIONABILITY,
     CLUSTERS,
     EXPLANATIONS,
     MERGE_MAP,
     PROFILES,
-    QUARANTINE_EVENTS,
     RAW_EVENTS,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -122,10 +122,18 @@ class DataCoverage(_Record):
     window_first_day: date
     window_last_day: date
     window_days: int
+    #: Days of the window that could have data: those on or after the first partition.
+    possible_days: int = 0
+    #: Days with at least one stored event (a day ingested without input does not count).
     days_with_events: int
+    #: Possible days without an event.
     missing_days: int
     #: The first MISSING_DAYS_LISTED missing days.
     missing_days_listed: list[date]
+    #: Whether the as-of day itself has events: a nightly run without them had no input for the day.
+    as_of_day_has_events: bool = True
+    #: Days whose stored events changed after the profiles were built (a late file): counts here are the profiles'.
+    days_changed_since_profiles: list[date] = Field(default_factory=list)
     events_in_window: int
     quarantined_events_in_window: int
     ids_in_merge_history: int
@@ -137,7 +145,8 @@ class DataCoverage(_Record):
 
     @property
     def coverage(self) -> float:
-        return self.days_with_events / self.window_days if self.window_days else 0.0
+        possible = self.possible_days or self.window_days
+        return self.days_with_events / possible if possible else 0.0
 
 
 class StageSettings(_Record):
@@ -233,9 +242,15 @@ class ReportDraft:
 
 
 def gather_report(
-    store: Warehouse, as_of: date, settings: RunSettings, sample_per_segment: int = SAMPLE_PER_SEGMENT
+    store: Warehouse,
+    as_of: date,
+    settings: RunSettings,
+    sample_per_segment: int = SAMPLE_PER_SEGMENT,
+    first_partition_day: date | None = None,
 ) -> ReportDraft:
-    """Everything the stages stored for `as_of`, checked to belong together, as one report."""
+    """Everything the stages stored for `as_of`, checked to belong together, as one report.
+
+    Days of the profile window before `first_partition_day` cannot have data and are not counted missing."""
     tables = {spec.name: store.read_required(spec, as_of) for spec in _UPSTREAM}
     facts = snapshot_facts(tables["segments"], tables["robustness"], tables["viability"], as_of)
     if not facts:
@@ -274,7 +289,7 @@ def gather_report(
         totals=_totals(segments),
         segments=segments,
         migration=_migration(tables["segment_migration"], store),
-        coverage=_coverage(store, as_of, members, tables["merge_map"]),
+        coverage=_coverage(store, as_of, members, tables["merge_map"], first_partition_day),
         answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
     )
@@ -373,7 +388,9 @@ class _Members:
                    JOIN read_parquet({sql_string(str(self.profiles))}) p USING (canonical_id)"""
 
 
-def _coverage(store: Warehouse, as_of: date, members: _Members, merge_map: pa.Table) -> DataCoverage:
+def _coverage(
+    store: Warehouse, as_of: date, members: _Members, merge_map: pa.Table, first_partition_day: date | None
+) -> DataCoverage:
     features = list(FEATURES_BY_NAME)
     with store.connect() as con:
         profiled, window_days, *with_value = con.execute(
@@ -382,30 +399,34 @@ def _coverage(store: Warehouse, as_of: date, members: _Members, merge_map: pa.Ta
             + f" FROM read_parquet({sql_string(str(members.profiles))})"
         ).fetchone()
     first = as_of - timedelta(days=max(window_days, 1) - 1)
-    present = store.partition_days(RAW_EVENTS, first, as_of)
-    missing = sorted(set(days_between(first, as_of)) - set(present)) if window_days else []
+    possible = days_between(max(first, first_partition_day or first), as_of) if window_days else []
+    # The counts the profiles were built from, so that they never mix with a later ingestion's.
+    built_from = WindowInput.of_profiles(store, as_of) or WindowInput.stored(
+        store, store.partition_days(RAW_EVENTS, first, as_of)
+    )
+    with_events = set(built_from.days_with_events)
+    missing = [day for day in possible if day not in with_events]
     merged = pc.sum(pc.not_equal(merge_map["old_id"], merge_map["canonical_id"])).as_py() or 0
     return DataCoverage(
         window_first_day=first,
         window_last_day=as_of,
         window_days=window_days,
-        days_with_events=len(present),
+        possible_days=len(possible),
+        days_with_events=len(with_events),
         missing_days=len(missing),
         missing_days_listed=missing[:MISSING_DAYS_LISTED],
-        events_in_window=_stored_rows(store, RAW_EVENTS, present),
-        quarantined_events_in_window=_stored_rows(store, QUARANTINE_EVENTS, days_between(first, as_of)),
+        as_of_day_has_events=as_of in with_events,
+        days_changed_since_profiles=built_from.changed_days(
+            store.stored_footprints(RAW_EVENTS, days_between(first, as_of))
+        ),
+        events_in_window=built_from.events,
+        quarantined_events_in_window=built_from.quarantined,
         ids_in_merge_history=merge_map.num_rows,
         ids_merged_into_another=int(merged),
         customers_profiled=profiled,
         customers_segmented=pq.ParquetFile(members.clusters).metadata.num_rows,
         features_without_values=[name for name, count in zip(features, with_value) if profiled and not count],
     )
-
-
-def _stored_rows(store: Warehouse, spec: TableSpec, days) -> int:
-    """Rows of the stored partitions of `days`, from the Parquet footers (no data is read)."""
-    paths = (store.partition_path(spec, day) for day in days)
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths if path.exists())
 
 
 def _feature_distributions(

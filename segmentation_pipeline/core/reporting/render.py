@@ -28,11 +28,36 @@ def headline(report: SegmentationReport) -> str:
 
 def coverage_line(report: SegmentationReport) -> str:
     coverage = report.coverage
+    possible = coverage.possible_days or coverage.window_days
+    before = (
+        f"; the window's first {coverage.window_days - possible} days lie before the data's first day"
+        if possible < coverage.window_days
+        else ""
+    )
     return (
-        f"Data: {coverage.days_with_events} of {coverage.window_days} days with events "
-        f"({coverage.window_first_day} to {coverage.window_last_day}), {coverage.events_in_window:,} events, "
+        f"Data: {coverage.days_with_events} of {possible} days with events "
+        f"({coverage.window_first_day} to {coverage.window_last_day}{before}), {coverage.events_in_window:,} events, "
         f"{coverage.quarantined_events_in_window:,} rows quarantined; {coverage.customers_profiled:,} customers profiled."
     )
+
+
+def notices(report: SegmentationReport) -> list[str]:
+    """What a reader must know before trusting the numbers: shown first, above the headline."""
+    coverage = report.coverage
+    lines = []
+    if not coverage.as_of_day_has_events:
+        lines.append(
+            f"No input for {report.as_of}: no event of that day was stored, so this snapshot stands on the days "
+            "before it. Check that the day's export arrived; once it is ingested, build this snapshot again."
+        )
+    changed = coverage.days_changed_since_profiles
+    if changed:
+        listed = ", ".join(str(day) for day in changed[:10]) + (" ..." if len(changed) > 10 else "")
+        lines.append(
+            f"Events of {len(changed)} day{'s' if len(changed) > 1 else ''} changed after these profiles were built "
+            f"({listed}): the numbers here are those the profiles saw; build this snapshot again to include them."
+        )
+    return lines
 
 
 def summary_table(report: SegmentationReport) -> str:
@@ -67,6 +92,7 @@ def markdown(report: SegmentationReport) -> str:
     lines = [
         f"# Customer segments as of {report.as_of}",
         "",
+        *(f"**{md_text(line)}**\n" for line in notices(report)),
         headline(report),
         coverage_line(report),
         f"Answers by {_answered_by(report)}.",
@@ -138,6 +164,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
 main { max-width: 1180px; margin: 0 auto; padding: 24px; }
 h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
 p.lead { font-size: 1.1em; } .muted { color: #59636e; }
+p.notice { background: #fff4e5; border-left: 4px solid #d97706; padding: 0.5em 0.8em; }
 img { max-width: 100%; height: auto; background: white; border: 1px solid #d0d7de; border-radius: 6px; }
 table { border-collapse: collapse; width: 100%; background: white; margin: 8px 0; }
 th, td { border: 1px solid #d0d7de; padding: 6px 8px; text-align: left; vertical-align: top; }
@@ -165,6 +192,7 @@ def html(report: SegmentationReport, folder: Path) -> str:
         f"<title>Customer segments as of {report.as_of}</title>",
         f"<style>{_CSS}</style></head><body><main>",
         f"<h1>Customer segments as of {report.as_of}</h1>",
+        *(f'<p class="notice"><strong>{escape(line)}</strong></p>' for line in notices(report)),
         f'<p class="lead">{escape(headline(report))}</p>',
         f'<p class="muted">{escape(coverage_line(report))} Answers by {escape(_answered_by(report))}.</p>',
     ]
@@ -265,7 +293,8 @@ def _coverage_html(report: SegmentationReport) -> str:
     coverage = report.coverage
     rows = {
         "Profile window": f"{coverage.window_first_day} to {coverage.window_last_day} ({coverage.window_days} days)",
-        "Days with events": f"{coverage.days_with_events} ({coverage.coverage:.1%} of the window)",
+        "Days with events": f"{coverage.days_with_events} of {coverage.possible_days or coverage.window_days} "
+        f"({coverage.coverage:.1%} of the days that could have data)",
         "Days without events": f"{coverage.missing_days}"
         + (f": {', '.join(str(day) for day in coverage.missing_days_listed)}" if coverage.missing_days_listed else ""),
         "Events in the window": f"{coverage.events_in_window:,}",

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import dagster as dg
 from pydantic import Field
 
-from ...core import synthetic
+from ...core import quality, synthetic
 from ...core.ingestion import EVENTS, MERGES, IngestSummary, Source, ingest
 from ...core.schemas import ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
 from ...core.sources import Contract
@@ -33,6 +33,11 @@ class IdHistoryConfig(dg.Config):
 class RawEventsConfig(IdHistoryConfig):
     max_quarantine_rate: float = Field(
         default=0.05, description="Above this share of quarantined input rows the quarantine_rate check warns."
+    )
+    expect_input_every_day: bool = Field(
+        default=True,
+        description="Every day should have events: the every_day_has_input check warns of a day without one "
+        "(turn off for a business closed on some days).",
     )
 
 
@@ -72,11 +77,16 @@ def raw_events(
             context, store, EVENTS, source, identity_rules.junk_ids, config.chunk_days, written_beside=truth
         )
     metadata = _ingestion_metadata(summary)
+    has_input = quality.every_day_has_input(summary.rows_per_day)
+    if not has_input.passed and config.expect_input_every_day:
+        context.log.warning(has_input.summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            *raw_events_results(store, summary.days, config.max_quarantine_rate),
+            *raw_events_results(
+                store, summary.days, config.max_quarantine_rate, summary.rows_per_day, config.expect_input_every_day
+            ),
             rows_for_other_days_result(summary.outside_run_rows, outside_run),
         ],
     )

@@ -8,7 +8,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from ...core.features import FEATURES, FEATURES_BY_NAME
-from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
+from ...core.profiles import WINDOW_INPUT_KEY, ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import PROFILES, TABLES
 from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
@@ -76,7 +76,9 @@ def _profiles_day(
     # The Parquet write runs in Arrow's C++ without the GIL: the summary is worked out meanwhile
     # (1.7 s and 1.3 s one after the other at 30M events, 1.8 s side by side).
     with ThreadPoolExecutor(1, thread_name_prefix="write-profiles") as writer:
-        writing = writer.submit(store.write_partition, PROFILES, as_of, result.table)
+        writing = writer.submit(
+            store.write_partition, PROFILES, as_of, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()}
+        )
         summary = feature_summary(result)
         written = writing.result()
     store.refresh_catalog(TABLES.values())
@@ -84,7 +86,8 @@ def _profiles_day(
         context.log.warning(f"{as_of}: features the source cannot support (left null): {sorted(result.unsupported)}")
     if result.coverage < 1:
         context.log.warning(
-            f"{as_of}: {len(result.days_present)} of {result.window.lookback_days} days of the window have raw_events"
+            f"{as_of}: {len(result.window_input.days_with_events)} of {result.window.lookback_days} days "
+            "of the window have events"
         )
     return DayResult(
         metadata={

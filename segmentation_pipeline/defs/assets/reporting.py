@@ -7,7 +7,7 @@ from pydantic import Field, ValidationError
 
 from ...core.reporting.document import SAMPLE_PER_SEGMENT, RunSettings, StageSettings, gather_report
 from ...core.reporting.publish import publish_report
-from ...core.reporting.render import headline, summary_table
+from ...core.reporting.render import headline, notices, summary_table
 from ..checks import REPORT_CHECKS, report_results
 from ..metadata import image_file
 from ..partitions import daily_partitions, partition_day
@@ -71,9 +71,11 @@ def report(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     settings, stage_runs = _run_settings(context, config, store.root, event_source.kind)
-    draft = gather_report(store, as_of, settings, config.sample_per_segment)
+    draft = gather_report(store, as_of, settings, config.sample_per_segment, daily_partitions.start.date())
     published = publish_report(draft, store.report_dir(as_of))
     totals = published.report.totals
+    for line in notices(published.report):
+        context.log.warning(line)
     context.log.info(f"report of {as_of}: {headline(published.report)} ({published.html_path})")
     return dg.MaterializeResult(
         metadata={
@@ -82,7 +84,10 @@ def report(
             "approved_segments": totals.approved,
             "actionable_segments": totals.actionable,
             "segments_ready_for_campaign": totals.targetable,
-            "summary": dg.MetadataValue.md(f"{headline(published.report)}\n\n{summary_table(published.report)}"),
+            "summary": dg.MetadataValue.md(
+                "".join(f"**{line}**\n\n" for line in notices(published.report))
+                + f"{headline(published.report)}\n\n{summary_table(published.report)}"
+            ),
             "dashboard": image_file(published.chart_path("dashboard"), "dashboard"),
             "html_path": dg.MetadataValue.path(str(published.html_path)),
             "json_path": dg.MetadataValue.path(str(published.json_path)),
