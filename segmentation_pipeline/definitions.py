@@ -1,21 +1,21 @@
-"""The one Definitions object: assets, checks, jobs, the nightly schedule, the incoming-files sensor and resources."""
+"""The one Definitions object: assets, checks, jobs, the nightly schedule, the sensors and resources."""
 
 import gc
 
 import dagster as dg
 
 from .defs.assets.ingestion import id_history, raw_events
-from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job
+from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job
 from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
 from .defs.schedules import nightly_segmentation
-from .defs.sensors import incoming_files
+from .defs.sensors import incoming_files, late_input_snapshots
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, *SNAPSHOT_ASSETS],
-    jobs=[segmentation_job, ingestion_job],
+    jobs=[segmentation_job, ingestion_job, snapshot_job],
     schedules=[nightly_segmentation],
-    sensors=[incoming_files],
+    sensors=[incoming_files, late_input_snapshots],
     # Steps run in the run's own process: the graph is a chain, and a process per step would import
     # pandas, scikit-learn and matplotlib again for each of them (seconds a step on two cores).
     executor=dg.in_process_executor,

@@ -52,6 +52,7 @@ def test_asset_checks_are_declared() -> None:
         ("raw_events", "valid_event_types"),
         ("raw_events", "timestamps_inside_partition"),
         ("raw_events", "quarantine_rate"),
+        ("raw_events", "every_day_has_input"),
         ("raw_events", "no_rows_for_other_days"),
         ("merge_map", "canonical_ids_map_to_themselves"),
         ("merge_map", "one_canonical_id_per_id"),

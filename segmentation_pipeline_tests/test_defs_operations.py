@@ -1,4 +1,4 @@
-"""The nightly schedule and the incoming-files sensor, evaluated directly, and the runs they ask for."""
+"""The nightly schedule and the sensors, evaluated directly, and the runs they ask for."""
 
 import json
 import os
@@ -14,10 +14,12 @@ import dagster as dg
 from segmentation_pipeline.core.schemas import ID_HISTORY, RAW_EVENTS
 from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
+from segmentation_pipeline.defs.assets.profiles import profiles
 from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 from segmentation_pipeline.defs.schedules import nightly_segmentation
-from segmentation_pipeline.defs.sensors import incoming_files
+from segmentation_pipeline.defs.sensors import incoming_files, late_input_snapshots
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -230,3 +232,51 @@ def test_make_backfill_says_what_is_wrong_without_a_webserver_or_with_a_reversed
     assert nobody.returncode == 2
     assert f"No Dagster webserver answered at 127.0.0.1:{port} while launching the backfill" in nobody.stderr
     assert "start one with `make dev`" in nobody.stderr
+
+
+def test_a_late_file_for_a_day_with_a_snapshot_asks_for_that_snapshot_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    incoming = data_dir / "incoming"
+    land_events_and_merges(incoming)
+    resources = {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(kind="files"),
+    }
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+
+        def evaluate_late(cursor: str | None) -> dg.SensorResult:
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"warehouse": resources["warehouse"]}
+            )
+            return late_input_snapshots(context)
+
+        def materialize(assets: list) -> None:
+            assert dg.materialize(assets, instance=instance, resources=resources, partition_key="2025-01-03").success
+
+        materialize([raw_events, id_history])
+        materialize([merge_map, profiles])
+        # The snapshot was built from the day as it is: nothing to do.
+        first = evaluate_late(None)
+        assert not first.run_requests
+        materialize([raw_events])  # ingested again, same files: same bytes, still nothing to do
+        again = evaluate_late(first.cursor)
+        assert not again.run_requests and again.cursor != first.cursor
+
+        aged(
+            incoming / "events" / "date=2025-01-03" / "late.csv",
+            "customer_id,event_type,timestamp\nu4,page_view,2025-01-03T12:00:00Z\n",
+        )
+        materialize([raw_events])  # the late file, as incoming_files ingests it
+        late = evaluate_late(again.cursor)
+        (request,) = late.run_requests
+        assert request.partition_key == "2025-01-03" and request.job_name in (None, "snapshot")
+        assert request.tags["segmentation/trigger"] == "late_input_snapshots"
+        assert set(defs.resolve_job_def("snapshot").asset_layer.executable_asset_keys) >= {
+            profiles.key,
+            dg.AssetKey("report"),
+        }
+        # Once the profiles are built again from the new input, nothing is asked for.
+        materialize([profiles])
+        assert not evaluate_late(first.cursor).run_requests

@@ -170,10 +170,14 @@ class WindowInput:
     def quarantined(self) -> int:
         return sum(quarantined for _, _, quarantined in self.days.values())
 
+    def footprint(self, day: date) -> tuple[int, int] | None:
+        """(rows, bytes) of the day's stored raw_events as the profiles read them; None if there were none."""
+        recorded = self.days.get(day)
+        return None if recorded is None else recorded[:2]
+
     def changed_days(self, now: Mapping[date, tuple[int, int]]) -> list[date]:
         """Days whose stored raw_events (rows, bytes) differ from these: ingested again with other input."""
-        recorded = {day: (rows, size) for day, (rows, size, _) in self.days.items()}
-        return sorted(day for day in set(recorded) | set(now) if recorded.get(day) != now.get(day))
+        return sorted(day for day in set(self.days) | set(now) if self.footprint(day) != now.get(day))
 
     def to_json(self) -> str:
         return json.dumps({day.isoformat(): list(values) for day, values in sorted(self.days.items())})

@@ -32,6 +32,14 @@ segmentation_job = dg.define_asset_job(
     tags={"segmentation/whole_graph": "true"},
 )
 
+snapshot_job = dg.define_asset_job(
+    name="snapshot",
+    selection=SNAPSHOT_ASSETS[1:],
+    partitions_def=daily_partitions,
+    description="Build one day's snapshot again from what is stored: profiles through to the report "
+    "(after a late file changed that day's events).",
+)
+
 ingestion_job = dg.define_asset_job(
     name="ingestion",
     selection=[raw_events, id_history],

@@ -16,9 +16,11 @@ import dagster as dg
 
 from ..core.incoming import CONTRACTS, PlannedRun, plan_ingestion, scan_incoming
 from ..core.ingestion import FileSourceSettings
+from ..core.profiles import WindowInput
+from ..core.schemas import RAW_EVENTS
 from ..core.sources import Contract
 from .assets.ingestion import id_history, raw_events
-from .jobs import ingestion_job
+from .jobs import ingestion_job, snapshot_job
 from .partitions import SETTINGS, daily_partitions, range_tags
 from .resources import EventSourceResource, WarehouseResource
 
@@ -89,3 +91,63 @@ def _ingestion_request(contract: Contract, run: PlannedRun) -> dg.RunRequest:
         partition_key=run.first.isoformat() if single else None,
         tags={"segmentation/trigger": "incoming_files"} | ({} if single else range_tags(run.first, run.last)),
     )
+
+
+#: raw_events materializations read per evaluation; more wait for the next.
+_MATERIALIZATIONS_PER_LOOK = 1000
+
+
+@dg.sensor(
+    name="late_input_snapshots",
+    job=snapshot_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Builds a day's snapshot again (profiles through the report) when that day's raw_events were "
+    "ingested again with other input after its snapshot was built: a late file. Later days' reports, whose "
+    "windows hold that day, name it as changed until they are built again.",
+)
+def late_input_snapshots(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    store = warehouse.warehouse()
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=raw_events.key), limit=_MATERIALIZATIONS_PER_LOOK, cursor=context.cursor,
+        ascending=True,
+    )  # fmt: skip
+    days = sorted({date.fromisoformat(record.partition_key) for record in found.records if record.partition_key})
+    requests, busy = [], []
+    for day in days:
+        built_from = WindowInput.of_profiles(store, day)
+        if built_from is None:
+            continue  # no snapshot of the day yet (or one stored before profiles recorded their input)
+        now = store.stored_footprints(RAW_EVENTS, [day]).get(day)
+        if built_from.footprint(day) == now:
+            continue
+        if _run_in_progress(context.instance, day):
+            # A run of the day (the nightly) is building it now, from the new input.
+            busy.append(day.isoformat())
+            continue
+        rows, size = now or (0, 0)
+        requests.append(
+            dg.RunRequest(
+                run_key=f"late_input:{day}:{rows}:{size}",
+                partition_key=day.isoformat(),
+                tags={"segmentation/trigger": "late_input_snapshots"},
+            )
+        )
+    if busy:
+        context.log.info(f"days being built by a run now, not asked again: {busy}")
+    cursor = found.cursor if found.records else context.cursor
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    return dg.SensorResult(skip_reason="no snapshot built before its day's events changed", cursor=cursor)
+
+
+def _run_in_progress(instance: dg.DagsterInstance, day: date) -> bool:
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(
+            tags={"dagster/partition": day.isoformat()},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                      dg.DagsterRunStatus.STARTED],
+        ),
+        limit=1,
+    )  # fmt: skip
+    return bool(runs)
