@@ -280,3 +280,34 @@ def test_a_late_file_for_a_day_with_a_snapshot_asks_for_that_snapshot_again(tmp_
         # Once the profiles are built again from the new input, nothing is asked for.
         materialize([profiles])
         assert not evaluate_late(first.cursor).run_requests
+
+
+def test_retract_takes_one_file_out_of_its_day_and_ingests_again(tmp_path: Path) -> None:
+    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+    home.mkdir()
+    folder = data_dir / "incoming" / "events" / "date=2025-01-03"
+    aged(folder / "shop_a.csv", "customer_id,event_type,timestamp\na1,page_view,2025-01-03T10:00:00Z\n")
+    aged(folder / "shop_b.csv", "customer_id,event_type,timestamp\nb1,page_view,2025-01-03T11:00:00Z\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
+    env |= {"SEGMENTATION_DATA_DIR": str(data_dir), "SEGMENTATION_SOURCE": "files", "DAGSTER_HOME": str(home)}
+    repository = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args], cwd=repository, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    ingested = run(
+        "dagster", "asset", "materialize", "-m", "segmentation_pipeline.definitions", "--select", "raw_events",
+        "--partition-range", "2025-01-02...2025-01-04",
+    )  # fmt: skip
+    assert ingested.returncode == 0, ingested.stderr
+    stored = Warehouse(data_dir)
+    assert stored.read_partition(RAW_EVENTS, date(2025, 1, 3)).column("customer_id").to_pylist() == ["a1", "b1"]
+    refused = run("segmentation_pipeline.retract", "--day", "2025-01-03", "shop_a.csv")
+    assert refused.returncode == 1 and "shop_a.csv is still in the incoming folder" in refused.stderr
+    (folder / "shop_a.csv").unlink()
+    retracted = run("segmentation_pipeline.retract", "--day", "2025-01-03", "shop_a.csv")
+    assert retracted.returncode == 0, retracted.stderr
+    assert "shop_a.csv no longer belongs to raw_events of 2025-01-03" in retracted.stdout
+    assert stored.read_partition(RAW_EVENTS, date(2025, 1, 3)).column("customer_id").to_pylist() == ["b1"]
