@@ -375,7 +375,7 @@ def test_stored_rows_are_the_records_models(year) -> None:
             record = model.model_validate(row)
             dumped = record.model_dump()
             assert set(dumped) == set(spec.columns), spec.name
-            for column in ("centroid", "feature_means"):
+            for column in ("centroid", "feature_means", "lifecycle_mix"):
                 if column in row:
                     assert dumped[column] == dict(row[column])
                     row = {**row, column: dumped[column]}

@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
 from .features import CLOCK_TIMES, FEATURES, Feature
+from .lifecycle import LifecycleInputs, LifecycleSettings, lifecycle_stages
 from .schemas import MERGE_MAP, PROFILES, QUARANTINE_EVENTS, RAW_EVENTS, conform
 from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
 
@@ -90,6 +91,7 @@ class ProfileSettings:
     #: Below this many customers with a repeat purchase day the models are not fitted.
     min_repeat_buyers: int = 30
     churn_gap_floor_days: float = 30.0
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     def __post_init__(self) -> None:
         for name in ("lookback_days", "clv_horizon_days"):
@@ -279,6 +281,7 @@ def build_profiles(
     unsupported = _unsupported(met)
     table = _null_unsupported(table, unsupported)
     table, clv_fit = _model_churn_and_clv(table, settings, fit_clv_models)
+    table = _with_lifecycle(table, settings.lifecycle)
     table = table.drop_columns(list(_MODEL_INPUTS))
     return ProfileResult(
         table=conform(table, PROFILES),
@@ -804,6 +807,26 @@ def _fit_models(
     return bg, gg
 
 
+def _with_lifecycle(table: pa.Table, settings: LifecycleSettings) -> pa.Table:
+    """Every customer's lifecycle stage (core.lifecycle) and whether they bought on two days or more."""
+    purchase_days = _column(table, "purchase_days", 0.0)
+    stages = lifecycle_stages(
+        LifecycleInputs(
+            recency_days=_column(table, "recency_days"),
+            purchase_days=purchase_days,
+            purchase_span_days=_column(table, "_purchase_span", 0.0),
+            p_alive=_column(table, "p_alive"),
+            clv=_column(table, "clv_estimate", 0.0),
+        ),
+        settings,
+    )
+    table = _replace(table, "lifecycle_stage", pa.array(stages, pa.string()))
+    return _replace(table, "repeat_buyer", pa.array(purchase_days >= 2))
+
+
 def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
+    """The table with column `name` replaced, or added at the end."""
     index = table.schema.get_field_index(name)
+    if index < 0:
+        return table.append_column(pa.field(name, column.type), column)
     return table.set_column(index, pa.field(name, column.type), column)

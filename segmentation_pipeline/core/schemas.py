@@ -135,6 +135,8 @@ class Segment(BaseModel):
     top_channel: str | None = None
     is_new: bool
     match_distance: float | None = None
+    #: Lifecycle stage -> share of the segment's customers in it (core.lifecycle); None in older snapshots.
+    lifecycle_mix: FeatureValues | None = None
 
 
 class RobustnessScore(BaseModel):
@@ -399,6 +401,9 @@ PROFILES = TableSpec(
             pa.field("p_alive", pa.float64()),
             pa.field("expected_purchases", pa.float64()),
             pa.field("clv_method", pa.string(), nullable=False),
+            # core.lifecycle: prospect, new, active, loyal, at_risk or lapsed.
+            pa.field("lifecycle_stage", pa.string(), nullable=False),
+            pa.field("repeat_buyer", pa.bool_(), nullable=False),
         ]
     ),
     as_of=True,
@@ -436,6 +441,8 @@ SEGMENTS = TableSpec(
             pa.field("top_channel", pa.string()),
             pa.field("is_new", pa.bool_(), nullable=False),
             pa.field("match_distance", pa.float64()),
+            # Share of the segment's customers in each lifecycle stage (core.lifecycle).
+            pa.field("lifecycle_mix", pa.map_(pa.string(), pa.float64())),
         ]
     ),
     as_of=True,

@@ -5,20 +5,23 @@ from datetime import date
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from ...core.features import FEATURES, FEATURES_BY_NAME
+from ...core.lifecycle import STAGES, LifecycleSettings
 from ...core.profiles import WINDOW_INPUT_KEY, ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import PROFILES, TABLES
 from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
-from ..metadata import column_schema, preview
+from ..metadata import column_schema, counts_table, preview
 from ..partitions import DayResult, daily_partitions, for_each_day
 from ..resources import WarehouseResource
 from .identity import merge_map
 from .ingestion import raw_events
 
 _DEFAULTS = ProfileSettings()
+_LIFECYCLE = _DEFAULTS.lifecycle
 
 
 class ProfilesConfig(dg.Config):
@@ -43,8 +46,41 @@ class ProfilesConfig(dg.Config):
         description="Smallest 'usual gap between visits' the heuristic churn risk assumes, in days.",
     )
 
+    lapsed_p_alive: float = Field(
+        default=_LIFECYCLE.lapsed_p_alive, description="Lifecycle: a buyer whose P(alive) is below this is lapsed."
+    )
+    at_risk_p_alive: float = Field(
+        default=_LIFECYCLE.at_risk_p_alive, description="Lifecycle: a buyer whose P(alive) is below this is at risk."
+    )
+    at_risk_gaps: float = Field(
+        default=_LIFECYCLE.at_risk_gaps,
+        description="Lifecycle: silent for more than this many of their usual gaps between purchase days: at risk.",
+    )
+    lapsed_gaps: float = Field(
+        default=_LIFECYCLE.lapsed_gaps,
+        description="Lifecycle, where no model was fitted: silent for more than this many usual gaps: lapsed.",
+    )
+    new_gaps: float = Field(
+        default=_LIFECYCLE.new_gaps,
+        description="Lifecycle: a one-time buyer is new while silent for at most this many times the usual wait "
+        "for a second purchase (the repeat buyers' median gap).",
+    )
+    loyal_min_purchase_days: int = Field(
+        default=_LIFECYCLE.loyal_min_purchase_days,
+        description="Lifecycle: a repeat buyer in rhythm with at least this many purchase days is loyal.",
+    )
+    loyal_clv_quantile: float = Field(
+        default=_LIFECYCLE.loyal_clv_quantile,
+        description="Lifecycle: a repeat buyer in rhythm whose CLV is above this quantile of all buyers' is loyal.",
+    )
+    gap_floor_days: float = Field(
+        default=_LIFECYCLE.gap_floor_days, description="Lifecycle: the smallest usual gap between purchase days."
+    )
+
     def settings(self) -> ProfileSettings:
-        return ProfileSettings(**self.model_dump())
+        fields = self.model_dump()
+        lifecycle = LifecycleSettings(**{name: fields.pop(name) for name in LifecycleSettings.__dataclass_fields__})
+        return ProfileSettings(**fields, lifecycle=lifecycle)
 
 
 @dg.asset(
@@ -96,10 +132,17 @@ def _profiles_day(
             "unsupported_because": dg.MetadataValue.json(result.unsupported),
             "feature_summary": summary,
             "path": dg.MetadataValue.path(str(written.path)),
-            "preview": preview(result.table.select(["canonical_id", "n_ids", *_NUMERIC[:8]])),
+            "preview": preview(result.table.select(["canonical_id", "n_ids", "lifecycle_stage", *_NUMERIC[:8]])),
+            "lifecycle_stages": counts_table(lifecycle_counts(result.table), "lifecycle_stage"),
         },
         checks=profiles_results(store, as_of),
     )
+
+
+def lifecycle_counts(table: pa.Table) -> dict[str, int]:
+    """Customers per lifecycle stage, in the order of a customer's life."""
+    counts = {item["values"]: item["counts"] for item in pc.value_counts(table["lifecycle_stage"]).to_pylist()}
+    return {stage: counts[stage] for stage in STAGES if stage in counts}
 
 
 _NUMERIC = [feature.name for feature in FEATURES if feature.transform is not None and not feature.is_share_map]
