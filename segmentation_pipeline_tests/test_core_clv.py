@@ -26,6 +26,7 @@ from segmentation_pipeline.core.clv import (
     ParetoNbdParams,
     bg_nbd_log_likelihood,
     customer_lifetime_value,
+    discounted_customer_lifetime_value,
     expected_average_spend,
     expected_purchases,
     expected_purchases_unconditional,
@@ -549,3 +550,51 @@ def test_every_model_needs_enough_customers_and_some_repeat_purchasers(name) -> 
         fit_model(name, np.zeros(50), np.zeros(50), np.full(50, 10.0))
     with pytest.raises(DataValidationError, match="recency exceeds T"):
         fit_model(name, np.ones(20), np.full(20, 3.0), np.full(20, 2.0))
+
+
+# --------------------------------------------------------------------------- CLV with any model, discounted
+
+
+def test_clv_takes_any_purchase_model(cdnow, gg: GammaGammaParams, mbg: MbgNbdParams, pareto: ParetoNbdParams) -> None:
+    data = (cdnow["x"][:100], cdnow["t_x"][:100], cdnow["T"][:100])
+    spend = expected_average_spend(gg, cdnow["x"][:100], cdnow["zbar"][:100])
+    for params in (mbg, pareto):
+        clv = customer_lifetime_value(params, gg, *data, cdnow["zbar"][:100], horizon=52)
+        assert clv == pytest.approx(expected_purchases(params, 52, *data) * spend)
+
+
+def test_clv_periods_can_be_longer_than_the_time_unit(cdnow, pareto: ParetoNbdParams, gg: GammaGammaParams) -> None:
+    # Four-week periods over 52 weeks at 1% a period: the purchases of weeks 4k-3 .. 4k discounted by 1.01^k.
+    data = (cdnow["x"][:30], cdnow["t_x"][:30], cdnow["T"][:30])
+    spend = expected_average_spend(gg, cdnow["x"][:30], cdnow["zbar"][:30])
+    cumulative = [expected_purchases(pareto, 4.0 * k, *data) for k in range(14)]
+    by_hand = sum((cumulative[k] - cumulative[k - 1]) / 1.01**k for k in range(1, 14)) * spend
+    clv = customer_lifetime_value(
+        pareto, gg, *data, cdnow["zbar"][:30], horizon=52, discount_rate_per_period=0.01, period=4
+    )
+    assert clv == pytest.approx(by_hand, rel=1e-12)
+    with pytest.raises(DataValidationError, match="period must be a positive"):
+        customer_lifetime_value(pareto, gg, *data, cdnow["zbar"][:30], horizon=52, period=0.0)
+
+
+def test_discounted_clv_steps_monthly_at_an_annual_rate(cdnow, mbg: MbgNbdParams, gg: GammaGammaParams) -> None:
+    # A model fitted in weeks, a one-year horizon: 12 months of 365.25 / 12 days, each month's purchases
+    # discounted from its end at 1.1^(1/12) - 1 a month, so the year's last purchases by 1.1.
+    data = (cdnow["x"][:30], cdnow["t_x"][:30], cdnow["T"][:30])
+    spend = expected_average_spend(gg, cdnow["x"][:30], cdnow["zbar"][:30])
+    month = 365.25 / 12 / 7
+    ends = np.minimum(np.arange(1, 13) * month, 365 / 7)
+    cumulative = [np.zeros(30)] + [expected_purchases(mbg, end, *data) for end in ends]
+    by_hand = sum((cumulative[k] - cumulative[k - 1]) / 1.1 ** (k / 12) for k in range(1, 13)) * spend
+    value = discounted_customer_lifetime_value(
+        mbg, gg, *data, cdnow["zbar"][:30], horizon_days=365, days_per_time_unit=7
+    )
+    assert value == pytest.approx(by_hand, rel=1e-12)
+    undiscounted = expected_purchases(mbg, 365 / 7, *data) * spend
+    assert np.all(value < undiscounted) and np.all(value > undiscounted / 1.1)
+    free_money = discounted_customer_lifetime_value(
+        mbg, gg, *data, cdnow["zbar"][:30], horizon_days=365, annual_discount_rate=0.0, days_per_time_unit=7
+    )
+    assert free_money == pytest.approx(undiscounted)
+    with pytest.raises(DataValidationError, match="annual_discount_rate"):
+        discounted_customer_lifetime_value(mbg, gg, *data, cdnow["zbar"][:30], annual_discount_rate=-0.1)

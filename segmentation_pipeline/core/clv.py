@@ -36,9 +36,9 @@ divided by a scale factor while fitting, so a million customers fit in seconds.
 
 fit_model, probability_alive, expected_purchases, expected_purchases_unconditional
 and log_likelihood take any of the three purchase models (chosen by name:
-MODEL_NAMES). customer_lifetime_value multiplies the BG/NBD's expected
-purchases over a horizon by the expected average spend, optionally discounted
-per period.
+MODEL_NAMES). customer_lifetime_value multiplies expected purchases over a
+horizon by the expected average spend, optionally discounted per period;
+discounted_customer_lifetime_value does so in monthly steps at an annual rate.
 """
 
 from __future__ import annotations
@@ -808,7 +808,7 @@ def expected_average_spend(params: GammaGammaParams, frequency: ArrayLike, monet
 
 
 def customer_lifetime_value(
-    bg: BgNbdParams,
+    model: PurchaseModelParams,
     gg: GammaGammaParams,
     frequency: ArrayLike,
     recency: ArrayLike,
@@ -816,29 +816,72 @@ def customer_lifetime_value(
     monetary_value: ArrayLike,
     horizon: float,
     discount_rate_per_period: float = 0.0,
+    period: float = 1.0,
 ) -> np.ndarray:
     """Expected value of each customer's purchases over the next `horizon` time units.
 
-    CLV = sum over periods k = 1 .. ceil(horizon) of
-          (E[Y(k) | x, t_x, T] - E[Y(k - 1) | x, t_x, T]) * E[M | x, m] / (1 + d)^k,
-    where a period is one time unit of the BG/NBD data (the last one cut at
-    horizon), E[Y] is expected_purchases, E[M] is expected_average_spend and d
-    is discount_rate_per_period; purchases in period k are discounted to now
-    from the period's end. With d = 0 this is E[Y(horizon)] * E[M]. The two
-    models are taken as independent, as the Gamma-Gamma model assumes.
-    Discounting costs one expected_purchases evaluation per period.
+    CLV = sum over periods k = 1 .. ceil(horizon / period) of
+          (E[Y(k period) | x, t_x, T] - E[Y((k - 1) period) | x, t_x, T]) * E[M | x, m] / (1 + d)^k,
+    where `period` is the length of a discounting period in the purchase
+    model's time unit (one unit unless given; the last period is cut at
+    horizon), E[Y] is expected_purchases under any of the purchase models, E[M]
+    is expected_average_spend and d is discount_rate_per_period; purchases in
+    period k are discounted to now from the period's end. With d = 0 this is
+    E[Y(horizon)] * E[M]. The purchase and spend models are taken as
+    independent, as the Gamma-Gamma model assumes. Discounting costs one
+    evaluation of the purchase curve per period (P(alive) is computed once).
     """
     x, t_x, age = _rft(frequency, recency, T)
     spend = _expected_average_spend(gg, *_spend_inputs(frequency, monetary_value))
     _same_shape(frequency=x, monetary_value=spend)
     horizon = float(_array("horizon", horizon))
     rate = float(_array("discount_rate_per_period", discount_rate_per_period))
+    period = float(_array("period", period))
+    if period <= 0:
+        raise DataValidationError(f"period must be a positive length of time, got {period}")
+    alive = _p_alive(model, x, t_x, age)
     if rate == 0.0:
-        return _expected_purchases(bg, np.asarray(horizon), x, t_x, age) * spend
-    ends = np.minimum(np.arange(1, int(np.ceil(horizon)) + 1, dtype=float), horizon)
+        return _purchases_if_alive(model, np.asarray(horizon), x, age) * alive * spend
+    ends = np.minimum(np.arange(1, int(np.ceil(horizon / period)) + 1, dtype=float) * period, horizon)
     discounted, before = np.zeros_like(x), np.zeros_like(x)
     for k, end in enumerate(ends, start=1):
-        cumulative = _expected_purchases(bg, np.asarray(end), x, t_x, age)
+        cumulative = _purchases_if_alive(model, np.asarray(end), x, age) * alive
         discounted += (cumulative - before) / (1.0 + rate) ** k
         before = cumulative
     return discounted * spend
+
+
+def discounted_customer_lifetime_value(
+    model: PurchaseModelParams,
+    gg: GammaGammaParams,
+    frequency: ArrayLike,
+    recency: ArrayLike,
+    T: ArrayLike,
+    monetary_value: ArrayLike,
+    horizon_days: float = 365.0,
+    annual_discount_rate: float = 0.10,
+    days_per_time_unit: float = 1.0,
+    periods_per_year: int = 12,
+) -> np.ndarray:
+    """Each customer's expected spend over the next `horizon_days`, in today's money.
+
+    The horizon is cut into periods_per_year steps a year (monthly by
+    default); each step's expected purchases (the growth of the cumulative
+    expected purchases over the step) are discounted from the step's end at
+    the per-step rate equivalent to annual_discount_rate,
+    (1 + annual rate)^(1 / periods_per_year) - 1, and multiplied by the
+    expected spend per purchase. days_per_time_unit is the length in days of
+    the purchase model's time unit (1 for models fitted in days, 7 in weeks).
+    This is customer_lifetime_value with those periods and that rate.
+    """
+    if days_per_time_unit <= 0 or periods_per_year < 1:
+        raise DataValidationError(
+            f"days_per_time_unit must be positive and periods_per_year at least 1, "
+            f"got {days_per_time_unit} and {periods_per_year}"
+        )
+    if annual_discount_rate < 0:
+        raise DataValidationError(f"annual_discount_rate must not be negative, got {annual_discount_rate}")
+    period = 365.25 / periods_per_year / days_per_time_unit
+    rate = (1.0 + annual_discount_rate) ** (1.0 / periods_per_year) - 1.0
+    horizon = float(_array("horizon_days", horizon_days)) / days_per_time_unit
+    return customer_lifetime_value(model, gg, frequency, recency, T, monetary_value, horizon, rate, period)
