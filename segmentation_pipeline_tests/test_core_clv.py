@@ -19,6 +19,7 @@ from scipy.integrate import quad
 from scipy.special import hyp2f1
 
 from segmentation_pipeline.core.clv import (
+    MODEL_LABELS,
     MODEL_NAMES,
     BgNbdParams,
     GammaGammaParams,
@@ -533,6 +534,7 @@ def test_pareto_nbd_fit_recovers_the_parameters_of_simulated_customers() -> None
 def test_fit_model_chooses_the_model_by_name(cdnow, bg, mbg, pareto) -> None:
     data = (cdnow["x"], cdnow["t_x"], cdnow["T"])
     assert MODEL_NAMES == ("bg_nbd", "mbg_nbd", "pareto_nbd")
+    assert MODEL_LABELS == {"bg_nbd": "BG/NBD", "mbg_nbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}
     for params in (bg, mbg, pareto):
         chosen = fit_model(params.model, *data)
         assert type(chosen) is type(params) and chosen == params

@@ -134,6 +134,9 @@ class ParetoNbdParams:
 PurchaseModelParams = BgNbdParams | MbgNbdParams | ParetoNbdParams
 """Fitted parameters of any of the purchase models."""
 
+MODEL_LABELS = {params.model: params.label for params in (BgNbdParams, MbgNbdParams, ParetoNbdParams)}
+"""How each model is written for people: "bg_nbd" -> "BG/NBD"."""
+
 
 @dataclass(frozen=True)
 class GammaGammaParams:
