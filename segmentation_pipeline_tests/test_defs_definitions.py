@@ -79,7 +79,9 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     def parents(key: str) -> set[str]:
         return {parent.to_user_string() for parent in graph.get(dg.AssetKey(key)).parent_keys}
 
-    assert parents("profiles") == {"raw_events", "merge_map"}
+    # The purchase model is the one the day's backtest chose.
+    assert parents("clv_backtest") == {"raw_events", "merge_map"}
+    assert parents("profiles") == {"raw_events", "merge_map", "clv_backtest"}
     # Segment IDs follow the previous day's snapshot.
     assert parents("clusters") == {"profiles", "clusters"}
     previous = graph.get(dg.AssetKey("clusters")).partition_mappings[dg.AssetKey("clusters")]
@@ -97,6 +99,7 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "segment_migration",
         "clusters",
         "profiles",
+        "clv_backtest",
         "merge_map",
     }
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def

@@ -92,6 +92,7 @@ def test_the_report_records_the_settings_each_stage_ran_with(reported, instance,
     stages = {stage.stage: stage for stage in load_report(Warehouse(data_dir).report_dir(DAY)).settings.stages}
     assert list(stages) == [
         "merge_map",
+        "clv_backtest",
         "profiles",
         "clusters",
         "segment_migration",

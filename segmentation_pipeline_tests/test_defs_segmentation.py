@@ -36,7 +36,7 @@ from segmentation_pipeline.core.warehouse import Warehouse, days_between
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.assets.insights import actionability, explanations
-from segmentation_pipeline.defs.assets.profiles import profiles
+from segmentation_pipeline.defs.assets.profiles import clv_backtest, profiles
 from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
 from segmentation_pipeline.defs.partitions import range_tags
 from segmentation_pipeline.defs.resources import (
@@ -46,7 +46,7 @@ from segmentation_pipeline.defs.resources import (
     WarehouseResource,
 )
 
-SNAPSHOT_ASSETS = [merge_map, profiles, clusters, segment_migration, robustness, viability]
+SNAPSHOT_ASSETS = [merge_map, clv_backtest, profiles, clusters, segment_migration, robustness, viability]
 SOURCE = synthetic.SyntheticSettings(n_customers=4000)
 DAY_BEFORE, LAST_DAY = date(2025, 12, 30), date(2025, 12, 31)
 #: Measured 0.757 with 7 segments on this history (4,000 customers, one year; the demo's 20,000 give
@@ -132,8 +132,13 @@ def test_profiles_report_their_window_and_clv_method(year) -> None:
     assert profile_metadata["window_days_present"] == 365
     assert profile_metadata["window_coverage"] == 1.0
     assert profile_metadata["unsupported_features"] == []
-    assert profile_metadata["clv_method"] == "bg_nbd_gamma_gamma"
-    assert 0 < profile_metadata["bg_nbd_r"] and 0 < profile_metadata["gamma_gamma_q"]
+    # The model is the one the day's backtest chose, fitted again on the whole window.
+    backtest = metadata(second, "clv_backtest")
+    model = backtest["chosen_model"]
+    assert model in ("bg_nbd", "mbg_nbd", "pareto_nbd"), backtest["reason"]
+    assert profile_metadata["clv_model"] == model
+    assert profile_metadata["clv_method"] == f"{model}_gamma_gamma"
+    assert 0 < profile_metadata[f"{model}_r"] and 0 < profile_metadata["gamma_gamma_q"]
 
 
 def test_segments_recover_the_generating_archetypes(year) -> None:

@@ -71,6 +71,8 @@ from sklearn.metrics import roc_auc_score
 from . import clv
 from .errors import DataValidationError, InsufficientDataError
 from .profiles import ProfileSettings, heuristic_churn_and_clv
+from .schemas import CLV_BACKTEST, MERGE_MAP, RAW_EVENTS
+from .warehouse import Warehouse, days_between, sql_string
 
 #: Relative margin within which two models' holdout MAE count as equal.
 MAE_TIE_MARGIN = 0.01
@@ -615,3 +617,96 @@ def backtest_purchase_models(
         reason=reason,
         notes=tuple(notes),
     )
+
+
+# --------------------------------------------------------------------------- the warehouse
+
+
+def stored_purchases(
+    store: Warehouse, as_of: date, history_days: int, max_customers: int | None = None
+) -> pa.Table:
+    """Net purchase amount per canonical customer and day over the `history_days` ending `as_of`.
+
+    The events of merged IDs count for their canonical customer, junk IDs are left out, as in the
+    profiles. Above `max_customers` customers a fixed sample of them is taken (by a hash of the ID:
+    the same customers on every run): a model choice needs tens of thousands, not millions.
+    """
+    first = as_of - timedelta(days=history_days - 1)
+    events = store.parquet_relation(RAW_EVENTS, days_between(first, as_of))
+    merge_map = store.required_path(MERGE_MAP, as_of)
+    empty = pa.table(
+        {"canonical_id": pa.array([], pa.string()), "day": pa.array([], pa.date32()), "amount": pa.array([], pa.float64())}
+    )
+    if events is None:
+        return empty
+    query = f"""
+        WITH purchases AS (
+            SELECT coalesce(m.canonical_id, e.customer_id) AS canonical_id, CAST(e."date" AS DATE) AS day,
+                   sum(CASE WHEN e.event_type = 'refund' THEN -coalesce(e.amount, 0) ELSE coalesce(e.amount, 0) END)
+                       AS amount,
+                   bool_or(e.event_type = 'purchase') AS bought
+            FROM {events} e
+            LEFT JOIN read_parquet({sql_string(str(merge_map))}) m ON e.customer_id = m.old_id
+            WHERE e.event_type IN ('purchase', 'refund') AND NOT coalesce(m.is_junk, false)
+            GROUP BY ALL
+        )
+        SELECT canonical_id, day, amount FROM purchases WHERE bought
+    """
+    if max_customers is not None:
+        query = f"""
+            WITH bought AS ({query})
+            SELECT * FROM bought
+            WHERE hash(canonical_id) % 1000000
+                  < ceil(1000000.0 * {int(max_customers)} / (SELECT count(DISTINCT canonical_id) FROM bought))
+        """
+    with store.connect() as con:
+        table = con.sql(f"SELECT * FROM ({query}) ORDER BY canonical_id, day").to_arrow_table()
+    return table
+
+
+def backtest_rows(result: BacktestResult) -> pa.Table:
+    """The models and baselines of a backtest as rows of the clv_backtest table."""
+    common = {"split_day": result.split_day, "holdout_days": result.holdout_days, "customers": result.customers}
+    rows = [
+        {
+            **common,
+            "kind": "model",
+            "name": row.model,
+            "label": row.label,
+            "converged": row.converged,
+            "chosen": row.model == result.chosen_model,
+            "parameters": list(row.parameters.items()),
+            "log_likelihood": _finite(row.log_likelihood),
+            "forecast_purchase_days": _finite(row.forecast_total),
+            "actual_purchase_days": _finite(row.actual_total),
+            "error_percent": _finite(row.percent_error),
+            "mae": _finite(row.mae),
+            "churn_auc": _finite(row.auc),
+            "reason": result.reason if row.model == result.chosen_model else (row.note or None),
+        }
+        for row in result.models
+    ]
+    rows += [
+        {
+            **common,
+            "kind": "baseline",
+            "name": row.baseline,
+            "label": row.description,
+            "converged": None,
+            "chosen": False,
+            "parameters": None,
+            "log_likelihood": None,
+            "forecast_purchase_days": _finite(row.forecast_total),
+            "actual_purchase_days": _finite(row.actual_total),
+            "error_percent": _finite(row.percent_error),
+            "mae": _finite(row.mae),
+            "churn_auc": _finite(row.auc),
+            "reason": None,
+        }
+        for row in result.baselines
+    ]
+    return pa.Table.from_pylist(rows, schema=CLV_BACKTEST.schema)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None

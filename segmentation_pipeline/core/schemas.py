@@ -463,6 +463,38 @@ SEGMENT_MIGRATION = TableSpec(
     as_of=True,
 )
 
+CLV_BACKTEST = TableSpec(
+    name="clv_backtest",
+    description="Each candidate purchase model, and the model-free baselines, fitted before the split day and "
+    "scored on the holdout days after it: one row per model or baseline.",
+    schema=pa.schema(
+        [
+            # "model" or "baseline".
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("converged", pa.bool_()),
+            # The model the profiles of the day use.
+            pa.field("chosen", pa.bool_(), nullable=False),
+            pa.field("parameters", pa.map_(pa.string(), pa.float64())),
+            pa.field("log_likelihood", pa.float64()),
+            pa.field("split_day", pa.date32()),
+            pa.field("holdout_days", pa.int64(), nullable=False),
+            pa.field("customers", pa.int64(), nullable=False),
+            # Repeat purchase days in the holdout: the forecast summed over customers, and what happened.
+            pa.field("forecast_purchase_days", pa.float64()),
+            pa.field("actual_purchase_days", pa.float64()),
+            pa.field("error_percent", pa.float64()),
+            # Mean absolute error of the holdout purchase days per customer.
+            pa.field("mae", pa.float64()),
+            # AUC of the churn score for "no purchase in the holdout" (0.5 is chance).
+            pa.field("churn_auc", pa.float64()),
+            pa.field("reason", pa.string()),
+        ]
+    ),
+    as_of=True,
+)
+
 ROBUSTNESS = TableSpec(
     name="robustness",
     description="Stability of each segment under feature-drop, time-window and bootstrap tests: one row per segment.",
@@ -588,6 +620,7 @@ TABLES: dict[str, TableSpec] = {
         UNASSIGNED_EVENTS,
         UNASSIGNED_ID_HISTORY,
         MERGE_MAP,
+        CLV_BACKTEST,
         PROFILES,
         CLUSTERS,
         SEGMENTS,

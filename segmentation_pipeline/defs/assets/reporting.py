@@ -14,7 +14,7 @@ from ..partitions import daily_partitions, partition_day
 from ..resources import EventSourceResource, WarehouseResource
 from .identity import MergeMapConfig, merge_map
 from .insights import ActionabilityConfig, ExplanationsConfig, actionability, explanations
-from .profiles import ProfilesConfig, profiles
+from .profiles import ClvBacktestConfig, ProfilesConfig, clv_backtest, profiles
 from .segmentation import (
     ClustersConfig,
     RobustnessConfig,
@@ -38,6 +38,7 @@ class ReportConfig(dg.Config):
 #: The stages whose settings the report records, with the config class that fills in their defaults.
 _STAGES: dict[str, type[dg.Config] | None] = {
     "merge_map": MergeMapConfig,
+    "clv_backtest": ClvBacktestConfig,
     "profiles": ProfilesConfig,
     "clusters": ClustersConfig,
     "segment_migration": None,
@@ -51,7 +52,10 @@ _STAGES: dict[str, type[dg.Config] | None] = {
 @dg.asset(
     partitions_def=daily_partitions,
     # Everything the report reads of the day; raw_events only through the profiles' window (coverage).
-    deps=[explanations, actionability, viability, robustness, segment_migration, clusters, profiles, merge_map],
+    deps=[
+        explanations, actionability, viability, robustness, segment_migration, clusters, profiles, clv_backtest,
+        merge_map,
+    ],  # fmt: skip
     group_name="reporting",
     kinds={"html", "json", "seaborn"},
     check_specs=REPORT_CHECKS,
