@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
 DEMO_SNAPSHOTS ?= 3
 
-.PHONY: install demo test dev backfill validate lint clean
+.PHONY: install instance demo test dev backfill validate lint clean
 
 # The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -23,7 +23,12 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	touch $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+# The instance's storage and pool slots, made once before any run can start: runs that make them
+# side by side on a new DAGSTER_HOME break the instance for good (segmentation_pipeline/instance.py).
+instance: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m segmentation_pipeline.instance
+
+demo: install $(DAGSTER_HOME)/dagster.yaml instance
 	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS)
 
 test: install
@@ -35,11 +40,11 @@ lint: install
 validate: install
 	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install $(DAGSTER_HOME)/dagster.yaml instance
 	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
 
 # A backfill of the whole graph over FROM..TO (YYYY-MM-DD), through the webserver and daemon of `make dev`.
-backfill: install
+backfill: install instance
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO)
 
