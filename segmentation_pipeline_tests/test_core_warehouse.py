@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 
 from segmentation_pipeline.core.errors import DataValidationError, PipelineError
 from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
-from segmentation_pipeline.core.warehouse import Warehouse, utc_clock_sql
+from segmentation_pipeline.core.warehouse import STALE_TEMPORARY_SECONDS, Warehouse, temporary_path, utc_clock_sql
 
 DAY = date(2025, 1, 2)
 
@@ -70,6 +74,81 @@ def test_a_failed_write_leaves_the_previous_partition_intact(
     monkeypatch.undo()
     assert warehouse.read_partition(RAW_EVENTS, DAY).column("customer_id").to_pylist() == ["a", "b"]
     assert [p.name for p in warehouse.partition_path(RAW_EVENTS, DAY).parent.iterdir()] == ["part-0.parquet"]
+
+
+def test_the_next_write_of_a_table_removes_what_killed_writes_left_but_not_a_live_writers_file(
+    warehouse: Warehouse,
+) -> None:
+    days = [date(2025, 1, 5), date(2025, 1, 6)]
+    for day in days:
+        warehouse.write_partition(RAW_EVENTS, day, events("a", day=day))
+    left_by_killed_runs = [
+        Path(_killed_writer(warehouse.partition_path(RAW_EVENTS, day)).stdout.strip()) for day in days
+    ]
+    assert all(path.exists() for path in left_by_killed_runs)
+    folder = left_by_killed_runs[1].parent
+    # Writers of this table still at work: this very process, and another machine's, seconds ago.
+    being_written = temporary_path(warehouse.partition_path(RAW_EVENTS, DAY))
+    being_written.parent.mkdir(parents=True)
+    being_written.write_bytes(b"PAR1 still writing")
+    on_another_machine = folder / f".part-0.parquet.other-host-1.{'a' * 32}.tmp"
+    on_another_machine.write_bytes(b"PAR1 still writing")
+    # ... and one of another machine's untouched for longer than a write ever takes.
+    abandoned = folder / f".part-0.parquet.other-host-2.{'b' * 32}.tmp"
+    abandoned.write_bytes(b"PAR1 abandoned")
+    long_ago = time.time() - STALE_TEMPORARY_SECONDS - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    # The next write of one of those days, here, clears its own folder.
+    warehouse.write_partition(RAW_EVENTS, days[0], events("b", day=days[0]))
+    assert not left_by_killed_runs[0].exists()
+    assert left_by_killed_runs[1].exists()
+    # The next run's first write of the table, of a third day, clears every folder of the table.
+    next_run = subprocess.run(
+        [sys.executable, "-c", NEXT_RUN, str(warehouse.root)], capture_output=True, text=True, timeout=120
+    )
+    assert next_run.returncode == 0, next_run.stderr
+    assert not left_by_killed_runs[1].exists() and not abandoned.exists()
+    assert being_written.exists() and on_another_machine.exists()
+    assert warehouse.read_partition(RAW_EVENTS, days[1]).column("customer_id").to_pylist() == ["a"]
+    # Other tables' leftovers wait for a write of their own table.
+    merge_map_leftover = warehouse.partition_path(MERGE_MAP, DAY).with_name(
+        f".part-0.parquet.other-host-3.{'c' * 32}.tmp"
+    )
+    merge_map_leftover.parent.mkdir(parents=True)
+    merge_map_leftover.write_bytes(b"PAR1")
+    os.utime(merge_map_leftover, (long_ago, long_ago))
+    assert warehouse.remove_leftovers(RAW_EVENTS, force=True) == []
+    assert merge_map_leftover.exists()
+    warehouse.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
+    assert not merge_map_leftover.exists()
+
+
+#: A writer killed half-way through a partition (kill -9): its temporary file stays behind.
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from segmentation_pipeline.core.warehouse import temporary_path
+temporary = temporary_path(Path(sys.argv[1]))
+temporary.write_bytes(b"PAR1 half a partition")
+print(temporary, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+NEXT_RUN = """
+import sys
+from datetime import date
+from segmentation_pipeline.core.schemas import RAW_EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse
+Warehouse(sys.argv[1]).write_partition(RAW_EVENTS, date(2025, 1, 9), RAW_EVENTS.empty())
+"""
+
+
+def _killed_writer(path: Path) -> subprocess.CompletedProcess:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    return killed
 
 
 def test_partition_days_lists_what_is_stored(warehouse: Warehouse) -> None:

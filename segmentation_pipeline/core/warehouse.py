@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -37,6 +38,18 @@ CATALOG_TABLE = "catalog_tables"
 GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
 #: A day's folder, `date=YYYY-MM-DD`: the Hive layout of the warehouse and of the incoming files.
 DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+#: This machine, as temporary file names carry it (letters, digits and dashes).
+_HOST = re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname()) or "host"
+#: `.<target>.<host>-<pid>.<32 hex>.tmp`, the name a file is written under before its rename (and
+#: DuckDB's `.wal` beside it); earlier versions wrote `.<target>.<32 hex>.tmp`.
+TEMPORARY_FILE = re.compile(
+    r"^\.(?P<target>.+?)\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[0-9a-f]{32}\.tmp(\.wal)?$"
+)
+#: A temporary file this old is a leftover whoever wrote it: a write takes seconds, not an hour.
+STALE_TEMPORARY_SECONDS = 3600
+#: A table's folders are searched for leftovers at most this often by one process (ingestion
+#: writes hundreds of partitions of a table in one run).
+LEFTOVER_SWEEP_SECONDS = 600
 
 
 #: DuckDB's memory for the whole process, beyond which it spills to the scratch folder. The profile
@@ -121,6 +134,8 @@ class Warehouse:
     def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
         """Write one partition atomically, replacing what was there."""
         path = self.partition_path(spec, day)
+        self.remove_leftovers(spec)
+        remove_stale_temporaries([path.parent])
         write_parquet_atomic(conform(table, spec), path, spec.plain_columns)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
 
@@ -130,9 +145,31 @@ class Warehouse:
         """Write one file of an unpartitioned table atomically, replacing one of the same name.
 
         `metadata` goes into the Parquet file's key-value metadata (read back by `file_metadata`)."""
+        self.remove_leftovers(spec)
         path = self.table_dir(spec) / file_name
         write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return path
+
+    def remove_leftovers(self, spec: TableSpec, force: bool = False) -> list[Path]:
+        """Remove the temporary files of the table's writes that were killed (see `is_leftover`).
+
+        Every write of a table calls this; its folders are searched at most every
+        LEFTOVER_SWEEP_SECONDS per process, unless `force` (a write of a partition
+        also searches that partition's folder every time). Returns what was removed.
+        """
+        folder = self.table_dir(spec)
+        now = time.monotonic()
+        with _SWEEP_LOCK:
+            last = _SWEPT.get(folder)
+            if not force and last is not None and now - last < LEFTOVER_SWEEP_SECONDS:
+                return []
+            _SWEPT[folder] = now
+        if not folder.is_dir():
+            return []
+        folders = [folder]
+        if spec.partitioned:
+            folders += [Path(entry.path) for entry in os.scandir(folder) if DAY_FOLDER.match(entry.name)]
+        return remove_stale_temporaries(folders)
 
     def file_metadata(self, spec: TableSpec, file_name: str) -> dict[str, str]:
         """The key-value metadata `write_file` stored with a file; empty when there is no such file."""
@@ -236,7 +273,8 @@ class Warehouse:
         if self._catalog_fingerprint() == fingerprint:
             return self.catalog_path
         self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.catalog_path.with_name(f".{self.catalog_path.name}.{uuid.uuid4().hex}.tmp")
+        remove_stale_temporaries([self.root])
+        temporary = temporary_path(self.catalog_path)
         try:
             con = duckdb.connect(str(temporary))
             try:
@@ -302,6 +340,58 @@ class Warehouse:
 
 #: Catalog file (path, device, inode, size, mtime, ctime) -> the fingerprint read from it.
 _READ_FINGERPRINTS: dict[tuple[str, int, int, int, int, int], str | None] = {}
+#: Table folder -> when this process last searched it for leftovers (time.monotonic()).
+_SWEPT: dict[Path, float] = {}
+_SWEEP_LOCK = threading.Lock()
+
+
+def temporary_path(path: Path) -> Path:
+    """The hidden name `path` is written under before its rename, naming its writer (host, process):
+    never matched by `*.parquet`, and told from a live writer's by `is_leftover`."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def is_leftover(path: Path, now: float | None = None) -> bool:
+    """Whether `path` is a temporary file whose writer is gone: a process of this machine that is no
+    longer running, or, whoever wrote it, a file untouched for STALE_TEMPORARY_SECONDS. A live
+    writer's file (another run writing the same table right now) is not."""
+    match = TEMPORARY_FILE.match(path.name)
+    if match is None:
+        return False
+    try:
+        modified = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if (now if now is not None else time.time()) - modified > STALE_TEMPORARY_SECONDS:
+        return True
+    return match["host"] == _HOST and not _process_alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
+    """Remove the leftovers (`is_leftover`) directly inside `folders`; returns those removed."""
+    now = time.time()
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith(".") and entry.name.endswith((".tmp", ".tmp.wal")) and is_leftover(path, now):
+                _remove_quietly(path)
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _stored_days(folder: Path) -> Iterator[date]:
@@ -320,12 +410,13 @@ def days_between(first: date, last: date) -> list[date]:
 def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[str] = (), attempts: int = 3) -> None:
     """Write to a temporary name in the same folder, then rename over `path`.
 
-    A crash leaves at most a stray temporary file (never matched by `*.parquet`),
-    never a half-written partition. `plain_columns` are written without
-    dictionary encoding (see TableSpec.plain_columns).
+    A crash leaves at most a stray temporary file (never matched by `*.parquet`,
+    removed by a later write of the table: `Warehouse.remove_leftovers`), never a
+    half-written partition. `plain_columns` are written without dictionary
+    encoding (see TableSpec.plain_columns).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_path(path)
     try:
         dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
         pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary)
