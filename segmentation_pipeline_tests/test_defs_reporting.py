@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 from PIL import Image
 
@@ -86,6 +87,17 @@ def test_the_report_is_written_checked_and_shown_in_the_ui(reported, data_dir: P
         assert thumbnail.width == 1100  # scaled down from the report's dashboard for the event log
     assert values["charts"] == [chart.file for chart in saved.charts]
     assert "segment_migration.png" in values["charts"]  # the second snapshot has a previous one
+
+
+def test_the_published_report_makes_its_snapshot_the_latest_of_every_view(reported, data_dir: Path) -> None:
+    """Both days' stages are stored, only the last day's report is published: that day is the latest."""
+    assert metadata(reported)["latest_complete_snapshot"] == DAY.isoformat()
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT as_of FROM latest_snapshot").fetchall() == [(DAY,)]
+        assert con.sql("SELECT as_of FROM complete_snapshots").fetchall() == [(DAY,)]
+        for table in ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "explanations"):
+            assert con.sql(f"SELECT DISTINCT date FROM {table}_latest").fetchall() == [(DAY,)], table
+        assert con.sql("SELECT count(DISTINCT date) FROM segments").fetchall() == [(2,)]
 
 
 def test_the_report_records_the_settings_each_stage_ran_with(reported, instance, data_dir: Path) -> None:

@@ -30,11 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PipelineError
-from .schemas import TableSpec, conform
+from .schemas import COMPLETE_SNAPSHOTS, SNAPSHOT_TABLES, TableSpec, conform
 
 PART_FILE = "part-0.parquet"
 #: The catalog's own table: what each view reads, with a fingerprint of the tables as its comment.
 CATALOG_TABLE = "catalog_tables"
+#: The catalog's view of the one "latest" day: the newest complete snapshot (`complete_snapshots`).
+LATEST_SNAPSHOT_VIEW = "latest_snapshot"
 GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
 #: A day's folder, `date=YYYY-MM-DD`: the Hive layout of the warehouse and of the incoming files.
 DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -132,8 +134,14 @@ class Warehouse:
     # ------------------------------------------------------------ read, write
 
     def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
-        """Write one partition atomically, replacing what was there."""
+        """Write one partition atomically, replacing what was there.
+
+        A table of a day's snapshot being written makes that snapshot incomplete until its report
+        is published again: the day leaves the `_latest` views first (see `mark_snapshot_complete`).
+        """
         path = self.partition_path(spec, day)
+        if spec.as_of:
+            _remove_quietly(self.partition_path(COMPLETE_SNAPSHOTS, day))
         self.remove_leftovers(spec)
         remove_stale_temporaries([path.parent])
         write_parquet_atomic(conform(table, spec), path, spec.plain_columns)
@@ -149,6 +157,35 @@ class Warehouse:
         path = self.table_dir(spec) / file_name
         write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return path
+
+    def mark_snapshot_complete(self, day: date, report_json: Path, started_ns: int) -> WrittenPartition:
+        """Record that the snapshot of `day` is complete: every table of SNAPSHOT_TABLES and the report
+        `report_json`, made by a report that began reading at `started_ns` (time.time_ns()).
+
+        The `_latest` views of the catalog show the newest day so marked, all of them the same one;
+        a snapshot being written, or one whose run failed half-way, is never that day. Refused
+        (PipelineError) when a table of the day is missing or was written after the report began.
+        """
+        paths = {spec.name: self.partition_path(spec, day) for spec in SNAPSHOT_TABLES}
+        missing = [name for name, path in paths.items() if not path.exists()]
+        if missing:
+            raise PipelineError(
+                f"the snapshot of {day.isoformat()} has no {', '.join(missing)}; materialize them, then the report"
+            )
+        changed = [name for name, path in paths.items() if path.stat().st_mtime_ns > started_ns]
+        if changed:
+            raise PipelineError(
+                f"{', '.join(changed)} of {day.isoformat()} were written again while the report was made; "
+                f"materialize report for {day.isoformat()} again"
+            )
+        digest = hashlib.sha256(report_json.read_bytes()).hexdigest()
+        marker = pa.table({"as_of": pa.array([day], pa.date32()), "report_sha256": [digest]})
+        return self.write_partition(COMPLETE_SNAPSHOTS, day, marker)
+
+    def latest_snapshot(self) -> date | None:
+        """The newest day whose whole snapshot is complete (what the `_latest` views show); None if none is."""
+        days = self.partition_days(COMPLETE_SNAPSHOTS)
+        return days[-1] if days else None
 
     def remove_leftovers(self, spec: TableSpec, force: bool = False) -> list[Path]:
         """Remove the temporary files of the table's writes that were killed (see `is_leftover`).
@@ -266,7 +303,10 @@ class Warehouse:
         (or breaks) an analyst who has the old one open.
         """
         listed = [spec for spec in specs if self.has_files(spec)]
-        statements = [statement for spec in listed for statement in self._view_statements(spec)]
+        statements = [
+            self._latest_snapshot_statement(),
+            *(statement for spec in listed for statement in self._view_statements(spec)),
+        ]
         fingerprint = hashlib.sha256(
             "\n".join([*statements, *(f"{spec.name} {spec.description} {spec.schema}" for spec in listed)]).encode()
         ).hexdigest()
@@ -294,8 +334,22 @@ class Warehouse:
             _remove_quietly(temporary.with_name(temporary.name + ".wal"))
         return self.catalog_path
 
+    def _latest_snapshot_statement(self) -> str:
+        """The view of the one "latest" day, the newest complete snapshot (NULL while there is none).
+
+        Read from the names of the `complete_snapshots` files (a listing, no file opened), so it
+        holds before the first snapshot is complete and moves without a rebuild of the catalog."""
+        markers = str(self.table_dir(COMPLETE_SNAPSHOTS) / "date=*" / PART_FILE)
+        day = r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(PART_FILE) + "$"
+        return (
+            f"CREATE OR REPLACE VIEW {LATEST_SNAPSHOT_VIEW} AS "
+            f"SELECT max(CAST(regexp_extract(file, {sql_string(day)}, 1) AS DATE)) AS as_of "
+            f"FROM glob({sql_string(markers)})"
+        )
+
     def _view_statements(self, spec: TableSpec) -> list[str]:
-        """The catalog's views of one table: all of it, and its latest day for as-of tables."""
+        """The catalog's views of one table: all of it, and for as-of tables the day of the latest
+        complete snapshot (the same day for every one of them)."""
         view = spec.name
         hive = "true" if spec.partitioned else "false"
         statements = [
@@ -305,7 +359,7 @@ class Warehouse:
         if spec.as_of:
             statements.append(
                 f"CREATE OR REPLACE VIEW {view}_latest AS SELECT * FROM {view} "
-                f"WHERE date = (SELECT max(date) FROM {view})"
+                f"WHERE date = (SELECT as_of FROM {LATEST_SNAPSHOT_VIEW})"
             )
         return statements
 
