@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import partitioned_assets
+from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.instance import pools_of, prepare_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FAST_DAEMON = Path(__file__).with_name("fast_daemon.py")
@@ -64,11 +65,9 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = service_environment(home, data_dir, **settings)
-    # The instance's SQLite storage is created here, once: two processes creating it at the same
-    # moment race ("table ... already exists"), and the loser exits.
-    with DagsterInstance.from_config(str(home)) as instance:
-        instance.get_runs(limit=1)
-        instance.all_instigator_state()
+    # The instance is made here, once, as `make dev` makes it: the webserver, the daemon and the
+    # runs making it at the same moment race ("table ... already exists"), and the losers exit.
+    prepare_instance(home, pools_of(defs.assets or ()))
     port = free_port()
     bin_dir = Path(sys.executable).parent
     webserver_log, daemon_log = root / "webserver.log", root / "daemon.log"

@@ -334,10 +334,46 @@ def test_publishing_again_replaces_the_folder_with_identical_files(store: Wareho
     second = publish_report(gather_report(store, DAY, SETTINGS), folder)
     assert second.report == first.report
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == contents
-    # The day's link and one version behind it: the replaced one and a killed run's leftovers are gone.
+    # The day's link and one version behind it (beside the day's lock file): the replaced one and a
+    # killed run's leftovers are gone.
     assert folder.is_symlink()
     assert sorted(path.name for path in folder.parent.iterdir()) == [".versions", folder.name]
-    assert [path.name for path in (folder.parent / ".versions").iterdir()] == [folder.resolve().name]
+    assert sorted(path.name for path in (folder.parent / ".versions").iterdir()) == [
+        f".{folder.name}.lock",
+        folder.resolve().name,
+    ]
+
+
+def _publish_when_told(draft, folder: Path, go, published) -> None:
+    go.wait()
+    publish_report(draft, folder)
+    published.put(folder.resolve().name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the two publishers are forked processes")
+def test_two_runs_publishing_the_same_day_at_once_both_finish_and_the_last_wins(store: Warehouse) -> None:
+    """Two processes publish the report of one day at the same moment, a few times over: neither
+    fails, and the day's link is left on the version of the one that published last, the only
+    version kept."""
+    draft = _draft(store)
+    folder = store.report_dir(DAY)
+    segments = {item.segment_id: item.name for item in draft.report.segments}
+    context = multiprocessing.get_context("fork")
+    for _ in range(3):
+        go, published = context.Event(), context.Queue()
+        publishers = [context.Process(target=_publish_when_told, args=(draft, folder, go, published)) for _ in "ab"]
+        for publisher in publishers:
+            publisher.start()
+        go.set()
+        for publisher in publishers:
+            publisher.join(timeout=300)
+        assert [publisher.exitcode for publisher in publishers] == [0, 0]
+        # What each saw the link point to right after its publication: the one seen last is kept.
+        first_seen, last_seen = published.get(timeout=5), published.get(timeout=5)
+        assert first_seen != last_seen
+        assert folder.resolve().name == last_seen
+        assert [path.name for path in (folder.parent / ".versions").glob("date=*")] == [last_seen]
+        assert verify_report(folder, DAY, segments) == []
 
 
 def test_verify_report_names_what_is_wrong(store: Warehouse) -> None:

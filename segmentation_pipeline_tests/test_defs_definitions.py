@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.instance import prepare_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -241,17 +242,12 @@ def test_two_runs_take_turns_at_a_step_of_the_llm_pool(tmp_path: Path) -> None:
 
     shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    # The instance's SQLite storage is made first, once: two processes making it at the same moment
-    # race ("table alembic_version already exists"). And the pool is set up as the first run to use
-    # it on a long-lived instance leaves it: two runs making the pool's slots at the same moment
-    # each find none and each add one (Dagster 1.13, seen once in a full test run). Neither race is
-    # what this test is about: the limit the repository's dagster.yaml gives the pool.
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        instance.get_runs(limit=1)
-        instance.all_instigator_state()
-        instance.get_latest_materialization_event(dg.AssetKey("asks_the_model"))
-        assert instance.event_log_storage.initialize_concurrency_limit_to_default("llm")
-        assert instance.event_log_storage.get_concurrency_info("llm").slot_count == 1
+    # The instance and the pool's slots are made first, once, as `make dev` makes them: two runs
+    # making the storage at the same moment race ("table alembic_version already exists"), and two
+    # making the pool's slots each find none and each add one (Dagster 1.13, seen once in a full test
+    # run). Neither race is what this test is about: the limit the repository's dagster.yaml gives
+    # the pool.
+    assert prepare_instance(tmp_path, {"llm"}) == {"llm": 1}
     # The second run starts once the first holds the pool's slot. Two claims at the very same
     # instant can both succeed on SQLite storage, which has no row locks: Dagster 1.13 selects a free
     # slot "for update" and then takes it by its ID alone (seen once in a clean-clone run). That race

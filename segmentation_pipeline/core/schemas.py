@@ -610,6 +610,20 @@ SYNTHETIC_TRUTH = TableSpec(
     partitioned=False,
 )
 
+COMPLETE_SNAPSHOTS = TableSpec(
+    name="complete_snapshots",
+    description="Days whose whole snapshot is complete, every as-of table and the report: one row per day, "
+    "written when its report is published and removed when one of its tables is written again. "
+    "Every <table>_latest view shows the newest of them.",
+    schema=pa.schema(
+        [
+            pa.field("as_of", pa.date32(), nullable=False),
+            #: SHA-256 of the published report.json: which report completed the snapshot.
+            pa.field("report_sha256", pa.string(), nullable=False),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -629,9 +643,12 @@ TABLES: dict[str, TableSpec] = {
         VIABILITY,
         ACTIONABILITY,
         EXPLANATIONS,
+        COMPLETE_SNAPSHOTS,
         SYNTHETIC_TRUTH,
     )
 }
+#: The tables of a day's snapshot, written by its stages before the report (each gets a `_latest` view).
+SNAPSHOT_TABLES: tuple[TableSpec, ...] = tuple(spec for spec in TABLES.values() if spec.as_of)
 
 
 def conform(table: pa.Table, spec: TableSpec) -> pa.Table:

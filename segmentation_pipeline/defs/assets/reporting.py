@@ -1,5 +1,6 @@
 """report: the day's segmentation as JSON, Markdown and a self-contained HTML page with charts."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ from pydantic import Field, ValidationError
 from ...core.reporting.document import SAMPLE_PER_SEGMENT, RunSettings, StageSettings, gather_report
 from ...core.reporting.publish import publish_report
 from ...core.reporting.render import headline, notices, summary_table
+from ...core.schemas import TABLES
 from ..checks import REPORT_CHECKS, report_results
 from ..metadata import image_file
 from ..partitions import daily_partitions, partition_day
@@ -70,13 +72,17 @@ def report(
 
     One folder per day, reports/date=YYYY-MM-DD/ in the data folder: report.json (the
     full record), report.md (a summary to paste), report.html (one page, charts
-    embedded) and the charts as PNG files.
+    embedded) and the charts as PNG files. Once it is published, the day's snapshot is
+    complete: the catalog's `_latest` views move to it.
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
+    started_ns = time.time_ns()
     settings, stage_runs = _run_settings(context, config, store.root, event_source.kind)
     draft = gather_report(store, as_of, settings, config.sample_per_segment, daily_partitions.start.date())
     published = publish_report(draft, store.report_dir(as_of))
+    store.mark_snapshot_complete(as_of, published.json_path, started_ns)
+    store.refresh_catalog(TABLES.values())
     totals = published.report.totals
     for line in notices(published.report):
         context.log.warning(line)
@@ -88,6 +94,7 @@ def report(
             "approved_segments": totals.approved,
             "actionable_segments": totals.actionable,
             "segments_ready_for_campaign": totals.targetable,
+            "latest_complete_snapshot": str(store.latest_snapshot()),
             "summary": dg.MetadataValue.md(
                 "".join(f"**{line}**\n\n" for line in notices(published.report))
                 + f"{headline(published.report)}\n\n{summary_table(published.report)}"
