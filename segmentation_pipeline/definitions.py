@@ -5,6 +5,7 @@ import gc
 import dagster as dg
 
 from .defs.assets.ingestion import id_history, raw_events
+from .defs.executor import recorded_in_process_executor
 from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job
 from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
@@ -17,8 +18,9 @@ defs = dg.Definitions(
     schedules=[nightly_segmentation],
     sensors=[incoming_files],
     # Steps run in the run's own process: the graph is a chain, and a process per step would import
-    # pandas, scikit-learn and matplotlib again for each of them (seconds a step on two cores).
-    executor=dg.in_process_executor,
+    # pandas, scikit-learn and matplotlib again for each of them (seconds a step on two cores). The
+    # process records itself first, so that a run whose process dies can be found (defs/executor.py).
+    executor=recorded_in_process_executor,
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),
         "identity_rules": IdentityRulesResource(),
