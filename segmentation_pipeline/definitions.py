@@ -4,6 +4,7 @@ import gc
 
 import dagster as dg
 
+from .defs import pool_wait
 from .defs.assets.ingestion import id_history, raw_events
 from .defs.executor import recorded_in_process_executor
 from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job
@@ -11,6 +12,9 @@ from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
 from .defs.schedules import nightly_segmentation
 from .defs.sensors import incoming_files
+
+# A step waiting for a pool slot sleeps and can be stopped (Dagster 1.13.28 spins; defs/pool_wait.py).
+pool_wait.apply()
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, *SNAPSHOT_ASSETS],
