@@ -21,6 +21,7 @@ from dagster._core.execution.plan.instance_concurrency_context import InstanceCo
 
 import segmentation_pipeline.definitions  # noqa: F401 - applies the pool-wait fix, as every run's process does
 from segmentation_pipeline.defs import pool_wait
+from segmentation_pipeline.defs.run_launcher import ProcessCheckingRunLauncher
 from segmentation_pipeline.defs.run_processes import Liveness, liveness, process_metadata, process_of, this_process
 from segmentation_pipeline_tests.runs import (
     REPOSITORY,
@@ -103,6 +104,22 @@ def test_a_process_is_told_apart_from_a_later_one_with_its_pid() -> None:
     assert liveness(type(me)(me.host, me.pid, "another boot", me.start_ticks)) is Liveness.GONE
     assert liveness(type(me)("another-host", me.pid, me.boot_id, me.start_ticks)) is Liveness.UNKNOWN
     assert liveness(None) is Liveness.UNKNOWN
+
+
+def test_the_run_launcher_reports_a_run_whose_process_is_gone_as_failed(tmp_path: Path) -> None:
+    """What run monitoring asks the launcher of dagster.yaml: Dagster's DefaultRunLauncher cannot say."""
+    assert not dg.DefaultRunLauncher().supports_check_run_worker_health
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path))) as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, ProcessCheckingRunLauncher) and launcher.supports_check_run_worker_health
+        dead = started_run(instance, a_process_that_has_ended())
+        alive = started_run(instance, process_metadata(this_process()))
+        unrecorded = started_run(instance, None)
+        assert launcher.check_run_worker_health(dead).status.value == "FAILED"
+        assert "is gone" in launcher.get_run_worker_debug_info(dead)
+        # Alive, or not to be judged (monitoring would fail a run reported as anything but running).
+        assert launcher.check_run_worker_health(alive).status.value == "RUNNING"
+        assert launcher.check_run_worker_health(unrecorded).status.value == "RUNNING"
 
 
 @pytest.mark.slow
