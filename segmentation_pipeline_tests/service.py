@@ -41,6 +41,7 @@ class DagsterService:
     env: dict[str, str]
     webserver: subprocess.Popen
     daemon: subprocess.Popen
+    daemon_command: list[str]
 
 
 def free_port() -> int:
@@ -78,13 +79,23 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
         webserver_log,
     )
     daemon = _start([*daemon_command, "run", "-w", "workspace.yaml"], env, daemon_log)
+    running = None
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         _wait_until_ready(client, port, daemon, [webserver_log, daemon_log])
-        yield DagsterService(client, port, home, data_dir, env, webserver, daemon)
+        running = DagsterService(client, port, home, data_dir, env, webserver, daemon, daemon_command)
+        yield running
     finally:
-        stop(daemon)
+        stop(running.daemon if running else daemon)
         stop(webserver)
+
+
+def restart_daemon(service: DagsterService) -> None:
+    """Start the daemon again (after a test killed it), as `make dev` restarted would; wait until it is up."""
+    stop(service.daemon)
+    log = service.home.parent / "daemon.log"
+    service.daemon = _start([*service.daemon_command, "run", "-w", "workspace.yaml"], service.env, log)
+    _wait_until_ready(service.client, service.port, service.daemon, [log])
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -194,8 +194,13 @@ def test_the_instance_configuration_keeps_parallel_runs_apart(tmp_path: Path) ->
             {"key": "segmentation/whole_graph", "limit": 1},
         ]
         assert defs.resolve_job_def("segmentation").tags == {"segmentation/whole_graph": "true"}
+        # A run whose process is gone is failed within seconds (the launcher's health check), and
+        # the slots it held are freed 10 s after it ended.
         monitoring = instance.get_settings("run_monitoring")
-        assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] == 60
+        assert monitoring["enabled"] and monitoring["poll_interval_seconds"] == 10
+        assert monitoring["free_slots_after_run_end_seconds"] == 10
+        assert instance.run_launcher.__class__.__name__ == "ProcessCheckingRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
         # Pools without a limit of their own (llm, ingestion) take the default: one step at a time across runs.
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "op"

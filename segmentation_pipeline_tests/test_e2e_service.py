@@ -7,6 +7,8 @@ from the Parquet files, the DuckDB catalog and the instance. Everything started
 here is stopped at the end.
 """
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +23,17 @@ from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import launch_backfill, partitioned_assets, wait_for_backfill
 from segmentation_pipeline.core.reporting.publish import load_report
-from segmentation_pipeline_tests.service import REPOSITORY, DagsterService, dagster_service, file_digests, is_running
+from segmentation_pipeline.defs.partitions import range_tags
+from segmentation_pipeline.defs.run_processes import recorded_process
+from segmentation_pipeline_tests.runs import pool_holders, run_messages, steps_in_flight
+from segmentation_pipeline_tests.service import (
+    REPOSITORY,
+    DagsterService,
+    dagster_service,
+    file_digests,
+    is_running,
+    restart_daemon,
+)
 
 FIRST, LAST = date(2025, 1, 1), date(2025, 1, 2)
 NEXT_DAY = "2025-01-03"
@@ -229,3 +241,43 @@ def test_an_adhoc_rerun_from_the_launchpad_then_the_assets_after_it(service: Dag
     assert stages["clusters"].given == {"n_clusters": 6}
     assert stages["robustness"].given == {"n_bootstrap": 12}
     assert stages["profiles"].given == {}
+
+
+def run_process_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    run = instance.get_run_by_id(run_id)
+    process = recorded_process(instance, run) if run else None
+    return process.pid if process else None
+
+
+def test_a_run_killed_with_the_daemon_is_failed_by_run_monitoring_and_the_next_run_goes_ahead(
+    service: DagsterService,
+) -> None:
+    """kill -9 of `make dev`'s daemon, with its code server and a run inside a step of the `ingestion`
+    pool (a crash, the out-of-memory killer, a reboot): nothing is left to say that the run ended.
+    Once the daemon is back, run monitoring finds the run's process gone and fails the run, its slot
+    is freed, and the same run launched again finishes, with no step by hand."""
+    tags = range_tags(date(2025, 1, 4), date(2025, 2, 28))
+    killed = service.client.submit_job_execution("ingestion", tags=tags)
+    deadline = time.monotonic() + BACKFILL_SECONDS
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        while time.monotonic() < deadline:
+            pid = run_process_pid(instance, killed)
+            if pid and "raw_events" in steps_in_flight(service.home, killed):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the run never started raw_events")
+    os.kill(pid, signal.SIGSTOP)  # held where it is while the rest is killed
+    assert "raw_events" in steps_in_flight(service.home, killed)
+    os.killpg(service.daemon.pid, signal.SIGKILL)  # the daemon, its code server and the run's process
+    service.daemon.wait(timeout=60)
+    assert dg.DagsterRunStatus.STARTED == service.client.get_run_status(killed)
+    assert killed in pool_holders(service.home)["ingestion"]
+
+    restart_daemon(service)
+    again = service.client.submit_job_execution("ingestion", tags=tags)
+    assert wait_for_run(service.client, again, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
+    assert service.client.get_run_status(killed) == dg.DagsterRunStatus.FAILURE
+    failure = [message for message in run_messages(service.home, killed) if "Detected run worker status" in message]
+    assert failure and f"process (pid {pid} on " in failure[0] and "is gone" in failure[0]
+    assert pool_holders(service.home) == {"ingestion": [], "llm": []}
