@@ -136,11 +136,13 @@ def test_cdnow_holdout_scores(result: BacktestResult) -> None:
 def test_cdnow_models_against_the_baselines(result: BacktestResult) -> None:
     baselines = {row.baseline: row for row in result.baselines}
     recency, heuristic = baselines["recency"], baselines["heuristic"]
-    # Measured: the naive run-rate forecasts 2,930 purchase days (+56%), the heuristic 3,716 (+97%).
+    # Measured: the naive run-rate forecasts 2,930 purchase days (+56%), the heuristic 3,256 (+73%). The
+    # heuristic gives a customer of one purchase day the usual gap of the others, so their risk grows
+    # with their silence (with their tenure as their gap it was one constant: AUC 0.63, 3,716, +97%).
     assert recency.forecast_total == pytest.approx(2930.10, abs=0.5)
-    assert heuristic.forecast_total == pytest.approx(3716.39, abs=0.5)
+    assert heuristic.forecast_total == pytest.approx(3256.26, abs=0.5)
     assert (recency.mae, recency.auc) == pytest.approx((1.0237, 0.7714), abs=1e-3)
-    assert (heuristic.mae, heuristic.auc) == pytest.approx((1.2576, 0.6302), abs=1e-3)
+    assert (heuristic.mae, heuristic.auc) == pytest.approx((1.1208, 0.7203), abs=1e-3)
     models = by_model(result)
     for row in models.values():
         # Every model forecasts each customer and the total better than either rule of thumb ...
@@ -150,9 +152,10 @@ def test_cdnow_models_against_the_baselines(result: BacktestResult) -> None:
         assert row.auc_by_forecast >= recency.auc
     # By P(alive) alone the BG/NBD ranks worse than chance: its one-time buyers (1,411 of 2,357, most of
     # whom buy nothing in the holdout) are all alive for certain. The MBG/NBD and Pareto/NBD, which let them
-    # lapse, beat the heuristic's churn risk; recency alone still ranks better than their P(alive).
+    # lapse, rank far better; the Pareto/NBD edges out the heuristic's silence-based churn risk, and
+    # recency alone still ranks better than any P(alive).
     assert models["bg_nbd"].auc < 0.5
-    assert heuristic.auc < models["mbg_nbd"].auc < models["pareto_nbd"].auc < recency.auc
+    assert models["mbg_nbd"].auc < heuristic.auc < models["pareto_nbd"].auc < recency.auc
 
 
 def test_cdnow_calibration_by_frequency(result: BacktestResult) -> None:

@@ -37,8 +37,8 @@ from segmentation_pipeline_tests.service import (
 
 FIRST, LAST = date(2025, 1, 1), date(2025, 1, 2)
 NEXT_DAY = "2025-01-03"
-SNAPSHOT_TABLES = ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "actionability",
-                   "explanations")  # fmt: skip
+SNAPSHOT_TABLES = ("merge_map", "clv_backtest", "profiles", "clusters", "segments", "robustness", "viability",
+                   "actionability", "explanations")  # fmt: skip
 BACKFILL_SECONDS = 420
 #: Set by the first test once its backfill and run succeeded; the others build on them.
 FILLED: dict[str, bool] = {}
@@ -92,11 +92,14 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     # Stopped for the rest of the test: a tick at 01:00 UTC would add a day to the data compared below.
     stopped = service.client._execute(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
     assert stopped["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED"
-    assert repository["sensors"] == [{"name": "incoming_files", "sensorState": {"status": "STOPPED"}}]
+    assert repository["sensors"] == [
+        {"name": "incoming_files", "sensorState": {"status": "STOPPED"}},
+        {"name": "late_input_snapshots", "sensorState": {"status": "RUNNING"}},
+    ]
     assets = partitioned_assets(service.client)
     assert assets == sorted(
-        ["raw_events", "id_history", "merge_map", "profiles", "clusters", "segment_migration", "robustness",
-         "viability", "actionability", "explanations", "report"]
+        ["raw_events", "id_history", "merge_map", "clv_backtest", "profiles", "clusters", "segment_migration",
+         "robustness", "viability", "actionability", "explanations", "report"]
     )  # fmt: skip
 
     # The CLI of `make backfill` against this webserver: it launches the backfill and follows it.
@@ -107,17 +110,17 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     )  # fmt: skip
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     first_line = backfill.stdout.splitlines()[0]
-    assert f"of 11 assets, {FIRST} .. {LAST}" in first_line
+    assert f"of 12 assets, {FIRST} .. {LAST}" in first_line
     backfill_id = first_line.split()[1]
-    assert "COMPLETED_SUCCESS: 22/22 asset partitions materialized, 0 failed" in backfill.stdout
+    assert "COMPLETED_SUCCESS: 24/24 asset partitions materialized, 0 failed" in backfill.stdout
 
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
-        # raw_events, id_history, merge_map and profiles: one run for the whole range.
+        # raw_events, id_history, merge_map, clv_backtest and profiles: one run for the whole range.
         (ingestion,) = daily_runs(instance, "raw_events", backfill_id)
         assert ingestion.tags["dagster/asset_partition_range_start"] == FIRST.isoformat()
         assert ingestion.tags["dagster/asset_partition_range_end"] == LAST.isoformat()
         assert {key.to_user_string() for key in ingestion.asset_selection} == {
-            "raw_events", "id_history", "merge_map", "profiles"}  # fmt: skip
+            "raw_events", "id_history", "merge_map", "clv_backtest", "profiles"}  # fmt: skip
         # clusters: one run for the range too (it makes the days in date order); then the stages
         # after it one run per day, each with every stage of its day, begun after that day's clusters
         # was stored (the clusters run itself may still be writing its end: the daemon goes by the
