@@ -35,6 +35,11 @@ def test_stages_follow_the_customers_own_rhythm_and_p_alive() -> None:
     assert typical_gap(LifecycleInputs(*np.array(rows, dtype=float).T), LifecycleSettings()) == 20.0
 
 
+def test_a_long_silence_is_lapsed_whatever_the_model_says() -> None:
+    # A model fitted mostly on one-time buyers keeps one silent for 10 usual gaps at P(alive) 0.45.
+    assert stages([(200, 1, 0, 0.45, 5), (90, 3, 40, 0.95, 5), *REGULARS])[:2] == ["lapsed", "lapsed"]
+
+
 def test_without_a_model_silence_in_usual_gaps_decides() -> None:
     rows = [(30, 3, 40, NAN, 5), (50, 3, 40, NAN, 5), (90, 3, 40, NAN, 5), (100, 1, 0, NAN, 5), *REGULARS]
     # Gap 20: 1.5 gaps in rhythm, 2.5 at risk, 4.5 lapsed; a one-time buyer's usual gap is the population's.

@@ -7,9 +7,10 @@ was fitted, its P(alive), not from a fixed day count:
 - new: one purchase day, and silent for no longer than the usual wait for a
   second purchase (`new_gaps` x the median gap between purchase days of the
   repeat buyers, at least `gap_floor_days`);
-- lapsed: P(alive) below `lapsed_p_alive`; without a model, silent for more
-  than `lapsed_gaps` x their usual gap (a one-time buyer's usual gap is the
-  population's);
+- lapsed: P(alive) below `lapsed_p_alive`, or silent for more than
+  `lapsed_gaps` x their usual gap between purchase days (a one-time buyer's
+  usual gap is the population's): either signal is enough, since a model
+  fitted mostly on one-time buyers can keep a long-silent one "alive";
 - at risk: not lapsed, but P(alive) below `at_risk_p_alive` or silent for
   more than `at_risk_gaps` x their usual gap;
 - loyal: a repeat buyer in rhythm with at least `loyal_min_purchase_days`
@@ -100,7 +101,7 @@ def lifecycle_stages(inputs: LifecycleInputs, settings: LifecycleSettings = Life
         own_gap = np.where(repeat, inputs.purchase_span_days / np.maximum(inputs.purchase_days - 1, 1), usual)
     overdue = inputs.recency_days / np.maximum(own_gap, settings.gap_floor_days)
     modelled = ~np.isnan(inputs.p_alive)
-    lapsed = buyer & np.where(modelled, inputs.p_alive < settings.lapsed_p_alive, overdue > settings.lapsed_gaps)
+    lapsed = buyer & ((modelled & (inputs.p_alive < settings.lapsed_p_alive)) | (overdue > settings.lapsed_gaps))
     at_risk = (
         buyer
         & ~lapsed

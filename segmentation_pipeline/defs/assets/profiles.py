@@ -63,7 +63,7 @@ class ProfilesConfig(dg.Config):
     )
     lapsed_gaps: float = Field(
         default=_LIFECYCLE.lapsed_gaps,
-        description="Lifecycle, where no model was fitted: silent for more than this many usual gaps: lapsed.",
+        description="Lifecycle: silent for more than this many of their usual gaps between purchase days: lapsed.",
     )
     new_gaps: float = Field(
         default=_LIFECYCLE.new_gaps,
@@ -207,11 +207,10 @@ def _profiles_day(
     store.refresh_catalog(TABLES.values())
     if result.unsupported:
         context.log.warning(f"{as_of}: features the source cannot support (left null): {sorted(result.unsupported)}")
-    if result.coverage < 1:
-        context.log.warning(
-            f"{as_of}: {len(result.window_input.days_with_events)} of {result.window.lookback_days} days "
-            "of the window have events"
-        )
+    possible = len([day for day in result.window.days if day >= daily_partitions.start.date()])
+    with_events = len(result.window_input.days_with_events)
+    if with_events < possible:
+        context.log.warning(f"{as_of}: {with_events} of the window's {possible} days since the first partition have events")
     return DayResult(
         metadata={
             "dagster/row_count": result.table.num_rows,
