@@ -22,7 +22,7 @@ from PIL import Image
 
 from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
 from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
-from segmentation_pipeline.core.profiles import WINDOW_INPUT_KEY, build_profiles
+from segmentation_pipeline.core.profiles import ProfileSettings, build_profiles
 from segmentation_pipeline.core.reporting import charts
 from segmentation_pipeline.core.reporting.document import (
     KEY_FEATURES,
@@ -39,6 +39,7 @@ from segmentation_pipeline.core.reporting.render import JSON_FILE, markdown
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
     CLUSTERS,
+    CLV_BACKTEST,
     EXPLANATIONS,
     PROFILES,
     RAW_EVENTS,
@@ -200,7 +201,7 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
 def rebuild_profiles(store: Warehouse) -> None:
     """The profiles of DAY built again over what is stored now, as the profiles asset stores them."""
     result = build_profiles(store, DAY)
-    store.write_partition(PROFILES, DAY, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()})
+    store.write_partition(PROFILES, DAY, result.table, result.stored_metadata(ProfileSettings()))
 
 
 def test_a_stored_day_without_events_is_not_a_day_with_events(store: Warehouse) -> None:
@@ -798,3 +799,26 @@ def test_a_fork_that_cannot_start_leaves_every_chart_to_this_process(
     with pytest.warns(UserWarning, match="could not start .*Cannot allocate memory"):
         drawn = charts.save_charts(draft.report, draft.feature_sample, tmp_path)
     _same_charts(drawn, tmp_path, serial_charts)
+
+
+def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> None:
+    report = published.report
+    value = report.customer_value
+    backtest = Warehouse(published.json_path.parent.parent.parent).read_partition(CLV_BACKTEST, DAY).to_pylist()
+    (chosen,) = [row for row in backtest if row["chosen"]]
+    assert value.model == chosen["name"] and value.horizon_days == 365 and value.annual_discount_rate == 0.10
+    assert [row.name for row in value.backtest] == [row["name"] for row in backtest]
+    assert {row.kind for row in value.backtest} == {"model", "baseline"}
+    assert value.backtest_reason == chosen["reason"]
+    text = published.markdown_path.read_text()
+    assert (
+        "Customer value (CLV) is each customer's expected spend over the next 365 days in today's money "
+        "(10% a year discount)"
+    ) in text
+    assert "## How well the churn and CLV models forecast" in text
+    for item in report.segments:
+        mix = item.segment.lifecycle_mix
+        assert mix and sum(mix.values()) == pytest.approx(1.0)
+        largest = max(mix, key=mix.get).replace("_", " ")
+        assert f"lifecycle: {largest} {mix[max(mix, key=mix.get)] * 100:.1f}%" in text
+    assert "How well the churn and CLV models forecast" in published.html_path.read_text()

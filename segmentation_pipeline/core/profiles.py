@@ -144,6 +144,8 @@ class ProfileWindow:
 
 #: Key of the profiles file's Parquet metadata that holds its WindowInput.
 WINDOW_INPUT_KEY = "segmentation.window_input"
+#: Key of the profiles file's Parquet metadata that says how churn risk and CLV were made (ProfileResult.clv_record).
+CLV_KEY = "segmentation.clv"
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,20 @@ class ProfileResult:
     def coverage(self) -> float:
         """The share of the window's days with events (a stored day without a row does not count)."""
         return len(self.window_input.days_with_events) / self.window.lookback_days
+
+    def clv_record(self, settings: ProfileSettings) -> dict[str, object]:
+        """How churn risk and CLV were made: stored with the profiles, read by the report."""
+        return {
+            "method": self.clv_fit.method,
+            "model": self.clv_fit.model or HEURISTIC,
+            "reason": self.clv_fit.reason,
+            "horizon_days": settings.clv_horizon_days,
+            "annual_discount_rate": settings.annual_discount_rate,
+        }
+
+    def stored_metadata(self, settings: ProfileSettings) -> dict[str, str]:
+        """The Parquet key-value metadata of the stored profiles."""
+        return {WINDOW_INPUT_KEY: self.window_input.to_json(), CLV_KEY: json.dumps(self.clv_record(settings))}
 
     def as_metadata(self) -> dict[str, object]:
         return {

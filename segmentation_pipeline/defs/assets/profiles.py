@@ -12,7 +12,7 @@ from ...core.backtest import backtest_purchase_models, backtest_rows, stored_pur
 from ...core.clv import MODEL_NAMES
 from ...core.features import FEATURES, FEATURES_BY_NAME
 from ...core.lifecycle import STAGES, LifecycleSettings
-from ...core.profiles import WINDOW_INPUT_KEY, ProfileResult, ProfileSettings, build_profiles
+from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import CLV_BACKTEST, PROFILES, TABLES
 from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
@@ -195,13 +195,12 @@ def profiles(
 def _profiles_day(
     context: dg.AssetExecutionContext, store: Warehouse, config: ProfilesConfig, as_of: date
 ) -> DayResult:
-    result = build_profiles(store, as_of, config.settings(chosen_clv_model(store, as_of, config.clv_model)))
+    settings = config.settings(chosen_clv_model(store, as_of, config.clv_model))
+    result = build_profiles(store, as_of, settings)
     # The Parquet write runs in Arrow's C++ without the GIL: the summary is worked out meanwhile
     # (1.7 s and 1.3 s one after the other at 30M events, 1.8 s side by side).
     with ThreadPoolExecutor(1, thread_name_prefix="write-profiles") as writer:
-        writing = writer.submit(
-            store.write_partition, PROFILES, as_of, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()}
-        )
+        writing = writer.submit(store.write_partition, PROFILES, as_of, result.table, result.stored_metadata(settings))
         summary = feature_summary(result)
         written = writing.result()
     store.refresh_catalog(TABLES.values())
@@ -216,6 +215,8 @@ def _profiles_day(
             "dagster/row_count": result.table.num_rows,
             **result.as_metadata(),
             "unsupported_because": dg.MetadataValue.json(result.unsupported),
+            "clv_horizon_days": settings.clv_horizon_days,
+            "annual_discount_rate": settings.annual_discount_rate,
             "feature_summary": summary,
             "path": dg.MetadataValue.path(str(written.path)),
             "preview": preview(result.table.select(["canonical_id", "n_ids", "lifecycle_stage", *_NUMERIC[:8]])),
