@@ -1,0 +1,25 @@
+"""Damage a stored Parquet file the way a disk or a copy does: bytes changed inside a data page."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+#: Past the data page's header (a few dozen bytes of Thrift), inside its values.
+INTO_THE_PAGE = 200
+
+
+def damage_page(path: Path, column: str, size: int = 256, offset: int = INTO_THE_PAGE) -> range:
+    """Flip the bits of `size` bytes of the first data page of `column`, `offset` bytes into it, and
+    return their positions in the file (the same positions for the same file)."""
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(
+        row_group.column(i) for i in range(row_group.num_columns) if row_group.column(i).path_in_schema == column
+    )
+    first = chunk.data_page_offset + offset
+    end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+    assert first + size <= end, f"the {column} pages of {path} hold fewer than {offset + size} bytes"
+    data = bytearray(path.read_bytes())
+    for position in range(first, first + size):
+        data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return range(first, first + size)
