@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
+from segmentation_pipeline.core.errors import DataIntegrityError, PipelineError, ReportGenerationError
 from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
 from segmentation_pipeline.core.reporting import charts
 from segmentation_pipeline.core.reporting.document import (
@@ -40,6 +40,7 @@ from segmentation_pipeline.core.schemas import (
     CLUSTERS,
     EXPLANATIONS,
     PROFILES,
+    QUARANTINE_EVENTS,
     RAW_EVENTS,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -167,7 +168,9 @@ def test_feature_quartiles_are_those_of_every_member(snapshot: Path, published) 
 
 def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse) -> None:
     missing = date(2025, 9, 15)
+    # A day never ingested: neither events nor quarantine (a quarantine alone is an incomplete day).
     shutil.rmtree(store.partition_path(RAW_EVENTS, missing).parent)
+    shutil.rmtree(store.partition_path(QUARANTINE_EVENTS, missing).parent)
     coverage = gather_report(store, DAY, SETTINGS).report.coverage
     assert coverage.window_last_day == DAY
     first = coverage.window_first_day
@@ -186,6 +189,10 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
     assert coverage.events_in_window == events
     assert coverage.customers_profiled == coverage.customers_segmented > 0
     assert coverage.features_without_values == []
+    # A run of that day stopped between its quarantine and its events: not counted, but named.
+    store.write_partition(QUARANTINE_EVENTS, missing, QUARANTINE_EVENTS.empty())
+    with pytest.raises(DataIntegrityError, match="2025-09-15: quarantine_raw_events is stored but raw_events is not"):
+        gather_report(store, DAY, SETTINGS)
 
 
 def test_answers_made_from_other_statistics_are_refused(store: Warehouse) -> None:

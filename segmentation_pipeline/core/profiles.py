@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
 from .features import CLOCK_TIMES, FEATURES, Feature
-from .schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
+from .schemas import MERGE_MAP, PROFILES, QUARANTINE_EVENTS, RAW_EVENTS, conform
 from .warehouse import (
     Warehouse,
     days_between,
@@ -206,6 +206,8 @@ def build_profiles(
     events = store.parquet_relation(RAW_EVENTS, days_present)
     if events is None:
         return _empty_result(window)
+    # A day whose ingestion stopped between its quarantine and its valid rows is not profiled.
+    store.check_complete(RAW_EVENTS, QUARANTINE_EVENTS, days_present)
     # Read by pyarrow, which verifies the file's page checksums (DuckDB would not), and handed to
     # DuckDB as it is: the merge map is read once either way.
     merge_map = read_parquet_verified(merge_map_path, ["old_id", "canonical_id", "is_junk"])

@@ -62,6 +62,10 @@ LEFTOVER_SWEEP_SECONDS = 600
 DUCKDB_MEMORY_LIMIT = "2.5GB"
 #: Rows per batch when a file's page checksums are verified without keeping what is read.
 VERIFY_BATCH_ROWS = 65_536
+#: Metadata of a day's valid rows (`write_day`): the row count and SHA-256 of the rejected rows
+#: written with them.
+REJECTS_ROWS_KEY = "segmentation.rejects_rows"
+REJECTS_SHA256_KEY = "segmentation.rejects_sha256"
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,11 @@ class Warehouse:
 
     # ------------------------------------------------------------ read, write
 
-    def write_partition(self, spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
-        """Write one partition atomically, replacing what was there.
+    def write_partition(
+        self, spec: TableSpec, day: date, table: pa.Table, metadata: dict[str, str] | None = None
+    ) -> WrittenPartition:
+        """Write one partition atomically, replacing what was there; `metadata` goes into the
+        file's key-value metadata.
 
         A table of a day's snapshot being written makes that snapshot incomplete until its report
         is published again: the day leaves the `_latest` views first (see `mark_snapshot_complete`).
@@ -147,8 +154,74 @@ class Warehouse:
             _remove_quietly(self.partition_path(COMPLETE_SNAPSHOTS, day))
         self.remove_leftovers(spec)
         remove_stale_temporaries([path.parent])
-        write_parquet_atomic(conform(table, spec), path, spec.plain_columns)
+        write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return WrittenPartition(spec.name, day, path, table.num_rows, path.stat().st_size)
+
+    def write_day(
+        self, spec: TableSpec, rejects_spec: TableSpec, day: date, valid: pa.Table, rejected: pa.Table
+    ) -> tuple[WrittenPartition, WrittenPartition]:
+        """Write a day's valid rows and its rejected rows (quarantine) so that a reader can tell
+        whether they were written together: the rejected rows first, then the valid rows, whose
+        metadata records the rejected rows' count and SHA-256. A run stopped between the two
+        writes leaves a day `incomplete_days` names. Returns (valid, rejected)."""
+        rejects = self.write_partition(rejects_spec, day, rejected)
+        stamp = {REJECTS_ROWS_KEY: str(rejects.rows), REJECTS_SHA256_KEY: _sha256(rejects.path)}
+        return self.write_partition(spec, day, valid, metadata=stamp), rejects
+
+    def incomplete_days(self, spec: TableSpec, rejects_spec: TableSpec, days: Iterable[date]) -> dict[date, str]:
+        """The days of `days` whose stored valid rows and rejected rows were not written together by
+        `write_day`, with what is wrong: rejected rows without valid rows, or rejected rows other
+        than those the valid rows record. (Valid rows written without a record, as before
+        `write_day`, are taken as they are.)"""
+        days = list(days)
+        stored = [day for day in days if self.partition_path(spec, day).exists()]
+        recorded = self._rejects_records(spec, stored)
+        problems = {}
+        for day in days:
+            rejects = self.partition_path(rejects_spec, day)
+            if day not in stored:
+                if rejects.exists():
+                    problems[day] = f"{rejects_spec.name} is stored but {spec.name} is not"
+                continue
+            if day not in recorded:
+                continue
+            rows, digest = recorded[day]
+            if not rejects.exists():
+                problems[day] = f"the {rows} {rejects_spec.name} rows written with {spec.name} are missing"
+            elif _sha256(rejects) != digest:
+                problems[day] = f"{rejects_spec.name} is not the one written with {spec.name} ({rows} rows)"
+        return problems
+
+    def check_complete(self, spec: TableSpec, rejects_spec: TableSpec, days: Iterable[date]) -> None:
+        """Fail, naming the days, if a day's valid and rejected rows were not written together."""
+        problems = self.incomplete_days(spec, rejects_spec, days)
+        if problems:
+            listed = "; ".join(f"{day.isoformat()}: {problem}" for day, problem in sorted(problems.items()))
+            raise DataIntegrityError(
+                f"{len(problems)} days of {spec.name} are incomplete (a run stopped between writing a day's "
+                f"{rejects_spec.name} and its {spec.name}); materialize {spec.name} for them again: {listed}"
+            )
+
+    def _rejects_records(self, spec: TableSpec, days: list[date]) -> dict[date, tuple[int, str]]:
+        """Day -> (rows, SHA-256) of the rejected rows the stored valid rows of that day record,
+        from the files' footers, read by DuckDB in one query."""
+        if not days:
+            return {}
+        paths = {str(self.partition_path(spec, day)): day for day in days}
+        listing = ", ".join(sql_string(path) for path in paths)
+        with self.connect() as con, reading_stored(spec):
+            rows = con.execute(
+                f"""SELECT file_name, decode(key), decode(value) FROM parquet_kv_metadata([{listing}])
+                    WHERE decode(key) IN ({sql_string(REJECTS_ROWS_KEY)}, {sql_string(REJECTS_SHA256_KEY)})"""
+            ).fetchall()
+        found: dict[date, dict[str, str]] = {}
+        for path, key, value in rows:
+            found.setdefault(paths[path], {})[key] = value
+        return {
+            day: (int(values[REJECTS_ROWS_KEY]), values[REJECTS_SHA256_KEY])
+            for day, values in found.items()
+            if REJECTS_ROWS_KEY in values and REJECTS_SHA256_KEY in values
+        }
 
     def write_file(
         self, spec: TableSpec, file_name: str, table: pa.Table, metadata: dict[str, str] | None = None
@@ -181,7 +254,7 @@ class Warehouse:
                 f"{', '.join(changed)} of {day.isoformat()} were written again while the report was made; "
                 f"materialize report for {day.isoformat()} again"
             )
-        digest = hashlib.sha256(report_json.read_bytes()).hexdigest()
+        digest = _sha256(report_json)
         marker = pa.table({"as_of": pa.array([day], pa.date32()), "report_sha256": [digest]})
         return self.write_partition(COMPLETE_SNAPSHOTS, day, marker)
 
@@ -669,6 +742,10 @@ def utc_clock_sql(instant: str) -> str:
 def utc_date_sql(instant: str) -> str:
     """The UTC calendar date of a TIMESTAMPTZ expression, whatever the session's time zone."""
     return f"CAST({utc_clock_sql(instant)} AS DATE)"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _remove_quietly(path: Path) -> None:

@@ -391,6 +391,8 @@ def _coverage(store: Warehouse, as_of: date, members: _Members, merge_map: pa.Ta
         ).fetchone()
     first = as_of - timedelta(days=max(window_days, 1) - 1)
     present = store.partition_days(RAW_EVENTS, first, as_of)
+    # Events and quarantined rows are counted together: of days whose two were written together.
+    store.check_complete(RAW_EVENTS, QUARANTINE_EVENTS, days_between(first, as_of))
     missing = sorted(set(days_between(first, as_of)) - set(present)) if window_days else []
     merged = pc.sum(pc.not_equal(merge_map["old_id"], merge_map["canonical_id"])).as_py() or 0
     return DataCoverage(
