@@ -26,6 +26,8 @@ from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, 
 from segmentation_pipeline.core.sources import EVENTS
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
 
+from .damage import a_day_of_events, damage_page
+
 AS_OF = date(2025, 3, 10)  # a Monday
 WINDOW_END = datetime(2025, 3, 11, tzinfo=timezone.utc)
 SETTINGS = ProfileSettings(lookback_days=10)
@@ -406,6 +408,19 @@ def test_events_breaking_raw_events_rules_fail_the_profiles_naming_the_file_and_
     assert f'{path}: 1 rows break the rule "timestamp inside the partition\'s day (UTC)"' in message
     assert f"{path}: 1 rows break the rule 'amount a number not below zero'" in message
     assert message.count("rows break the rule") == 2  # the other days of the window are sound
+
+
+def test_a_damaged_events_page_fails_the_profiles_by_the_rule_it_breaks(warehouse: Warehouse) -> None:
+    """Bytes changed inside the timestamp page of an engine-written day: the file's statistics still
+    say the day, the values DuckDB decodes do not."""
+    days = [AS_OF - timedelta(days=offset) for offset in range(3)]
+    for day in days:
+        warehouse.write_partition(RAW_EVENTS, day, a_day_of_events(day, 5000))
+    store_merge_map(warehouse, [])
+    damaged = warehouse.partition_path(RAW_EVENTS, days[1])
+    damage_page(damaged, "timestamp")
+    with pytest.raises(DataIntegrityError, match=rf"{damaged}: [0-9,]+ rows break the rule \"timestamp inside"):
+        build_profiles(warehouse, AS_OF, SETTINGS)
 
 
 def test_a_missing_merge_map_is_an_error(warehouse: Warehouse) -> None:

@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -42,7 +41,7 @@ from segmentation_pipeline.core.warehouse import (
     verify_checksums,
 )
 
-from .damage import damage_page
+from .damage import a_day_of_events, damage_page
 
 DAY = date(2025, 1, 2)
 
@@ -173,24 +172,6 @@ def _killed_writer(path: Path) -> subprocess.CompletedProcess:
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     return killed
-
-
-def a_day_of_events(day: date, n: int = 20_000) -> pa.Table:
-    """Events at random instants of `day` (incompressible timestamps), some of them purchases."""
-    rng = np.random.default_rng(7)
-    start = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1_000_000)
-    kinds = rng.choice(["page_view", "purchase"], n)
-    instants = pa.array(start + rng.integers(0, 86_400_000_000, n), pa.int64())
-    return pa.table(
-        {
-            "event_id": [f"e{i}" for i in range(n)],
-            "customer_id": [f"C{i % 900}" for i in range(n)],
-            "event_type": kinds,
-            "timestamp": instants.cast(pa.timestamp("us", tz="UTC")),
-            # Purchases have an amount, page views none (NaN is read as null).
-            "amount": pa.array(np.where(kinds == "purchase", rng.random(n) * 100, np.nan), from_pandas=True),
-        }
-    )
 
 
 def test_a_damaged_page_fails_its_checksum_and_every_reader_names_the_file(warehouse: Warehouse) -> None:

@@ -328,7 +328,7 @@ class Warehouse:
         `filename` if asked); None if there are none.
 
         DuckDB does not verify the files' page checksums: a stage reading a table this way checks
-        its invariants (`invariant_counts_sql`, `check_invariants`)."""
+        its invariants (`invariant_detectors_sql` in its own pass, then `check_invariants`)."""
         files = [str(path) for path in (self.partition_path(spec, day) for day in days) if path.exists()]
         if not files:
             return None
