@@ -4,13 +4,16 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.core.errors import DataValidationError
+from segmentation_pipeline.core.errors import DataIntegrityError, DataValidationError
 from segmentation_pipeline.core.incoming import retract_file
 from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest, ingest_days
+from segmentation_pipeline.core.profiles import ProfileSettings, build_profiles
 from segmentation_pipeline.core.schemas import (
     DEFAULT_JUNK_IDS,
+    MERGE_MAP,
     QUARANTINE_EVENTS,
     RAW_EVENTS,
     UNASSIGNED_EVENTS,
@@ -80,7 +83,7 @@ def test_the_shipped_transaction_log(warehouse: Warehouse) -> None:
 
 def test_chunks_store_what_one_validation_of_all_days_gives(warehouse: Warehouse) -> None:
     # Chunks are generated, validated and written concurrently; the result must not depend on that.
-    source = SyntheticSettings(n_customers=300, bad_row_rate=0.05)
+    source = SyntheticSettings(n_customers=3000, bad_row_rate=0.1)
     days = [FIRST + timedelta(days=offset) for offset in range(8)]
     summary = ingest(warehouse, EVENTS, days, source, DEFAULT_JUNK_IDS, chunk_days=3)
     with warehouse.connect() as con:
@@ -97,15 +100,19 @@ def test_a_failed_write_stops_the_run(warehouse: Warehouse, monkeypatch: pytest.
     days = [FIRST + timedelta(days=offset) for offset in range(5)]
     write_partition = warehouse.write_partition
 
-    def full_disk_at_the_fourth_days_rejects(spec: TableSpec, day: date, table: pa.Table) -> WrittenPartition:
+    def full_disk_at_the_fourth_days_rejects(
+        spec: TableSpec, day: date, table: pa.Table, metadata: dict[str, str] | None = None
+    ) -> WrittenPartition:
         if spec is QUARANTINE_EVENTS and day == days[3]:
             raise OSError("No space left on device")
-        return write_partition(spec, day, table)
+        return write_partition(spec, day, table, metadata)
 
     monkeypatch.setattr(warehouse, "write_partition", full_disk_at_the_fourth_days_rejects)
     with pytest.raises(OSError, match="No space left"):
         ingest(warehouse, EVENTS, days, SyntheticSettings(n_customers=100), (), chunk_days=2)
     assert days[3] not in warehouse.partition_days(QUARANTINE_EVENTS)
+    # Its valid rows are written after its quarantine, and so were not written either.
+    assert days[3] not in warehouse.partition_days(RAW_EVENTS)
 
 
 def shop_file(path: Path, customers: range) -> Path:
@@ -164,3 +171,42 @@ def test_a_kept_copy_is_its_file_at_ingestion_even_when_the_original_is_rewritte
     shop.unlink()
     ingest(warehouse, EVENTS, [date(2025, 1, 2)], FileSourceSettings(incoming_dir=incoming), ())
     assert warehouse.read_partition(RAW_EVENTS, date(2025, 1, 2)).num_rows == 3
+
+
+def test_a_reader_tells_a_day_whose_valid_rows_and_quarantine_were_not_written_together(
+    warehouse: Warehouse,
+) -> None:
+    """The states a run killed between a day's two writes leaves: its quarantine rewritten and its valid
+    rows not (a re-run of the day), or its quarantine stored and no valid rows (its first run)."""
+    days = [FIRST + timedelta(days=offset) for offset in range(4)]
+    source = SyntheticSettings(n_customers=3000, bad_row_rate=0.1)
+    ingest(warehouse, EVENTS, days[:3], source, ())
+    assert warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, days) == {}
+    recorded = pq.read_schema(warehouse.partition_path(RAW_EVENTS, days[1])).metadata
+    rejects = warehouse.read_partition(QUARANTINE_EVENTS, days[1])
+    assert rejects.num_rows > 0 and recorded[b"segmentation.rejects_rows"] == str(rejects.num_rows).encode()
+    # A re-run of the second day stopped after its quarantine; the fourth day's first run likewise.
+    warehouse.write_partition(QUARANTINE_EVENTS, days[1], rejects.slice(1))
+    warehouse.write_partition(QUARANTINE_EVENTS, days[3], rejects.slice(0, 2))
+    assert warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, days) == {
+        days[1]: f"quarantine_raw_events is not the one written with raw_events ({rejects.num_rows} rows)",
+        days[3]: "quarantine_raw_events is stored but raw_events is not",
+    }
+    warehouse.partition_path(QUARANTINE_EVENTS, days[2]).unlink()
+    assert (
+        "quarantine_raw_events rows written with raw_events are missing"
+        in (warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, [days[2]])[days[2]])
+    )
+    # The profiles of the window refuse the incomplete days, naming them.
+    identity = pa.table({"old_id": ["x"], "canonical_id": ["x"], "component_size": [1], "chain_depth": [0]})
+    warehouse.write_partition(
+        MERGE_MAP, days[3], identity.append_column("in_cycle", [[False]]).append_column("is_junk", [[False]])
+    )
+    with pytest.raises(DataIntegrityError, match=r"2 days of raw_events are incomplete .*2025-01-02: .*2025-01-03: "):
+        build_profiles(warehouse, days[3], ProfileSettings(lookback_days=4))
+    # Running the days again makes them whole; valid rows stored without a record are taken as they are.
+    ingest(warehouse, EVENTS, days, source, ())
+    assert warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, days) == {}
+    pq.write_table(warehouse.read_partition(RAW_EVENTS, days[0]), warehouse.partition_path(RAW_EVENTS, days[0]))
+    assert warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, days) == {}
+    assert build_profiles(warehouse, days[3], ProfileSettings(lookback_days=4)).table.num_rows > 0

@@ -7,11 +7,12 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from segmentation_pipeline.core import clv, synthetic
 from segmentation_pipeline.core import profiles as profiles_module
-from segmentation_pipeline.core.errors import ProfileBuildError
+from segmentation_pipeline.core.errors import DataIntegrityError, ProfileBuildError
 from segmentation_pipeline.core.features import FEATURES
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.profiles import (
@@ -24,6 +25,8 @@ from segmentation_pipeline.core.profiles import (
 from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
 from segmentation_pipeline.core.sources import EVENTS
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
+
+from .damage import a_day_of_events, damage_page
 
 AS_OF = date(2025, 3, 10)  # a Monday
 WINDOW_END = datetime(2025, 3, 11, tzinfo=timezone.utc)
@@ -422,6 +425,41 @@ def test_days_stored_without_events_give_no_profiles(warehouse: Warehouse) -> No
     assert result.table.num_rows == 0
     assert result.days_present == [AS_OF - timedelta(days=1), AS_OF]
     assert "preferred_hour" in result.unsupported  # no clock time seen
+
+
+def test_events_breaking_raw_events_rules_fail_the_profiles_naming_the_file_and_the_rule(
+    hand_made: Warehouse,
+) -> None:
+    """A stored day of the window as a damaged file decodes: an instant read as the year 244875 BC
+    (outside the window, so it would simply have been left out) and an amount below zero."""
+    day = date(2025, 3, 8)
+    path = hand_made.partition_path(RAW_EVENTS, day)
+    stored = hand_made.read_partition(RAW_EVENTS, day)
+    instants = stored["timestamp"].cast(pa.int64()).to_pylist()
+    instants[1] = -7_789_000_000_000_000_000
+    amounts = stored["amount"].to_pylist()
+    amounts[3] = -100.0
+    damaged = stored.set_column(3, "timestamp", pa.array(instants, pa.int64()).cast(stored.schema.field(3).type))
+    pq.write_table(damaged.set_column(5, "amount", pa.array(amounts, pa.float64())), path)
+    with pytest.raises(DataIntegrityError) as failure:
+        build_profiles(hand_made, AS_OF, SETTINGS)
+    message = str(failure.value)
+    assert f'{path}: 1 rows break the rule "timestamp inside the partition\'s day (UTC)"' in message
+    assert f"{path}: 1 rows break the rule 'amount a number not below zero'" in message
+    assert message.count("rows break the rule") == 2  # the other days of the window are sound
+
+
+def test_a_damaged_events_page_fails_the_profiles_by_the_rule_it_breaks(warehouse: Warehouse) -> None:
+    """Bytes changed inside the timestamp page of an engine-written day: the file's statistics still
+    say the day, the values DuckDB decodes do not."""
+    days = [AS_OF - timedelta(days=offset) for offset in range(3)]
+    for day in days:
+        warehouse.write_partition(RAW_EVENTS, day, a_day_of_events(day, 5000))
+    store_merge_map(warehouse, [])
+    damaged = warehouse.partition_path(RAW_EVENTS, days[1])
+    damage_page(damaged, "timestamp")
+    with pytest.raises(DataIntegrityError, match=rf"{damaged}: [0-9,]+ rows break the rule \"timestamp inside"):
+        build_profiles(warehouse, AS_OF, SETTINGS)
 
 
 def test_a_missing_merge_map_is_an_error(warehouse: Warehouse) -> None:

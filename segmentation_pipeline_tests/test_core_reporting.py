@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
+from segmentation_pipeline.core.errors import DataIntegrityError, PipelineError, ReportGenerationError
 from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
 from segmentation_pipeline.core.profiles import ProfileSettings, build_profiles
 from segmentation_pipeline.core.reporting import charts
@@ -196,6 +196,12 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
     assert f"the window's first {(date(2025, 6, 1) - first).days} days lie before the data's first day" in markdown(
         from_start
     )
+
+    # A run of a day stopped between its quarantine and its events: named, nothing counted.
+    missing = date(2025, 9, 15)
+    shutil.rmtree(store.partition_path(RAW_EVENTS, missing).parent)
+    with pytest.raises(DataIntegrityError, match="2025-09-15: quarantine_raw_events is stored but raw_events is not"):
+        gather_report(store, DAY, SETTINGS)
 
 
 def rebuild_profiles(store: Warehouse) -> None:

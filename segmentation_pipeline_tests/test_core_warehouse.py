@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.core.errors import DataValidationError, PipelineError
+from segmentation_pipeline.core.errors import DataIntegrityError, DataValidationError, PipelineError
 from segmentation_pipeline.core.schemas import (
     CLUSTERS,
     FEATURE_VALUES,
+    ID_HISTORY,
     MERGE_MAP,
     PROFILES,
     RAW_EVENTS,
@@ -30,8 +31,17 @@ from segmentation_pipeline.core.schemas import (
     SYNTHETIC_TRUTH,
     TABLES,
     VIABILITY,
+    conform,
 )
-from segmentation_pipeline.core.warehouse import STALE_TEMPORARY_SECONDS, Warehouse, temporary_path, utc_clock_sql
+from segmentation_pipeline.core.warehouse import (
+    STALE_TEMPORARY_SECONDS,
+    Warehouse,
+    temporary_path,
+    utc_clock_sql,
+    verify_checksums,
+)
+
+from .damage import a_day_of_events, damage_page
 
 DAY = date(2025, 1, 2)
 
@@ -162,6 +172,74 @@ def _killed_writer(path: Path) -> subprocess.CompletedProcess:
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     return killed
+
+
+def test_a_damaged_page_fails_its_checksum_and_every_reader_names_the_file(warehouse: Warehouse) -> None:
+    written = warehouse.write_partition(RAW_EVENTS, DAY, a_day_of_events(DAY))
+    damage_page(written.path, "timestamp")
+    for read in (warehouse.read_partition, warehouse.read_required):
+        with pytest.raises(DataIntegrityError, match=rf"{written.path} is damaged .*CRC checksum verification failed"):
+            read(RAW_EVENTS, DAY)
+    with pytest.raises(DataIntegrityError, match="CRC checksum"):
+        verify_checksums(written.path, ["customer_id", "timestamp"])
+    assert verify_checksums(written.path, ["customer_id", "amount"]) == written.path  # the other pages are intact
+    # DuckDB verifies no checksum: what it makes of the page (an error, or garbage instants that
+    # break the table's rules) fails a stage's read of the day, naming the file.
+    with pytest.raises(DataIntegrityError, match=str(written.path)):
+        warehouse.check_invariants(RAW_EVENTS, [DAY])
+    with pytest.raises(DataIntegrityError, match=str(written.path)):
+        warehouse.read_days(RAW_EVENTS, [DAY])
+
+
+def test_rows_breaking_a_tables_rules_are_named_with_their_file_and_rule(warehouse: Warehouse) -> None:
+    """Files not written by the engine (plain pyarrow, no compression): a timestamp of another day,
+    a negative and a NaN amount, and a page damaged where DuckDB decodes garbage."""
+    days = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3), date(2025, 1, 4)]
+    tables = {day: conform(a_day_of_events(day, 1000), RAW_EVENTS) for day in days}
+    timestamps = tables[days[0]]["timestamp"].to_pylist()
+    timestamps[10] = datetime(2025, 1, 2, 0, 0, tzinfo=timezone.utc)  # the next day's first instant
+    tables[days[0]] = tables[days[0]].set_column(
+        3, "timestamp", pa.array(timestamps, RAW_EVENTS.schema.field("timestamp").type)
+    )
+    amounts = tables[days[1]]["amount"].to_pylist()
+    amounts[3], amounts[5] = -5.0, float("nan")
+    tables[days[1]] = tables[days[1]].set_column(5, "amount", pa.array(amounts, pa.float64()))
+    for day, table in tables.items():
+        path = warehouse.partition_path(RAW_EVENTS, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="none", use_dictionary=False, write_page_checksum=True)
+    damage_page(warehouse.partition_path(RAW_EVENTS, days[2]), "timestamp", size=64)
+    with pytest.raises(DataIntegrityError) as failure:
+        warehouse.check_invariants(RAW_EVENTS, days)
+    message = str(failure.value)
+    path = {day: str(warehouse.partition_path(RAW_EVENTS, day)) for day in days}
+    assert f'{path[days[0]]}: 1 rows break the rule "timestamp inside the partition\'s day (UTC)"' in message
+    assert f"{path[days[1]]}: 2 rows break the rule 'amount a number not below zero'" in message
+    assert f"{path[days[2]]}: " in message and "timestamp inside the partition's day" in message.split(path[days[2]])[1]
+    assert path[days[3]] not in message
+    assert "Materialize those days of raw_events again" in message
+    # The scan a stage made itself counted nothing: nothing is read again.
+    warehouse.check_invariants(RAW_EVENTS, days, detected=[0, None, 0])
+    warehouse.check_invariants(RAW_EVENTS, [days[3]])
+
+
+def test_id_history_read_by_a_stage_keeps_its_rules(warehouse: Warehouse) -> None:
+    merges = pa.table(
+        {
+            "old_id": ["a", "b"],
+            "new_id": ["b", "b"],
+            "merged_at": pa.array([datetime(2025, 1, 2, 9, tzinfo=timezone.utc)] * 2, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    path = warehouse.partition_path(ID_HISTORY, DAY)
+    path.parent.mkdir(parents=True)
+    pq.write_table(merges, path)
+    with pytest.raises(
+        DataIntegrityError, match=rf"{path}: 1 rows break the rule 'old_id and new_id present and different'"
+    ):
+        warehouse.read_days(ID_HISTORY, [DAY])
+    warehouse.write_partition(ID_HISTORY, DAY, merges.slice(0, 1))
+    assert warehouse.read_days(ID_HISTORY, [DAY]).num_rows == 1
 
 
 def test_partition_days_lists_what_is_stored(warehouse: Warehouse) -> None:

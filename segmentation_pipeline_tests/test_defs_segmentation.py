@@ -22,6 +22,7 @@ from segmentation_pipeline.core.schemas import (
     EXPLANATIONS,
     MERGE_MAP,
     PROFILES,
+    RAW_EVENTS,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
     SEGMENTS,
@@ -45,6 +46,8 @@ from segmentation_pipeline.defs.resources import (
     LLMResource,
     WarehouseResource,
 )
+
+from .damage import damage_page
 
 SNAPSHOT_ASSETS = [merge_map, clv_backtest, profiles, clusters, segment_migration, robustness, viability]
 SOURCE = synthetic.SyntheticSettings(n_customers=4000)
@@ -113,19 +116,20 @@ def test_every_check_passes_and_the_catalog_answers(year) -> None:
         ]
     customers = metadata(second, "profiles")["dagster/row_count"]
     assert customers > 2000
-    day = f"DATE '{LAST_DAY}'"
     with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
-        assert con.execute(f"SELECT count(*) FROM profiles WHERE date = {day}").fetchone()[0] == customers
-        assert con.execute(f"SELECT count(*) FROM clusters WHERE date = {day}").fetchone()[0] == customers
-        assert con.execute(f"SELECT sum(size) FROM segments WHERE date = {day}").fetchone()[0] == customers
+        day = [LAST_DAY]
+        assert con.execute("SELECT count(*) FROM profiles WHERE date = ?", day).fetchone()[0] == customers
+        assert con.execute("SELECT count(*) FROM clusters WHERE date = ?", day).fetchone()[0] == customers
+        assert con.execute("SELECT sum(size) FROM segments WHERE date = ?", day).fetchone()[0] == customers
         assert con.execute("SELECT count(DISTINCT date) FROM segments").fetchone()[0] == 2
         joined = con.execute(
-            f"SELECT count(*) FROM (SELECT * FROM robustness WHERE date = {day}) r "
-            f"JOIN (SELECT * FROM viability WHERE date = {day}) v USING (segment_id) "
-            f"JOIN (SELECT * FROM segments WHERE date = {day}) s USING (segment_id)"
+            "SELECT count(*) FROM robustness r JOIN viability v USING (date, segment_id) "
+            "JOIN segments s USING (date, segment_id) WHERE date = ?",
+            day,
         ).fetchone()[0]
         assert joined == metadata(second, "clusters")["k"]
-        # No report was made of these snapshots: none is complete, so no _latest view shows one.
+        # These snapshots have no report: neither is complete, so no `_latest` view shows them yet.
+        assert con.execute("SELECT as_of FROM latest_snapshot").fetchone()[0] is None
         assert con.execute("SELECT count(*) FROM segments_latest").fetchone()[0] == 0
 
 
@@ -323,6 +327,52 @@ def test_a_stage_without_its_upstream_fails_naming_it(
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert f"{missing} for 2025-02-01 is not materialized" in str(failure.event_specific_data.error)
+
+
+def test_a_damaged_stored_file_fails_the_next_stage_naming_the_file(
+    year, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """Bytes changed inside a data page of a stored file: raw_events read by profiles (through DuckDB,
+    by its rules), profiles read by clusters (by the page checksums). Neither computes on it."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    warehouse = Warehouse(data_dir)
+    stored = {spec.name: warehouse.partition_path(spec, LAST_DAY).read_bytes() for spec in (PROFILES, CLUSTERS)}
+    events = warehouse.partition_path(RAW_EVENTS, date(2025, 12, 20))
+    damage_page(events, "timestamp")
+    failure = _step_failure(_failing(instance, data_dir, profiles), "profiles")
+    assert "DataIntegrityError" in failure and str(events) in failure
+    assert warehouse.partition_path(PROFILES, LAST_DAY).read_bytes() == stored["profiles"]  # nothing written
+    damage_page(warehouse.partition_path(PROFILES, LAST_DAY), "canonical_id")
+    failure = _step_failure(_failing(instance, data_dir, clusters), "clusters")
+    assert "DataIntegrityError" in failure and "CRC checksum verification failed" in failure
+    assert str(warehouse.partition_path(PROFILES, LAST_DAY)) in failure
+    assert warehouse.partition_path(CLUSTERS, LAST_DAY).read_bytes() == stored["clusters"]
+
+
+def _failing(instance: dg.DagsterInstance, data_dir: Path, asset: dg.AssetsDefinition) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(data_dir),
+        partition_key=LAST_DAY.isoformat(),
+        raise_on_error=False,
+    )
+
+
+def _step_failure(result: dg.ExecuteInProcessResult, step: str) -> str:
+    """The error of the run's one failed step, which must be `step`, with its causes."""
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == step
+    error = failure.event_specific_data.error
+    return str(error) + "".join(str(cause) for cause in _causes(error))
+
+
+def _causes(error):
+    while error.cause is not None:
+        error = error.cause
+        yield error
 
 
 def test_robustness_refuses_profiles_changed_after_clusters(year, tmp_path: Path) -> None:

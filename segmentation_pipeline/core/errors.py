@@ -15,6 +15,11 @@ class DataValidationError(SegmentationEngineError):
     """Input data does not match its contract (file, column, expected value)."""
 
 
+class DataIntegrityError(DataValidationError):
+    """A stored file is damaged: a page fails its checksum, or rows break a rule every stored row of
+    its table keeps. The message names the file and what is wrong with it."""
+
+
 class CustomerMergeError(SegmentationEngineError):
     """The customer-ID merge history cannot be resolved."""
 

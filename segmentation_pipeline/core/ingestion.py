@@ -246,18 +246,17 @@ def store_batch(warehouse: Warehouse, contract: Contract, batch: IngestBatch) ->
     """Write every day's valid and quarantined rows, replacing earlier runs of the same days.
 
     A day's quarantine partition is written even when empty, so a re-run that
-    fixed the input leaves no stale rejects behind. Files are written a few at a
-    time; a failed write is raised once all have finished (quarantine first).
+    fixed the input leaves no stale rejects behind; it is written before the day's
+    valid rows, which record it (Warehouse.write_day), so that a run stopped
+    between the two leaves a day readers know to be incomplete. Days are written
+    a few at a time; a failed write is raised once all have finished.
     """
     with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="write") as writing:
-        written = [writing.submit(warehouse.write_partition, contract.spec, day.day, day.valid) for day in batch.days]
-        quarantined = [
-            writing.submit(warehouse.write_partition, contract.quarantine, day.day, day.quarantined)
+        written = [
+            writing.submit(warehouse.write_day, contract.spec, contract.quarantine, day.day, day.valid, day.quarantined)
             for day in batch.days
         ]
-    for rejects in quarantined:
-        rejects.result()
-    return [partition.result() for partition in written]
+    return [day.result()[0] for day in written]
 
 
 def _store_unassigned(warehouse: Warehouse, contract: Contract, source: Source, batch: IngestBatch) -> Path | None:

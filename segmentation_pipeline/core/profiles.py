@@ -57,7 +57,15 @@ from .errors import InsufficientDataError, ProfileBuildError
 from .features import CLOCK_TIMES, FEATURES, Feature
 from .lifecycle import LifecycleInputs, LifecycleSettings, lifecycle_stages
 from .schemas import MERGE_MAP, PROFILES, QUARANTINE_EVENTS, RAW_EVENTS, conform
-from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
+from .warehouse import (
+    Warehouse,
+    days_between,
+    invariant_detectors_sql,
+    read_parquet_verified,
+    reading_stored,
+    sql_string,
+    utc_clock_sql,
+)
 
 PROBABILISTIC = "bg_nbd_gamma_gamma"
 HEURISTIC = "heuristic"
@@ -293,16 +301,23 @@ def build_profiles(
     events = store.parquet_relation(RAW_EVENTS, days_present)
     if events is None:
         return _empty_result(window)
-    merge_map = f"read_parquet({sql_string(str(merge_map_path))})"
-    with store.connect() as con:
-        met, category_labels, channel_labels = _window_scan(con, events, window)
+    # A day whose ingestion stopped between its quarantine and its valid rows is not profiled.
+    store.check_complete(RAW_EVENTS, QUARANTINE_EVENTS, days_present)
+    # Read by pyarrow, which verifies the file's page checksums (DuckDB would not), and handed to
+    # DuckDB as it is: the merge map is read once either way.
+    merge_map = read_parquet_verified(merge_map_path, ["old_id", "canonical_id", "is_junk"])
+    with store.connect() as con, reading_stored(RAW_EVENTS):
+        con.register("stored_merge_map", merge_map)
+        met, category_labels, channel_labels, broken = _window_scan(con, events)
+        # Rows that break raw_events' rules (a damaged file) are named, never profiled.
+        store.check_invariants(RAW_EVENTS, days_present, broken)
         categories = _Labels(category_labels, settings.top_categories)
         channels = _Labels(channel_labels, settings.top_channels)
         sample = None
         if customers is not None:
             con.register("customer_sample", pa.table({"canonical_id": pa.array(list(customers), pa.string())}))
             sample = "customer_sample"
-        query = profile_sql(events, merge_map, window, categories, channels, sample)
+        query = profile_sql(events, "stored_merge_map", window, categories, channels, sample)
         table = con.sql(query).to_arrow_table()
     table = _share_maps(_share_maps(table, "category", categories), "channel", channels)
     unsupported = _unsupported(met)
@@ -342,36 +357,41 @@ def _window_filter(window: ProfileWindow, alias: str = "") -> str:
     )
 
 
-def _window_scan(con, events: str, window: ProfileWindow) -> tuple[dict[str, bool], list[str], list[str]]:
+def _window_scan(con, events: str) -> tuple[dict[str, bool], list[str], list[str], list[int]]:
     """In one pass over the window's events: which requirements of core.features they meet (all
-    of them, not just a sample's), and every category and channel, most common first (ties
-    alphabetical). One grouping by category and channel (a few dozen groups) gives them all: the
-    counts add up over its groups. Grouping sets per category, per channel and overall computed
-    every count three times: 1.6 -> 1.1 s at 30M events."""
-    counts = ", ".join(_REQUIREMENT_COUNTS.values())
+    of them, not just a sample's), every category and channel, most common first (ties
+    alphabetical), and whether rows break each of raw_events' invariants. One grouping by category
+    and channel (a few dozen groups) gives them all: the counts add up over its groups. Grouping
+    sets per category, per channel and overall computed every count three times: 1.6 -> 1.1 s at
+    30M events.
+
+    `events` holds the window's days and nothing else: a stored row outside its day breaks an
+    invariant (and fails the profiles), so no filter on the window is needed here."""
+    requirements = ", ".join(_REQUIREMENT_COUNTS.values())
     rows = con.execute(
         f"""SELECT product_category, channel, count(*), max({_CLOCK_MICROSECONDS}), min({_CLOCK_MICROSECONDS}),
-                {counts}
-            FROM {events} WHERE {_window_filter(window)}
+                {requirements}, {invariant_detectors_sql(RAW_EVENTS)}
+            FROM {events}
             GROUP BY product_category, channel"""
     ).fetchall()
     categories: dict[str, int] = {}
     channels: dict[str, int] = {}
-    totals = [0] * len(_REQUIREMENT_COUNTS)
+    totals = [0] * (len(_REQUIREMENT_COUNTS) + len(RAW_EVENTS.invariants))
     latest = earliest = None
-    for category, channel, n, latest_clock, earliest_clock, *requirement_counts in rows:
+    for category, channel, n, latest_clock, earliest_clock, *counts in rows:
         if category is not None:
             categories[category] = categories.get(category, 0) + n
         if channel is not None:
             channels[channel] = channels.get(channel, 0) + n
-        totals = [total + count for total, count in zip(totals, requirement_counts)]
+        totals = [total + (count or 0) for total, count in zip(totals, counts)]
         if latest_clock is not None:
             latest = latest_clock if latest is None else max(latest, latest_clock)
             earliest = earliest_clock if earliest is None else min(earliest, earliest_clock)
     met = {requirement: bool(total) for requirement, total in zip(_REQUIREMENT_COUNTS, totals)}
     # Over no events at all there is no clock time either: not met.
     met[CLOCK_TIMES] = latest is not None and latest > earliest
-    return met, _most_common_first(list(categories.items())), _most_common_first(list(channels.items()))
+    broken = totals[len(_REQUIREMENT_COUNTS) :]
+    return met, _most_common_first(list(categories.items())), _most_common_first(list(channels.items())), broken
 
 
 def _most_common_first(counts: list[tuple[str, int]]) -> list[str]:

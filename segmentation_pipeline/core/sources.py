@@ -33,6 +33,7 @@ from .schemas import (
     DEFAULT_JUNK_IDS,
     EVENT_REQUIRED_SOURCE_COLUMNS,
     EVENT_TYPES,
+    FOLDER_SLACK_DAYS,
     ID_HISTORY,
     ID_HISTORY_REQUIRED_SOURCE_COLUMNS,
     MONETARY_EVENT_TYPES,
@@ -47,9 +48,6 @@ from .warehouse import sql_string, utc_date_sql
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
 
-#: Rows in a day's folder may lie this many days either side of it in UTC (local-time exports).
-#: Tables handed over per UTC day (the synthetic source) get no slack.
-FOLDER_SLACK_DAYS = 1
 #: Bounds that keep every row of a many-day file when counting what lies outside a run.
 _ALL_TIME = (date(1, 1, 2), date(9000, 1, 1))
 

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import PipelineError
+from .errors import DataIntegrityError, PipelineError
 from .schemas import COMPLETE_SNAPSHOTS, SNAPSHOT_TABLES, TableSpec, conform
 
 PART_FILE = "part-0.parquet"
@@ -60,6 +61,12 @@ LEFTOVER_SWEEP_SECONDS = 600
 #: the same time within 2.5 GB (the process peaked at 2.8 GB instead of 3.7 GB); ingestion's
 #: 31-day chunks of 2.5M events likewise.
 DUCKDB_MEMORY_LIMIT = "2.5GB"
+#: Rows per batch when a file's page checksums are verified without keeping what is read.
+VERIFY_BATCH_ROWS = 65_536
+#: Metadata of a day's valid rows (`write_day`): the row count and SHA-256 of the rejected rows
+#: written with them.
+REJECTS_ROWS_KEY = "segmentation.rejects_rows"
+REJECTS_SHA256_KEY = "segmentation.rejects_sha256"
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,72 @@ class Warehouse:
                 continue
         return footprints
 
+    def write_day(
+        self, spec: TableSpec, rejects_spec: TableSpec, day: date, valid: pa.Table, rejected: pa.Table
+    ) -> tuple[WrittenPartition, WrittenPartition]:
+        """Write a day's valid rows and its rejected rows (quarantine) so that a reader can tell
+        whether they were written together: the rejected rows first, then the valid rows, whose
+        metadata records the rejected rows' count and SHA-256. A run stopped between the two
+        writes leaves a day `incomplete_days` names. Returns (valid, rejected)."""
+        rejects = self.write_partition(rejects_spec, day, rejected)
+        stamp = {REJECTS_ROWS_KEY: str(rejects.rows), REJECTS_SHA256_KEY: _sha256(rejects.path)}
+        return self.write_partition(spec, day, valid, metadata=stamp), rejects
+
+    def incomplete_days(self, spec: TableSpec, rejects_spec: TableSpec, days: Iterable[date]) -> dict[date, str]:
+        """The days of `days` whose stored valid rows and rejected rows were not written together by
+        `write_day`, with what is wrong: rejected rows without valid rows, or rejected rows other
+        than those the valid rows record. (Valid rows written without a record, as before
+        `write_day`, are taken as they are.)"""
+        days = list(days)
+        stored = [day for day in days if self.partition_path(spec, day).exists()]
+        recorded = self._rejects_records(spec, stored)
+        problems = {}
+        for day in days:
+            rejects = self.partition_path(rejects_spec, day)
+            if day not in stored:
+                if rejects.exists():
+                    problems[day] = f"{rejects_spec.name} is stored but {spec.name} is not"
+                continue
+            if day not in recorded:
+                continue
+            rows, digest = recorded[day]
+            if not rejects.exists():
+                problems[day] = f"the {rows} {rejects_spec.name} rows written with {spec.name} are missing"
+            elif _sha256(rejects) != digest:
+                problems[day] = f"{rejects_spec.name} is not the one written with {spec.name} ({rows} rows)"
+        return problems
+
+    def check_complete(self, spec: TableSpec, rejects_spec: TableSpec, days: Iterable[date]) -> None:
+        """Fail, naming the days, if a day's valid and rejected rows were not written together."""
+        problems = self.incomplete_days(spec, rejects_spec, days)
+        if problems:
+            listed = "; ".join(f"{day.isoformat()}: {problem}" for day, problem in sorted(problems.items()))
+            raise DataIntegrityError(
+                f"{len(problems)} days of {spec.name} are incomplete (a run stopped between writing a day's "
+                f"{rejects_spec.name} and its {spec.name}); materialize {spec.name} for them again: {listed}"
+            )
+
+    def _rejects_records(self, spec: TableSpec, days: list[date]) -> dict[date, tuple[int, str]]:
+        """Day -> (rows, SHA-256) of the rejected rows the stored valid rows of that day record,
+        from the files' footers, read by DuckDB in one query."""
+        if not days:
+            return {}
+        paths = {str(self.partition_path(spec, day)): day for day in days}
+        listing = ", ".join(sql_string(path) for path in paths)
+        with self.connect() as con, reading_stored(spec):
+            rows = con.execute(
+                f"""SELECT file_name, decode(key), decode(value) FROM parquet_kv_metadata([{listing}])
+                    WHERE decode(key) IN ({sql_string(REJECTS_ROWS_KEY)}, {sql_string(REJECTS_SHA256_KEY)})"""
+            ).fetchall()
+        found: dict[date, dict[str, str]] = {}
+        for path, key, value in rows:
+            found.setdefault(paths[path], {})[key] = value
+        return {
+            day: (int(values[REJECTS_ROWS_KEY]), values[REJECTS_SHA256_KEY])
+            for day, values in found.items()
+            if REJECTS_ROWS_KEY in values and REJECTS_SHA256_KEY in values
+        }
+
     def write_file(
         self, spec: TableSpec, file_name: str, table: pa.Table, metadata: dict[str, str] | None = None
     ) -> Path:
@@ -208,7 +281,7 @@ class Warehouse:
                 f"{', '.join(changed)} of {day.isoformat()} were written again while the report was made; "
                 f"materialize report for {day.isoformat()} again"
             )
-        digest = hashlib.sha256(report_json.read_bytes()).hexdigest()
+        digest = _sha256(report_json)
         marker = pa.table({"as_of": pa.array([day], pa.date32()), "report_sha256": [digest]})
         return self.write_partition(COMPLETE_SNAPSHOTS, day, marker)
 
@@ -250,7 +323,7 @@ class Warehouse:
         path = self.partition_path(spec, day)
         if not path.exists():
             return spec.empty()
-        return conform(pq.read_table(path), spec)
+        return conform(read_parquet_verified(path), spec)
 
     def required_path(self, spec: TableSpec, day: date) -> Path:
         """The file of a stored partition a later stage builds on; its absence is an error that names it."""
@@ -261,7 +334,7 @@ class Warehouse:
 
     def read_required(self, spec: TableSpec, day: date) -> pa.Table:
         """The stored partition a later stage builds on; its absence is an error that names it."""
-        return conform(pq.read_table(self.required_path(spec, day)), spec)
+        return conform(read_parquet_verified(self.required_path(spec, day)), spec)
 
     def read_unpartitioned(self, spec: TableSpec) -> pa.Table:
         """Every file of an unpartitioned table as one table (empty if there are none)."""
@@ -273,20 +346,66 @@ class Warehouse:
             table = con.sql(f"SELECT * FROM read_parquet({sql_string(self.table_glob(spec))})").to_arrow_table()
         return conform(table, spec)
 
-    def parquet_relation(self, spec: TableSpec, days: Iterable[date]) -> str | None:
-        """DuckDB SQL reading the stored partitions of `days` (with their `date`); None if there are none."""
+    def parquet_relation(self, spec: TableSpec, days: Iterable[date], filename: bool = False) -> str | None:
+        """DuckDB SQL reading the stored partitions of `days` (with their `date`, and their path as
+        `filename` if asked); None if there are none.
+
+        DuckDB does not verify the files' page checksums: a stage reading a table this way checks
+        its invariants (`invariant_detectors_sql` in its own pass, then `check_invariants`)."""
         files = [str(path) for path in (self.partition_path(spec, day) for day in days) if path.exists()]
         if not files:
             return None
         listing = ", ".join(sql_string(f) for f in files)
-        return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
+        named = ", filename = true" if filename else ""
+        return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true{named})"
+
+    def check_invariants(
+        self, spec: TableSpec, days: Iterable[date], detected: Sequence[int | None] | None = None
+    ) -> None:
+        """Fail, naming each file and the rules its rows break, if stored rows of `days` break the
+        table's invariants (TableSpec.invariants).
+
+        `detected` are what the caller's own pass over the same files found for each invariant
+        (`invariant_detectors_sql`): when none is broken, nothing is read again.
+        """
+        if not spec.invariants or (detected is not None and not any(detected)):
+            return
+        days = list(days)
+        relation = self.parquet_relation(spec, days, filename=True)
+        if relation is None:
+            return
+        with self.connect() as con, reading_stored(spec):
+            rows = con.execute(
+                f"SELECT filename, {invariant_counts_sql(spec)} FROM {relation} GROUP BY filename ORDER BY filename"
+            ).fetchall()
+        problems = [
+            f"{path}: {broken:,} rows break the rule {invariant.rule!r}"
+            for path, *per_rule in rows
+            for invariant, broken in zip(spec.invariants, per_rule)
+            if broken
+        ]
+        if problems:
+            raise DataIntegrityError(
+                f"stored {spec.name} rows break rules every stored row keeps (the file is damaged, or was not "
+                f"written by this engine); nothing was computed from them. Materialize those days of "
+                f"{spec.name} again: " + "; ".join(problems)
+            )
+        if detected is not None:
+            broken = [invariant.rule for invariant, found in zip(spec.invariants, detected) if found]
+            raise DataIntegrityError(
+                f"stored {spec.name} rows of {days[0]}..{days[-1]} broke {broken} in one read and no rule in the "
+                "next: the files are changing, or the storage returns damaged data"
+            )
 
     def read_days(self, spec: TableSpec, days: Iterable[date]) -> pa.Table:
-        """The stored partitions of `days` as one table (missing days contribute nothing)."""
+        """The stored partitions of `days` as one table (missing days contribute nothing), once their
+        rows are found to keep the table's invariants."""
+        days = list(days)
         relation = self.parquet_relation(spec, days)
         if relation is None:
             return spec.empty()
-        with self.connect() as con:
+        self.check_invariants(spec, days)
+        with self.connect() as con, reading_stored(spec):
             columns = ", ".join(f'"{name}"' for name in spec.columns)
             table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
         return conform(table, spec)
@@ -489,6 +608,63 @@ def _key_value_metadata(path: Path) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in stored.items() if not key.startswith(b"ARROW:")}
 
 
+def invariant_counts_sql(spec: TableSpec) -> str:
+    """SQL aggregates counting the rows that break each of the table's invariants, in their order."""
+    return ", ".join(f"count(*) FILTER (WHERE {invariant.broken})" for invariant in spec.invariants)
+
+
+def invariant_detectors_sql(spec: TableSpec) -> str:
+    """SQL aggregates, one per invariant of the table in their order, that are neither 0 nor NULL where
+    a row breaks it: to fold into a stage's own pass over the table, then `check_invariants`."""
+    return ", ".join(f"CAST({invariant.detector} AS BIGINT)" for invariant in spec.invariants)
+
+
+@contextmanager
+def reading_stored(*specs: TableSpec) -> Iterator[None]:
+    """DuckDB's errors on stored files of `specs` it cannot decode (a damaged page or footer, a cut
+    file) as the project's DataIntegrityError; DuckDB's message names the file."""
+    try:
+        yield
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        tables = " or ".join(spec.name for spec in specs)
+        raise DataIntegrityError(
+            f"a stored {tables} file is damaged and cannot be read ({exc}); nothing was computed from it. "
+            "Materialize its partition again"
+        ) from exc
+
+
+def verify_checksums(path: Path, columns: Sequence[str]) -> Path:
+    """`path`, once the pages of `columns` pass their checksums: for a file DuckDB is about to read
+    (it verifies none). Read a batch at a time and dropped, so memory stays small."""
+    try:
+        for _ in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(
+            batch_size=VERIFY_BATCH_ROWS, columns=list(columns)
+        ):
+            pass
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise _damaged(path, exc) from exc
+    return path
+
+
+def read_parquet_verified(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file read with its page checksums verified (written by `write_parquet_atomic`);
+    a damaged file is a DataIntegrityError that names it."""
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> DataIntegrityError:
+    return DataIntegrityError(
+        f"{path} is damaged and cannot be read ({exc}); nothing was computed from it. Materialize its partition again"
+    )
+
+
 def days_between(first: date, last: date) -> list[date]:
     """Every day from first to last, both included."""
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
@@ -506,7 +682,9 @@ def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[st
     temporary = temporary_path(path)
     try:
         dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
-        pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary)
+        # Page checksums: a reader that verifies them (read_parquet_verified) tells a damaged file
+        # from a valid one; decompression alone passes damage inside an incompressible page.
+        pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary, write_page_checksum=True)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         for attempt in range(attempts):
@@ -594,6 +772,10 @@ def utc_clock_sql(instant: str) -> str:
 def utc_date_sql(instant: str) -> str:
     """The UTC calendar date of a TIMESTAMPTZ expression, whatever the session's time zone."""
     return f"CAST({utc_clock_sql(instant)} AS DATE)"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _remove_quietly(path: Path) -> None:

@@ -35,6 +35,7 @@ from ..schemas import (
     EXPLANATIONS,
     MERGE_MAP,
     PROFILES,
+    QUARANTINE_EVENTS,
     RAW_EVENTS,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -47,7 +48,7 @@ from ..schemas import (
     SegmentViability,
     TableSpec,
 )
-from ..warehouse import Warehouse, days_between, sql_string
+from ..warehouse import Warehouse, days_between, reading_stored, sql_string, verify_checksums
 
 #: Bumped when the report's JSON changes shape.
 REPORT_VERSION = "1"
@@ -296,7 +297,7 @@ def gather_report(
                 f"{spec.name} of {as_of} does not match the stored snapshot ({'; '.join(problems)}); "
                 f"materialize {spec.name} for {as_of} again first"
             )
-    members = _Members(store.required_path(PROFILES, as_of), store.required_path(CLUSTERS, as_of))
+    members = _Members.of(store, as_of)
     distributions, sample = _feature_distributions(store, members, sample_per_segment)
     rows = {spec.name: _rows_by_segment(tables[spec.name]) for spec in _PER_SEGMENT}
     segments = []
@@ -416,6 +417,14 @@ class _Members:
     profiles: Path
     clusters: Path
 
+    @classmethod
+    def of(cls, store: Warehouse, as_of: date) -> _Members:
+        """The day's files, once the pages of the columns read from them pass their checksums."""
+        return cls(
+            verify_checksums(store.required_path(PROFILES, as_of), ["canonical_id", "window_days", *KEY_FEATURES]),
+            verify_checksums(store.required_path(CLUSTERS, as_of), ["canonical_id", "segment_id"]),
+        )
+
     def relation(self, columns: list[str]) -> str:
         selected = ", ".join(f'p."{name}"' for name in columns)
         return f"""SELECT c.canonical_id, c.segment_id, {selected}
@@ -427,13 +436,15 @@ def _coverage(
     store: Warehouse, as_of: date, members: _Members, merge_map: pa.Table, first_partition_day: date | None
 ) -> DataCoverage:
     features = list(FEATURES_BY_NAME)
-    with store.connect() as con:
+    with store.connect() as con, reading_stored(PROFILES):
         profiled, window_days, *with_value = con.execute(
             "SELECT count(*), coalesce(max(window_days), 0), "
             + ", ".join(f'count("{name}")' for name in features)
             + f" FROM read_parquet({sql_string(str(members.profiles))})"
         ).fetchone()
     first = as_of - timedelta(days=max(window_days, 1) - 1)
+    # Events and quarantined rows are counted together: of days whose two were written together.
+    store.check_complete(RAW_EVENTS, QUARANTINE_EVENTS, days_between(first, as_of))
     possible = days_between(max(first, first_partition_day or first), as_of) if window_days else []
     # The counts the profiles were built from, so that they never mix with a later ingestion's.
     built_from = WindowInput.of_profiles(store, as_of) or WindowInput.stored(
@@ -501,7 +512,7 @@ def _feature_distributions(
         f'quantile_cont({column}, [0.25, 0.5, 0.75]) AS "{name}__q"'
         for name, column in zip(features, quoted)
     )
-    with store.connect() as con:
+    with store.connect() as con, reading_stored(PROFILES, CLUSTERS):
         con.execute(f"CREATE TEMP TABLE members AS {members.relation(features)}")
         per_segment = con.execute(f"SELECT segment_id, {aggregates} FROM members GROUP BY segment_id").fetchall()
         overall = con.execute(

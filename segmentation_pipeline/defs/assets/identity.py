@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from ...core.identity import ResolverSettings, merges_in_effect, resolve_merges
-from ...core.schemas import ID_HISTORY, MERGE_MAP, TABLES
+from ...core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_ID_HISTORY, TABLES
 from ...core.warehouse import Warehouse, days_between
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
 from ..metadata import column_schema, preview
@@ -62,6 +62,7 @@ def _merge_map_day(
 ) -> DayResult:
     window = days_between(min(SETTINGS.start_date, as_of), as_of)
     present = store.partition_days(ID_HISTORY, window[0], as_of)
+    store.check_complete(ID_HISTORY, QUARANTINE_ID_HISTORY, present)
     resolution = resolve_merges(
         merges_in_effect(store.read_days(ID_HISTORY, present), as_of),
         ResolverSettings(
