@@ -42,6 +42,7 @@ from segmentation_pipeline.core.schemas import (
     CLV_BACKTEST,
     EXPLANATIONS,
     PROFILES,
+    QUARANTINE_EVENTS,
     RAW_EVENTS,
     ROBUSTNESS,
     SEGMENT_MIGRATION,
@@ -237,7 +238,9 @@ def test_the_report_counts_what_the_profiles_saw_and_names_days_changed_since(st
     assert again.coverage.days_with_events == coverage.days_with_events
     assert again.coverage.days_changed_since_profiles == [late]
     assert f"Events of 1 day changed after these profiles were built ({late})" in markdown(again)
+    # The day removed altogether (its events and its quarantine): also a change since the profiles.
     shutil.rmtree(store.partition_path(RAW_EVENTS, late).parent)
+    shutil.rmtree(store.partition_path(QUARANTINE_EVENTS, late).parent)
     assert gather_report(store, DAY, SETTINGS).report.coverage.days_changed_since_profiles == [late]
     rebuild_profiles(store)
     rebuilt = gather_report(store, DAY, SETTINGS).report.coverage
