@@ -128,3 +128,12 @@ def test_a_run_still_to_make_an_earlier_snapshot_is_found(tmp_path: Path) -> Non
         # Nor is a run that has ended.
         instance.report_run_failed(second)
         assert runs_making_earlier_snapshots(instance, "another-run", date(2025, 1, 3)) == []
+        # A single-run backfill of clusters plans every day of its range.
+        clusters_job = segmentation_pipeline.definitions.defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey("clusters")}
+        )
+        ranged = instance.create_run_for_job(
+            clusters_job, tags=range_tags(date(2025, 1, 1), date(2025, 1, 3)), status=dg.DagsterRunStatus.STARTED
+        )
+        (found,) = runs_making_earlier_snapshots(instance, "another-run", date(2025, 1, 3))
+        assert (found.run.run_id, found.days) == (ranged.run_id, (date(2025, 1, 1), date(2025, 1, 2)))
