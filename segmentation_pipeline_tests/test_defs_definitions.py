@@ -62,6 +62,7 @@ def test_asset_checks_are_declared() -> None:
         ("profiles", "unique_per_customer"),
         ("profiles", "no_merged_away_ids"),
         ("clusters", "every_profile_in_one_segment"),
+        ("clusters", "previous_snapshot_unchanged"),
         ("robustness", "scores_in_unit_interval"),
         ("viability", "every_segment_decided"),
         ("actionability", "every_segment_evaluated"),
@@ -72,6 +73,9 @@ def test_asset_checks_are_declared() -> None:
         ("explanations", "answered_by_configured_model"),
         ("report", "report_complete"),
     }
+    # A day whose previous snapshot changed while it ran stops its run before the stages after clusters.
+    blocking = {spec.name: spec.blocking for spec in defs.resolve_assets_def("clusters").check_specs}
+    assert blocking == {"every_profile_in_one_segment": False, "previous_snapshot_unchanged": True}
 
 
 def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:

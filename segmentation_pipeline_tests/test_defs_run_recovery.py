@@ -7,6 +7,7 @@ project records each run's process (defs/executor.py), ends runs whose process i
 (defs/pool_wait.py, working around Dagster 1.13.28's wait, which spins and cannot be stopped).
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -18,11 +19,19 @@ import dagster as dg
 import pytest
 from dagster._core.events import EngineEventData
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 import segmentation_pipeline.definitions  # noqa: F401 - applies the pool-wait fix, as every run's process does
 from segmentation_pipeline.defs import pool_wait
 from segmentation_pipeline.defs.run_launcher import ProcessCheckingRunLauncher
-from segmentation_pipeline.defs.run_processes import Liveness, liveness, process_metadata, process_of, this_process
+from segmentation_pipeline.defs.run_processes import (
+    Liveness,
+    liveness,
+    process_metadata,
+    process_of,
+    run_liveness,
+    this_process,
+)
 from segmentation_pipeline_tests.runs import (
     REPOSITORY,
     environment,
@@ -104,6 +113,41 @@ def test_a_process_is_told_apart_from_a_later_one_with_its_pid() -> None:
     assert liveness(type(me)(me.host, me.pid, "another boot", me.start_ticks)) is Liveness.GONE
     assert liveness(type(me)("another-host", me.pid, me.boot_id, me.start_ticks)) is Liveness.UNKNOWN
     assert liveness(None) is Liveness.UNKNOWN
+
+
+def test_a_run_that_died_before_recording_itself_is_judged_by_the_process_its_code_server_started(
+    tmp_path: Path,
+) -> None:
+    """The code server writes "Started process for run (pid: N)" before the run's executor records
+    itself: for a run launched through a code server on this machine, that pid is judged."""
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path))) as instance:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            tags = {GRPC_INFO_TAG: json.dumps({"host": "localhost", "socket": "/tmp/a-socket"})}
+            run = instance.add_run(
+                dg.DagsterRun(job_name="a_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, tags=tags)
+            )
+            instance.report_engine_event(
+                f"Started process for run (pid: {child.pid}).", run, EngineEventData.in_process(child.pid)
+            )
+            assert run_liveness(instance, run)[0] is Liveness.ALIVE
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        assert run_liveness(instance, run)[0] is Liveness.GONE
+        # Launched elsewhere: not judged.
+        remote = instance.add_run(
+            dg.DagsterRun(
+                job_name="a_job",
+                run_id=str(uuid.uuid4()),
+                status=dg.DagsterRunStatus.STARTED,
+                tags={GRPC_INFO_TAG: json.dumps({"host": "10.1.2.3", "port": 4000})},
+            )
+        )
+        instance.report_engine_event(
+            f"Started process for run (pid: {child.pid}).", remote, EngineEventData.in_process(child.pid)
+        )
+        assert run_liveness(instance, remote)[0] is Liveness.UNKNOWN
 
 
 def test_the_run_launcher_reports_a_run_whose_process_is_gone_as_failed(tmp_path: Path) -> None:

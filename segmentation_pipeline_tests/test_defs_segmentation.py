@@ -110,7 +110,7 @@ def test_every_check_passes_and_the_catalog_answers(year) -> None:
     data_dir, first, second = year
     for result in (first, second):
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 9
+        assert len(evaluations) == 10
         assert all(evaluation.passed for evaluation in evaluations), [
             (e.check_name, e.description) for e in evaluations if not e.passed
         ]
@@ -469,5 +469,5 @@ def test_a_backfill_makes_the_days_of_its_range_in_one_run_as_day_by_day(
         for spec in specs:
             assert read(data_dir, spec, day).equals(read(year[0], spec, day)), (spec.name, day)
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 7  # merge_map 4, profiles 2, clusters 1: one result each over both days
+    assert len(checks) == 8  # merge_map 4, profiles 2, clusters 2: one result each over both days
     assert all(check.passed and check.metadata["days_checked"].value == 2 for check in checks)

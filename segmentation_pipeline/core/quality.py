@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from .errors import PipelineError
+from .lineage import PreviousSnapshot, unchanged_since
 from .llm.actionability import DIMENSIONS, Rubric
 from .llm.facts import stored_snapshot_facts
 from .llm.questions import answers_faithful
@@ -213,6 +214,20 @@ def every_profile_in_one_segment(warehouse: Warehouse, day: date) -> CheckOutcom
             + (SELECT count(*) FROM s LEFT JOIN (SELECT segment_id, count(*) AS n FROM c GROUP BY segment_id) a
                USING (segment_id) WHERE coalesce(a.n, 0) <> s.size)""",
         "{} customers without exactly one segment, or segments whose size disagrees with their members",
+    )
+
+
+def previous_snapshot_unchanged(warehouse: Warehouse, used: PreviousSnapshot) -> CheckOutcome:
+    """The previous snapshot a day's segment IDs were matched against is still the stored one: no
+    earlier day's snapshot appeared or changed while the day was made."""
+    unchanged, summary = unchanged_since(warehouse, used)
+    return CheckOutcome(
+        unchanged,
+        summary,
+        {
+            "previous_snapshot": used.day.isoformat() if used.day else "none",
+            "previous_segments_sha256": used.segments_sha256 or "none",
+        },
     )
 
 

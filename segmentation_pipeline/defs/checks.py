@@ -10,6 +10,7 @@ from datetime import date
 import dagster as dg
 
 from ..core import quality
+from ..core.lineage import PreviousSnapshot
 from ..core.llm.actionability import Rubric
 from ..core.schemas import ACTIONABILITY, EXPLANATIONS
 from ..core.warehouse import Warehouse
@@ -120,6 +121,16 @@ CLUSTERS_CHECKS = [
         asset="clusters",
         description="Every profile is assigned to exactly one existing segment; segment sizes agree.",
     ),
+    dg.AssetCheckSpec(
+        "previous_snapshot_unchanged",
+        asset="clusters",
+        # Blocking: the stages after clusters in the same run do not build on IDs that follow a
+        # snapshot that is no longer the stored one.
+        blocking=True,
+        description="The previous snapshot the segment IDs were matched against is still the stored one "
+        "when the step ends: no earlier day's snapshot appeared or changed while it ran (a run of "
+        "another day side by side). When it fails, materialize this day again.",
+    ),
 ]
 
 ROBUSTNESS_CHECKS = [
@@ -146,8 +157,11 @@ def profiles_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResul
     ]
 
 
-def clusters_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
-    return [_result("every_profile_in_one_segment", quality.every_profile_in_one_segment(warehouse, day))]
+def clusters_results(warehouse: Warehouse, day: date, used: PreviousSnapshot) -> list[dg.AssetCheckResult]:
+    return [
+        _result("every_profile_in_one_segment", quality.every_profile_in_one_segment(warehouse, day)),
+        _result("previous_snapshot_unchanged", quality.previous_snapshot_unchanged(warehouse, used)),
+    ]
 
 
 def over_days(results: Mapping[date, list[dg.AssetCheckResult]]) -> list[dg.AssetCheckResult]:

@@ -86,7 +86,7 @@ def recorded_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunPro
         metadata = getattr(data, "metadata", None) or {}
         if PROCESS_METADATA_KEY in metadata:
             return RunProcess(**metadata[PROCESS_METADATA_KEY].value)
-        message = record.event_log_entry.user_message or ""
+        message = record.event_log_entry.message or ""
         if started_by_server is None and message.startswith("Started process for run") and "pid" in metadata:
             started_by_server = (int(metadata["pid"].value), record.timestamp)
     if started_by_server and _launched_on_this_host(run):

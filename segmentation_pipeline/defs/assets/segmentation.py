@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from ...core import clustering
+from ...core import clustering, lineage
 from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
 from ...core.clustering import ClusteringSettings, segment_customers
@@ -37,6 +37,7 @@ from ..fields import field_of
 from ..metadata import METADATA_DPI, column_schema, image, preview
 from ..partitions import DayResult, daily_partitions, for_each_day, partition_day
 from ..resources import WarehouseResource
+from ..snapshot_order import wait_for_earlier_snapshots
 from .profiles import profiles
 
 _CLUSTERING = ClusteringSettings()
@@ -99,14 +100,6 @@ def _previous_day(store: Warehouse, spec: TableSpec, as_of: date) -> date | None
     return days[-1] if days else None
 
 
-def _segment_ids_before(store: Warehouse, as_of: date) -> list[str]:
-    """Every segment ID any earlier snapshot used: a new segment never takes a retired one's ID."""
-    earlier = _days_before(store, SEGMENTS, as_of)
-    if not earlier:
-        return []
-    return pc.unique(store.read_days(SEGMENTS, earlier)["segment_id"]).to_pylist()
-
-
 #: A snapshot's segment IDs follow the previous day's: clusters of D depends on clusters of D-1,
 #: so a re-run of a day marks the days after it stale, and a backfill makes the days in order.
 _PREVIOUS_SNAPSHOT = dg.AssetDep(
@@ -138,18 +131,22 @@ def clusters(
     """
     store = warehouse.warehouse()
     # In date order: each day's IDs follow the day before.
-    return for_each_day(context, lambda as_of: _cluster_day(store, as_of, config))
+    return for_each_day(context, lambda as_of: _cluster_day(context, store, as_of, config))
 
 
-def _cluster_day(store: Warehouse, as_of: date, config: ClustersConfig) -> DayResult:
+def _cluster_day(
+    context: dg.AssetExecutionContext, store: Warehouse, as_of: date, config: ClustersConfig
+) -> DayResult:
     """Segment one day's profiles and store clusters and segments; the day's metadata and checks."""
     # The charts module (matplotlib, seaborn) is imported by the steps that draw, not by every run's process.
     from ...core.reporting import charts
 
-    previous_day = _previous_day(store, SEGMENTS, as_of)
-    previous = store.read_partition(SEGMENTS, previous_day) if previous_day else None
+    # Other runs still making earlier days (runs of several days side by side) are waited for, so
+    # that the previous snapshot read here is the one a run of the days in order would read.
+    wait_for_earlier_snapshots(context, as_of)
+    basis = lineage.previous_snapshot(store, as_of)
     result = segment_customers(
-        store.read_required(PROFILES, as_of), config.settings(), previous, _segment_ids_before(store, as_of)
+        store.read_required(PROFILES, as_of), config.settings(), basis.segments, basis.segment_ids_before
     )
     written = store.write_partition(CLUSTERS, as_of, result.assignments)
     segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
@@ -169,14 +166,15 @@ def _cluster_day(store: Warehouse, as_of: date, config: ClustersConfig) -> DayRe
         "features_used": result.matrix.columns,
         "features_without_values": result.matrix.dropped,
         "customers_shaping_segments": int(result.shaping.sum()),
-        "previous_snapshot": previous_day.isoformat() if previous_day else "none",
+        "previous_snapshot": basis.day.isoformat() if basis.day else "none",
+        "previous_snapshot_sha256": basis.segments_sha256 or "none",
         "new_segment_ids": [row["segment_id"] for row in result.segments.to_pylist() if row["is_new"]],
         "segments": preview(result.segments.select(["segment_id", "name", "size", "share", "mean_clv", "is_new"]), 50),
         "path": dg.MetadataValue.path(str(written.path)),
         "segments_path": dg.MetadataValue.path(str(segments_written.path)),
     }
     metadata.update(_agreement_with_truth(store, result))
-    return DayResult(metadata, clusters_results(store, as_of))
+    return DayResult(metadata, clusters_results(store, as_of, basis))
 
 
 def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> dict[str, float | int]:
