@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from segmentation_pipeline.core.errors import PipelineError
@@ -32,11 +33,16 @@ from segmentation_pipeline.core.llm.explainer import (
 )
 from segmentation_pipeline.core.llm.facts import (
     DAY_PART_HOURS,
+    LIFECYCLE_MIX,
+    REORDER_WINDOW_DAYS,
     TOP_LABELS,
     LabelShare,
+    PurchaseRhythm,
+    RhythmRow,
     RobustnessFacts,
     SegmentFacts,
     snapshot_facts,
+    stored_snapshot_facts,
 )
 from segmentation_pipeline.core.llm.faithfulness import Statistics, quotes, unfaithful
 from segmentation_pipeline.core.llm.prompts import (
@@ -59,12 +65,15 @@ from segmentation_pipeline.core.llm.questions import (
 )
 from segmentation_pipeline.core.llm.runner import Answerer, parse_answer
 from segmentation_pipeline.core.schemas import (
+    CLUSTERS,
+    PROFILES,
     ROBUSTNESS,
     SEGMENTS,
     VIABILITY,
     ActionabilityAnswer,
     ExplanationAnswer,
 )
+from segmentation_pipeline.core.warehouse import Warehouse
 
 AS_OF = date(2024, 3, 31)
 RUBRIC = Rubric()
@@ -374,6 +383,160 @@ def test_an_unmeasured_segment_has_no_overall_robustness_and_low_confidence() ->
     explained = question.fallback()
     assert explained.confidence_justification.startswith("No robustness test could be run")
     assert question.check(explained) == []
+
+
+def lifecycle_rows(s01_mix: dict[str, float], s02_mix: dict[str, float]) -> pa.Table:
+    """The transaction-only segments with a lifecycle_mix column, as the segmentation stores it."""
+    table = segments_table(transaction_only_rows())
+    return table.append_column(
+        pa.field(LIFECYCLE_MIX, pa.map_(pa.string(), pa.float64())),
+        pa.array([list(s01_mix.items()), list(s02_mix.items())], pa.map_(pa.string(), pa.float64())),
+    )
+
+
+#: S01 (100 customers) is mostly lapsed, S02 (200) mostly new; the population is the size-weighted mean.
+LAPSED_MIX = {"lapsed": 0.8, "at_risk": 0.1, "active": 0.1}
+NEW_MIX = {"new": 0.7, "active": 0.2, "lapsed": 0.1}
+#: Purchase rhythm as stored_purchase_rhythm returns it: S01 buys every 40.4 days and last bought 95.6
+#: days ago (medians); S02 has no repeat buyer; everyone: (customers, repeat buyers, gap, days since).
+RHYTHM = {
+    "S01": RhythmRow(100, 60, 40.4, 95.6),
+    "S02": RhythmRow(200, 0, None, 12.0),
+    None: RhythmRow(300, 60, 40.4, 20.2),
+}
+
+
+def transaction_log(
+    s01_mix: dict[str, float] = LAPSED_MIX, s02_mix: dict[str, float] = NEW_MIX, rhythm=RHYTHM
+) -> dict[str, SegmentFacts]:
+    rows = transaction_only_rows()
+    facts = snapshot_facts(
+        lifecycle_rows(s01_mix, s02_mix),
+        robustness_table(ROBUSTNESS_ROWS[:2]),
+        viability_table(VIABILITY_ROWS[:2], rows),
+        AS_OF,
+        rhythm=rhythm,
+    )
+    return {item.segment_id: item for item in facts}
+
+
+def profile_rows(rows: list[tuple[str, int, float | None, float]]) -> pa.Table:
+    """Profiles of (canonical_id, purchase_days, recency_days, tenure_days); every other feature left null."""
+    instant = pa.scalar(0, pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_pylist(
+        [
+            {
+                "canonical_id": canonical_id,
+                "n_ids": 1,
+                "window_days": 365,
+                "first_event": instant.as_py(),
+                "last_event": instant.as_py(),
+                "purchase_days": purchase_days,
+                "recency_days": recency,
+                "tenure_days": tenure,
+                "clv_method": "heuristic",
+            }
+            for canonical_id, purchase_days, recency, tenure in rows
+        ]
+    )
+
+
+def test_stored_facts_read_the_rhythm_from_profiles_and_the_lifecycle_mix_from_the_segments_file(
+    tmp_path: Path,
+) -> None:
+    warehouse = Warehouse(tmp_path / "data")
+    # S01: gaps (100 - 10) / 2 = 45 and (61 - 20) / 1 = 41 -> median 43; since 10, 20, 30 -> 20; 2 of 3 repeat.
+    # S02: one one-time buyer 200 days ago and one customer without a purchase: no gap, since 200.
+    # Everyone: gaps 45, 41 -> 43; since 10, 20, 30, 200 -> 25; 2 of 5 repeat buyers.
+    warehouse.write_partition(
+        PROFILES,
+        AS_OF,
+        profile_rows(
+            [("c1", 3, 10.0, 100.0), ("c2", 2, 20.0, 61.0), ("c3", 1, 30.0, 30.0), ("c4", 1, 200.0, 200.0)]
+            + [("c5", 0, None, 50.0)]
+        ),
+    )
+    warehouse.write_partition(
+        CLUSTERS,
+        AS_OF,
+        pa.table(
+            {
+                "canonical_id": ["c1", "c2", "c3", "c4", "c5"],
+                "segment_id": ["S01", "S01", "S01", "S02", "S02"],
+                "distance": [0.0] * 5,
+                "shaped_segments": [True] * 5,
+            }
+        ),
+    )
+    rows = [
+        (segment_id, name, size, total, means)
+        for (segment_id, name, _, total, means), size in zip(transaction_only_rows(), (3, 2))
+    ]
+    segments = segments_table(rows)
+    warehouse.write_partition(SEGMENTS, AS_OF, segments)
+    warehouse.write_partition(ROBUSTNESS, AS_OF, robustness_table(ROBUSTNESS_ROWS[:2]))
+    warehouse.write_partition(VIABILITY, AS_OF, viability_table(VIABILITY_ROWS[:2], rows))
+    without_mix = {item.segment_id: item for item in stored_snapshot_facts(warehouse, AS_OF)}
+    assert without_mix["S01"].lifecycle is None
+    assert without_mix["S01"].rhythm == PurchaseRhythm(
+        repeat_buyers=2,
+        repeat_buyer_share=0.667,
+        population_repeat_buyer_share=0.4,
+        median_days_between_purchases=43,
+        population_median_days_between_purchases=43,
+        median_days_since_purchase=20,
+        population_median_days_since_purchase=25,
+    )
+    assert without_mix["S02"].rhythm.model_dump(include={"repeat_buyers", "median_days_between_purchases"}) == {
+        "repeat_buyers": 0,
+        "median_days_between_purchases": None,
+    }
+    assert without_mix["S02"].rhythm.median_days_since_purchase == 200
+
+    # A segments file written with a lifecycle_mix column (the segmentation's, once it stores one).
+    mixed = segments.append_column(
+        pa.field(LIFECYCLE_MIX, pa.map_(pa.string(), pa.float64())),
+        pa.array([[("lapsed", 2 / 3), ("new", 1 / 3)], [("new", 1.0)]], pa.map_(pa.string(), pa.float64())),
+    )
+    pq.write_table(mixed, warehouse.partition_path(SEGMENTS, AS_OF))
+    with_mix = {item.segment_id: item for item in stored_snapshot_facts(warehouse, AS_OF)}
+    # lapsed: 2/3 x 3 / 5 = 0.4; new: (1/3 x 3 + 1 x 2) / 5 = 0.6
+    assert [label(item) for item in with_mix["S01"].lifecycle] == [
+        ("lapsed", 0.667, 0.4, 1.67),
+        ("new", 0.333, 0.6, 0.56),
+    ]
+    assert with_mix["S01"].sha256 != without_mix["S01"].sha256
+
+
+def test_the_lifecycle_mix_is_read_with_the_population_shares_and_lifts() -> None:
+    lapsed = transaction_log()["S01"]
+    # lapsed: (0.8 x 100 + 0.1 x 200) / 300 = 0.333, lift 0.8 / 0.333 = 2.4
+    # active: (0.1 x 100 + 0.2 x 200) / 300 = 0.167; at risk 0.1 x 100 / 300 = 0.033; new 0.7 x 200 / 300 = 0.467
+    assert [label(item) for item in lapsed.lifecycle] == [
+        ("lapsed", 0.8, 0.333, 2.4),
+        ("active", 0.1, 0.167, 0.6),
+        ("at_risk", 0.1, 0.033, 3.0),
+        ("new", 0.0, 0.467, 0.0),
+    ]
+    # Without the column there is no lifecycle at all, not an empty one.
+    assert snapshot(transaction_only_rows())["S01"].lifecycle is None
+
+
+def test_the_purchase_rhythm_is_rounded_to_whole_days_with_the_population_beside_it() -> None:
+    facts = transaction_log()
+    assert facts["S01"].rhythm == PurchaseRhythm(
+        repeat_buyers=60,
+        repeat_buyer_share=0.6,
+        population_repeat_buyer_share=0.2,
+        median_days_between_purchases=40,
+        population_median_days_between_purchases=40,
+        median_days_since_purchase=96,
+        population_median_days_since_purchase=20,
+        reorder_window_days=REORDER_WINDOW_DAYS,
+    )
+    assert (facts["S02"].rhythm.repeat_buyer_share, facts["S02"].rhythm.median_days_between_purchases) == (0.0, None)
+    # Statistics of the segment tables alone have no rhythm.
+    assert snapshot(transaction_only_rows())["S01"].rhythm is None
 
 
 # ---------------------------------------------------------------- actionability

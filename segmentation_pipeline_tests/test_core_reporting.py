@@ -198,9 +198,13 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
 
 
 def rebuild_profiles(store: Warehouse) -> None:
-    """The profiles of DAY built again over what is stored now, as the profiles asset stores them."""
+    """The profiles of DAY built again over what is stored now, as the profiles asset stores them.
+
+    The segments' purchase rhythm is read from the profiles, so the stored answers are re-stamped as
+    answers made from the new ones would be."""
     result = build_profiles(store, DAY)
     store.write_partition(PROFILES, DAY, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()})
+    _answers_follow_the_snapshot(store)
 
 
 def test_a_stored_day_without_events_is_not_a_day_with_events(store: Warehouse) -> None:
