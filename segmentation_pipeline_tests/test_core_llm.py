@@ -19,12 +19,15 @@ import pytest
 from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.llm import faithfulness
 from segmentation_pipeline.core.llm.actionability import (
+    NOT_MEASURABLE,
     Rubric,
+    measured_by,
     mock_actionability,
     preference_strength,
     verdict_problems,
 )
 from segmentation_pipeline.core.llm.cache import AnswerCache, cache_key
+from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
@@ -556,6 +559,27 @@ def test_rubric_counts_a_score_of_exactly_strong_score_as_strong() -> None:
     assert strict.verdict(scores(0.79, 1.0, 0.0, 0.0)) is False
 
 
+def test_the_rubric_asks_proportionally_fewer_strong_dimensions_when_fewer_are_measurable() -> None:
+    # ceil(3 x measurable / 4)
+    assert [RUBRIC.required(measurable) for measurable in (4, 3, 2, 1, 0)] == [3, 3, 2, 1, 0]
+    # ceil(2 x measurable / 4)
+    assert [Rubric(min_strong_dimensions=2).required(measurable) for measurable in (4, 3, 2, 1)] == [2, 2, 1, 1]
+    unmeasured = {"what": None, "when": None}
+    assert RUBRIC.verdict(unmeasured | {"how": 0.5, "who": 0.5}) is True
+    assert RUBRIC.verdict(unmeasured | {"how": 0.5, "who": 0.49}) is False
+    assert RUBRIC.verdict({"what": None, "when": 0.9, "how": 0.9, "who": 0.1}) is False
+    assert RUBRIC.verdict(dict.fromkeys(("what", "when", "how", "who"))) is False
+    # Not measurable is not weak: a None never counts as strong.
+    assert RUBRIC.strong({"what": None, "when": 0.5, "how": 0.0, "who": None}) == ["when"]
+    assert RUBRIC.describe() == (
+        "A dimension is strong when its score is at least 0.5. With all 4 dimensions measurable, the segment is "
+        "actionable when at least 3 of them are strong. A dimension the data cannot measure has no score (null, "
+        "never 0) and is left out: of the measurable ones at least ceil(3 x measurable / 4) must be strong "
+        "(3 of 3, 2 of 2, 1 of 1). With none measurable the segment is not actionable."
+    )
+    assert Rubric().owned_channels == ["email"]
+
+
 def actionability_answer(what: float, when: float, how: float, who: float, actionable: bool) -> ActionabilityAnswer:
     return ActionabilityAnswer(
         what_score=what,
@@ -632,15 +656,191 @@ def test_mock_actionability_of_the_diffuse_segment(facts: dict[str, SegmentFacts
     assert mock_actionability(facts["S03"], RUBRIC).actionable is False
 
 
-def test_mock_actionability_without_categories_or_channels_has_nothing_to_go_on() -> None:
+def test_a_transaction_log_without_lifecycle_or_rhythm_is_judged_by_the_owned_channel_and_value() -> None:
+    """Before this change WHAT, WHEN and HOW scored 0 here ("nothing to go on") and the segment could never
+    be actionable. Now WHAT and WHEN are not measurable (no score), HOW is the owned channel email, and
+    2 strong of the 2 measurable are needed."""
     answer = mock_actionability(snapshot(transaction_only_rows())["S01"], RUBRIC)
-    assert (answer.what_score, answer.how_score, answer.when_score) == (0.0, 0.0, 0.0)
-    assert answer.what_evidence == "Nothing to go on: no product categories in the source."
-    assert answer.how_evidence == "Nothing to go on: no channels in the source."
-    assert answer.when_evidence == "Nothing to go on: no timestamps beyond the purchase dates."
-    # Only WHO is left: 2.5 / 3.5 -> 0.71, one strong dimension is not enough.
+    assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (None, None, 0.5, 0.71)
+    assert answer.what_evidence == "Not measurable from this data: no product categories and no lifecycle stages."
+    assert answer.when_evidence == "Not measurable from this data: no times of day, weekdays or purchase rhythm."
+    assert answer.how_evidence == (
+        "No channel in the data: the owned channel email, which reaches every customer you can contact."
+    )
+    assert answer.actionable is True
+    assert answer.reason == (
+        "2 of 2 dimensions are strong (HOW, WHO); not measurable from this data: WHAT, WHEN: "
+        "a campaign can be aimed at it."
+    )
+    # S02 is worth a quarter of the average: WHO 0.2 is weak, 1 strong of the 2 needed.
+    small = mock_actionability(snapshot(transaction_only_rows())["S02"], RUBRIC)
+    assert (small.how_score, small.who_score, small.actionable) == (0.5, 0.2, False)
+    assert small.reason.endswith(": fewer than 2 strong dimensions, so no campaign can be aimed at it.")
+
+
+def test_without_categories_channels_clock_times_or_lifecycle_only_who_is_measurable() -> None:
+    """No owned channel either: WHAT, WHEN and HOW have nothing to be judged by. The rubric asks
+    ceil(3 x 1 / 4) = 1 strong dimension of the 1 measurable."""
+    no_owned_channel = Rubric(owned_channels=[])
+    facts = snapshot(transaction_only_rows())
+    assert measured_by(facts["S01"], []) == {
+        "what": None,
+        "when": None,
+        "how": None,
+        "who": "customer lifetime value",
+    }
+    answer = mock_actionability(facts["S01"], no_owned_channel)
+    assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (None, None, None, 0.71)
+    for dimension in ("what", "when", "how"):
+        assert getattr(answer, f"{dimension}_evidence").startswith("Not measurable from this data: ")
+    assert answer.how_evidence == "Not measurable from this data: no channels, and no owned channel set."
+    assert answer.actionable is True
+    assert answer.reason.startswith(
+        "1 of 1 dimensions are strong (WHO); not measurable from this data: WHAT, WHEN, HOW"
+    )
+    assert mock_actionability(facts["S02"], no_owned_channel).actionable is False
+    question = actionability_question(facts["S01"], no_owned_channel)
+    assert question.check(answer) == []
+
+
+# ---------------------------------------------------------------- campaigns from a transaction log
+
+
+def test_a_lapsed_segment_gets_a_win_back_scored_by_the_lapsed_share() -> None:
+    answer = mock_actionability(transaction_log()["S01"], RUBRIC)
+    # WHAT: the largest stage is lapsed, 80% of the segment: a win-back that fits 0.8 of it.
+    assert answer.what_score == 0.8
+    assert answer.what_evidence == (
+        "No product categories in the data: the lifecycle offer is a win-back, for the 80.0% of the segment "
+        "who are lapsed customers (population: 33.3%)."
+    )
+    # HOW: no channel in the data, the owned channel email at OWNED_CHANNEL_SCORE.
+    assert answer.how_score == OWNED_CHANNEL_SCORE == 0.5
+    assert answer.how_evidence.startswith("No channel in the data: the owned channel email")
+    # WHEN: no time of day and no weekend share here: the rhythm alone, 60% repeat buyers -> 0.6.
+    assert answer.when_score == 0.6
+    assert answer.when_evidence == (
+        "60.0% of the segment are repeat buyers (population: 20.0%), buying every 40 days at the median; "
+        "96 days since their last purchase at the median."
+    )
+    # WHO: 2.5 / 3.5 -> 0.71. Four measurable, all strong.
     assert answer.who_score == 0.71
-    assert answer.actionable is False
+    assert answer.actionable is True
+    assert answer.reason == "4 of 4 dimensions are strong (WHAT, WHEN, HOW, WHO): a campaign can be aimed at it."
+
+
+@pytest.mark.parametrize("stage", sorted(LIFECYCLE_OFFERS))
+def test_each_dominant_stage_gets_its_lifecycle_offer(stage: str) -> None:
+    mix = {stage: 0.55, **{other: 0.45 / 5 for other in LIFECYCLE_OFFERS if other != stage}}
+    answer = mock_actionability(transaction_log(s01_mix=mix)["S01"], RUBRIC)
+    assert answer.what_score == 0.55
+    assert f"the lifecycle offer is a {LIFECYCLE_OFFERS[stage]}, for the 55.0% of the segment" in answer.what_evidence
+
+
+def test_a_mixed_segment_is_a_weak_what() -> None:
+    """No stage holds most of the segment: the win-back fits only 40% of it."""
+    mixed = {"lapsed": 0.4, "active": 0.35, "new": 0.25}
+    answer = mock_actionability(transaction_log(s01_mix=mixed)["S01"], RUBRIC)
+    assert answer.what_score == 0.4
+    # WHAT weak, WHEN 0.6, HOW 0.5, WHO 0.71: 3 strong of 4 is still actionable.
+    assert answer.actionable is True
+    # New one-time buyers: second-purchase nudge 0.7 fits, but nobody has a rhythm (WHEN 0) and WHO is 0.2.
+    new = mock_actionability(transaction_log()["S02"], RUBRIC)
+    assert (new.what_score, new.when_score, new.how_score, new.who_score) == (0.7, 0.0, 0.5, 0.2)
+    assert new.actionable is False
+
+
+def test_rich_data_is_judged_by_its_categories_channels_and_day_parts_whatever_its_rhythm_and_lifecycle(
+    facts: dict[str, SegmentFacts],
+) -> None:
+    """The substitutes stand in only for what the data lacks: the synthetic source's answers are unchanged."""
+    richer = {
+        key: item.model_copy(
+            update={"rhythm": transaction_log()["S01"].rhythm, "lifecycle": transaction_log()["S01"].lifecycle}
+        )
+        for key, item in facts.items()
+    }
+    for key, item in richer.items():
+        assert measured_by(item, ["email"]) == {
+            "what": "product categories",
+            "when": "time of day and weekends",
+            "how": "channels",
+            "who": "customer lifetime value",
+        }
+        answer = mock_actionability(item, RUBRIC)
+        assert answer == mock_actionability(facts[key], RUBRIC)
+        approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
+        assert mock_explanation(approved, answer) == mock_explanation(
+            facts[key].model_copy(update={"viability": approved.viability}), answer
+        )
+
+
+def test_the_rhythm_combines_with_a_weekend_pattern() -> None:
+    """The stronger timing pattern plus a quarter of the weaker: rhythm 0.6, weekend lift 2 -> 1.0."""
+    facts = transaction_log()["S01"].model_copy(
+        update={"weekend_share": 0.6, "population_weekend_share": 0.3, "weekend_lift": 2.0}
+    )
+    answer = mock_actionability(facts, RUBRIC)
+    assert answer.when_score == 1.0
+    assert answer.when_evidence.endswith("; 60.0% of their activity falls on weekends (population: 30.0%).")
+    # At the population's weekend share the weekend adds nothing: 0.6 + 0.25 x 0 = 0.6
+    flat = facts.model_copy(update={"weekend_share": 0.3, "weekend_lift": 1.0})
+    assert mock_actionability(flat, RUBRIC).when_score == 0.6
+    assert measured_by(flat, ["email"])["when"] == "purchase rhythm and weekends"
+
+
+def test_the_verdict_check_rejects_a_score_for_a_dimension_the_data_cannot_measure() -> None:
+    facts = snapshot(transaction_only_rows())["S01"]
+    question = actionability_question(facts, RUBRIC)
+    mock = question.fallback()
+    assert question.check(mock) == []
+    scored = mock.model_copy(update={"what_score": 0.6})
+    # (Its verdict agrees with its scores: 3 strong of 3 scored. The score itself is what is wrong.)
+    assert question.check(scored) == ["what_score is 0.6 but WHAT is not measurable from this data: answer null"]
+    # Zero for "nothing to go on" is a score too: refused, and it would raise the bar to 3 of 3.
+    zeroed = mock.model_copy(update={"when_score": 0.0})
+    assert question.check(zeroed) == [
+        "when_score is 0.0 but WHEN is not measurable from this data: answer null",
+        "actionable is true but 2 dimension(s) score at least 0.5 (how, who) of 3 measurable, 3 needed; "
+        "the rubric makes it false",
+    ]
+    # And a null for what the data can measure.
+    unscored = mock.model_copy(update={"how_score": None})
+    assert question.check(unscored) == [
+        "how_score is null but HOW can be measured from this data (by owned channels)",
+    ]
+
+
+def test_verdict_problems_count_strong_dimensions_among_the_measurable() -> None:
+    # 2 measurable, both strong: ceil(3 x 2 / 4) = 2 needed.
+    both = actionability_answer(0.0, 0.9, 0.9, 0.0, actionable=False).model_copy(
+        update={"what_score": None, "who_score": None}
+    )
+    assert verdict_problems(both, RUBRIC) == [
+        "actionable is false but 2 dimension(s) score at least 0.5 (when, how) of 2 measurable, 2 needed; "
+        "the rubric makes it true"
+    ]
+    assert verdict_problems(both.model_copy(update={"actionable": True}), RUBRIC) == []
+    # Nothing measurable is never actionable.
+    nothing = both.model_copy(update={"when_score": None, "how_score": None, "actionable": True})
+    assert verdict_problems(nothing, RUBRIC) == [
+        "actionable is true but 0 dimension(s) score at least 0.5 (none) of 0 measurable, 0 needed; "
+        "the rubric makes it false"
+    ]
+
+
+def test_a_model_answer_scoring_an_unmeasurable_dimension_is_sent_back(tmp_path: Path) -> None:
+    facts = snapshot(transaction_only_rows())["S01"]
+    question = actionability_question(facts, RUBRIC)
+    mock = mock_actionability(facts, RUBRIC)
+    zeroed = mock.model_copy(update={"what_score": 0.0, "what_evidence": "Nothing to go on."})
+    provider = ScriptedProvider(answer_json(zeroed), answer_json(mock))
+    answered = Answerer(LLM, AnswerCache(tmp_path), provider=provider).answer(question)
+    assert (answered.provenance.source, answered.answer) == ("llm", mock)
+    assert (
+        "- what_score is 0.0 but WHAT is not measurable from this data: answer null"
+        in provider.requests[1][-1]["content"]
+    )
 
 
 # ---------------------------------------------------------------- explainer
@@ -827,13 +1027,18 @@ def test_unfaithful_skips_judged_fields_and_flags_invented_numbers() -> None:
 
 
 def test_every_mock_answer_is_faithful_to_its_own_statistics(facts: dict[str, SegmentFacts]) -> None:
-    every = [*facts.values(), *snapshot(transaction_only_rows()).values()]
-    for item in every:
-        question = actionability_question(item, RUBRIC)
-        actionability = question.fallback()
-        assert question.check(actionability) == [], item.segment_id
-        explaining = explanation_question(item, actionability)
-        assert explaining.check(explaining.fallback()) == [], item.segment_id
+    every = [*facts.values(), *snapshot(transaction_only_rows()).values(), *transaction_log().values()]
+    due = transaction_log()["S01"]
+    due = due.model_copy(update={"rhythm": due.rhythm.model_copy(update={"median_days_since_purchase": 30})})
+    for item in [*every, due]:
+        for rubric in (RUBRIC, Rubric(owned_channels=[]), Rubric(owned_channels=["email", "sms"])):
+            question = actionability_question(item, rubric)
+            actionability = question.fallback()
+            assert question.check(actionability) == [], item.segment_id
+            approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
+            explaining = explanation_question(approved, actionability)
+            explained = explaining.fallback()
+            assert explaining.check(explained) == [], (item.segment_id, explained)
 
 
 def test_the_explanation_check_catches_what_the_mock_never_does(facts: dict[str, SegmentFacts]) -> None:
@@ -1133,12 +1338,41 @@ def test_the_actionability_prompt_carries_rubric_statistics_and_schema(facts: di
     text = user["content"]
     assert ACTIONABILITY_TASK.format(rubric=rubric.describe()) in text
     assert (
-        "A dimension is strong when its score is at least 0.6. The segment is actionable when at least 2 of the "
-        "4 dimensions are strong, and not otherwise."
+        "A dimension is strong when its score is at least 0.6. With all 4 dimensions measurable, the segment is "
+        "actionable when at least 2 of them are strong."
     ) in text
+    assert "(2 of 3, 1 of 2, 1 of 1)" in text
     assert statistics_of(text) == actionability_statistics(facts["S01"], rubric)
+    assert statistics_of(text)["measured_by"] == {
+        "what": "product categories",
+        "when": "time of day and weekends",
+        "how": "channels",
+        "who": "customer lifetime value",
+    }
     assert statistics_of(text)["segment"]["categories"][0]["label"] == "electronics"
     assert json.dumps(ActionabilityAnswer.model_json_schema(), sort_keys=True) in text
+
+
+def test_the_actionability_prompt_says_what_a_transaction_log_is_judged_by() -> None:
+    facts = transaction_log()["S01"]
+    _, user = actionability_messages(facts, Rubric(owned_channels=["email", "sms"]))
+    text = user["content"]
+    statistics = statistics_of(text)
+    assert statistics["measured_by"] == {
+        "what": "lifecycle stage",
+        "when": "purchase rhythm",
+        "how": "owned channels",
+        "who": "customer lifetime value",
+    }
+    assert statistics["rubric"]["owned_channels"] == ["email", "sms"]
+    assert statistics["segment"]["rhythm"]["median_days_between_purchases"] == 40
+    assert [stage["label"] for stage in statistics["segment"]["lifecycle"]][0] == "lapsed"
+    assert f"Where measured_by is null the dimension is {NOT_MEASURABLE}: answer its score as null" in text
+    assert "lapsed: win-back, at_risk: reactivation, loyal: loyalty reward, new: second-purchase nudge" in text
+    assert "rhythm.repeat_buyer_share" in text
+    # Not measurable: null in measured_by.
+    _, bare = actionability_messages(snapshot(transaction_only_rows())["S01"], Rubric(owned_channels=[]))
+    assert statistics_of(bare["content"])["measured_by"]["how"] is None
 
 
 def test_the_explanation_prompt_carries_the_actionability_answer(facts: dict[str, SegmentFacts]) -> None:

@@ -153,6 +153,9 @@ def test_the_mock_evaluates_and_explains_every_segment(instance: dg.DagsterInsta
         assert row["actionable"] == rubric.verdict(scores)
     stated = metadata(result, "actionability")
     assert stated["actionable_segments"] == sum(row["actionable"] for row in rows)
+    # Rich events: every dimension is measurable, none is shown as not measurable.
+    assert all(row[f"{dimension}_score"] is not None for row in rows for dimension in DIMENSIONS)
+    assert (stated["owned_channels"], stated["rubric"]) == ("email", rubric.describe())
     assert (stated["requests"], stated["cache_hits"], stated["fallbacks"], stated["prompt_tokens"]) == (0, 0, 0, 0)
     explained = read(data_dir, EXPLANATIONS)
     decided = {row["segment_id"]: row for row in read(data_dir, VIABILITY)}

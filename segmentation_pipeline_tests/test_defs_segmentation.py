@@ -15,6 +15,7 @@ import pytest
 from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.errors import SensitivityTestError
 from segmentation_pipeline.core.ingestion import ingest
+from segmentation_pipeline.core.llm.actionability import Rubric
 from segmentation_pipeline.core.robustness import RobustnessSettings, assess_snapshot
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
@@ -289,15 +290,23 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
     )
     assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
     assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
-    # Without categories, channels or times of day, WHAT and HOW have nothing to go on.
+    # Without categories (and without a lifecycle mix in the segments) WHAT is not measurable: no score,
+    # never 0. Without channels, HOW is the owned channel, email by default.
     evaluations = read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
     assert len(evaluations) == metadata(result, "clusters")["k"]
-    assert all(row["what_score"] == 0 and row["how_score"] == 0 for row in evaluations)
-    assert all(row["what_evidence"].startswith("Nothing to go on") for row in evaluations)
-    # Plain dates carry no time of day: the timing evidence speaks of weekends only.
-    assert all("weekends" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
-    assert not any(row["actionable"] for row in evaluations)
-    assert read(data_dir, EXPLANATIONS, days[-1]).num_rows == len(evaluations)
+    assert all(row["what_score"] is None for row in evaluations)
+    assert all(row["what_evidence"].startswith("Not measurable from this data") for row in evaluations)
+    assert all(row["how_score"] == 0.5 for row in evaluations)
+    assert all(row["how_evidence"].startswith("No channel in the data: the owned channel email") for row in evaluations)
+    # Plain dates carry no time of day: WHEN is the purchase rhythm and the weekends, never a day part.
+    assert all("repeat buyer" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
+    assert all("weekends" in row["when_evidence"] for row in evaluations)
+    # With 3 measurable dimensions all 3 must be strong: the verdicts follow the rubric either way.
+    rubric = Rubric()
+    for row in evaluations:
+        assert row["actionable"] == rubric.verdict({d: row[f"{d}_score"] for d in ("what", "when", "how", "who")})
+    explained = read(data_dir, EXPLANATIONS, days[-1]).to_pylist()
+    assert len(explained) == len(evaluations)
 
 
 @pytest.mark.parametrize(

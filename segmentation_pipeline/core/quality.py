@@ -255,14 +255,16 @@ def _one_row_per_segment(alias: str) -> str:
 
 
 def every_segment_evaluated(warehouse: Warehouse, day: date) -> CheckOutcome:
-    """One actionability row per segment, every score within [0, 1]."""
-    outside = " OR ".join(f"NOT ({dimension}_score BETWEEN 0 AND 1)" for dimension in DIMENSIONS)
+    """One actionability row per segment, every score within [0, 1] (or null: not measurable from the data)."""
+    outside = " OR ".join(
+        f"({dimension}_score IS NOT NULL AND NOT ({dimension}_score BETWEEN 0 AND 1))" for dimension in DIMENSIONS
+    )
     return _stored_rule(
         warehouse,
         day,
         {"a": ACTIONABILITY, "s": SEGMENTS},
         f"SELECT (SELECT count(*) FROM a WHERE {outside}) + {_one_row_per_segment('a')}",
-        "{} segments without exactly one evaluation, or with a score outside [0, 1]",
+        "{} segments without exactly one evaluation, or with a score outside [0, 1] (null: not measurable)",
     )
 
 

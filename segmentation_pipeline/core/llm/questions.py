@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from ..errors import PipelineError
 from ..schemas import ACTIONABILITY, EXPLANATIONS, ActionabilityAnswer, ExplanationAnswer
-from .actionability import DIMENSIONS, Rubric, mock_actionability, verdict_problems
+from .actionability import DIMENSIONS, Rubric, measured_by, mock_actionability, verdict_problems
 from .explainer import mock_explanation
 from .facts import SegmentFacts
 from .faithfulness import Statistics, unfaithful
@@ -29,9 +29,10 @@ ROI_TOLERANCE = 0.005
 
 def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
     statistics = Statistics([actionability_statistics(facts, rubric)])
+    measured = measured_by(facts, rubric.owned_channels)
 
     def check(answer: ActionabilityAnswer) -> list[str]:
-        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric)
+        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric, measured)
 
     return Question(
         kind="actionability",

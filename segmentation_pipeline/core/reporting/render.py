@@ -7,8 +7,9 @@ import json
 from html import escape
 from pathlib import Path
 
+from ..llm.actionability import NOT_MEASURABLE
 from ..llm.facts import percent
-from ..schemas import ACTIONABILITY_DIMENSIONS
+from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from .document import SegmentationReport, SegmentReport
 
 HTML_FILE, MARKDOWN_FILE, JSON_FILE = "report.html", "report.md", "report.json"
@@ -119,6 +120,12 @@ def markdown(report: SegmentationReport) -> str:
     lines += ["", "## Since the previous snapshot", "", migration_line(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
+
+
+def dimension_score(answer: ActionabilityAnswer, dimension: str) -> str:
+    """A dimension's score as a reader sees it: two decimals, or not measurable (never 0)."""
+    score = getattr(answer, f"{dimension}_score")
+    return NOT_MEASURABLE if score is None else f"{score:.2f}"
 
 
 def migration_line(report: SegmentationReport) -> str:
@@ -255,7 +262,7 @@ def _segment_html(item: SegmentReport) -> str:
         "Day parts": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
     }
     scores = "".join(
-        f"<tr><td>{dimension.upper()}</td><td class=num>{getattr(actionability, f'{dimension}_score'):.2f}</td>"
+        f"<tr><td>{dimension.upper()}</td><td class=num>{escape(dimension_score(actionability, dimension))}</td>"
         f"<td>{escape(getattr(actionability, f'{dimension}_evidence'))}</td></tr>"
         for dimension in ACTIONABILITY_DIMENSIONS
     )
