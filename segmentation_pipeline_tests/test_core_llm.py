@@ -27,7 +27,7 @@ from segmentation_pipeline.core.llm.actionability import (
     verdict_problems,
 )
 from segmentation_pipeline.core.llm.cache import AnswerCache, cache_key
-from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE
+from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE, rhythm_timing
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
@@ -789,6 +789,24 @@ def test_the_rhythm_combines_with_a_weekend_pattern() -> None:
     assert measured_by(flat, ["email"])["when"] == "purchase rhythm and weekends"
 
 
+def test_rhythm_timing_near_the_reorder_day_or_now_when_past_it() -> None:
+    rhythm = transaction_log()["S01"].rhythm
+    # 96 days since the last purchase, past the usual 40.
+    assert rhythm_timing(rhythm) == (
+        "now: 96 days since their last purchase, past their usual reorder day (they buy every 40 days; medians)"
+    )
+    due = rhythm.model_copy(update={"median_days_since_purchase": 30})
+    assert rhythm_timing(due) == (
+        "within 14 days of their usual reorder day: they buy every 40 days and last bought 30 days ago (medians)"
+    )
+    # One-time buyers are timed by the population's repeat buyers.
+    assert rhythm_timing(transaction_log()["S02"].rhythm) == (
+        "within 14 days of the usual second-purchase day: repeat buyers buy again every 40 days and last "
+        "bought 12 days ago (medians)"
+    )
+    assert rhythm_timing(None) is None
+
+
 def test_the_verdict_check_rejects_a_score_for_a_dimension_the_data_cannot_measure() -> None:
     facts = snapshot(transaction_only_rows())["S01"]
     question = actionability_question(facts, RUBRIC)
@@ -877,8 +895,53 @@ def test_mock_explanation_without_channels_recommends_one_campaign_to_the_whole_
     facts.viability.approved = True
     explanation = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True))
     assert len(explanation.recommendations) == 1
+    # No channel in the data: the owned channel (email by default).
+    assert explanation.recommendations[0].channel == "email"
     assert explanation.recommendations[0].audience_size == 100
     assert explanation.recommendations[0].timing == "any time"
+    without_owned = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True), [])
+    assert [item.channel for item in without_owned.recommendations] == ["the channel the customer last bought through"]
+
+
+def test_a_transaction_log_campaign_names_the_lifecycle_offer_the_owned_channel_and_the_rhythm() -> None:
+    facts = transaction_log()["S01"]
+    question = explanation_question(facts, mock_actionability(facts, RUBRIC))
+    explanation = question.fallback()
+    assert question.check(explanation) == []
+    (campaign,) = explanation.recommendations
+    assert campaign.channel == "email"
+    assert campaign.offer == "a win-back offer: a reason to come back for customers who have stopped buying"
+    # 96 days since the last purchase at the median, past the usual 40 days between purchases.
+    assert campaign.timing == (
+        "now: 96 days since their last purchase, past their usual reorder day (they buy every 40 days; medians)"
+    )
+    assert campaign.audience_size == 100
+    assert campaign.rationale == (
+        "No channel in the data: the owned channel email, which reaches every customer you can contact. "
+        "The win-back fits the 80.0% who are lapsed customers. "
+        "Timed by their purchase rhythm: 60.0% of them are repeat buyers."
+    )
+    assert (
+        "They are mostly lapsed customers (80.0% against 33.3% overall); last bought 96 days ago at the median, "
+        "and the repeat buyers among them (60.0%) buy every 40 days." in explanation.executive_summary
+    )
+
+
+def test_an_active_segment_is_offered_an_upsell_above_its_average_order_near_its_reorder_day() -> None:
+    active = {"active": 0.9, "lapsed": 0.1}
+    rhythm = {**RHYTHM, "S01": RhythmRow(100, 80, 30.0, 20.0)}
+    facts = transaction_log(s01_mix=active, rhythm=rhythm)["S01"]
+    answer = mock_actionability(facts, Rubric(owned_channels=["email", "sms"]))
+    assert (answer.what_score, answer.when_score, answer.how_score) == (0.9, 0.8, 0.5)
+    assert answer.how_evidence.startswith("No channel in the data: the owned channels email and sms")
+    explanation = mock_explanation(facts, answer, ["email", "sms"])
+    assert [item.channel for item in explanation.recommendations] == ["email", "sms"]
+    campaign = explanation.recommendations[0]
+    # The segment's average order value is 200.00 (CONCENTRATED_MEANS).
+    assert campaign.offer == "an upsell by basket size: a bundle or free delivery above their average order of 200.00"
+    assert campaign.timing == (
+        "within 14 days of their usual reorder day: they buy every 30 days and last bought 20 days ago (medians)"
+    )
 
 
 def test_timing_names_only_clear_preferences(facts: dict[str, SegmentFacts]) -> None:
@@ -1036,7 +1099,7 @@ def test_every_mock_answer_is_faithful_to_its_own_statistics(facts: dict[str, Se
             actionability = question.fallback()
             assert question.check(actionability) == [], item.segment_id
             approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
-            explaining = explanation_question(approved, actionability)
+            explaining = explanation_question(approved, actionability, rubric.owned_channels)
             explained = explaining.fallback()
             assert explaining.check(explained) == [], (item.segment_id, explained)
 
@@ -1381,6 +1444,9 @@ def test_the_explanation_prompt_carries_the_actionability_answer(facts: dict[str
     statistics = statistics_of(user["content"])
     assert statistics == explanation_statistics(facts["S02"], actionability)
     assert statistics["actionability"]["actionable"] is False
+    assert statistics["owned_channels"] == ["email"]
+    _, sms = explanation_messages(facts["S02"], actionability, ["sms"])
+    assert statistics_of(sms["content"])["owned_channels"] == ["sms"]
     assert json.dumps(ExplanationAnswer.model_json_schema(), sort_keys=True) in user["content"]
 
 

@@ -307,6 +307,25 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
         assert row["actionable"] == rubric.verdict({d: row[f"{d}_score"] for d in ("what", "when", "how", "who")})
     explained = read(data_dir, EXPLANATIONS, days[-1]).to_pylist()
     assert len(explained) == len(evaluations)
+    targeted = [row for row in explained if row["recommendations"]]
+    assert all(item["channel"] == "email" for row in targeted for item in row["recommendations"])
+    # Another owned channel, set on actionability: the explanations follow the rubric stored with its answers.
+    by_sms = dg.materialize(
+        [actionability, explanations],
+        instance=instance,
+        resources=resources(data_dir, **source) | {"llm": LLMResource()},
+        partition_key=days[-1].isoformat(),
+        run_config=dg.RunConfig({"actionability": {"config": {"owned_channels": ["sms"]}}}),
+    )
+    assert by_sms.success
+    assert all(evaluation.passed for evaluation in by_sms.get_asset_check_evaluations())
+    assert all(
+        row["how_evidence"].startswith("No channel in the data: the owned channel sms")
+        for row in read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
+    )
+    assert [
+        item["channel"] for row in read(data_dir, EXPLANATIONS, days[-1]).to_pylist() for item in row["recommendations"]
+    ] == ["sms" for row in targeted for _ in row["recommendations"]]
 
 
 @pytest.mark.parametrize(

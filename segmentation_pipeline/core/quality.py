@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from .errors import PipelineError
-from .llm.actionability import DIMENSIONS, Rubric
+from .llm.actionability import DIMENSIONS, Rubric, stored_rubric
 from .llm.facts import stored_snapshot_facts
 from .llm.questions import answers_faithful
 from .reporting.publish import verify_report
@@ -305,7 +305,7 @@ def numbers_match_statistics(
         answers = evaluations if spec == ACTIONABILITY else warehouse.read_required(spec, day)
     except PipelineError as exc:
         return CheckOutcome(False, str(exc))
-    problems = answers_faithful(facts, answers, spec.name, rubric or Rubric(), evaluations)
+    problems = answers_faithful(facts, answers, spec.name, rubric or stored_rubric(warehouse, day), evaluations)
     summary = f"{len(problems)} answers made from other statistics or quoted numbers not in them" + (
         f", e.g. {problems[0]}" if problems else ""
     )

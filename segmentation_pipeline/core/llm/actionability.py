@@ -16,11 +16,14 @@ rubric asks for proportionally fewer strong dimensions.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
+from ..schemas import ACTIONABILITY, ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
+from ..warehouse import Warehouse
 from .campaigns import (
     OWNED_CHANNEL_SCORE,
     lifecycle_offer,
@@ -34,6 +37,8 @@ DIMENSIONS = ACTIONABILITY_DIMENSIONS
 NOT_MEASURABLE = "not measurable from this data"
 #: The channels a business owns unless told otherwise.
 DEFAULT_OWNED_CHANNELS = ("email",)
+#: The actionability partition's key-value metadata holding the rubric its answers were judged by.
+RUBRIC_METADATA_KEY = "rubric"
 
 
 class Rubric(BaseModel):
@@ -83,6 +88,17 @@ class Rubric(BaseModel):
             f"ones at least ceil({self.min_strong_dimensions} x measurable / {n}) must be strong ({fewer}). "
             "With none measurable the segment is not actionable."
         )
+
+
+def rubric_metadata(rubric: Rubric) -> dict[str, str]:
+    """What the actionability partition stores of its rubric (the explanations read the owned channels back)."""
+    return {RUBRIC_METADATA_KEY: rubric.model_dump_json()}
+
+
+def stored_rubric(warehouse: Warehouse, day: date) -> Rubric:
+    """The rubric the stored actionability answers of `day` were judged by; the default for older partitions."""
+    stored = warehouse.partition_metadata(ACTIONABILITY, day).get(RUBRIC_METADATA_KEY)
+    return Rubric.model_validate(json.loads(stored)) if stored else Rubric()
 
 
 def measured_by(facts: SegmentFacts, owned_channels: Sequence[str]) -> dict[str, str | None]:

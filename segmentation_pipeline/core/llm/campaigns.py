@@ -10,8 +10,8 @@ hours, yet a campaign can still be aimed at its customers:
 - WHEN: the purchase rhythm: within a few days of the usual reorder day, or now
   for customers already past it.
 
-The actionability mock scores these, and the prompt hands the same rules to a
-language model.
+The actionability mock scores these, the explainer writes them into campaigns,
+and the prompt hands the same rules to a language model.
 """
 
 from __future__ import annotations
@@ -66,6 +66,25 @@ class LifecycleOffer:
             f"(population: {percent(self.stage.population_share)})."
         )
 
+    def proposal(self, facts: SegmentFacts) -> str:
+        """The offer as a campaign states it."""
+        if self.offer == "win-back":
+            return "a win-back offer: a reason to come back for customers who have stopped buying"
+        if self.offer == "reactivation":
+            return "a reactivation offer: a timely incentive before they drift away"
+        if self.offer == "loyalty reward":
+            return "a loyalty reward: early access or a thank-you perk for their best customers"
+        if self.offer == "second-purchase nudge":
+            return "a second-purchase nudge: an incentive on their next order to make first-time buyers regulars"
+        if self.offer == "upsell by basket size" and facts.avg_order_value is not None:
+            return (
+                f"an upsell by basket size: a bundle or free delivery above their average order of "
+                f"{facts.avg_order_value:,.2f}"
+            )
+        if self.offer == "first-purchase welcome":
+            return "a first-purchase welcome offer"
+        return f"a {self.offer} offer"
+
 
 def lifecycle_offer(facts: SegmentFacts) -> LifecycleOffer | None:
     """The offer of the segment's largest lifecycle stage; None without a lifecycle mix."""
@@ -99,3 +118,23 @@ def rhythm_evidence(rhythm: PurchaseRhythm) -> str:
     if rhythm.median_days_since_purchase is not None:
         text += f"; {rhythm.median_days_since_purchase} days since their last purchase at the median"
     return text
+
+
+def rhythm_timing(rhythm: PurchaseRhythm | None) -> str | None:
+    """When to send by the purchase rhythm: near the usual reorder day, or now for customers past it.
+
+    Customers without a repeat purchase of their own are timed by the population's rhythm (their
+    second purchase is due when repeat buyers usually buy again). None when neither rhythm is known.
+    """
+    if rhythm is None or rhythm.median_days_since_purchase is None:
+        return None
+    since, window = rhythm.median_days_since_purchase, rhythm.reorder_window_days
+    own = rhythm.median_days_between_purchases
+    gap = own if own is not None else rhythm.population_median_days_between_purchases
+    if gap is None:
+        return None
+    day = "their usual reorder day" if own is not None else "the usual second-purchase day"
+    rhythm_text = f"they buy every {gap} days" if own is not None else f"repeat buyers buy again every {gap} days"
+    if since < gap:
+        return f"within {window} days of {day}: {rhythm_text} and last bought {since} days ago (medians)"
+    return f"now: {since} days since their last purchase, past {day} ({rhythm_text}; medians)"

@@ -8,11 +8,12 @@ served for new prompts.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from ..schemas import ActionabilityAnswer, ExplanationAnswer
-from .actionability import NOT_MEASURABLE, Rubric, measured_by
+from .actionability import DEFAULT_OWNED_CHANNELS, NOT_MEASURABLE, Rubric, measured_by
 from .campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE
 from .facts import SegmentFacts
 
@@ -71,7 +72,12 @@ EXPLANATION_TASK = """Explain this segment to the marketing team.
 - recommendations: campaigns to run (channel, timing, offer, audience size, rationale). Recommend \
 campaigns only if viability.approved and actionability.actionable are both true; otherwise leave \
 the list empty and say why in the summary. Timing names days (weekends, weekdays) and day parts \
-with their hours from the statistics; the audience size is at most the segment's customers.
+with their hours from the statistics; the audience size is at most the segment's customers. Where the \
+data has no channel (segment.channels_in_population below 2), recommend the owned_channels; where it has \
+no categories, offer the lifecycle offer actionability judged WHAT by; where it has no time of day \
+(segment.day_parts empty), time the campaign by segment.rhythm: within rhythm.reorder_window_days of the \
+usual reorder day (median_days_between_purchases after the last purchase; the population's for customers \
+who have not bought twice), or now when median_days_since_purchase is already past it.
 - expected_roi: the viability statistics' expected_roi.
 - confidence_level: high, medium or low, from robustness (overall, band, production_ready) and size; \
 confidence_justification quotes the numbers behind it."""
@@ -89,8 +95,14 @@ def actionability_statistics(facts: SegmentFacts, rubric: Rubric) -> dict:
     }
 
 
-def explanation_statistics(facts: SegmentFacts, actionability: ActionabilityAnswer) -> dict:
-    return {"segment": facts.model_dump(), "actionability": actionability.model_dump()}
+def explanation_statistics(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> dict:
+    return {
+        "segment": facts.model_dump(),
+        "actionability": actionability.model_dump(),
+        "owned_channels": list(owned_channels),
+    }
 
 
 def messages(task: str, statistics: dict, answer_model: type[BaseModel]) -> list[dict[str, str]]:
@@ -114,8 +126,10 @@ def actionability_messages(facts: SegmentFacts, rubric: Rubric) -> list[dict[str
     )
 
 
-def explanation_messages(facts: SegmentFacts, actionability: ActionabilityAnswer) -> list[dict[str, str]]:
-    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability), ExplanationAnswer)
+def explanation_messages(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> list[dict[str, str]]:
+    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability, owned_channels), ExplanationAnswer)
 
 
 def retry_messages(answer_text: str, problems: list[str]) -> list[dict[str, str]]:

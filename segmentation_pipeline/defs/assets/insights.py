@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from ...core.llm.actionability import DIMENSIONS, Rubric
+from ...core.llm.actionability import DIMENSIONS, Rubric, rubric_metadata, stored_rubric
 from ...core.llm.facts import stored_snapshot_facts
 from ...core.llm.prompts import PROMPT_VERSION
 from ...core.llm.questions import answers_table, current_evaluations, evaluate_actionability, explain_segments
@@ -46,11 +46,16 @@ class ExplanationsConfig(dg.Config):
 
 
 def _write_answers(
-    context: dg.AssetExecutionContext, store: Warehouse, spec: TableSpec, answered: list[Answered], answerer: Answerer
+    context: dg.AssetExecutionContext,
+    store: Warehouse,
+    spec: TableSpec,
+    answered: list[Answered],
+    answerer: Answerer,
+    file_metadata: dict[str, str] | None = None,
 ) -> tuple[pa.Table, dict]:
     """Store the answers; the metadata says who answered and what it cost. The API key never appears."""
     table = answers_table(answered, spec.name)
-    written = store.write_partition(spec, partition_day(context), table)
+    written = store.write_partition(spec, partition_day(context), table, file_metadata)
     store.refresh_catalog(TABLES.values())
     fallbacks = [
         (item.segment_id, item.provenance.fallback_reason) for item in answered if item.provenance.fallback_reason
@@ -100,7 +105,8 @@ def actionability(
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
     rubric = config.rubric()
     answered = evaluate_actionability(stored_snapshot_facts(store, as_of), rubric, answerer)
-    table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer)
+    # The rubric goes with the answers: explanations send campaigns through its owned channels.
+    table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer, rubric_metadata(rubric))
     actionable = sum(1 for item in answered if item.answer.actionable)
     metadata |= {
         "rubric": rubric.describe(),
@@ -148,7 +154,7 @@ def explanations(
     facts = stored_snapshot_facts(store, as_of)
     evaluations = current_evaluations(facts, store.read_required(ACTIONABILITY, as_of))
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = explain_segments(facts, evaluations, answerer)
+    answered = explain_segments(facts, evaluations, answerer, stored_rubric(store, as_of).owned_channels)
     table, metadata = _write_answers(context, store, EXPLANATIONS, answered, answerer)
     metadata |= {
         "segments_with_campaigns": sum(1 for item in answered if item.answer.recommendations),
