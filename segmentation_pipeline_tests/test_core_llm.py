@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.llm import faithfulness
@@ -578,6 +579,9 @@ def test_the_rubric_asks_proportionally_fewer_strong_dimensions_when_fewer_are_m
         "(3 of 3, 2 of 2, 1 of 1). With none measurable the segment is not actionable."
     )
     assert Rubric().owned_channels == ["email"]
+    assert Rubric(owned_channels=[" sms "]).owned_channels == ["sms"]
+    with pytest.raises(ValidationError, match="owned_channels.0"):
+        Rubric(owned_channels=[" "])
 
 
 def actionability_answer(what: float, when: float, how: float, who: float, actionable: bool) -> ActionabilityAnswer:

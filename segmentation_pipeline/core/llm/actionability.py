@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..schemas import ACTIONABILITY, ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from ..warehouse import Warehouse
@@ -56,7 +57,7 @@ class Rubric(BaseModel):
         description="A segment is actionable when at least this many of WHAT/WHEN/HOW/WHO are strong. When the "
         "data can measure fewer than 4, proportionally fewer: ceil(this x measurable / 4).",
     )
-    owned_channels: list[str] = Field(
+    owned_channels: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
         default=list(DEFAULT_OWNED_CHANNELS),
         description="Channels the business owns and can reach its customers through. When the data records no "
         "channel, HOW is judged by these; empty makes HOW not measurable from such data.",
