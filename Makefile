@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
 DEMO_SNAPSHOTS ?= 3
 
-.PHONY: install instance-config demo test dev backfill retract validate lint clean
+.PHONY: install instance-config instance demo test dev backfill retract validate lint clean
 
 # The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -29,7 +29,12 @@ instance-config: $(DAGSTER_HOME)/dagster.yaml
 	@test -s $< || { echo "$< is empty: the run queue, pools and run monitoring would be off;" \
 		"copy $(CURDIR)/.dagster_home/dagster.yaml there (or delete it and run make again)"; exit 2; }
 
-demo: install instance-config
+# The instance's storage and pool slots, made once before any run can start: runs that make them
+# side by side on a new DAGSTER_HOME break the instance for good (segmentation_pipeline/instance.py).
+instance: install instance-config
+	$(BIN)/python -m segmentation_pipeline.instance
+
+demo: install instance
 	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS)
 
 test: install
@@ -41,11 +46,11 @@ lint: install
 validate: install
 	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions
 
-dev: install instance-config
+dev: install instance
 	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
 
 # A backfill of the whole graph over FROM..TO (YYYY-MM-DD), through the webserver and daemon of `make dev`.
-backfill: install
+backfill: install instance
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO)
 

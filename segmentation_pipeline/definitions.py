@@ -4,12 +4,17 @@ import gc
 
 import dagster as dg
 
+from .defs import pool_wait
 from .defs.assets.ingestion import id_history, raw_events
+from .defs.executor import recorded_in_process_executor
 from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job
 from .defs.partitions import SETTINGS
 from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
 from .defs.schedules import nightly_segmentation
 from .defs.sensors import incoming_files, late_input_snapshots
+
+# A step waiting for a pool slot sleeps and can be stopped (Dagster 1.13.28 spins; defs/pool_wait.py).
+pool_wait.apply()
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, *SNAPSHOT_ASSETS],
@@ -17,8 +22,9 @@ defs = dg.Definitions(
     schedules=[nightly_segmentation],
     sensors=[incoming_files, late_input_snapshots],
     # Steps run in the run's own process: the graph is a chain, and a process per step would import
-    # pandas, scikit-learn and matplotlib again for each of them (seconds a step on two cores).
-    executor=dg.in_process_executor,
+    # pandas, scikit-learn and matplotlib again for each of them (seconds a step on two cores). The
+    # process records itself first, so that a run whose process dies can be found (defs/executor.py).
+    executor=recorded_in_process_executor,
     resources={
         "warehouse": WarehouseResource(data_dir=str(SETTINGS.data_dir)),
         "identity_rules": IdentityRulesResource(),

@@ -4,8 +4,9 @@ The history is ingested as a backfill ingests it, raw_events and id_history in
 one run over the whole range; then each snapshot is one run of every as-of
 asset for its day, in date order (segment IDs follow the day before), as the
 nightly schedule makes them. They are carried out here,
-in this process, and recorded in the Dagster instance in DAGSTER_HOME, so
-`make dev` shows them afterwards. The history is synthetic, the storage local
+in this process, and recorded in the Dagster instance in DAGSTER_HOME (made
+first, once, if it is new: segmentation_pipeline.instance), so `make dev` shows
+them afterwards. The history is synthetic, the storage local
 Parquet and DuckDB, the language model the deterministic mock.
 """
 
@@ -24,12 +25,12 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 from .core.reporting.publish import load_report  # noqa: E402
 from .core.reporting.render import headline, migration_line  # noqa: E402
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
-from .core.settings import REPOSITORY_ROOT  # noqa: E402
 from .core.warehouse import Warehouse  # noqa: E402
 from .definitions import defs  # noqa: E402
 from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
 from .defs.jobs import SNAPSHOT_ASSETS  # noqa: E402
 from .defs.partitions import SETTINGS, range_tags  # noqa: E402
+from .instance import default_home, pools_of, prepare_instance  # noqa: E402
 
 #: Keep the console to warnings; every event is still in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -140,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         "--snapshots", type=_positive, default=3, help="snapshots to build, one a day, ending on the last day"
     )
     args = parser.parse_args(argv)
-    # The same instance `make dev` shows, unless the caller chose another.
-    os.environ.setdefault("DAGSTER_HOME", str(REPOSITORY_ROOT / ".dagster_home"))
+    # The same instance `make dev` shows, unless the caller chose another; made before the first run.
+    home = default_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    prepare_instance(home, pools_of(defs.assets or ()))
     first = SETTINGS.start_date
     last = first + timedelta(days=args.days - 1)
     snapshot_days = [last - timedelta(days=back) for back in reversed(range(min(args.snapshots, args.days)))]

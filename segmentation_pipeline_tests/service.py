@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import partitioned_assets
+from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.instance import pools_of, prepare_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FAST_DAEMON = Path(__file__).with_name("fast_daemon.py")
@@ -40,6 +41,7 @@ class DagsterService:
     env: dict[str, str]
     webserver: subprocess.Popen
     daemon: subprocess.Popen
+    daemon_command: list[str]
 
 
 def free_port() -> int:
@@ -64,11 +66,9 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = service_environment(home, data_dir, **settings)
-    # The instance's SQLite storage is created here, once: two processes creating it at the same
-    # moment race ("table ... already exists"), and the loser exits.
-    with DagsterInstance.from_config(str(home)) as instance:
-        instance.get_runs(limit=1)
-        instance.all_instigator_state()
+    # The instance is made here, once, as `make dev` makes it: the webserver, the daemon and the
+    # runs making it at the same moment race ("table ... already exists"), and the losers exit.
+    prepare_instance(home, pools_of(defs.assets or ()))
     port = free_port()
     bin_dir = Path(sys.executable).parent
     webserver_log, daemon_log = root / "webserver.log", root / "daemon.log"
@@ -79,13 +79,23 @@ def dagster_service(root: Path, fast_daemon: bool = True, **settings: str):
         webserver_log,
     )
     daemon = _start([*daemon_command, "run", "-w", "workspace.yaml"], env, daemon_log)
+    running = None
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         _wait_until_ready(client, port, daemon, [webserver_log, daemon_log])
-        yield DagsterService(client, port, home, data_dir, env, webserver, daemon)
+        running = DagsterService(client, port, home, data_dir, env, webserver, daemon, daemon_command)
+        yield running
     finally:
-        stop(daemon)
+        stop(running.daemon if running else daemon)
         stop(webserver)
+
+
+def restart_daemon(service: DagsterService) -> None:
+    """Start the daemon again (after a test killed it), as `make dev` restarted would; wait until it is up."""
+    stop(service.daemon)
+    log = service.home.parent / "daemon.log"
+    service.daemon = _start([*service.daemon_command, "run", "-w", "workspace.yaml"], service.env, log)
+    _wait_until_ready(service.client, service.port, service.daemon, [log])
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -63,7 +63,9 @@ def group_customers(group: str, n: int, seed: int, first: int = 0, active_days: 
 
 
 def profiles_table(rows: list[dict[str, object]], window_days: int = 90) -> pa.Table:
-    """A PROFILES table of the given feature columns; the other features are null."""
+    """A PROFILES table of the given feature columns (and `lifecycle` stage); the other features are null."""
+    stages = [row.get("lifecycle", "active") for row in rows]
+    rows = [{name: value for name, value in row.items() if name != "lifecycle"} for row in rows]
     names = list(rows[0])
     table = pa.Table.from_pylist(rows, schema=pa.schema([PROFILES.schema.field(name) for name in names]))
     n = table.num_rows
@@ -73,15 +75,25 @@ def profiles_table(rows: list[dict[str, object]], window_days: int = 90) -> pa.T
         "first_event": pa.array([WINDOW_END] * n, pa.timestamp("us", tz="UTC")),
         "last_event": pa.array([WINDOW_END] * n, pa.timestamp("us", tz="UTC")),
         "clv_method": pa.array(["heuristic"] * n, pa.string()),
+        "lifecycle_stage": pa.array(stages, pa.string()),
+        "repeat_buyer": pa.array([True] * n),
     }
     for name, column in required.items():
         table = table.append_column(name, column)
     return conform(table, PROFILES)
 
 
+#: The lifecycle stages of the three groups' customers: one stage dominates two of them.
+GROUP_STAGES = {"weekend_web": ["lapsed"], "weekday_app": ["new", "active"], "big_spender": ["loyal"]}
+
+
 def three_groups(seed: int = 0, per_group: int = 60) -> list[dict[str, object]]:
     groups = ["weekend_web", "weekday_app", "big_spender"]
-    return [row for index, group in enumerate(groups) for row in group_customers(group, per_group, seed + index)]
+    return [
+        row | {"lifecycle": GROUP_STAGES[group][number % len(GROUP_STAGES[group])]}
+        for index, group in enumerate(groups)
+        for number, row in enumerate(group_customers(group, per_group, seed + index))
+    ]
 
 
 def segment_of_group(assignments: pa.Table) -> dict[str, str]:
@@ -244,11 +256,14 @@ def test_big_spenders_are_named_high_value_with_a_monetary_trait(
     assert 4_500 < big_mean < 5_500
     assert big["traits"][0] == f"high monetary total: {big_mean:,.0f} vs {np.mean(monetary):,.0f} overall"
     assert any(trait.startswith("high frequency:") for trait in big["traits"])
-    assert big["name"] == "Frequent high-value shoppers"
+    # A lifecycle stage that holds 60% of a segment or more leads its name.
+    assert big["name"] == "Loyal frequent high-value shoppers"
     for group in ("weekend_web", "weekday_app"):
         assert "high-value" not in rows[mapping[group]]["name"].lower()
-    assert rows[mapping["weekend_web"]]["name"] == "Occasional weekend web shoppers"
+    assert rows[mapping["weekend_web"]]["name"] == "Lapsed occasional weekend web shoppers"
     assert rows[mapping["weekday_app"]]["name"] == "Weekday app shoppers"
+    assert rows[mapping["weekday_app"]]["lifecycle_mix"] == [("new", 0.5), ("active", 0.5)]
+    assert big["lifecycle_mix"] == [("loyal", 1.0)]
     names = segmented.segments["name"].to_pylist()
     assert len(set(names)) == len(names)
 
@@ -319,6 +334,8 @@ def hand_made_profiles() -> pa.Table:
             "first_event": pa.array([WINDOW_END] * len(rows), pa.timestamp("us", tz="UTC")),
             "last_event": pa.array([WINDOW_END] * len(rows), pa.timestamp("us", tz="UTC")),
             "clv_method": ["heuristic"] * len(rows),
+            "lifecycle_stage": [row.get("lifecycle", "active") for row in rows],
+            "repeat_buyer": [True] * len(rows),
         }
     )
     return conform(table, PROFILES)

@@ -13,7 +13,6 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
@@ -389,13 +388,15 @@ def test_an_unmeasured_segment_has_no_overall_robustness_and_low_confidence() ->
     assert question.check(explained) == []
 
 
+def with_lifecycle_mix(segments: pa.Table, *mixes: dict[str, float] | None) -> pa.Table:
+    """The segments with their lifecycle_mix column set, one mix per row, as the segmentation stores it."""
+    column = pa.array([list(mix.items()) if mix else None for mix in mixes], pa.map_(pa.string(), pa.float64()))
+    return segments.set_column(segments.schema.get_field_index(LIFECYCLE_MIX), LIFECYCLE_MIX, column)
+
+
 def lifecycle_rows(s01_mix: dict[str, float], s02_mix: dict[str, float]) -> pa.Table:
-    """The transaction-only segments with a lifecycle_mix column, as the segmentation stores it."""
-    table = segments_table(transaction_only_rows())
-    return table.append_column(
-        pa.field(LIFECYCLE_MIX, pa.map_(pa.string(), pa.float64())),
-        pa.array([list(s01_mix.items()), list(s02_mix.items())], pa.map_(pa.string(), pa.float64())),
-    )
+    """The transaction-only segments with their lifecycle mix."""
+    return with_lifecycle_mix(segments_table(transaction_only_rows()), s01_mix, s02_mix)
 
 
 #: S01 (100 customers) is mostly lapsed, S02 (200) mostly new; the population is the size-weighted mean.
@@ -425,7 +426,8 @@ def transaction_log(
 
 
 def profile_rows(rows: list[tuple[str, int, float | None, float]]) -> pa.Table:
-    """Profiles of (canonical_id, purchase_days, recency_days, tenure_days); every other feature left null."""
+    """Profiles of (canonical_id, purchase_days, recency_days, tenure_days); every other feature left null
+    (the lifecycle stage, required, is "new" for all: the facts read the segments' mix, not the stages)."""
     instant = pa.scalar(0, pa.timestamp("us", tz="UTC"))
     return pa.Table.from_pylist(
         [
@@ -439,13 +441,15 @@ def profile_rows(rows: list[tuple[str, int, float | None, float]]) -> pa.Table:
                 "recency_days": recency,
                 "tenure_days": tenure,
                 "clv_method": "heuristic",
+                "lifecycle_stage": "new",
+                "repeat_buyer": purchase_days >= 2,
             }
             for canonical_id, purchase_days, recency, tenure in rows
         ]
     )
 
 
-def test_stored_facts_read_the_rhythm_from_profiles_and_the_lifecycle_mix_from_the_segments_file(
+def test_stored_facts_read_the_rhythm_from_the_profiles_and_the_lifecycle_mix_from_the_segments(
     tmp_path: Path,
 ) -> None:
     warehouse = Warehouse(tmp_path / "data")
@@ -497,12 +501,10 @@ def test_stored_facts_read_the_rhythm_from_profiles_and_the_lifecycle_mix_from_t
     }
     assert without_mix["S02"].rhythm.median_days_since_purchase == 200
 
-    # A segments file written with a lifecycle_mix column (the segmentation's, once it stores one).
-    mixed = segments.append_column(
-        pa.field(LIFECYCLE_MIX, pa.map_(pa.string(), pa.float64())),
-        pa.array([[("lapsed", 2 / 3), ("new", 1 / 3)], [("new", 1.0)]], pa.map_(pa.string(), pa.float64())),
+    # Segments with their lifecycle mix (a snapshot made before lifecycle stages has none, as above).
+    warehouse.write_partition(
+        SEGMENTS, AS_OF, with_lifecycle_mix(segments, {"lapsed": 2 / 3, "new": 1 / 3}, {"new": 1.0})
     )
-    pq.write_table(mixed, warehouse.partition_path(SEGMENTS, AS_OF))
     with_mix = {item.segment_id: item for item in stored_snapshot_facts(warehouse, AS_OF)}
     # lapsed: 2/3 x 3 / 5 = 0.4; new: (1/3 x 3 + 1 x 2) / 5 = 0.6
     assert [label(item) for item in with_mix["S01"].lifecycle] == [

@@ -205,8 +205,10 @@ def test_heuristic_churn_and_clv_by_hand(hand_made: Warehouse) -> None:
     # A: gap = max(30, tenure / (2 - 1)) = 30 days; last event 3 h before the window's end.
     churn_a = 1 - math.exp(-(3 / 24) / (2 * 30))
     assert a["churn_risk"] == pytest.approx(churn_a)
-    # 130 net over a tenure shorter than the 30-day floor, over a 365-day horizon.
-    assert a["clv_estimate"] == pytest.approx(130 / 30 * 365 * (1 - churn_a))
+    # 130 net over a tenure shorter than the 30-day floor, over a 365-day horizon, each month's
+    # share discounted at 10% a year to today.
+    discount = sum(1.1 ** (-month / 12) for month in range(1, 13)) / 12
+    assert a["clv_estimate"] == pytest.approx(130 / 30 * 365 * (1 - churn_a) * discount)
     since_b = (WINDOW_END - at(5, 2, 1)).total_seconds() / 86400
     assert b["churn_risk"] == pytest.approx(1 - math.exp(-since_b / 60))
     assert b["clv_estimate"] == 0
@@ -319,9 +321,10 @@ def test_bg_nbd_inputs_are_purchase_days_in_the_window(warehouse: Warehouse) -> 
     as_of = date(2025, 5, 31)
     store_events(warehouse, rows)
     warehouse.write_partition(MERGE_MAP, as_of, MERGE_MAP.empty())
-    result = build_profiles(warehouse, as_of, ProfileSettings(lookback_days=151, min_repeat_buyers=10))
+    settings = ProfileSettings(lookback_days=151, min_repeat_buyers=10, clv_model="bg_nbd")
+    result = build_profiles(warehouse, as_of, settings)
     assert result.clv_fit.method == PROBABILISTIC, result.clv_fit.reason
-    bg = clv.BgNbdParams(**result.clv_fit.bg_nbd, log_likelihood=0.0, n_customers=0, converged=True)
+    bg = clv.BgNbdParams(**result.clv_fit.parameters, log_likelihood=0.0, n_customers=0, converged=True)
     gg = clv.GammaGammaParams(**result.clv_fit.gamma_gamma, log_likelihood=0.0, n_customers=0, converged=True)
     first_day = date(2025, 1, 1)
     for customer in ("c000", "c001", "c002", "c050"):
@@ -334,7 +337,7 @@ def test_bg_nbd_inputs_are_purchase_days_in_the_window(warehouse: Warehouse) -> 
         assert row["clv_method"] == PROBABILISTIC
         assert row["p_alive"] == pytest.approx(float(clv.probability_alive(bg, x, t_x, age)))
         assert row["expected_purchases"] == pytest.approx(float(clv.expected_purchases(bg, 365, x, t_x, age)))
-        value = float(clv.customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, 365))
+        value = float(clv.discounted_customer_lifetime_value(bg, gg, x, t_x, age, repeat_value, 365, 0.10))
         assert row["clv_estimate"] == pytest.approx(value)
         # A one-time buyer's P(alive) is 1 under BG/NBD; their churn risk is the heuristic's.
         if x > 0:
@@ -355,15 +358,51 @@ def test_free_repeat_orders_get_the_population_spend(warehouse: Warehouse) -> No
     as_of = date(2025, 5, 31)
     store_events(warehouse, rows)
     warehouse.write_partition(MERGE_MAP, as_of, MERGE_MAP.empty())
-    result = build_profiles(warehouse, as_of, ProfileSettings(lookback_days=151, min_repeat_buyers=10))
+    settings = ProfileSettings(lookback_days=151, min_repeat_buyers=10, clv_model="bg_nbd")
+    result = build_profiles(warehouse, as_of, settings)
     assert result.clv_fit.method == PROBABILISTIC
-    bg = clv.BgNbdParams(**result.clv_fit.bg_nbd, log_likelihood=0.0, n_customers=0, converged=True)
+    bg = clv.BgNbdParams(**result.clv_fit.parameters, log_likelihood=0.0, n_customers=0, converged=True)
     gg = clv.GammaGammaParams(**result.clv_fit.gamma_gamma, log_likelihood=0.0, n_customers=0, converged=True)
     free = profile_of(result, "free")
     # x = 2, t_x = 18, T = 29 days; spend: the population mean p v / (q - 1).
     expected = float(clv.expected_purchases(bg, 365, 2, 18, 29))
     assert free["expected_purchases"] == pytest.approx(expected)
-    assert free["clv_estimate"] == pytest.approx(expected * gg.p * gg.v / (gg.q - 1))
+    discounted_purchases = float(clv.discounted_customer_lifetime_value(bg, gg, 2, 18, 29, 1.0, 365, 0.10)) / float(
+        clv.expected_average_spend(gg, 2, 1.0)
+    )
+    assert discounted_purchases < expected
+    assert free["clv_estimate"] == pytest.approx(discounted_purchases * gg.p * gg.v / (gg.q - 1))
+
+
+def test_a_model_that_sees_one_time_buyers_drop_out_scores_every_buyer(warehouse: Warehouse) -> None:
+    rows, truth = buyers_from_the_models(np.random.default_rng(7), customers=400, days_observed=150)
+    as_of = date(2025, 5, 31)
+    store_events(warehouse, rows)
+    warehouse.write_partition(MERGE_MAP, as_of, MERGE_MAP.empty())
+    for model in ("mbg_nbd", "pareto_nbd"):
+        settings = ProfileSettings(lookback_days=151, min_repeat_buyers=10, clv_model=model)
+        result = build_profiles(warehouse, as_of, settings)
+        assert result.clv_fit.method == f"{model}_gamma_gamma" and result.clv_fit.model == model
+        assert result.as_metadata()["clv_model"] == model
+        params = clv.fit_model(model, *_model_inputs(truth, as_of))
+        assert result.clv_fit.parameters == pytest.approx(dict(params.parameters), rel=1e-6)
+        frame = result.table.to_pandas()
+        buyers = frame[frame["clv_method"] == f"{model}_gamma_gamma"]
+        assert (buyers["churn_risk"] == 1 - buyers["p_alive"]).all()
+        once = buyers[buyers["purchase_days"] == 1].sort_values("recency_days")
+        # One-time buyers: the longer the silence, the higher the risk, and no two silences alike.
+        assert once["churn_risk"].is_monotonic_increasing
+        assert once["churn_risk"].nunique() == once["recency_days"].nunique() > 20
+
+
+def _model_inputs(truth: dict, as_of: date) -> tuple[list[int], list[int], list[int]]:
+    """(x, t_x, T) in days of every customer of buyers_from_the_models, first purchase on January 1 + offset."""
+    first_day, columns = date(2025, 1, 1), ([], [], [])
+    for days, _ in truth.values():
+        columns[0].append(len(days) - 1)
+        columns[1].append(days[-1] - days[0])
+        columns[2].append((as_of - (first_day + timedelta(days=days[0]))).days)
+    return columns
 
 
 def test_no_events_in_the_window_gives_no_profiles(warehouse: Warehouse) -> None:

@@ -153,6 +153,8 @@ def profiles(canonical_ids: list[str]) -> pa.Table:
             "first_event": pa.array([T0] * n, UTC_TIMESTAMP),
             "last_event": pa.array([T0] * n, UTC_TIMESTAMP),
             "clv_method": ["historical"] * n,
+            "lifecycle_stage": ["active"] * n,
+            "repeat_buyer": [True] * n,
         }
     )
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from segmentation_pipeline.core.errors import PipelineError, ReportGenerationError
 from segmentation_pipeline.core.llm.facts import stored_snapshot_facts
-from segmentation_pipeline.core.profiles import WINDOW_INPUT_KEY, build_profiles
+from segmentation_pipeline.core.profiles import ProfileSettings, build_profiles
 from segmentation_pipeline.core.reporting import charts
 from segmentation_pipeline.core.reporting.document import (
     KEY_FEATURES,
@@ -40,6 +40,7 @@ from segmentation_pipeline.core.reporting.render import html as render_html
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
     CLUSTERS,
+    CLV_BACKTEST,
     EXPLANATIONS,
     PROFILES,
     RAW_EVENTS,
@@ -204,7 +205,7 @@ def rebuild_profiles(store: Warehouse) -> None:
     The segments' purchase rhythm is read from the profiles, so the stored answers are re-stamped as
     answers made from the new ones would be."""
     result = build_profiles(store, DAY)
-    store.write_partition(PROFILES, DAY, result.table, {WINDOW_INPUT_KEY: result.window_input.to_json()})
+    store.write_partition(PROFILES, DAY, result.table, result.stored_metadata(ProfileSettings()))
     _answers_follow_the_snapshot(store)
 
 
@@ -351,14 +352,13 @@ def test_a_dimension_not_measurable_from_the_data_is_shown_as_such_never_as_zero
     assert markdown(report).count("- Actionability: WHAT ") == len(report.segments)
     page = render_html(changed, published.folder)
     assert "<tr><td>WHAT</td><td class=num>not measurable from this data</td>" in page
-    # The statistics a transaction log is judged by are on the page too (no lifecycle mix stored here).
+    # The purchase rhythm, which times a campaign on data without times of day, is on the page too.
     rhythm = first.profile.rhythm
     assert (
         f"<div><span>Purchase rhythm</span>{rhythm.repeat_buyer_share:.1%} repeat buyers, every "
         f"{rhythm.median_days_between_purchases} days, last purchase {rhythm.median_days_since_purchase} days ago "
         "(medians)</div>"
     ) in page
-    assert "<div><span>Lifecycle stages</span>n/a</div>" in page
     # The heatmap: a grey hatched n/a cell for WHAT of the first segment, every other cell on the colour scale.
     heatmap = charts.actionability_heatmap(changed).figure.axes[0]
     hatched = [patch for patch in heatmap.patches if patch.get_hatch()]
@@ -375,10 +375,46 @@ def test_publishing_again_replaces_the_folder_with_identical_files(store: Wareho
     second = publish_report(gather_report(store, DAY, SETTINGS), folder)
     assert second.report == first.report
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == contents
-    # The day's link and one version behind it: the replaced one and a killed run's leftovers are gone.
+    # The day's link and one version behind it (beside the day's lock file): the replaced one and a
+    # killed run's leftovers are gone.
     assert folder.is_symlink()
     assert sorted(path.name for path in folder.parent.iterdir()) == [".versions", folder.name]
-    assert [path.name for path in (folder.parent / ".versions").iterdir()] == [folder.resolve().name]
+    assert sorted(path.name for path in (folder.parent / ".versions").iterdir()) == [
+        f".{folder.name}.lock",
+        folder.resolve().name,
+    ]
+
+
+def _publish_when_told(draft, folder: Path, go, published) -> None:
+    go.wait()
+    publish_report(draft, folder)
+    published.put(folder.resolve().name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the two publishers are forked processes")
+def test_two_runs_publishing_the_same_day_at_once_both_finish_and_the_last_wins(store: Warehouse) -> None:
+    """Two processes publish the report of one day at the same moment, a few times over: neither
+    fails, and the day's link is left on the version of the one that published last, the only
+    version kept."""
+    draft = _draft(store)
+    folder = store.report_dir(DAY)
+    segments = {item.segment_id: item.name for item in draft.report.segments}
+    context = multiprocessing.get_context("fork")
+    for _ in range(3):
+        go, published = context.Event(), context.Queue()
+        publishers = [context.Process(target=_publish_when_told, args=(draft, folder, go, published)) for _ in "ab"]
+        for publisher in publishers:
+            publisher.start()
+        go.set()
+        for publisher in publishers:
+            publisher.join(timeout=300)
+        assert [publisher.exitcode for publisher in publishers] == [0, 0]
+        # What each saw the link point to right after its publication: the one seen last is kept.
+        first_seen, last_seen = published.get(timeout=5), published.get(timeout=5)
+        assert first_seen != last_seen
+        assert folder.resolve().name == last_seen
+        assert [path.name for path in (folder.parent / ".versions").glob("date=*")] == [last_seen]
+        assert verify_report(folder, DAY, segments) == []
 
 
 def test_verify_report_names_what_is_wrong(store: Warehouse) -> None:
@@ -803,3 +839,26 @@ def test_a_fork_that_cannot_start_leaves_every_chart_to_this_process(
     with pytest.warns(UserWarning, match="could not start .*Cannot allocate memory"):
         drawn = charts.save_charts(draft.report, draft.feature_sample, tmp_path)
     _same_charts(drawn, tmp_path, serial_charts)
+
+
+def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> None:
+    report = published.report
+    value = report.customer_value
+    backtest = Warehouse(published.json_path.parent.parent.parent).read_partition(CLV_BACKTEST, DAY).to_pylist()
+    (chosen,) = [row for row in backtest if row["chosen"]]
+    assert value.model == chosen["name"] and value.horizon_days == 365 and value.annual_discount_rate == 0.10
+    assert [row.name for row in value.backtest] == [row["name"] for row in backtest]
+    assert {row.kind for row in value.backtest} == {"model", "baseline"}
+    assert value.backtest_reason == chosen["reason"]
+    text = published.markdown_path.read_text()
+    assert (
+        "Customer value (CLV) is each customer's expected spend over the next 365 days in today's money "
+        "(10% a year discount)"
+    ) in text
+    assert "## How well the churn and CLV models forecast" in text
+    for item in report.segments:
+        mix = item.segment.lifecycle_mix
+        assert mix and sum(mix.values()) == pytest.approx(1.0)
+        largest = max(mix, key=mix.get).replace("_", " ")
+        assert f"lifecycle: {largest} {mix[max(mix, key=mix.get)] * 100:.1f}%" in text
+    assert "How well the churn and CLV models forecast" in published.html_path.read_text()

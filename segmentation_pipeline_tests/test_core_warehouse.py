@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,8 +18,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from segmentation_pipeline.core.errors import DataValidationError, PipelineError
-from segmentation_pipeline.core.schemas import MERGE_MAP, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
-from segmentation_pipeline.core.warehouse import Warehouse, utc_clock_sql
+from segmentation_pipeline.core.schemas import (
+    CLUSTERS,
+    FEATURE_VALUES,
+    MERGE_MAP,
+    PROFILES,
+    RAW_EVENTS,
+    ROBUSTNESS,
+    SEGMENTS,
+    SNAPSHOT_TABLES,
+    SYNTHETIC_TRUTH,
+    TABLES,
+    VIABILITY,
+)
+from segmentation_pipeline.core.warehouse import STALE_TEMPORARY_SECONDS, Warehouse, temporary_path, utc_clock_sql
 
 DAY = date(2025, 1, 2)
 
@@ -72,6 +89,81 @@ def test_a_failed_write_leaves_the_previous_partition_intact(
     assert [p.name for p in warehouse.partition_path(RAW_EVENTS, DAY).parent.iterdir()] == ["part-0.parquet"]
 
 
+def test_the_next_write_of_a_table_removes_what_killed_writes_left_but_not_a_live_writers_file(
+    warehouse: Warehouse,
+) -> None:
+    days = [date(2025, 1, 5), date(2025, 1, 6)]
+    for day in days:
+        warehouse.write_partition(RAW_EVENTS, day, events("a", day=day))
+    left_by_killed_runs = [
+        Path(_killed_writer(warehouse.partition_path(RAW_EVENTS, day)).stdout.strip()) for day in days
+    ]
+    assert all(path.exists() for path in left_by_killed_runs)
+    folder = left_by_killed_runs[1].parent
+    # Writers of this table still at work: this very process, and another machine's, seconds ago.
+    being_written = temporary_path(warehouse.partition_path(RAW_EVENTS, DAY))
+    being_written.parent.mkdir(parents=True)
+    being_written.write_bytes(b"PAR1 still writing")
+    on_another_machine = folder / f".part-0.parquet.other-host-1.{'a' * 32}.tmp"
+    on_another_machine.write_bytes(b"PAR1 still writing")
+    # ... and one of another machine's untouched for longer than a write ever takes.
+    abandoned = folder / f".part-0.parquet.other-host-2.{'b' * 32}.tmp"
+    abandoned.write_bytes(b"PAR1 abandoned")
+    long_ago = time.time() - STALE_TEMPORARY_SECONDS - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    # The next write of one of those days, here, clears its own folder.
+    warehouse.write_partition(RAW_EVENTS, days[0], events("b", day=days[0]))
+    assert not left_by_killed_runs[0].exists()
+    assert left_by_killed_runs[1].exists()
+    # The next run's first write of the table, of a third day, clears every folder of the table.
+    next_run = subprocess.run(
+        [sys.executable, "-c", NEXT_RUN, str(warehouse.root)], capture_output=True, text=True, timeout=120
+    )
+    assert next_run.returncode == 0, next_run.stderr
+    assert not left_by_killed_runs[1].exists() and not abandoned.exists()
+    assert being_written.exists() and on_another_machine.exists()
+    assert warehouse.read_partition(RAW_EVENTS, days[1]).column("customer_id").to_pylist() == ["a"]
+    # Other tables' leftovers wait for a write of their own table.
+    merge_map_leftover = warehouse.partition_path(MERGE_MAP, DAY).with_name(
+        f".part-0.parquet.other-host-3.{'c' * 32}.tmp"
+    )
+    merge_map_leftover.parent.mkdir(parents=True)
+    merge_map_leftover.write_bytes(b"PAR1")
+    os.utime(merge_map_leftover, (long_ago, long_ago))
+    assert warehouse.remove_leftovers(RAW_EVENTS, force=True) == []
+    assert merge_map_leftover.exists()
+    warehouse.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
+    assert not merge_map_leftover.exists()
+
+
+#: A writer killed half-way through a partition (kill -9): its temporary file stays behind.
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from segmentation_pipeline.core.warehouse import temporary_path
+temporary = temporary_path(Path(sys.argv[1]))
+temporary.write_bytes(b"PAR1 half a partition")
+print(temporary, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+NEXT_RUN = """
+import sys
+from datetime import date
+from segmentation_pipeline.core.schemas import RAW_EVENTS
+from segmentation_pipeline.core.warehouse import Warehouse
+Warehouse(sys.argv[1]).write_partition(RAW_EVENTS, date(2025, 1, 9), RAW_EVENTS.empty())
+"""
+
+
+def _killed_writer(path: Path) -> subprocess.CompletedProcess:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    return killed
+
+
 def test_partition_days_lists_what_is_stored(warehouse: Warehouse) -> None:
     for day in (date(2025, 1, 3), date(2025, 1, 1), date(2025, 1, 5)):
         warehouse.write_partition(RAW_EVENTS, day, events("a", day=day))
@@ -106,16 +198,149 @@ def test_catalog_has_a_view_per_table_and_latest_views(warehouse: Warehouse) -> 
     path = warehouse.refresh_catalog(TABLES.values())
     with duckdb.connect(str(path), read_only=True) as con:
         views = {row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        assert views == {"raw_events", "merge_map", "merge_map_latest"}  # no view over tables without files
+        # No view over tables without files; the day of the latest complete snapshot always.
+        assert views == {"raw_events", "merge_map", "merge_map_latest", "latest_snapshot"}
         assert con.sql("SELECT date, count(*) FROM raw_events GROUP BY ALL ORDER BY 1").fetchall() == [
             (date(2025, 1, 1), 2),
             (date(2025, 1, 2), 1),
         ]
-        assert con.sql("SELECT old_id, canonical_id FROM merge_map_latest ORDER BY 1").fetchall() == [
-            ("a", "c"),
-            ("b", "c"),
-            ("c", "c"),
+        assert con.sql("SELECT date, old_id, canonical_id FROM merge_map ORDER BY 1, 2").fetchall() == [
+            (date(2025, 1, 1), "a", "b"),
+            (date(2025, 1, 1), "b", "b"),
+            (date(2025, 1, 2), "a", "c"),
+            (date(2025, 1, 2), "b", "c"),
+            (date(2025, 1, 2), "c", "c"),
         ]
+        # No snapshot is complete (no report): nothing is latest.
+        assert con.sql("SELECT * FROM latest_snapshot").fetchall() == [(None,)]
+        assert con.sql("SELECT count(*) FROM merge_map_latest").fetchall() == [(0,)]
+
+
+def snapshot_rows(day: date, segment_id: str) -> dict:
+    """A day's snapshot tables: one customer in one segment, told apart by the segment's name and the
+    robustness band; the tables this test does not look into are empty."""
+    tables = {spec: spec.empty() for spec in SNAPSHOT_TABLES}
+    tables[MERGE_MAP] = merge_map_rows(("a", "a"))
+    tables[CLUSTERS] = pa.table(
+        {"canonical_id": ["a"], "segment_id": [segment_id], "distance": [0.5], "shaped_segments": [True]}
+    )
+    tables[SEGMENTS] = pa.table(
+        {
+            "segment_id": [segment_id],
+            "name": [f"Segment of {day}"],
+            "traits": pa.array([[]], pa.list_(pa.string())),
+            "size": [1],
+            "share": [1.0],
+            "total_clv": [10.0],
+            "mean_clv": [10.0],
+            "centroid": pa.array([[("recency_days", 1.0)]], FEATURE_VALUES),
+            "feature_means": pa.array([[("recency_days", 1.0)]], FEATURE_VALUES),
+            "is_new": [True],
+        }
+    )
+    tables[ROBUSTNESS] = pa.table(
+        {
+            "segment_id": [segment_id],
+            "time_window_windows": [0],
+            "bootstrap_samples": [0],
+            "band": [f"band of {day}"],
+            "production_ready": [False],
+        }
+    )
+    return tables
+
+
+def latest_days(catalog: Path) -> dict[str, list[date]]:
+    """The days each `_latest` view shows, and the one of `latest_snapshot`."""
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        views = [spec.name for spec in SNAPSHOT_TABLES]
+        days = {
+            view: [row[0] for row in con.sql(f"SELECT DISTINCT date FROM {view}_latest").fetchall()] for view in views
+        }
+        days["latest_snapshot"] = [con.sql("SELECT as_of FROM latest_snapshot").fetchall()[0][0]]
+        # What an analyst joins: a segment's definition and its robustness, of one and the same day.
+        days["segments joined to robustness"] = [
+            row[0]
+            for row in con.sql(
+                "SELECT DISTINCT s.date FROM segments_latest s JOIN robustness_latest r USING (segment_id)"
+            ).fetchall()
+        ]
+    return days
+
+
+#: The tables `snapshot_rows` puts a row in, and what an analyst joins.
+WITH_ROWS = ("merge_map", "clusters", "segments", "robustness", "segments joined to robustness")
+
+
+def on(day: date | None) -> dict[str, list]:
+    """What `latest_days` reads when `day` is the latest complete snapshot (None: there is none)."""
+    views = [spec.name for spec in SNAPSHOT_TABLES] + ["segments joined to robustness"]
+    return {view: [day] if day and view in WITH_ROWS else [] for view in views} | {"latest_snapshot": [day]}
+
+
+def test_every_latest_view_shows_the_newest_complete_snapshot_and_they_move_together(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    first, second = date(2025, 1, 1), date(2025, 1, 2)
+    report = tmp_path / "report.json"
+    report.write_text('{"as_of": "2025-01-01"}')
+    for spec, table in snapshot_rows(first, "S01").items():
+        warehouse.write_partition(spec, first, table)
+    catalog = warehouse.refresh_catalog(TABLES.values())
+    assert latest_days(catalog) == on(None)  # every table of the day, but no report yet
+    warehouse.mark_snapshot_complete(first, report, time.time_ns())
+    assert latest_days(catalog) == on(first)  # moved without a rebuild of the catalog
+    assert warehouse.latest_snapshot() == first
+    # The next day's run writes its stages one after the other (or fails half-way): the views
+    # stay on the first day, though clusters and segments of the second are stored.
+    second_day = snapshot_rows(second, "S02")
+    for spec in (MERGE_MAP, PROFILES, CLUSTERS, SEGMENTS):
+        warehouse.write_partition(spec, second, second_day[spec])
+    catalog = warehouse.refresh_catalog(TABLES.values())
+    assert latest_days(catalog) == on(first)
+    for spec in SNAPSHOT_TABLES:
+        warehouse.write_partition(spec, second, second_day[spec])
+    assert latest_days(catalog) == on(first)
+    # Its report lands: every view moves to the second day at once.
+    started = time.time_ns()
+    report.write_text('{"as_of": "2025-01-02"}')
+    warehouse.mark_snapshot_complete(second, report, started)
+    assert latest_days(catalog) == on(second)
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.sql(
+            "SELECT s.name, r.band FROM segments_latest s JOIN robustness_latest r USING (segment_id)"
+        ).fetchall() == [("Segment of 2025-01-02", "band of 2025-01-02")]
+        assert con.sql("SELECT as_of, report_sha256 FROM complete_snapshots ORDER BY 1").fetchall() == [
+            (first, hashlib.sha256(b'{"as_of": "2025-01-01"}').hexdigest()),
+            (second, hashlib.sha256(b'{"as_of": "2025-01-02"}').hexdigest()),
+        ]
+    # A stage of the second day run again: the day is incomplete until its report is published again.
+    warehouse.write_partition(CLUSTERS, second, second_day[CLUSTERS])
+    assert latest_days(catalog) == on(first)
+    assert warehouse.latest_snapshot() == first
+
+
+def test_a_snapshot_is_complete_only_with_every_table_none_written_after_its_report_began(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    tables = snapshot_rows(DAY, "S01")
+    for spec in SNAPSHOT_TABLES:
+        if spec not in (ROBUSTNESS, VIABILITY):
+            warehouse.write_partition(spec, DAY, tables[spec])
+    with pytest.raises(PipelineError, match=r"the snapshot of 2025-01-02 has no robustness, viability; materialize"):
+        warehouse.mark_snapshot_complete(DAY, report, time.time_ns())
+    warehouse.write_partition(ROBUSTNESS, DAY, tables[ROBUSTNESS])
+    warehouse.write_partition(VIABILITY, DAY, tables[VIABILITY])
+    started = time.time_ns()
+    time.sleep(0.05)  # beyond the file system clock's tick
+    warehouse.write_partition(SEGMENTS, DAY, tables[SEGMENTS])  # a re-run of clusters while the report was made
+    with pytest.raises(PipelineError, match=r"segments of 2025-01-02 were written again while the report was made"):
+        warehouse.mark_snapshot_complete(DAY, report, started)
+    assert warehouse.latest_snapshot() is None
+    warehouse.mark_snapshot_complete(DAY, report, time.time_ns())
+    assert warehouse.latest_snapshot() == DAY
 
 
 def test_catalog_refresh_never_waits_for_an_open_reader(warehouse: Warehouse) -> None:
@@ -129,7 +354,7 @@ def test_catalog_refresh_never_waits_for_an_open_reader(warehouse: Warehouse) ->
     finally:
         reader.close()
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM merge_map_latest").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM merge_map").fetchone() == (1,)
     assert sorted(p.name for p in Path(warehouse.root).iterdir() if p.is_file()) == ["segmentation.duckdb"]
 
 
@@ -189,7 +414,7 @@ def test_the_catalog_is_rebuilt_only_when_a_table_appears(warehouse: Warehouse) 
     warehouse.write_partition(MERGE_MAP, DAY, merge_map_rows(("a", "a")))
     assert warehouse.refresh_catalog(TABLES.values()).stat().st_ino != built
     with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM merge_map_latest").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM merge_map").fetchone() == (1,)
     # A catalog that cannot be read (here: not a database) is replaced, not trusted.
     path.write_bytes(b"not a database")
     warehouse.refresh_catalog(TABLES.values())

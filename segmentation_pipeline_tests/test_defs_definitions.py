@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.instance import prepare_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,9 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     def parents(key: str) -> set[str]:
         return {parent.to_user_string() for parent in graph.get(dg.AssetKey(key)).parent_keys}
 
-    assert parents("profiles") == {"raw_events", "merge_map"}
+    # The purchase model is the one the day's backtest chose.
+    assert parents("clv_backtest") == {"raw_events", "merge_map"}
+    assert parents("profiles") == {"raw_events", "merge_map", "clv_backtest"}
     # Segment IDs follow the previous day's snapshot.
     assert parents("clusters") == {"profiles", "clusters"}
     previous = graph.get(dg.AssetKey("clusters")).partition_mappings[dg.AssetKey("clusters")]
@@ -97,6 +100,7 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "segment_migration",
         "clusters",
         "profiles",
+        "clv_backtest",
         "merge_map",
     }
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
@@ -190,8 +194,13 @@ def test_the_instance_configuration_keeps_parallel_runs_apart(tmp_path: Path) ->
             {"key": "segmentation/whole_graph", "limit": 1},
         ]
         assert defs.resolve_job_def("segmentation").tags == {"segmentation/whole_graph": "true"}
+        # A run whose process is gone is failed within seconds (the launcher's health check), and
+        # the slots it held are freed 10 s after it ended.
         monitoring = instance.get_settings("run_monitoring")
-        assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] == 60
+        assert monitoring["enabled"] and monitoring["poll_interval_seconds"] == 10
+        assert monitoring["free_slots_after_run_end_seconds"] == 10
+        assert instance.run_launcher.__class__.__name__ == "ProcessCheckingRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
         # Pools without a limit of their own (llm, ingestion) take the default: one step at a time across runs.
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "op"
@@ -238,17 +247,12 @@ def test_two_runs_take_turns_at_a_step_of_the_llm_pool(tmp_path: Path) -> None:
 
     shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    # The instance's SQLite storage is made first, once: two processes making it at the same moment
-    # race ("table alembic_version already exists"). And the pool is set up as the first run to use
-    # it on a long-lived instance leaves it: two runs making the pool's slots at the same moment
-    # each find none and each add one (Dagster 1.13, seen once in a full test run). Neither race is
-    # what this test is about: the limit the repository's dagster.yaml gives the pool.
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        instance.get_runs(limit=1)
-        instance.all_instigator_state()
-        instance.get_latest_materialization_event(dg.AssetKey("asks_the_model"))
-        assert instance.event_log_storage.initialize_concurrency_limit_to_default("llm")
-        assert instance.event_log_storage.get_concurrency_info("llm").slot_count == 1
+    # The instance and the pool's slots are made first, once, as `make dev` makes them: two runs
+    # making the storage at the same moment race ("table alembic_version already exists"), and two
+    # making the pool's slots each find none and each add one (Dagster 1.13, seen once in a full test
+    # run). Neither race is what this test is about: the limit the repository's dagster.yaml gives
+    # the pool.
+    assert prepare_instance(tmp_path, {"llm"}) == {"llm": 1}
     # The second run starts once the first holds the pool's slot. Two claims at the very same
     # instant can both succeed on SQLite storage, which has no row locks: Dagster 1.13 selects a free
     # slot "for update" and then takes it by its ID alone (seen once in a clean-clone run). That race

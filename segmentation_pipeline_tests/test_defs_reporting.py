@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 from PIL import Image
 
@@ -88,10 +89,22 @@ def test_the_report_is_written_checked_and_shown_in_the_ui(reported, data_dir: P
     assert "segment_migration.png" in values["charts"]  # the second snapshot has a previous one
 
 
+def test_the_published_report_makes_its_snapshot_the_latest_of_every_view(reported, data_dir: Path) -> None:
+    """Both days' stages are stored, only the last day's report is published: that day is the latest."""
+    assert metadata(reported)["latest_complete_snapshot"] == DAY.isoformat()
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT as_of FROM latest_snapshot").fetchall() == [(DAY,)]
+        assert con.sql("SELECT as_of FROM complete_snapshots").fetchall() == [(DAY,)]
+        for table in ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "explanations"):
+            assert con.sql(f"SELECT DISTINCT date FROM {table}_latest").fetchall() == [(DAY,)], table
+        assert con.sql("SELECT count(DISTINCT date) FROM segments").fetchall() == [(2,)]
+
+
 def test_the_report_records_the_settings_each_stage_ran_with(reported, instance, data_dir: Path) -> None:
     stages = {stage.stage: stage for stage in load_report(Warehouse(data_dir).report_dir(DAY)).settings.stages}
     assert list(stages) == [
         "merge_map",
+        "clv_backtest",
         "profiles",
         "clusters",
         "segment_migration",
@@ -139,7 +152,7 @@ def test_a_re_run_writes_the_same_files(reported, instance, data_dir: Path) -> N
     assert again.success
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
     assert sorted(path.name for path in folder.parent.iterdir()) == [".versions", "date=2025-12-31"]
-    assert len(list((folder.parent / ".versions").iterdir())) == 1
+    assert [path.name for path in (folder.parent / ".versions").glob("date=*")] == [folder.resolve().name]
 
 
 def test_the_report_check_fails_on_a_damaged_report(reported, data_dir: Path, tmp_path: Path) -> None:

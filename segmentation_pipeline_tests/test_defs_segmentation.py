@@ -16,6 +16,7 @@ from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.errors import SensitivityTestError
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.llm.actionability import Rubric
+from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS
 from segmentation_pipeline.core.robustness import RobustnessSettings, assess_snapshot
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
@@ -37,7 +38,7 @@ from segmentation_pipeline.core.warehouse import Warehouse, days_between
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.assets.insights import actionability, explanations
-from segmentation_pipeline.defs.assets.profiles import profiles
+from segmentation_pipeline.defs.assets.profiles import clv_backtest, profiles
 from segmentation_pipeline.defs.assets.segmentation import clusters, robustness, segment_migration, viability
 from segmentation_pipeline.defs.partitions import range_tags
 from segmentation_pipeline.defs.resources import (
@@ -47,7 +48,7 @@ from segmentation_pipeline.defs.resources import (
     WarehouseResource,
 )
 
-SNAPSHOT_ASSETS = [merge_map, profiles, clusters, segment_migration, robustness, viability]
+SNAPSHOT_ASSETS = [merge_map, clv_backtest, profiles, clusters, segment_migration, robustness, viability]
 SOURCE = synthetic.SyntheticSettings(n_customers=4000)
 DAY_BEFORE, LAST_DAY = date(2025, 12, 30), date(2025, 12, 31)
 #: Measured 0.757 with 7 segments on this history (4,000 customers, one year; the demo's 20,000 give
@@ -114,16 +115,20 @@ def test_every_check_passes_and_the_catalog_answers(year) -> None:
         ]
     customers = metadata(second, "profiles")["dagster/row_count"]
     assert customers > 2000
+    day = f"DATE '{LAST_DAY}'"
     with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0] == customers
-        assert con.execute("SELECT count(*) FROM clusters_latest").fetchone()[0] == customers
-        assert con.execute("SELECT sum(size) FROM segments_latest").fetchone()[0] == customers
+        assert con.execute(f"SELECT count(*) FROM profiles WHERE date = {day}").fetchone()[0] == customers
+        assert con.execute(f"SELECT count(*) FROM clusters WHERE date = {day}").fetchone()[0] == customers
+        assert con.execute(f"SELECT sum(size) FROM segments WHERE date = {day}").fetchone()[0] == customers
         assert con.execute("SELECT count(DISTINCT date) FROM segments").fetchone()[0] == 2
         joined = con.execute(
-            "SELECT count(*) FROM robustness_latest r JOIN viability_latest v USING (segment_id) "
-            "JOIN segments_latest s USING (segment_id)"
+            f"SELECT count(*) FROM (SELECT * FROM robustness WHERE date = {day}) r "
+            f"JOIN (SELECT * FROM viability WHERE date = {day}) v USING (segment_id) "
+            f"JOIN (SELECT * FROM segments WHERE date = {day}) s USING (segment_id)"
         ).fetchone()[0]
         assert joined == metadata(second, "clusters")["k"]
+        # No report was made of these snapshots: none is complete, so no _latest view shows one.
+        assert con.execute("SELECT count(*) FROM segments_latest").fetchone()[0] == 0
 
 
 def test_profiles_report_their_window_and_clv_method(year) -> None:
@@ -133,8 +138,13 @@ def test_profiles_report_their_window_and_clv_method(year) -> None:
     assert profile_metadata["window_days_present"] == 365
     assert profile_metadata["window_coverage"] == 1.0
     assert profile_metadata["unsupported_features"] == []
-    assert profile_metadata["clv_method"] == "bg_nbd_gamma_gamma"
-    assert 0 < profile_metadata["bg_nbd_r"] and 0 < profile_metadata["gamma_gamma_q"]
+    # The model is the one the day's backtest chose, fitted again on the whole window.
+    backtest = metadata(second, "clv_backtest")
+    model = backtest["chosen_model"]
+    assert model in ("bg_nbd", "mbg_nbd", "pareto_nbd"), backtest["reason"]
+    assert profile_metadata["clv_model"] == model
+    assert profile_metadata["clv_method"] == f"{model}_gamma_gamma"
+    assert 0 < profile_metadata[f"{model}_r"] and 0 < profile_metadata["gamma_gamma_q"]
 
 
 def test_segments_recover_the_generating_archetypes(year) -> None:
@@ -290,18 +300,23 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
     )
     assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
     assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
-    # Without categories (and without a lifecycle mix in the segments) WHAT is not measurable: no score,
-    # never 0. Without channels, HOW is the owned channel, email by default.
+    # Without categories WHAT is the lifecycle offer of the segment's largest stage, scored by its share.
+    # Without channels, HOW is the owned channel, email by default.
     evaluations = read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
     assert len(evaluations) == metadata(result, "clusters")["k"]
-    assert all(row["what_score"] is None for row in evaluations)
-    assert all(row["what_evidence"].startswith("Not measurable from this data") for row in evaluations)
+    mixes = {row["segment_id"]: dict(row["lifecycle_mix"]) for row in read(data_dir, SEGMENTS, days[-1]).to_pylist()}
+    for row in evaluations:
+        stage, share = max(mixes[row["segment_id"]].items(), key=lambda item: (item[1], item[0]))
+        assert row["what_score"] == pytest.approx(share, abs=0.006)
+        assert row["what_evidence"].startswith(
+            f"No product categories in the data: the lifecycle offer is a {LIFECYCLE_OFFERS[stage]}, for the "
+        )
     assert all(row["how_score"] == 0.5 for row in evaluations)
     assert all(row["how_evidence"].startswith("No channel in the data: the owned channel email") for row in evaluations)
     # Plain dates carry no time of day: WHEN is the purchase rhythm and the weekends, never a day part.
     assert all("repeat buyer" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
     assert all("weekends" in row["when_evidence"] for row in evaluations)
-    # With 3 measurable dimensions all 3 must be strong: the verdicts follow the rubric either way.
+    # The verdicts follow the rubric: 3 strong of the 4 measurable.
     rubric = Rubric()
     for row in evaluations:
         assert row["actionable"] == rubric.verdict({d: row[f"{d}_score"] for d in ("what", "when", "how", "who")})
@@ -403,7 +418,7 @@ def test_stored_rows_are_the_records_models(year) -> None:
             record = model.model_validate(row)
             dumped = record.model_dump()
             assert set(dumped) == set(spec.columns), spec.name
-            for column in ("centroid", "feature_means"):
+            for column in ("centroid", "feature_means", "lifecycle_mix"):
                 if column in row:
                     assert dumped[column] == dict(row[column])
                     row = {**row, column: dumped[column]}

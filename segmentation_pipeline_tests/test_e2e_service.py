@@ -7,6 +7,8 @@ from the Parquet files, the DuckDB catalog and the instance. Everything started
 here is stopped at the end.
 """
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,12 +23,22 @@ from dagster_graphql import DagsterGraphQLClient
 
 from segmentation_pipeline.backfill import launch_backfill, partitioned_assets, wait_for_backfill
 from segmentation_pipeline.core.reporting.publish import load_report
-from segmentation_pipeline_tests.service import REPOSITORY, DagsterService, dagster_service, file_digests, is_running
+from segmentation_pipeline.defs.partitions import range_tags
+from segmentation_pipeline.defs.run_processes import recorded_process
+from segmentation_pipeline_tests.runs import pool_holders, run_messages, steps_in_flight
+from segmentation_pipeline_tests.service import (
+    REPOSITORY,
+    DagsterService,
+    dagster_service,
+    file_digests,
+    is_running,
+    restart_daemon,
+)
 
 FIRST, LAST = date(2025, 1, 1), date(2025, 1, 2)
 NEXT_DAY = "2025-01-03"
-SNAPSHOT_TABLES = ("merge_map", "profiles", "clusters", "segments", "robustness", "viability", "actionability",
-                   "explanations")  # fmt: skip
+SNAPSHOT_TABLES = ("merge_map", "clv_backtest", "profiles", "clusters", "segments", "robustness", "viability",
+                   "actionability", "explanations")  # fmt: skip
 BACKFILL_SECONDS = 420
 #: Set by the first test once its backfill and run succeeded; the others build on them.
 FILLED: dict[str, bool] = {}
@@ -80,11 +92,14 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     # Stopped for the rest of the test: a tick at 01:00 UTC would add a day to the data compared below.
     stopped = service.client._execute(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
     assert stopped["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED"
-    assert repository["sensors"] == [{"name": "incoming_files", "sensorState": {"status": "STOPPED"}}]
+    assert repository["sensors"] == [
+        {"name": "incoming_files", "sensorState": {"status": "STOPPED"}},
+        {"name": "late_input_snapshots", "sensorState": {"status": "RUNNING"}},
+    ]
     assets = partitioned_assets(service.client)
     assert assets == sorted(
-        ["raw_events", "id_history", "merge_map", "profiles", "clusters", "segment_migration", "robustness",
-         "viability", "actionability", "explanations", "report"]
+        ["raw_events", "id_history", "merge_map", "clv_backtest", "profiles", "clusters", "segment_migration",
+         "robustness", "viability", "actionability", "explanations", "report"]
     )  # fmt: skip
 
     # The CLI of `make backfill` against this webserver: it launches the backfill and follows it.
@@ -95,17 +110,17 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     )  # fmt: skip
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     first_line = backfill.stdout.splitlines()[0]
-    assert f"of 11 assets, {FIRST} .. {LAST}" in first_line
+    assert f"of 12 assets, {FIRST} .. {LAST}" in first_line
     backfill_id = first_line.split()[1]
-    assert "COMPLETED_SUCCESS: 22/22 asset partitions materialized, 0 failed" in backfill.stdout
+    assert "COMPLETED_SUCCESS: 24/24 asset partitions materialized, 0 failed" in backfill.stdout
 
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
-        # raw_events, id_history, merge_map and profiles: one run for the whole range.
+        # raw_events, id_history, merge_map, clv_backtest and profiles: one run for the whole range.
         (ingestion,) = daily_runs(instance, "raw_events", backfill_id)
         assert ingestion.tags["dagster/asset_partition_range_start"] == FIRST.isoformat()
         assert ingestion.tags["dagster/asset_partition_range_end"] == LAST.isoformat()
         assert {key.to_user_string() for key in ingestion.asset_selection} == {
-            "raw_events", "id_history", "merge_map", "profiles"}  # fmt: skip
+            "raw_events", "id_history", "merge_map", "clv_backtest", "profiles"}  # fmt: skip
         # clusters: one run for the range too (it makes the days in date order); then the stages
         # after it one run per day, each with every stage of its day, begun after that day's clusters
         # was stored (the clusters run itself may still be writing its end: the daemon goes by the
@@ -229,3 +244,43 @@ def test_an_adhoc_rerun_from_the_launchpad_then_the_assets_after_it(service: Dag
     assert stages["clusters"].given == {"n_clusters": 6}
     assert stages["robustness"].given == {"n_bootstrap": 12}
     assert stages["profiles"].given == {}
+
+
+def run_process_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    run = instance.get_run_by_id(run_id)
+    process = recorded_process(instance, run) if run else None
+    return process.pid if process else None
+
+
+def test_a_run_killed_with_the_daemon_is_failed_by_run_monitoring_and_the_next_run_goes_ahead(
+    service: DagsterService,
+) -> None:
+    """kill -9 of `make dev`'s daemon, with its code server and a run inside a step of the `ingestion`
+    pool (a crash, the out-of-memory killer, a reboot): nothing is left to say that the run ended.
+    Once the daemon is back, run monitoring finds the run's process gone and fails the run, its slot
+    is freed, and the same run launched again finishes, with no step by hand."""
+    tags = range_tags(date(2025, 1, 4), date(2025, 2, 28))
+    killed = service.client.submit_job_execution("ingestion", tags=tags)
+    deadline = time.monotonic() + BACKFILL_SECONDS
+    with dg.DagsterInstance.from_config(str(service.home)) as instance:
+        while time.monotonic() < deadline:
+            pid = run_process_pid(instance, killed)
+            if pid and "raw_events" in steps_in_flight(service.home, killed):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the run never started raw_events")
+    os.kill(pid, signal.SIGSTOP)  # held where it is while the rest is killed
+    assert "raw_events" in steps_in_flight(service.home, killed)
+    os.killpg(service.daemon.pid, signal.SIGKILL)  # the daemon, its code server and the run's process
+    service.daemon.wait(timeout=60)
+    assert dg.DagsterRunStatus.STARTED == service.client.get_run_status(killed)
+    assert killed in pool_holders(service.home)["ingestion"]
+
+    restart_daemon(service)
+    again = service.client.submit_job_execution("ingestion", tags=tags)
+    assert wait_for_run(service.client, again, BACKFILL_SECONDS) == dg.DagsterRunStatus.SUCCESS
+    assert service.client.get_run_status(killed) == dg.DagsterRunStatus.FAILURE
+    failure = [message for message in run_messages(service.home, killed) if "Detected run worker status" in message]
+    assert failure and f"process (pid {pid} on " in failure[0] and "is gone" in failure[0]
+    assert pool_holders(service.home) == {"ingestion": [], "llm": []}

@@ -70,6 +70,7 @@ from threadpoolctl import threadpool_limits
 
 from .errors import ClusteringError, InsufficientDataError
 from .features import DEFAULT_CLUSTER_FEATURES, FEATURES, LOG1P, Feature, feature
+from .lifecycle import STAGE_WORDS, STAGES
 from .schemas import CLUSTERS, SEGMENT_MIGRATION, SEGMENTS, conform
 
 Item = TypeVar("Item")
@@ -97,6 +98,8 @@ class ClusteringSettings:
     match_tolerance: float = 0.5
     trait_threshold: float = 0.5
     name_words: int = 3
+    #: A segment name starts with the lifecycle stage ("Lapsed ...") that holds at least this share of it.
+    lifecycle_name_share: float = 0.6
     #: BLAS/OpenMP threads for scikit-learn. One by default: on a 2-core machine with other work
     #: running, k-means with two threads was measured 5-30 times slower than with one.
     threads: int = 1
@@ -595,6 +598,7 @@ def describe_segments(
     population_means = frame.mean()
     top_categories = _modes(profiles["top_category"], labels, len(segment_ids))
     top_channels = _modes(profiles["top_channel"], labels, len(segment_ids))
+    mixes = lifecycle_mixes(profiles, labels, len(segment_ids))
     for label, segment_id in enumerate(segment_ids):
         members = labels == label
         z = (matrix.values[members].mean(axis=0) - population_mean) / population_std
@@ -617,9 +621,11 @@ def describe_segments(
                 "top_channel": top_channels[label],
                 "is_new": label not in matches,
                 "match_distance": matches[label].distance if label in matches else None,
+                "lifecycle_mix": mixes[label],
             }
         )
-    names = segment_names([row.pop("words") for row in rows], segment_ids)
+    words = [lifecycle_words(row["lifecycle_mix"], settings.lifecycle_name_share) + row.pop("words") for row in rows]
+    names = segment_names(words, segment_ids)
     table = pa.Table.from_pylist([{**row, "name": name} for row, name in zip(rows, names)], schema=SEGMENTS.schema)
     return table.sort_by("segment_id")
 
@@ -681,14 +687,44 @@ def name_words(traits: list[Trait], limit: int) -> list[str]:
     return [trait.word for trait in sorted(strongest, key=lambda trait: _FEATURE_ORDER[_split_column(trait.column)[0]])]
 
 
+def lifecycle_mixes(profiles: pa.Table, labels: np.ndarray, k: int) -> list[list[tuple[str, float]] | None]:
+    """Each segment's share of customers per lifecycle stage, in the order of a customer's life."""
+    if "lifecycle_stage" not in profiles.column_names:
+        return [None] * k
+    stages = pc.fill_null(profiles["lifecycle_stage"], "").to_numpy(zero_copy_only=False)
+    sizes = np.maximum(np.bincount(labels, minlength=k), 1)
+    counts = {stage: np.bincount(labels[stages == stage], minlength=k) for stage in STAGES}
+    return [
+        [(stage, float(counts[stage][label] / sizes[label])) for stage in STAGES if counts[stage][label]]
+        for label in range(k)
+    ]
+
+
+def lifecycle_words(mix: list[tuple[str, float]] | None, dominant_share: float) -> list[str]:
+    """The stage word ('lapsed') when one stage holds at least `dominant_share` of the segment."""
+    stage, share = max(mix or [("", 0.0)], key=lambda item: item[1])
+    return [STAGE_WORDS[stage]] if share >= dominant_share else []
+
+
 def segment_names(words: list[list[str]], segment_ids: list[str]) -> list[str]:
-    """'Frequent high-value weekend shoppers'; a name two segments would share gets their IDs."""
+    """'Lapsed big-basket books and toys shoppers'; a name two segments would share gets their IDs.
+
+    Several category words ('books-focused', 'toys-focused') read as one: 'books and toys'."""
     names = []
     for chosen in words:
-        text = " ".join(dict.fromkeys(chosen)) or "typical"
+        text = " ".join(_joined_focus(list(dict.fromkeys(chosen)))) or "typical"
         names.append(f"{text[0].upper()}{text[1:]} shoppers")
     counts = pd.Series(names).value_counts()
     return [f"{name} ({segment_id})" if counts[name] > 1 else name for name, segment_id in zip(names, segment_ids)]
+
+
+def _joined_focus(words: list[str]) -> list[str]:
+    focus = [word.removesuffix("-focused") for word in words if word.endswith("-focused")]
+    if len(focus) < 2:
+        return words
+    first = next(index for index, word in enumerate(words) if word.endswith("-focused"))
+    rest = [word for word in words if not word.endswith("-focused")]
+    return [*rest[:first], f"{', '.join(focus[:-1])} and {focus[-1]}", *rest[first:]]
 
 
 _FEATURE_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}

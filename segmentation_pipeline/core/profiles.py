@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 from . import clv
 from .errors import InsufficientDataError, ProfileBuildError
 from .features import CLOCK_TIMES, FEATURES, Feature
+from .lifecycle import LifecycleInputs, LifecycleSettings, lifecycle_stages
 from .schemas import MERGE_MAP, PROFILES, QUARANTINE_EVENTS, RAW_EVENTS, conform
 from .warehouse import Warehouse, days_between, sql_string, utc_clock_sql
 
@@ -87,9 +88,14 @@ class ProfileSettings:
     top_categories: int = 8
     top_channels: int = 6
     clv_horizon_days: int = 365
+    #: Yearly rate at which CLV discounts later purchases to today's money.
+    annual_discount_rate: float = 0.10
+    #: The purchase model behind P(alive), churn risk and CLV: one of core.clv.MODEL_NAMES.
+    clv_model: str = "mbg_nbd"
     #: Below this many customers with a repeat purchase day the models are not fitted.
     min_repeat_buyers: int = 30
     churn_gap_floor_days: float = 30.0
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     def __post_init__(self) -> None:
         for name in ("lookback_days", "clv_horizon_days"):
@@ -100,6 +106,10 @@ class ProfileSettings:
                 raise ProfileBuildError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.churn_gap_floor_days <= 0:
             raise ProfileBuildError(f"churn_gap_floor_days must be positive, got {self.churn_gap_floor_days}")
+        if self.clv_model not in clv.MODEL_NAMES:
+            raise ProfileBuildError(f"clv_model {self.clv_model!r} is not one of {list(clv.MODEL_NAMES)}")
+        if self.annual_discount_rate < 0:
+            raise ProfileBuildError(f"annual_discount_rate must not be negative, got {self.annual_discount_rate}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,8 @@ class ProfileWindow:
 
 #: Key of the profiles file's Parquet metadata that holds its WindowInput.
 WINDOW_INPUT_KEY = "segmentation.window_input"
+#: Key of the profiles file's Parquet metadata that says how churn risk and CLV were made (ProfileResult.clv_record).
+CLV_KEY = "segmentation.clv"
 
 
 @dataclass(frozen=True)
@@ -198,7 +210,9 @@ class ClvFit:
     method: str
     reason: str
     repeat_buyers: int
-    bg_nbd: dict[str, float] = field(default_factory=dict)
+    #: The purchase model's name (core.clv.MODEL_NAMES) and fitted parameters; empty for the heuristic.
+    model: str = ""
+    parameters: dict[str, float] = field(default_factory=dict)
     gamma_gamma: dict[str, float] = field(default_factory=dict)
 
 
@@ -219,6 +233,20 @@ class ProfileResult:
         """The share of the window's days with events (a stored day without a row does not count)."""
         return len(self.window_input.days_with_events) / self.window.lookback_days
 
+    def clv_record(self, settings: ProfileSettings) -> dict[str, object]:
+        """How churn risk and CLV were made: stored with the profiles, read by the report."""
+        return {
+            "method": self.clv_fit.method,
+            "model": self.clv_fit.model or HEURISTIC,
+            "reason": self.clv_fit.reason,
+            "horizon_days": settings.clv_horizon_days,
+            "annual_discount_rate": settings.annual_discount_rate,
+        }
+
+    def stored_metadata(self, settings: ProfileSettings) -> dict[str, str]:
+        """The Parquet key-value metadata of the stored profiles."""
+        return {WINDOW_INPUT_KEY: self.window_input.to_json(), CLV_KEY: json.dumps(self.clv_record(settings))}
+
     def as_metadata(self) -> dict[str, object]:
         return {
             "customers": self.table.num_rows,
@@ -232,7 +260,8 @@ class ProfileResult:
             "clv_method": self.clv_fit.method,
             "clv_method_reason": self.clv_fit.reason,
             "repeat_buyers": self.clv_fit.repeat_buyers,
-            **{f"bg_nbd_{name}": round(value, 6) for name, value in self.clv_fit.bg_nbd.items()},
+            "clv_model": self.clv_fit.model or HEURISTIC,
+            **{f"{self.clv_fit.model}_{name}": round(value, 6) for name, value in self.clv_fit.parameters.items()},
             **{f"gamma_gamma_{name}": round(value, 6) for name, value in self.clv_fit.gamma_gamma.items()},
         }
 
@@ -279,6 +308,7 @@ def build_profiles(
     unsupported = _unsupported(met)
     table = _null_unsupported(table, unsupported)
     table, clv_fit = _model_churn_and_clv(table, settings, fit_clv_models)
+    table = _with_lifecycle(table, settings.lifecycle)
     table = table.drop_columns(list(_MODEL_INPUTS))
     return ProfileResult(
         table=conform(table, PROFILES),
@@ -681,10 +711,24 @@ def heuristic_churn_and_clv(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The activity-gap churn risk and the run-rate CLV (see the module docstring)."""
     gap = np.maximum(settings.churn_gap_floor_days, tenure_days / np.maximum(active_days - 1, 1))
+    # A customer seen on one day only has no gap of their own: they get the usual gap of those seen on
+    # more days, so that their risk grows with their silence (with the gap taken as their tenure, every
+    # one-day customer had the same risk, 1 - e^(-1/2), whether silent for a week or a year).
+    repeat = active_days >= 2
+    usual = float(np.median(tenure_days[repeat] / (active_days[repeat] - 1))) if repeat.any() else 0.0
+    own = tenure_days / np.maximum(active_days - 1, 1)
+    gap = np.maximum(settings.churn_gap_floor_days, np.where(repeat, own, usual))
     churn_risk = 1.0 - np.exp(-days_since_last_event / (2.0 * gap))
     daily_value = monetary_total / np.maximum(tenure_days, settings.churn_gap_floor_days)
-    value = np.maximum(0.0, daily_value * settings.clv_horizon_days * (1.0 - churn_risk))
+    discount = _mean_discount_factor(settings.clv_horizon_days, settings.annual_discount_rate)
+    value = np.maximum(0.0, daily_value * settings.clv_horizon_days * (1.0 - churn_risk) * discount)
     return churn_risk, value
+
+
+def _mean_discount_factor(horizon_days: int, annual_rate: float) -> float:
+    """The mean, over the monthly steps of the horizon, of a month-end value discounted to today."""
+    months = max(1, round(horizon_days / 365.25 * 12))
+    return float(np.mean((1.0 + annual_rate) ** (-np.arange(1, months + 1) / 12.0)))
 
 
 def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models: bool) -> tuple[pa.Table, ClvFit]:
@@ -706,18 +750,21 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models:
     fit = _fit_models(inputs, repeat_buyers, settings) if fit_models else None
     predictions = _predict(inputs, fit, settings) if fit else None
     if predictions is not None:
-        bg, gg = fit
+        model, gg = fit
         p_alive[buyers], expected[buyers], value[buyers] = predictions
-        # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat
-        # purchase), so their churn risk stays the heuristic's.
-        repeat = np.flatnonzero(buyers)[inputs.x > 0]
-        churn_risk[repeat] = 1.0 - p_alive[repeat]
-        method[buyers] = PROBABILISTIC
+        # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat purchase), so
+        # under it their churn risk stays the heuristic's; MBG/NBD and Pareto/NBD can.
+        scored = np.flatnonzero(buyers)
+        if model.model == "bg_nbd":
+            scored = scored[inputs.x > 0]
+        churn_risk[scored] = 1.0 - p_alive[scored]
+        method[buyers] = f"{model.model}_gamma_gamma"
         clv_fit = ClvFit(
-            PROBABILISTIC,
-            f"fitted on {int(buyers.sum()):,} buyers, {repeat_buyers:,} with repeat purchase days",
+            f"{model.model}_gamma_gamma",
+            f"{model.label} fitted on {int(buyers.sum()):,} buyers, {repeat_buyers:,} with repeat purchase days",
             repeat_buyers,
-            {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b},
+            model.model,
+            dict(model.parameters),
             {"p": gg.p, "q": gg.q, "v": gg.v},
         )
     elif fit is not None:
@@ -756,19 +803,27 @@ class _BuyerInputs:
 
 
 def _predict(
-    inputs: _BuyerInputs, fit: tuple[clv.BgNbdParams, clv.GammaGammaParams], settings: ProfileSettings
+    inputs: _BuyerInputs, fit: tuple[clv.PurchaseModelParams, clv.GammaGammaParams], settings: ProfileSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """P(alive), expected purchase days and CLV of every buyer; None if any is not finite."""
-    bg, gg = fit
+    """P(alive), expected purchase days and discounted CLV of every buyer; None if any is not finite."""
+    model, gg = fit
     x, t_x, age, repeat_value = inputs.x, inputs.t_x, inputs.age, inputs.repeat_value
     # Free repeat orders (amount 0) say nothing about spend: such a buyer gets the population's.
     spending = repeat_value > 0
-    with np.errstate(invalid="ignore", over="ignore"):
-        p_alive = clv.probability_alive(bg, x, t_x, age)
-        expected = clv.expected_purchases(bg, settings.clv_horizon_days, x, t_x, age)
-        spend = clv.expected_average_spend(gg, np.where(spending, x, 0), np.where(spending, repeat_value, 0.0))
-        # CLV without discounting: expected purchase days x expected spend (core.clv.customer_lifetime_value).
-        value = expected * spend
+    frequency, spend_value = np.where(spending, x, 0), np.where(spending, repeat_value, 0.0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        p_alive = clv.probability_alive(model, x, t_x, age)
+        expected = clv.expected_purchases(model, settings.clv_horizon_days, x, t_x, age)
+        # The value is linear in the spend per purchase: a buyer whose repeat orders were free is
+        # valued at 1 per purchase, then rescaled to the population's spend.
+        free = ~spending & (x > 0)
+        stated = np.where(free, 1.0, spend_value)
+        value = clv.discounted_customer_lifetime_value(
+            model, gg, x, t_x, age, stated, settings.clv_horizon_days, settings.annual_discount_rate,
+        )  # fmt: skip
+        if free.any():
+            population = clv.expected_average_spend(gg, frequency[free], spend_value[free])
+            value[free] *= population / clv.expected_average_spend(gg, x[free], stated[free])
     if not all(np.isfinite(values).all() for values in (p_alive, expected, value)):
         return None
     return p_alive, expected, value
@@ -777,33 +832,53 @@ def _predict(
 def _heuristic_reason(repeat_buyers: int, settings: ProfileSettings) -> str:
     if repeat_buyers < settings.min_repeat_buyers:
         return f"{repeat_buyers} repeat buyers, fewer than min_repeat_buyers={settings.min_repeat_buyers}"
-    return "the BG/NBD or Gamma-Gamma fit did not converge"
+    return f"the {clv.MODEL_LABELS[settings.clv_model]} or Gamma-Gamma fit did not converge"
 
 
 def _fit_models(
     inputs: _BuyerInputs, repeat_buyers: int, settings: ProfileSettings
-) -> tuple[clv.BgNbdParams, clv.GammaGammaParams] | None:
+) -> tuple[clv.PurchaseModelParams, clv.GammaGammaParams] | None:
     if repeat_buyers < max(settings.min_repeat_buyers, 2):
         return None
     spenders = (inputs.x > 0) & (inputs.repeat_value > 0)
     # The two fits are independent and their numpy/scipy work releases the GIL: side by side
-    # they take the time of the longer one (about 1 s of 2 at any size).
+    # they take the time of the longer one.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        bg_fit = pool.submit(clv.fit_bg_nbd, inputs.x, inputs.t_x, inputs.age)
+        model_fit = pool.submit(clv.fit_model, settings.clv_model, inputs.x, inputs.t_x, inputs.age)
         gg_fit = pool.submit(clv.fit_gamma_gamma, inputs.x[spenders], inputs.repeat_value[spenders])
         try:
-            bg, gg = bg_fit.result(), gg_fit.result()
+            model, gg = model_fit.result(), gg_fit.result()
         except InsufficientDataError:
             return None
     if (
-        not (bg.converged and gg.converged)
-        or not all(math.isfinite(value) for value in (bg.r, bg.alpha, bg.a, bg.b, gg.p, gg.q, gg.v))
+        not (model.converged and gg.converged)
+        or not all(math.isfinite(value) for value in (*model.parameters.values(), gg.p, gg.q, gg.v))
         or gg.q <= 1
     ):
         return None
-    return bg, gg
+    return model, gg
+
+
+def _with_lifecycle(table: pa.Table, settings: LifecycleSettings) -> pa.Table:
+    """Every customer's lifecycle stage (core.lifecycle) and whether they bought on two days or more."""
+    purchase_days = _column(table, "purchase_days", 0.0)
+    stages = lifecycle_stages(
+        LifecycleInputs(
+            recency_days=_column(table, "recency_days"),
+            purchase_days=purchase_days,
+            purchase_span_days=_column(table, "_purchase_span", 0.0),
+            p_alive=_column(table, "p_alive"),
+            clv=_column(table, "clv_estimate", 0.0),
+        ),
+        settings,
+    )
+    table = _replace(table, "lifecycle_stage", pa.array(stages, pa.string()))
+    return _replace(table, "repeat_buyer", pa.array(purchase_days >= 2))
 
 
 def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
+    """The table with column `name` replaced, or added at the end."""
     index = table.schema.get_field_index(name)
+    if index < 0:
+        return table.append_column(pa.field(name, column.type), column)
     return table.set_column(index, pa.field(name, column.type), column)

@@ -135,6 +135,8 @@ class Segment(BaseModel):
     top_channel: str | None = None
     is_new: bool
     match_distance: float | None = None
+    #: Lifecycle stage -> share of the segment's customers in it (core.lifecycle); None in older snapshots.
+    lifecycle_mix: FeatureValues | None = None
 
 
 class RobustnessScore(BaseModel):
@@ -413,6 +415,9 @@ PROFILES = TableSpec(
             pa.field("p_alive", pa.float64()),
             pa.field("expected_purchases", pa.float64()),
             pa.field("clv_method", pa.string(), nullable=False),
+            # core.lifecycle: prospect, new, active, loyal, at_risk or lapsed.
+            pa.field("lifecycle_stage", pa.string(), nullable=False),
+            pa.field("repeat_buyer", pa.bool_(), nullable=False),
         ]
     ),
     as_of=True,
@@ -450,6 +455,8 @@ SEGMENTS = TableSpec(
             pa.field("top_channel", pa.string()),
             pa.field("is_new", pa.bool_(), nullable=False),
             pa.field("match_distance", pa.float64()),
+            # Share of the segment's customers in each lifecycle stage (core.lifecycle).
+            pa.field("lifecycle_mix", pa.map_(pa.string(), pa.float64())),
         ]
     ),
     as_of=True,
@@ -465,6 +472,38 @@ SEGMENT_MIGRATION = TableSpec(
             pa.field("from_segment_id", pa.string()),
             pa.field("to_segment_id", pa.string()),
             pa.field("customers", pa.int64(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+CLV_BACKTEST = TableSpec(
+    name="clv_backtest",
+    description="Each candidate purchase model, and the model-free baselines, fitted before the split day and "
+    "scored on the holdout days after it: one row per model or baseline.",
+    schema=pa.schema(
+        [
+            # "model" or "baseline".
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("converged", pa.bool_()),
+            # The model the profiles of the day use.
+            pa.field("chosen", pa.bool_(), nullable=False),
+            pa.field("parameters", pa.map_(pa.string(), pa.float64())),
+            pa.field("log_likelihood", pa.float64()),
+            pa.field("split_day", pa.date32()),
+            pa.field("holdout_days", pa.int64(), nullable=False),
+            pa.field("customers", pa.int64(), nullable=False),
+            # Repeat purchase days in the holdout: the forecast summed over customers, and what happened.
+            pa.field("forecast_purchase_days", pa.float64()),
+            pa.field("actual_purchase_days", pa.float64()),
+            pa.field("error_percent", pa.float64()),
+            # Mean absolute error of the holdout purchase days per customer.
+            pa.field("mae", pa.float64()),
+            # AUC of the churn score for "no purchase in the holdout" (0.5 is chance).
+            pa.field("churn_auc", pa.float64()),
+            pa.field("reason", pa.string()),
         ]
     ),
     as_of=True,
@@ -589,6 +628,20 @@ SYNTHETIC_TRUTH = TableSpec(
     partitioned=False,
 )
 
+COMPLETE_SNAPSHOTS = TableSpec(
+    name="complete_snapshots",
+    description="Days whose whole snapshot is complete, every as-of table and the report: one row per day, "
+    "written when its report is published and removed when one of its tables is written again. "
+    "Every <table>_latest view shows the newest of them.",
+    schema=pa.schema(
+        [
+            pa.field("as_of", pa.date32(), nullable=False),
+            #: SHA-256 of the published report.json: which report completed the snapshot.
+            pa.field("report_sha256", pa.string(), nullable=False),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -599,6 +652,7 @@ TABLES: dict[str, TableSpec] = {
         UNASSIGNED_EVENTS,
         UNASSIGNED_ID_HISTORY,
         MERGE_MAP,
+        CLV_BACKTEST,
         PROFILES,
         CLUSTERS,
         SEGMENTS,
@@ -607,9 +661,12 @@ TABLES: dict[str, TableSpec] = {
         VIABILITY,
         ACTIONABILITY,
         EXPLANATIONS,
+        COMPLETE_SNAPSHOTS,
         SYNTHETIC_TRUTH,
     )
 }
+#: The tables of a day's snapshot, written by its stages before the report (each gets a `_latest` view).
+SNAPSHOT_TABLES: tuple[TableSpec, ...] = tuple(spec for spec in TABLES.values() if spec.as_of)
 
 
 def conform(table: pa.Table, spec: TableSpec) -> pa.Table:

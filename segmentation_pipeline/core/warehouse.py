@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -30,14 +31,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import PipelineError
-from .schemas import TableSpec, conform
+from .schemas import COMPLETE_SNAPSHOTS, SNAPSHOT_TABLES, TableSpec, conform
 
 PART_FILE = "part-0.parquet"
 #: The catalog's own table: what each view reads, with a fingerprint of the tables as its comment.
 CATALOG_TABLE = "catalog_tables"
+#: The catalog's view of the one "latest" day: the newest complete snapshot (`complete_snapshots`).
+LATEST_SNAPSHOT_VIEW = "latest_snapshot"
 GLOB_CHARACTERS = ("*", "?", "[", "]", "{", "}")
 #: A day's folder, `date=YYYY-MM-DD`: the Hive layout of the warehouse and of the incoming files.
 DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+#: This machine, as temporary file names carry it (letters, digits and dashes).
+_HOST = re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname()) or "host"
+#: `.<target>.<host>-<pid>.<32 hex>.tmp`, the name a file is written under before its rename (and
+#: DuckDB's `.wal` beside it); earlier versions wrote `.<target>.<32 hex>.tmp`.
+TEMPORARY_FILE = re.compile(
+    r"^\.(?P<target>.+?)\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.)?[0-9a-f]{32}\.tmp(\.wal)?$"
+)
+#: A temporary file this old is a leftover whoever wrote it: a write takes seconds, not an hour.
+STALE_TEMPORARY_SECONDS = 3600
+#: A table's folders are searched for leftovers at most this often by one process (ingestion
+#: writes hundreds of partitions of a table in one run).
+LEFTOVER_SWEEP_SECONDS = 600
 
 
 #: DuckDB's memory for the whole process, beyond which it spills to the scratch folder. The profile
@@ -129,8 +144,15 @@ class Warehouse:
     ) -> WrittenPartition:
         """Write one partition atomically, replacing what was there.
 
-        `metadata` goes into the Parquet file's key-value metadata (read back by `partition_metadata`)."""
+        `metadata` goes into the Parquet file's key-value metadata (read back by `partition_metadata`).
+        A table of a day's snapshot being written makes that snapshot incomplete until its report
+        is published again: the day leaves the `_latest` views first (see `mark_snapshot_complete`).
+        """
         path = self.partition_path(spec, day)
+        if spec.as_of:
+            _remove_quietly(self.partition_path(COMPLETE_SNAPSHOTS, day))
+        self.remove_leftovers(spec)
+        remove_stale_temporaries([path.parent])
         conformed = conform(table, spec)
         if metadata:
             conformed = conformed.replace_schema_metadata((conformed.schema.metadata or {}) | metadata)
@@ -161,9 +183,60 @@ class Warehouse:
         """Write one file of an unpartitioned table atomically, replacing one of the same name.
 
         `metadata` goes into the Parquet file's key-value metadata (read back by `file_metadata`)."""
+        self.remove_leftovers(spec)
         path = self.table_dir(spec) / file_name
         write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return path
+
+    def mark_snapshot_complete(self, day: date, report_json: Path, started_ns: int) -> WrittenPartition:
+        """Record that the snapshot of `day` is complete: every table of SNAPSHOT_TABLES and the report
+        `report_json`, made by a report that began reading at `started_ns` (time.time_ns()).
+
+        The `_latest` views of the catalog show the newest day so marked, all of them the same one;
+        a snapshot being written, or one whose run failed half-way, is never that day. Refused
+        (PipelineError) when a table of the day is missing or was written after the report began.
+        """
+        paths = {spec.name: self.partition_path(spec, day) for spec in SNAPSHOT_TABLES}
+        missing = [name for name, path in paths.items() if not path.exists()]
+        if missing:
+            raise PipelineError(
+                f"the snapshot of {day.isoformat()} has no {', '.join(missing)}; materialize them, then the report"
+            )
+        changed = [name for name, path in paths.items() if path.stat().st_mtime_ns > started_ns]
+        if changed:
+            raise PipelineError(
+                f"{', '.join(changed)} of {day.isoformat()} were written again while the report was made; "
+                f"materialize report for {day.isoformat()} again"
+            )
+        digest = hashlib.sha256(report_json.read_bytes()).hexdigest()
+        marker = pa.table({"as_of": pa.array([day], pa.date32()), "report_sha256": [digest]})
+        return self.write_partition(COMPLETE_SNAPSHOTS, day, marker)
+
+    def latest_snapshot(self) -> date | None:
+        """The newest day whose whole snapshot is complete (what the `_latest` views show); None if none is."""
+        days = self.partition_days(COMPLETE_SNAPSHOTS)
+        return days[-1] if days else None
+
+    def remove_leftovers(self, spec: TableSpec, force: bool = False) -> list[Path]:
+        """Remove the temporary files of the table's writes that were killed (see `is_leftover`).
+
+        Every write of a table calls this; its folders are searched at most every
+        LEFTOVER_SWEEP_SECONDS per process, unless `force` (a write of a partition
+        also searches that partition's folder every time). Returns what was removed.
+        """
+        folder = self.table_dir(spec)
+        now = time.monotonic()
+        with _SWEEP_LOCK:
+            last = _SWEPT.get(folder)
+            if not force and last is not None and now - last < LEFTOVER_SWEEP_SECONDS:
+                return []
+            _SWEPT[folder] = now
+        if not folder.is_dir():
+            return []
+        folders = [folder]
+        if spec.partitioned:
+            folders += [Path(entry.path) for entry in os.scandir(folder) if DAY_FOLDER.match(entry.name)]
+        return remove_stale_temporaries(folders)
 
     def file_metadata(self, spec: TableSpec, file_name: str) -> dict[str, str]:
         """The key-value metadata `write_file` stored with a file; empty when there is no such file."""
@@ -256,14 +329,18 @@ class Warehouse:
         (or breaks) an analyst who has the old one open.
         """
         listed = [spec for spec in specs if self.has_files(spec)]
-        statements = [statement for spec in listed for statement in self._view_statements(spec)]
+        statements = [
+            self._latest_snapshot_statement(),
+            *(statement for spec in listed for statement in self._view_statements(spec)),
+        ]
         fingerprint = hashlib.sha256(
             "\n".join([*statements, *(f"{spec.name} {spec.description} {spec.schema}" for spec in listed)]).encode()
         ).hexdigest()
         if self._catalog_fingerprint() == fingerprint:
             return self.catalog_path
         self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.catalog_path.with_name(f".{self.catalog_path.name}.{uuid.uuid4().hex}.tmp")
+        remove_stale_temporaries([self.root])
+        temporary = temporary_path(self.catalog_path)
         try:
             con = duckdb.connect(str(temporary))
             try:
@@ -283,8 +360,22 @@ class Warehouse:
             _remove_quietly(temporary.with_name(temporary.name + ".wal"))
         return self.catalog_path
 
+    def _latest_snapshot_statement(self) -> str:
+        """The view of the one "latest" day, the newest complete snapshot (NULL while there is none).
+
+        Read from the names of the `complete_snapshots` files (a listing, no file opened), so it
+        holds before the first snapshot is complete and moves without a rebuild of the catalog."""
+        markers = str(self.table_dir(COMPLETE_SNAPSHOTS) / "date=*" / PART_FILE)
+        day = r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(PART_FILE) + "$"
+        return (
+            f"CREATE OR REPLACE VIEW {LATEST_SNAPSHOT_VIEW} AS "
+            f"SELECT max(CAST(regexp_extract(file, {sql_string(day)}, 1) AS DATE)) AS as_of "
+            f"FROM glob({sql_string(markers)})"
+        )
+
     def _view_statements(self, spec: TableSpec) -> list[str]:
-        """The catalog's views of one table: all of it, and its latest day for as-of tables."""
+        """The catalog's views of one table: all of it, and for as-of tables the day of the latest
+        complete snapshot (the same day for every one of them)."""
         view = spec.name
         hive = "true" if spec.partitioned else "false"
         statements = [
@@ -294,7 +385,7 @@ class Warehouse:
         if spec.as_of:
             statements.append(
                 f"CREATE OR REPLACE VIEW {view}_latest AS SELECT * FROM {view} "
-                f"WHERE date = (SELECT max(date) FROM {view})"
+                f"WHERE date = (SELECT as_of FROM {LATEST_SNAPSHOT_VIEW})"
             )
         return statements
 
@@ -329,6 +420,58 @@ class Warehouse:
 
 #: Catalog file (path, device, inode, size, mtime, ctime) -> the fingerprint read from it.
 _READ_FINGERPRINTS: dict[tuple[str, int, int, int, int, int], str | None] = {}
+#: Table folder -> when this process last searched it for leftovers (time.monotonic()).
+_SWEPT: dict[Path, float] = {}
+_SWEEP_LOCK = threading.Lock()
+
+
+def temporary_path(path: Path) -> Path:
+    """The hidden name `path` is written under before its rename, naming its writer (host, process):
+    never matched by `*.parquet`, and told from a live writer's by `is_leftover`."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def is_leftover(path: Path, now: float | None = None) -> bool:
+    """Whether `path` is a temporary file whose writer is gone: a process of this machine that is no
+    longer running, or, whoever wrote it, a file untouched for STALE_TEMPORARY_SECONDS. A live
+    writer's file (another run writing the same table right now) is not."""
+    match = TEMPORARY_FILE.match(path.name)
+    if match is None:
+        return False
+    try:
+        modified = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if (now if now is not None else time.time()) - modified > STALE_TEMPORARY_SECONDS:
+        return True
+    return match["host"] == _HOST and not _process_alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
+    """Remove the leftovers (`is_leftover`) directly inside `folders`; returns those removed."""
+    now = time.time()
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith(".") and entry.name.endswith((".tmp", ".tmp.wal")) and is_leftover(path, now):
+                _remove_quietly(path)
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _stored_days(folder: Path) -> Iterator[date]:
@@ -354,12 +497,13 @@ def days_between(first: date, last: date) -> list[date]:
 def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[str] = (), attempts: int = 3) -> None:
     """Write to a temporary name in the same folder, then rename over `path`.
 
-    A crash leaves at most a stray temporary file (never matched by `*.parquet`),
-    never a half-written partition. `plain_columns` are written without
-    dictionary encoding (see TableSpec.plain_columns).
+    A crash leaves at most a stray temporary file (never matched by `*.parquet`,
+    removed by a later write of the table: `Warehouse.remove_leftovers`), never a
+    half-written partition. `plain_columns` are written without dictionary
+    encoding (see TableSpec.plain_columns).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_path(path)
     try:
         dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
         pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary)

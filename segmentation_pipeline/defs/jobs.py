@@ -5,7 +5,7 @@ import dagster as dg
 from .assets.identity import merge_map
 from .assets.ingestion import id_history, raw_events
 from .assets.insights import actionability, explanations
-from .assets.profiles import profiles
+from .assets.profiles import clv_backtest, profiles
 from .assets.reporting import report
 from .assets.segmentation import clusters, robustness, segment_migration, viability
 from .partitions import daily_partitions
@@ -13,6 +13,7 @@ from .partitions import daily_partitions
 #: The as-of assets of one day, in graph order: what follows ingestion in a day's run.
 SNAPSHOT_ASSETS = [
     merge_map,
+    clv_backtest,
     profiles,
     clusters,
     segment_migration,

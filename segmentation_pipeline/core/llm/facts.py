@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import PipelineError
@@ -40,7 +39,7 @@ TOP_LABELS = 4
 #: The rest bin of categories and channels; never a preference in itself.
 OTHER_LABEL = "other"
 #: The segments-table column with the share of the segment's customers in each lifecycle stage
-#: (map<string, double>), where the segmentation stores one.
+#: (map<string, double>; null in snapshots made before lifecycle stages).
 LIFECYCLE_MIX = "lifecycle_mix"
 #: A campaign timed by the purchase rhythm goes out within this many days of the usual reorder day.
 REORDER_WINDOW_DAYS = 14
@@ -177,7 +176,7 @@ def percent(share: float) -> str:
 def stored_snapshot_facts(warehouse: Warehouse, as_of: date) -> list[SegmentFacts]:
     """The facts of the stored snapshot of `as_of`; a missing upstream table is an error naming it."""
     return snapshot_facts(
-        _with_lifecycle_mix(warehouse, as_of, warehouse.read_required(SEGMENTS, as_of)),
+        warehouse.read_required(SEGMENTS, as_of),
         warehouse.read_required(ROBUSTNESS, as_of),
         warehouse.read_required(VIABILITY, as_of),
         as_of,
@@ -196,7 +195,7 @@ def snapshot_facts(
 
     `rhythm` holds the purchase-rhythm statistics by segment and for the population (key None), as
     `stored_purchase_rhythm` reads them; without it the facts have no rhythm. The lifecycle mix is read
-    from the segments' `lifecycle_mix` column where the table has one.
+    from the segments' `lifecycle_mix` column (core.lifecycle); a snapshot made before it has none.
     """
     rows = segments.sort_by("segment_id").to_pylist()
     if not rows:
@@ -274,19 +273,6 @@ def _share(part: int, whole: int) -> float:
 
 def _days(value: float | None) -> int | None:
     return round(value) if value is not None and math.isfinite(value) else None
-
-
-def _with_lifecycle_mix(warehouse: Warehouse, as_of: date, segments: pa.Table) -> pa.Table:
-    """The segments with their stored lifecycle mix, where the stored file has one.
-
-    Read from the file itself, so that a segments table written with the column is read with it
-    whether or not the table's schema here lists it yet."""
-    if LIFECYCLE_MIX in segments.column_names:
-        return segments
-    path = warehouse.required_path(SEGMENTS, as_of)
-    if LIFECYCLE_MIX not in pq.read_schema(path).names:
-        return segments
-    return segments.append_column(LIFECYCLE_MIX, pq.read_table(path, columns=[LIFECYCLE_MIX])[LIFECYCLE_MIX])
 
 
 class _Population:

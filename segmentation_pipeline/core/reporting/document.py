@@ -9,6 +9,7 @@ an equal `SegmentationReport`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
 from ..llm.facts import SegmentFacts, stored_snapshot_facts
 from ..llm.questions import stale_answers
-from ..profiles import WindowInput
+from ..profiles import CLV_KEY, WindowInput
 from ..schemas import (
     ACTIONABILITY,
     CLUSTERS,
+    CLV_BACKTEST,
     EXPLANATIONS,
     MERGE_MAP,
     PROFILES,
@@ -214,6 +216,36 @@ class Totals(_Record):
     campaigns: int
 
 
+class ModelScore(_Record):
+    """One purchase model or baseline of the day's backtest."""
+
+    name: str
+    label: str
+    #: "model" or "baseline".
+    kind: str
+    chosen: bool
+    #: Holdout repeat purchase days, forecast against actual (%).
+    error_percent: float | None = None
+    #: Mean absolute error of the holdout purchase days per customer.
+    mae: float | None = None
+    #: How well the churn score ranks who then bought nothing (0.5 is chance).
+    churn_auc: float | None = None
+
+
+class CustomerValue(_Record):
+    """How churn risk and CLV were made, and how the purchase models did on the data's own holdout."""
+
+    #: core.clv model name, or "heuristic".
+    model: str
+    method_reason: str
+    horizon_days: int
+    annual_discount_rate: float
+    backtest_split_day: date | None = None
+    backtest_holdout_days: int | None = None
+    backtest_reason: str | None = None
+    backtest: list[ModelScore] = Field(default_factory=list)
+
+
 class SegmentationReport(_Record):
     report_version: str = REPORT_VERSION
     as_of: date
@@ -223,6 +255,8 @@ class SegmentationReport(_Record):
     coverage: DataCoverage
     answers: AnswerSources
     settings: RunSettings
+    #: None for profiles stored before they recorded it.
+    customer_value: CustomerValue | None = None
     charts: list[ChartFile] = Field(default_factory=list)
 
     def segment(self, segment_id: str) -> SegmentReport:
@@ -293,6 +327,7 @@ def gather_report(
         coverage=_coverage(store, as_of, members, tables["merge_map"], first_partition_day),
         answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
+        customer_value=_customer_value(store, as_of),
     )
     not_numbers = list(_not_finite(report.model_dump()))
     if not_numbers:
@@ -427,6 +462,28 @@ def _coverage(
         customers_profiled=profiled,
         customers_segmented=pq.ParquetFile(members.clusters).metadata.num_rows,
         features_without_values=[name for name, count in zip(features, with_value) if profiled and not count],
+    )
+
+
+def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:
+    recorded = store.partition_metadata(PROFILES, as_of).get(CLV_KEY)
+    if recorded is None:
+        return None
+    clv = json.loads(recorded)
+    rows = store.read_partition(CLV_BACKTEST, as_of).to_pylist()
+    chosen = next((row for row in rows if row["chosen"]), None)
+    return CustomerValue(
+        model=clv["model"],
+        method_reason=clv["reason"],
+        horizon_days=clv["horizon_days"],
+        annual_discount_rate=clv["annual_discount_rate"],
+        backtest_split_day=rows[0]["split_day"] if rows else None,
+        backtest_holdout_days=rows[0]["holdout_days"] if rows else None,
+        backtest_reason=chosen["reason"] if chosen else None,
+        backtest=[
+            ModelScore(**{name: row[name] for name in ModelScore.model_fields})
+            for row in rows
+        ],
     )
 
 

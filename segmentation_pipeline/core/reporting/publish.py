@@ -5,14 +5,22 @@ is a symbolic link to the current one, replaced in one rename. A reader sees the
 previous report or the new one, never a mix or nothing, and a chart a new run no
 longer draws does not linger. Versions a killed run left behind are removed by
 the next publication of that day.
+
+Publications of one day take turns, behind a lock file of that day: two runs of the
+same day's report would otherwise each take the other's version, being written, for
+a leftover and remove it. The last to publish wins. The lock is the kernel's (flock),
+so a killed run holds it no longer than its process lives.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from html import escape
@@ -56,30 +64,40 @@ def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
     """Draw the charts and write the report's files, then make `folder` the new version in one step."""
     versions = folder.parent / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
-    version = versions / f"{folder.name}.{uuid.uuid4().hex}"
-    version.mkdir()
-    try:
-        charts = _charts().save_charts(draft.report, draft.feature_sample, version)
-        report = draft.report.model_copy(update={"charts": charts})
-        (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
-        (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
-        _point_to(folder, version)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    _remove_superseded(versions, folder)
+    with _publishing(versions, folder.name):
+        version = versions / f"{folder.name}.{uuid.uuid4().hex}"
+        version.mkdir()
+        try:
+            charts = _charts().save_charts(draft.report, draft.feature_sample, version)
+            report = draft.report.model_copy(update={"charts": charts})
+            (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
+            (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
+            _point_to(folder, version)
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        _remove_superseded(versions, folder)
     return PublishedReport(report=report, folder=folder)
 
 
+@contextmanager
+def _publishing(versions: Path, day_folder: str) -> Iterator[None]:
+    """Hold the day's publication lock: `.versions/.date=YYYY-MM-DD.lock` (never taken for a version)."""
+    with (versions / f".{day_folder}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _remove_superseded(versions: Path, link: Path) -> None:
-    """Remove the day's versions made before the one `link` points to: the replaced ones, and
-    those a killed run left behind. A version made later (a run of the same day still writing)
-    stays."""
+    """Remove every version of the day but the one `link` points to: the replaced ones, and those
+    a killed run left behind. Called under the day's lock, so none of them is being written."""
     current = link.resolve()
-    made = current.stat().st_mtime_ns
     for version in versions.glob(f"{link.name}.*"):
-        if version != current and version.stat().st_mtime_ns <= made:
+        if version != current:
             shutil.rmtree(version, ignore_errors=True)
 
 

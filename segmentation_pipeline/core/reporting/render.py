@@ -7,8 +7,8 @@ import json
 from html import escape
 from pathlib import Path
 
+from ..clv import MODEL_LABELS
 from ..llm.actionability import NOT_MEASURABLE
-from ..llm.campaigns import stage_words
 from ..llm.facts import PurchaseRhythm, percent
 from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from .document import SegmentationReport, SegmentReport
@@ -62,6 +62,50 @@ def notices(report: SegmentationReport) -> list[str]:
     return lines
 
 
+def lifecycle_text(mix: dict[str, float] | None) -> str:
+    """'lapsed 86.0%, at risk 13.1%': the segment's customers by lifecycle stage, largest first."""
+    if not mix:
+        return "n/a"
+    ordered = sorted(mix.items(), key=lambda item: -item[1])
+    return ", ".join(f"{stage.replace('_', ' ')} {percent(share)}" for stage, share in ordered)
+
+
+def value_lines(report: SegmentationReport) -> list[str]:
+    """What CLV means here (horizon, discount, model) and why the model was chosen."""
+    value = report.customer_value
+    if value is None:
+        return []
+    model = MODEL_LABELS.get(value.model)
+    source = f"the {model} purchase model with Gamma-Gamma spend" if model else "a rule of thumb (no model could be fitted)"
+    lines = [
+        f"Customer value (CLV) is each customer's expected spend over the next {value.horizon_days} days in "
+        f"today's money ({value.annual_discount_rate:.0%} a year discount), from {source}."
+    ]
+    if value.backtest_reason:
+        lines.append(
+            f"The model was chosen on the data's own holdout ({value.backtest_holdout_days} days after "
+            f"{value.backtest_split_day}): {value.backtest_reason}"
+        )
+    return lines
+
+
+def backtest_table(report: SegmentationReport) -> str:
+    """The backtest's models and baselines: holdout error, error per customer and churn ranking."""
+    value = report.customer_value
+    if value is None or not value.backtest:
+        return ""
+    lines = [
+        "| Model | Holdout purchases, error | Error per customer (purchase days) | Churn ranking (AUC) | Used |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in value.backtest:
+        lines.append(
+            f"| {md_text(row.label)} | {_number(row.error_percent, '{:+.1f}%')} | {_number(row.mae, '{:.3f}')} "
+            f"| {_number(row.churn_auc, '{:.2f}')} | {'yes' if row.chosen else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def summary_table(report: SegmentationReport) -> str:
     """One line per segment: what a marketer decides on."""
     lines = [
@@ -97,6 +141,7 @@ def markdown(report: SegmentationReport) -> str:
         *(f"**{md_text(line)}**\n" for line in notices(report)),
         headline(report),
         coverage_line(report),
+        *value_lines(report),
         f"Answers by {_answered_by(report)}.",
         "",
         summary_table(report),
@@ -106,7 +151,8 @@ def markdown(report: SegmentationReport) -> str:
     for item in report.segments:
         lines += [
             "",
-            f"**{md_text(f'{item.segment_id} {item.name}')}** ({item.segment.size:,} customers, {_decision(item)})",
+            f"**{md_text(f'{item.segment_id} {item.name}')}** ({item.segment.size:,} customers, {_decision(item)}; "
+            f"lifecycle: {lifecycle_text(item.segment.lifecycle_mix)})",
         ]
         lines += ["", md_text(item.explanation.executive_summary)]
         lines.append(f"- Actionability: {dimension_scores(item.actionability)}")
@@ -120,6 +166,8 @@ def markdown(report: SegmentationReport) -> str:
         if not item.actionability.actionable:
             lines.append(f"- Not actionable: {md_text(item.actionability.reason)}")
     lines += ["", "## Since the previous snapshot", "", migration_line(report)]
+    if backtest_table(report):
+        lines += ["", "## How well the churn and CLV models forecast", "", backtest_table(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
 
@@ -211,6 +259,7 @@ def html(report: SegmentationReport, folder: Path) -> str:
         *(f'<p class="notice"><strong>{escape(line)}</strong></p>' for line in notices(report)),
         f'<p class="lead">{escape(headline(report))}</p>',
         f'<p class="muted">{escape(coverage_line(report))} Answers by {escape(_answered_by(report))}.</p>',
+        *(f"<p>{escape(line)}</p>" for line in value_lines(report)),
     ]
     if dashboard is not None:
         parts.append(_figure(dashboard.title, dashboard.description, images[dashboard.name]))
@@ -223,6 +272,8 @@ def html(report: SegmentationReport, folder: Path) -> str:
         if chart.name != "dashboard"
     ]
     parts += ["<h2>Since the previous snapshot</h2>", f"<p>{escape(migration_line(report))}</p>"]
+    if report.customer_value is not None and report.customer_value.backtest:
+        parts += ["<h2>How well the churn and CLV models forecast</h2>", _backtest_html(report)]
     parts += ["<h2>Data coverage</h2>", _coverage_html(report), "<h2>Settings</h2>", _settings_html(report)]
     parts.append(
         f'<p class="muted">Report version {escape(report.report_version)}; the full record is {JSON_FILE} '
@@ -263,17 +314,13 @@ def _segment_html(item: SegmentReport) -> str:
         "Share of total CLV": percent(profile.share_of_total_clv),
         "Mean orders": _number(profile.mean_orders, "{:,.2f}"),
         "Average order value": _number(profile.avg_order_value, "{:,.2f}"),
+        "Lifecycle": lifecycle_text(item.segment.lifecycle_mix),
         "Churn risk": _number(profile.churn_risk, "{:.2f}")
         + (f" (all: {profile.population_churn_risk:.2f})" if profile.population_churn_risk is not None else ""),
         "Top categories": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.categories) or "n/a",
         "Top channels": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.channels) or "n/a",
         "Weekend share of activity": _number(profile.weekend_share, "{:.1%}"),
         "Day parts": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
-        "Lifecycle stages": ", ".join(
-            f"{stage_words(stage.label)} {percent(stage.share)}" for stage in profile.lifecycle
-        )
-        if profile.lifecycle
-        else "n/a",
         "Purchase rhythm": _rhythm_text(profile.rhythm),
     }
     scores = "".join(
@@ -320,6 +367,23 @@ def _rhythm_text(rhythm: PurchaseRhythm | None) -> str:
     if rhythm.median_days_since_purchase is not None:
         parts.append(f"last purchase {rhythm.median_days_since_purchase} days ago")
     return ", ".join(parts) + " (medians)"
+
+
+def _backtest_html(report: SegmentationReport) -> str:
+    value = report.customer_value
+    rows = "".join(
+        f"<tr><td>{escape(row.label)}{' (used)' if row.chosen else ''}</td>"
+        f"<td class=num>{_number(row.error_percent, '{:+.1f}%')}</td><td class=num>{_number(row.mae, '{:.3f}')}</td>"
+        f"<td class=num>{_number(row.churn_auc, '{:.2f}')}</td></tr>"
+        for row in value.backtest
+    )
+    return (
+        f"<p>Each model was fitted on the purchases up to {value.backtest_split_day} and asked to forecast the "
+        f"next {value.backtest_holdout_days} days; the rules of thumb below them are the baselines.</p>"
+        "<table><tr><th>Model</th><th class=num>Holdout purchases, error</th>"
+        "<th class=num>Error per customer (purchase days)</th><th class=num>Churn ranking (AUC, 0.5 is chance)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _coverage_html(report: SegmentationReport) -> str:

@@ -1,5 +1,6 @@
 """report: the day's segmentation as JSON, Markdown and a self-contained HTML page with charts."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -8,13 +9,14 @@ from pydantic import Field, ValidationError
 from ...core.reporting.document import SAMPLE_PER_SEGMENT, RunSettings, StageSettings, gather_report
 from ...core.reporting.publish import publish_report
 from ...core.reporting.render import headline, notices, summary_table
+from ...core.schemas import TABLES
 from ..checks import REPORT_CHECKS, report_results
 from ..metadata import image_file
 from ..partitions import daily_partitions, partition_day
 from ..resources import EventSourceResource, WarehouseResource
 from .identity import MergeMapConfig, merge_map
 from .insights import ActionabilityConfig, ExplanationsConfig, actionability, explanations
-from .profiles import ProfilesConfig, profiles
+from .profiles import ClvBacktestConfig, ProfilesConfig, clv_backtest, profiles
 from .segmentation import (
     ClustersConfig,
     RobustnessConfig,
@@ -38,6 +40,7 @@ class ReportConfig(dg.Config):
 #: The stages whose settings the report records, with the config class that fills in their defaults.
 _STAGES: dict[str, type[dg.Config] | None] = {
     "merge_map": MergeMapConfig,
+    "clv_backtest": ClvBacktestConfig,
     "profiles": ProfilesConfig,
     "clusters": ClustersConfig,
     "segment_migration": None,
@@ -51,7 +54,10 @@ _STAGES: dict[str, type[dg.Config] | None] = {
 @dg.asset(
     partitions_def=daily_partitions,
     # Everything the report reads of the day; raw_events only through the profiles' window (coverage).
-    deps=[explanations, actionability, viability, robustness, segment_migration, clusters, profiles, merge_map],
+    deps=[
+        explanations, actionability, viability, robustness, segment_migration, clusters, profiles, clv_backtest,
+        merge_map,
+    ],  # fmt: skip
     group_name="reporting",
     kinds={"html", "json", "seaborn"},
     check_specs=REPORT_CHECKS,
@@ -66,13 +72,17 @@ def report(
 
     One folder per day, reports/date=YYYY-MM-DD/ in the data folder: report.json (the
     full record), report.md (a summary to paste), report.html (one page, charts
-    embedded) and the charts as PNG files.
+    embedded) and the charts as PNG files. Once it is published, the day's snapshot is
+    complete: the catalog's `_latest` views move to it.
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
+    started_ns = time.time_ns()
     settings, stage_runs = _run_settings(context, config, store.root, event_source.kind)
     draft = gather_report(store, as_of, settings, config.sample_per_segment, daily_partitions.start.date())
     published = publish_report(draft, store.report_dir(as_of))
+    store.mark_snapshot_complete(as_of, published.json_path, started_ns)
+    store.refresh_catalog(TABLES.values())
     totals = published.report.totals
     for line in notices(published.report):
         context.log.warning(line)
@@ -84,6 +94,7 @@ def report(
             "approved_segments": totals.approved,
             "actionable_segments": totals.actionable,
             "segments_ready_for_campaign": totals.targetable,
+            "latest_complete_snapshot": str(store.latest_snapshot()),
             "summary": dg.MetadataValue.md(
                 "".join(f"**{line}**\n\n" for line in notices(published.report))
                 + f"{headline(published.report)}\n\n{summary_table(published.report)}"
