@@ -52,7 +52,7 @@ def model_answer(user_message: str) -> dict:
         answer["reason"] = MODEL_VOICE + answer["reason"]
     else:
         evaluation = ActionabilityAnswer.model_validate(statistics["actionability"])
-        answer = mock_explanation(facts, evaluation).model_dump()
+        answer = mock_explanation(facts, evaluation, statistics["owned_channels"]).model_dump()
         answer["executive_summary"] = MODEL_VOICE + answer["executive_summary"]
     return answer
 

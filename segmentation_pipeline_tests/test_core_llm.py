@@ -14,16 +14,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.llm import faithfulness
 from segmentation_pipeline.core.llm.actionability import (
+    NOT_MEASURABLE,
     Rubric,
+    measured_by,
     mock_actionability,
     preference_strength,
     verdict_problems,
 )
 from segmentation_pipeline.core.llm.cache import AnswerCache, cache_key
+from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE, rhythm_timing
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
@@ -32,11 +36,16 @@ from segmentation_pipeline.core.llm.explainer import (
 )
 from segmentation_pipeline.core.llm.facts import (
     DAY_PART_HOURS,
+    LIFECYCLE_MIX,
+    REORDER_WINDOW_DAYS,
     TOP_LABELS,
     LabelShare,
+    PurchaseRhythm,
+    RhythmRow,
     RobustnessFacts,
     SegmentFacts,
     snapshot_facts,
+    stored_snapshot_facts,
 )
 from segmentation_pipeline.core.llm.faithfulness import Statistics, quotes, unfaithful
 from segmentation_pipeline.core.llm.prompts import (
@@ -59,12 +68,15 @@ from segmentation_pipeline.core.llm.questions import (
 )
 from segmentation_pipeline.core.llm.runner import Answerer, parse_answer
 from segmentation_pipeline.core.schemas import (
+    CLUSTERS,
+    PROFILES,
     ROBUSTNESS,
     SEGMENTS,
     VIABILITY,
     ActionabilityAnswer,
     ExplanationAnswer,
 )
+from segmentation_pipeline.core.warehouse import Warehouse
 
 AS_OF = date(2024, 3, 31)
 RUBRIC = Rubric()
@@ -376,6 +388,163 @@ def test_an_unmeasured_segment_has_no_overall_robustness_and_low_confidence() ->
     assert question.check(explained) == []
 
 
+def with_lifecycle_mix(segments: pa.Table, *mixes: dict[str, float] | None) -> pa.Table:
+    """The segments with their lifecycle_mix column set, one mix per row, as the segmentation stores it."""
+    column = pa.array([list(mix.items()) if mix else None for mix in mixes], pa.map_(pa.string(), pa.float64()))
+    return segments.set_column(segments.schema.get_field_index(LIFECYCLE_MIX), LIFECYCLE_MIX, column)
+
+
+def lifecycle_rows(s01_mix: dict[str, float], s02_mix: dict[str, float]) -> pa.Table:
+    """The transaction-only segments with their lifecycle mix."""
+    return with_lifecycle_mix(segments_table(transaction_only_rows()), s01_mix, s02_mix)
+
+
+#: S01 (100 customers) is mostly lapsed, S02 (200) mostly new; the population is the size-weighted mean.
+LAPSED_MIX = {"lapsed": 0.8, "at_risk": 0.1, "active": 0.1}
+NEW_MIX = {"new": 0.7, "active": 0.2, "lapsed": 0.1}
+#: Purchase rhythm as stored_purchase_rhythm returns it: S01 buys every 40.4 days and last bought 95.6
+#: days ago (medians); S02 has no repeat buyer; everyone: (customers, repeat buyers, gap, days since).
+RHYTHM = {
+    "S01": RhythmRow(100, 60, 40.4, 95.6),
+    "S02": RhythmRow(200, 0, None, 12.0),
+    None: RhythmRow(300, 60, 40.4, 20.2),
+}
+
+
+def transaction_log(
+    s01_mix: dict[str, float] = LAPSED_MIX, s02_mix: dict[str, float] = NEW_MIX, rhythm=RHYTHM
+) -> dict[str, SegmentFacts]:
+    rows = transaction_only_rows()
+    facts = snapshot_facts(
+        lifecycle_rows(s01_mix, s02_mix),
+        robustness_table(ROBUSTNESS_ROWS[:2]),
+        viability_table(VIABILITY_ROWS[:2], rows),
+        AS_OF,
+        rhythm=rhythm,
+    )
+    return {item.segment_id: item for item in facts}
+
+
+def profile_rows(rows: list[tuple[str, int, float | None, float]]) -> pa.Table:
+    """Profiles of (canonical_id, purchase_days, recency_days, tenure_days); every other feature left null
+    (the lifecycle stage, required, is "new" for all: the facts read the segments' mix, not the stages)."""
+    instant = pa.scalar(0, pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_pylist(
+        [
+            {
+                "canonical_id": canonical_id,
+                "n_ids": 1,
+                "window_days": 365,
+                "first_event": instant.as_py(),
+                "last_event": instant.as_py(),
+                "purchase_days": purchase_days,
+                "recency_days": recency,
+                "tenure_days": tenure,
+                "clv_method": "heuristic",
+                "lifecycle_stage": "new",
+                "repeat_buyer": purchase_days >= 2,
+            }
+            for canonical_id, purchase_days, recency, tenure in rows
+        ]
+    )
+
+
+def test_stored_facts_read_the_rhythm_from_the_profiles_and_the_lifecycle_mix_from_the_segments(
+    tmp_path: Path,
+) -> None:
+    warehouse = Warehouse(tmp_path / "data")
+    # S01: gaps (100 - 10) / 2 = 45 and (61 - 20) / 1 = 41 -> median 43; since 10, 20, 30 -> 20; 2 of 3 repeat.
+    # S02: one one-time buyer 200 days ago and one customer without a purchase: no gap, since 200.
+    # Everyone: gaps 45, 41 -> 43; since 10, 20, 30, 200 -> 25; 2 of 5 repeat buyers.
+    warehouse.write_partition(
+        PROFILES,
+        AS_OF,
+        profile_rows(
+            [("c1", 3, 10.0, 100.0), ("c2", 2, 20.0, 61.0), ("c3", 1, 30.0, 30.0), ("c4", 1, 200.0, 200.0)]
+            + [("c5", 0, None, 50.0)]
+        ),
+    )
+    warehouse.write_partition(
+        CLUSTERS,
+        AS_OF,
+        pa.table(
+            {
+                "canonical_id": ["c1", "c2", "c3", "c4", "c5"],
+                "segment_id": ["S01", "S01", "S01", "S02", "S02"],
+                "distance": [0.0] * 5,
+                "shaped_segments": [True] * 5,
+            }
+        ),
+    )
+    rows = [
+        (segment_id, name, size, total, means)
+        for (segment_id, name, _, total, means), size in zip(transaction_only_rows(), (3, 2))
+    ]
+    segments = segments_table(rows)
+    warehouse.write_partition(SEGMENTS, AS_OF, segments)
+    warehouse.write_partition(ROBUSTNESS, AS_OF, robustness_table(ROBUSTNESS_ROWS[:2]))
+    warehouse.write_partition(VIABILITY, AS_OF, viability_table(VIABILITY_ROWS[:2], rows))
+    without_mix = {item.segment_id: item for item in stored_snapshot_facts(warehouse, AS_OF)}
+    assert without_mix["S01"].lifecycle is None
+    assert without_mix["S01"].rhythm == PurchaseRhythm(
+        repeat_buyers=2,
+        repeat_buyer_share=0.667,
+        population_repeat_buyer_share=0.4,
+        median_days_between_purchases=43,
+        population_median_days_between_purchases=43,
+        median_days_since_purchase=20,
+        population_median_days_since_purchase=25,
+    )
+    assert without_mix["S02"].rhythm.model_dump(include={"repeat_buyers", "median_days_between_purchases"}) == {
+        "repeat_buyers": 0,
+        "median_days_between_purchases": None,
+    }
+    assert without_mix["S02"].rhythm.median_days_since_purchase == 200
+
+    # Segments with their lifecycle mix (a snapshot made before lifecycle stages has none, as above).
+    warehouse.write_partition(
+        SEGMENTS, AS_OF, with_lifecycle_mix(segments, {"lapsed": 2 / 3, "new": 1 / 3}, {"new": 1.0})
+    )
+    with_mix = {item.segment_id: item for item in stored_snapshot_facts(warehouse, AS_OF)}
+    # lapsed: 2/3 x 3 / 5 = 0.4; new: (1/3 x 3 + 1 x 2) / 5 = 0.6
+    assert [label(item) for item in with_mix["S01"].lifecycle] == [
+        ("lapsed", 0.667, 0.4, 1.67),
+        ("new", 0.333, 0.6, 0.56),
+    ]
+    assert with_mix["S01"].sha256 != without_mix["S01"].sha256
+
+
+def test_the_lifecycle_mix_is_read_with_the_population_shares_and_lifts() -> None:
+    lapsed = transaction_log()["S01"]
+    # lapsed: (0.8 x 100 + 0.1 x 200) / 300 = 0.333, lift 0.8 / 0.333 = 2.4
+    # active: (0.1 x 100 + 0.2 x 200) / 300 = 0.167; at risk 0.1 x 100 / 300 = 0.033; new 0.7 x 200 / 300 = 0.467
+    assert [label(item) for item in lapsed.lifecycle] == [
+        ("lapsed", 0.8, 0.333, 2.4),
+        ("active", 0.1, 0.167, 0.6),
+        ("at_risk", 0.1, 0.033, 3.0),
+        ("new", 0.0, 0.467, 0.0),
+    ]
+    # Without the column there is no lifecycle at all, not an empty one.
+    assert snapshot(transaction_only_rows())["S01"].lifecycle is None
+
+
+def test_the_purchase_rhythm_is_rounded_to_whole_days_with_the_population_beside_it() -> None:
+    facts = transaction_log()
+    assert facts["S01"].rhythm == PurchaseRhythm(
+        repeat_buyers=60,
+        repeat_buyer_share=0.6,
+        population_repeat_buyer_share=0.2,
+        median_days_between_purchases=40,
+        population_median_days_between_purchases=40,
+        median_days_since_purchase=96,
+        population_median_days_since_purchase=20,
+        reorder_window_days=REORDER_WINDOW_DAYS,
+    )
+    assert (facts["S02"].rhythm.repeat_buyer_share, facts["S02"].rhythm.median_days_between_purchases) == (0.0, None)
+    # Statistics of the segment tables alone have no rhythm.
+    assert snapshot(transaction_only_rows())["S01"].rhythm is None
+
+
 # ---------------------------------------------------------------- actionability
 
 
@@ -391,6 +560,30 @@ def test_rubric_counts_a_score_of_exactly_strong_score_as_strong() -> None:
     strict = Rubric(strong_score=0.8, min_strong_dimensions=2)
     assert strict.verdict(scores(0.8, 0.0, 0.0, 0.8)) is True
     assert strict.verdict(scores(0.79, 1.0, 0.0, 0.0)) is False
+
+
+def test_the_rubric_asks_proportionally_fewer_strong_dimensions_when_fewer_are_measurable() -> None:
+    # ceil(3 x measurable / 4)
+    assert [RUBRIC.required(measurable) for measurable in (4, 3, 2, 1, 0)] == [3, 3, 2, 1, 0]
+    # ceil(2 x measurable / 4)
+    assert [Rubric(min_strong_dimensions=2).required(measurable) for measurable in (4, 3, 2, 1)] == [2, 2, 1, 1]
+    unmeasured = {"what": None, "when": None}
+    assert RUBRIC.verdict(unmeasured | {"how": 0.5, "who": 0.5}) is True
+    assert RUBRIC.verdict(unmeasured | {"how": 0.5, "who": 0.49}) is False
+    assert RUBRIC.verdict({"what": None, "when": 0.9, "how": 0.9, "who": 0.1}) is False
+    assert RUBRIC.verdict(dict.fromkeys(("what", "when", "how", "who"))) is False
+    # Not measurable is not weak: a None never counts as strong.
+    assert RUBRIC.strong({"what": None, "when": 0.5, "how": 0.0, "who": None}) == ["when"]
+    assert RUBRIC.describe() == (
+        "A dimension is strong when its score is at least 0.5. With all 4 dimensions measurable, the segment is "
+        "actionable when at least 3 of them are strong. A dimension the data cannot measure has no score (null, "
+        "never 0) and is left out: of the measurable ones at least ceil(3 x measurable / 4) must be strong "
+        "(3 of 3, 2 of 2, 1 of 1). With none measurable the segment is not actionable."
+    )
+    assert Rubric().owned_channels == ["email"]
+    assert Rubric(owned_channels=[" sms "]).owned_channels == ["sms"]
+    with pytest.raises(ValidationError, match="owned_channels.0"):
+        Rubric(owned_channels=[" "])
 
 
 def actionability_answer(what: float, when: float, how: float, who: float, actionable: bool) -> ActionabilityAnswer:
@@ -469,15 +662,209 @@ def test_mock_actionability_of_the_diffuse_segment(facts: dict[str, SegmentFacts
     assert mock_actionability(facts["S03"], RUBRIC).actionable is False
 
 
-def test_mock_actionability_without_categories_or_channels_has_nothing_to_go_on() -> None:
+def test_a_transaction_log_without_lifecycle_or_rhythm_is_judged_by_the_owned_channel_and_value() -> None:
+    """Before this change WHAT, WHEN and HOW scored 0 here ("nothing to go on") and the segment could never
+    be actionable. Now WHAT and WHEN are not measurable (no score), HOW is the owned channel email, and
+    2 strong of the 2 measurable are needed."""
     answer = mock_actionability(snapshot(transaction_only_rows())["S01"], RUBRIC)
-    assert (answer.what_score, answer.how_score, answer.when_score) == (0.0, 0.0, 0.0)
-    assert answer.what_evidence == "Nothing to go on: no product categories in the source."
-    assert answer.how_evidence == "Nothing to go on: no channels in the source."
-    assert answer.when_evidence == "Nothing to go on: no timestamps beyond the purchase dates."
-    # Only WHO is left: 2.5 / 3.5 -> 0.71, one strong dimension is not enough.
+    assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (None, None, 0.5, 0.71)
+    assert answer.what_evidence == "Not measurable from this data: no product categories and no lifecycle stages."
+    assert answer.when_evidence == "Not measurable from this data: no times of day, weekdays or purchase rhythm."
+    assert answer.how_evidence == (
+        "No channel in the data: the owned channel email, which reaches every customer you can contact."
+    )
+    assert answer.actionable is True
+    assert answer.reason == (
+        "2 of 2 dimensions are strong (HOW, WHO); not measurable from this data: WHAT, WHEN: "
+        "a campaign can be aimed at it."
+    )
+    # S02 is worth a quarter of the average: WHO 0.2 is weak, 1 strong of the 2 needed.
+    small = mock_actionability(snapshot(transaction_only_rows())["S02"], RUBRIC)
+    assert (small.how_score, small.who_score, small.actionable) == (0.5, 0.2, False)
+    assert small.reason.endswith(": fewer than 2 strong dimensions, so no campaign can be aimed at it.")
+
+
+def test_without_categories_channels_clock_times_or_lifecycle_only_who_is_measurable() -> None:
+    """No owned channel either: WHAT, WHEN and HOW have nothing to be judged by. The rubric asks
+    ceil(3 x 1 / 4) = 1 strong dimension of the 1 measurable."""
+    no_owned_channel = Rubric(owned_channels=[])
+    facts = snapshot(transaction_only_rows())
+    assert measured_by(facts["S01"], []) == {
+        "what": None,
+        "when": None,
+        "how": None,
+        "who": "customer lifetime value",
+    }
+    answer = mock_actionability(facts["S01"], no_owned_channel)
+    assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (None, None, None, 0.71)
+    for dimension in ("what", "when", "how"):
+        assert getattr(answer, f"{dimension}_evidence").startswith("Not measurable from this data: ")
+    assert answer.how_evidence == "Not measurable from this data: no channels, and no owned channel set."
+    assert answer.actionable is True
+    assert answer.reason.startswith(
+        "1 of 1 dimensions are strong (WHO); not measurable from this data: WHAT, WHEN, HOW"
+    )
+    assert mock_actionability(facts["S02"], no_owned_channel).actionable is False
+    question = actionability_question(facts["S01"], no_owned_channel)
+    assert question.check(answer) == []
+
+
+# ---------------------------------------------------------------- campaigns from a transaction log
+
+
+def test_a_lapsed_segment_gets_a_win_back_scored_by_the_lapsed_share() -> None:
+    answer = mock_actionability(transaction_log()["S01"], RUBRIC)
+    # WHAT: the largest stage is lapsed, 80% of the segment: a win-back that fits 0.8 of it.
+    assert answer.what_score == 0.8
+    assert answer.what_evidence == (
+        "No product categories in the data: the lifecycle offer is a win-back, for the 80.0% of the segment "
+        "who are lapsed customers (population: 33.3%)."
+    )
+    # HOW: no channel in the data, the owned channel email at OWNED_CHANNEL_SCORE.
+    assert answer.how_score == OWNED_CHANNEL_SCORE == 0.5
+    assert answer.how_evidence.startswith("No channel in the data: the owned channel email")
+    # WHEN: no time of day and no weekend share here: the rhythm alone, 60% repeat buyers -> 0.6.
+    assert answer.when_score == 0.6
+    assert answer.when_evidence == (
+        "60.0% of the segment are repeat buyers (population: 20.0%), buying every 40 days at the median; "
+        "96 days since their last purchase at the median."
+    )
+    # WHO: 2.5 / 3.5 -> 0.71. Four measurable, all strong.
     assert answer.who_score == 0.71
-    assert answer.actionable is False
+    assert answer.actionable is True
+    assert answer.reason == "4 of 4 dimensions are strong (WHAT, WHEN, HOW, WHO): a campaign can be aimed at it."
+
+
+@pytest.mark.parametrize("stage", sorted(LIFECYCLE_OFFERS))
+def test_each_dominant_stage_gets_its_lifecycle_offer(stage: str) -> None:
+    mix = {stage: 0.55, **{other: 0.45 / 5 for other in LIFECYCLE_OFFERS if other != stage}}
+    answer = mock_actionability(transaction_log(s01_mix=mix)["S01"], RUBRIC)
+    assert answer.what_score == 0.55
+    assert f"the lifecycle offer is a {LIFECYCLE_OFFERS[stage]}, for the 55.0% of the segment" in answer.what_evidence
+
+
+def test_a_mixed_segment_is_a_weak_what() -> None:
+    """No stage holds most of the segment: the win-back fits only 40% of it."""
+    mixed = {"lapsed": 0.4, "active": 0.35, "new": 0.25}
+    answer = mock_actionability(transaction_log(s01_mix=mixed)["S01"], RUBRIC)
+    assert answer.what_score == 0.4
+    # WHAT weak, WHEN 0.6, HOW 0.5, WHO 0.71: 3 strong of 4 is still actionable.
+    assert answer.actionable is True
+    # New one-time buyers: second-purchase nudge 0.7 fits, but nobody has a rhythm (WHEN 0) and WHO is 0.2.
+    new = mock_actionability(transaction_log()["S02"], RUBRIC)
+    assert (new.what_score, new.when_score, new.how_score, new.who_score) == (0.7, 0.0, 0.5, 0.2)
+    assert new.actionable is False
+
+
+def test_rich_data_is_judged_by_its_categories_channels_and_day_parts_whatever_its_rhythm_and_lifecycle(
+    facts: dict[str, SegmentFacts],
+) -> None:
+    """The substitutes stand in only for what the data lacks: the synthetic source's answers are unchanged."""
+    richer = {
+        key: item.model_copy(
+            update={"rhythm": transaction_log()["S01"].rhythm, "lifecycle": transaction_log()["S01"].lifecycle}
+        )
+        for key, item in facts.items()
+    }
+    for key, item in richer.items():
+        assert measured_by(item, ["email"]) == {
+            "what": "product categories",
+            "when": "time of day and weekends",
+            "how": "channels",
+            "who": "customer lifetime value",
+        }
+        answer = mock_actionability(item, RUBRIC)
+        assert answer == mock_actionability(facts[key], RUBRIC)
+        approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
+        assert mock_explanation(approved, answer) == mock_explanation(
+            facts[key].model_copy(update={"viability": approved.viability}), answer
+        )
+
+
+def test_the_rhythm_combines_with_a_weekend_pattern() -> None:
+    """The stronger timing pattern plus a quarter of the weaker: rhythm 0.6, weekend lift 2 -> 1.0."""
+    facts = transaction_log()["S01"].model_copy(
+        update={"weekend_share": 0.6, "population_weekend_share": 0.3, "weekend_lift": 2.0}
+    )
+    answer = mock_actionability(facts, RUBRIC)
+    assert answer.when_score == 1.0
+    assert answer.when_evidence.endswith("; 60.0% of their activity falls on weekends (population: 30.0%).")
+    # At the population's weekend share the weekend adds nothing: 0.6 + 0.25 x 0 = 0.6
+    flat = facts.model_copy(update={"weekend_share": 0.3, "weekend_lift": 1.0})
+    assert mock_actionability(flat, RUBRIC).when_score == 0.6
+    assert measured_by(flat, ["email"])["when"] == "purchase rhythm and weekends"
+
+
+def test_rhythm_timing_near_the_reorder_day_or_now_when_past_it() -> None:
+    rhythm = transaction_log()["S01"].rhythm
+    # 96 days since the last purchase, past the usual 40.
+    assert rhythm_timing(rhythm) == (
+        "now: 96 days since their last purchase, past their usual reorder day (they buy every 40 days; medians)"
+    )
+    due = rhythm.model_copy(update={"median_days_since_purchase": 30})
+    assert rhythm_timing(due) == (
+        "within 14 days of their usual reorder day: they buy every 40 days and last bought 30 days ago (medians)"
+    )
+    # One-time buyers are timed by the population's repeat buyers.
+    assert rhythm_timing(transaction_log()["S02"].rhythm) == (
+        "within 14 days of the usual second-purchase day: repeat buyers buy again every 40 days and last "
+        "bought 12 days ago (medians)"
+    )
+    assert rhythm_timing(None) is None
+
+
+def test_the_verdict_check_rejects_a_score_for_a_dimension_the_data_cannot_measure() -> None:
+    facts = snapshot(transaction_only_rows())["S01"]
+    question = actionability_question(facts, RUBRIC)
+    mock = question.fallback()
+    assert question.check(mock) == []
+    scored = mock.model_copy(update={"what_score": 0.6})
+    # (Its verdict agrees with its scores: 3 strong of 3 scored. The score itself is what is wrong.)
+    assert question.check(scored) == ["what_score is 0.6 but WHAT is not measurable from this data: answer null"]
+    # Zero for "nothing to go on" is a score too: refused, and it would raise the bar to 3 of 3.
+    zeroed = mock.model_copy(update={"when_score": 0.0})
+    assert question.check(zeroed) == [
+        "when_score is 0.0 but WHEN is not measurable from this data: answer null",
+        "actionable is true but 2 dimension(s) score at least 0.5 (how, who) of 3 measurable, 3 needed; "
+        "the rubric makes it false",
+    ]
+    # And a null for what the data can measure.
+    unscored = mock.model_copy(update={"how_score": None})
+    assert question.check(unscored) == [
+        "how_score is null but HOW can be measured from this data (by owned channels)",
+    ]
+
+
+def test_verdict_problems_count_strong_dimensions_among_the_measurable() -> None:
+    # 2 measurable, both strong: ceil(3 x 2 / 4) = 2 needed.
+    both = actionability_answer(0.0, 0.9, 0.9, 0.0, actionable=False).model_copy(
+        update={"what_score": None, "who_score": None}
+    )
+    assert verdict_problems(both, RUBRIC) == [
+        "actionable is false but 2 dimension(s) score at least 0.5 (when, how) of 2 measurable, 2 needed; "
+        "the rubric makes it true"
+    ]
+    assert verdict_problems(both.model_copy(update={"actionable": True}), RUBRIC) == []
+    # Nothing measurable is never actionable.
+    nothing = both.model_copy(update={"when_score": None, "how_score": None, "actionable": True})
+    assert verdict_problems(nothing, RUBRIC) == [
+        "actionable is true but 0 dimension(s) score at least 0.5 (none) of 0 measurable, 0 needed; "
+        "the rubric makes it false"
+    ]
+
+
+def test_a_model_answer_scoring_an_unmeasurable_dimension_is_sent_back(tmp_path: Path) -> None:
+    facts = snapshot(transaction_only_rows())["S01"]
+    question = actionability_question(facts, RUBRIC)
+    mock = mock_actionability(facts, RUBRIC)
+    zeroed = mock.model_copy(update={"what_score": 0.0, "what_evidence": "Nothing to go on."})
+    provider = ScriptedProvider(answer_json(zeroed), answer_json(mock))
+    answered = Answerer(LLM, AnswerCache(tmp_path), provider=provider).answer(question)
+    assert (answered.provenance.source, answered.answer) == ("llm", mock)
+    assert (
+        "- what_score is 0.0 but WHAT is not measurable from this data: answer null"
+        in provider.requests[1][-1]["content"]
+    )
 
 
 # ---------------------------------------------------------------- explainer
@@ -514,8 +901,53 @@ def test_mock_explanation_without_channels_recommends_one_campaign_to_the_whole_
     facts.viability.approved = True
     explanation = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True))
     assert len(explanation.recommendations) == 1
+    # No channel in the data: the owned channel (email by default).
+    assert explanation.recommendations[0].channel == "email"
     assert explanation.recommendations[0].audience_size == 100
     assert explanation.recommendations[0].timing == "any time"
+    without_owned = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True), [])
+    assert [item.channel for item in without_owned.recommendations] == ["the channel the customer last bought through"]
+
+
+def test_a_transaction_log_campaign_names_the_lifecycle_offer_the_owned_channel_and_the_rhythm() -> None:
+    facts = transaction_log()["S01"]
+    question = explanation_question(facts, mock_actionability(facts, RUBRIC))
+    explanation = question.fallback()
+    assert question.check(explanation) == []
+    (campaign,) = explanation.recommendations
+    assert campaign.channel == "email"
+    assert campaign.offer == "a win-back offer: a reason to come back for customers who have stopped buying"
+    # 96 days since the last purchase at the median, past the usual 40 days between purchases.
+    assert campaign.timing == (
+        "now: 96 days since their last purchase, past their usual reorder day (they buy every 40 days; medians)"
+    )
+    assert campaign.audience_size == 100
+    assert campaign.rationale == (
+        "No channel in the data: the owned channel email, which reaches every customer you can contact. "
+        "The win-back fits the 80.0% who are lapsed customers. "
+        "Timed by their purchase rhythm: 60.0% of them are repeat buyers."
+    )
+    assert (
+        "They are mostly lapsed customers (80.0% against 33.3% overall); last bought 96 days ago at the median, "
+        "and the repeat buyers among them (60.0%) buy every 40 days." in explanation.executive_summary
+    )
+
+
+def test_an_active_segment_is_offered_an_upsell_above_its_average_order_near_its_reorder_day() -> None:
+    active = {"active": 0.9, "lapsed": 0.1}
+    rhythm = {**RHYTHM, "S01": RhythmRow(100, 80, 30.0, 20.0)}
+    facts = transaction_log(s01_mix=active, rhythm=rhythm)["S01"]
+    answer = mock_actionability(facts, Rubric(owned_channels=["email", "sms"]))
+    assert (answer.what_score, answer.when_score, answer.how_score) == (0.9, 0.8, 0.5)
+    assert answer.how_evidence.startswith("No channel in the data: the owned channels email and sms")
+    explanation = mock_explanation(facts, answer, ["email", "sms"])
+    assert [item.channel for item in explanation.recommendations] == ["email", "sms"]
+    campaign = explanation.recommendations[0]
+    # The segment's average order value is 200.00 (CONCENTRATED_MEANS).
+    assert campaign.offer == "an upsell by basket size: a bundle or free delivery above their average order of 200.00"
+    assert campaign.timing == (
+        "within 14 days of their usual reorder day: they buy every 30 days and last bought 20 days ago (medians)"
+    )
 
 
 def test_timing_names_only_clear_preferences(facts: dict[str, SegmentFacts]) -> None:
@@ -664,13 +1096,18 @@ def test_unfaithful_skips_judged_fields_and_flags_invented_numbers() -> None:
 
 
 def test_every_mock_answer_is_faithful_to_its_own_statistics(facts: dict[str, SegmentFacts]) -> None:
-    every = [*facts.values(), *snapshot(transaction_only_rows()).values()]
-    for item in every:
-        question = actionability_question(item, RUBRIC)
-        actionability = question.fallback()
-        assert question.check(actionability) == [], item.segment_id
-        explaining = explanation_question(item, actionability)
-        assert explaining.check(explaining.fallback()) == [], item.segment_id
+    every = [*facts.values(), *snapshot(transaction_only_rows()).values(), *transaction_log().values()]
+    due = transaction_log()["S01"]
+    due = due.model_copy(update={"rhythm": due.rhythm.model_copy(update={"median_days_since_purchase": 30})})
+    for item in [*every, due]:
+        for rubric in (RUBRIC, Rubric(owned_channels=[]), Rubric(owned_channels=["email", "sms"])):
+            question = actionability_question(item, rubric)
+            actionability = question.fallback()
+            assert question.check(actionability) == [], item.segment_id
+            approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
+            explaining = explanation_question(approved, actionability, rubric.owned_channels)
+            explained = explaining.fallback()
+            assert explaining.check(explained) == [], (item.segment_id, explained)
 
 
 def test_the_explanation_check_catches_what_the_mock_never_does(facts: dict[str, SegmentFacts]) -> None:
@@ -970,12 +1407,41 @@ def test_the_actionability_prompt_carries_rubric_statistics_and_schema(facts: di
     text = user["content"]
     assert ACTIONABILITY_TASK.format(rubric=rubric.describe()) in text
     assert (
-        "A dimension is strong when its score is at least 0.6. The segment is actionable when at least 2 of the "
-        "4 dimensions are strong, and not otherwise."
+        "A dimension is strong when its score is at least 0.6. With all 4 dimensions measurable, the segment is "
+        "actionable when at least 2 of them are strong."
     ) in text
+    assert "(2 of 3, 1 of 2, 1 of 1)" in text
     assert statistics_of(text) == actionability_statistics(facts["S01"], rubric)
+    assert statistics_of(text)["measured_by"] == {
+        "what": "product categories",
+        "when": "time of day and weekends",
+        "how": "channels",
+        "who": "customer lifetime value",
+    }
     assert statistics_of(text)["segment"]["categories"][0]["label"] == "electronics"
     assert json.dumps(ActionabilityAnswer.model_json_schema(), sort_keys=True) in text
+
+
+def test_the_actionability_prompt_says_what_a_transaction_log_is_judged_by() -> None:
+    facts = transaction_log()["S01"]
+    _, user = actionability_messages(facts, Rubric(owned_channels=["email", "sms"]))
+    text = user["content"]
+    statistics = statistics_of(text)
+    assert statistics["measured_by"] == {
+        "what": "lifecycle stage",
+        "when": "purchase rhythm",
+        "how": "owned channels",
+        "who": "customer lifetime value",
+    }
+    assert statistics["rubric"]["owned_channels"] == ["email", "sms"]
+    assert statistics["segment"]["rhythm"]["median_days_between_purchases"] == 40
+    assert [stage["label"] for stage in statistics["segment"]["lifecycle"]][0] == "lapsed"
+    assert f"Where measured_by is null the dimension is {NOT_MEASURABLE}: answer its score as null" in text
+    assert "lapsed: win-back, at_risk: reactivation, loyal: loyalty reward, new: second-purchase nudge" in text
+    assert "rhythm.repeat_buyer_share" in text
+    # Not measurable: null in measured_by.
+    _, bare = actionability_messages(snapshot(transaction_only_rows())["S01"], Rubric(owned_channels=[]))
+    assert statistics_of(bare["content"])["measured_by"]["how"] is None
 
 
 def test_the_explanation_prompt_carries_the_actionability_answer(facts: dict[str, SegmentFacts]) -> None:
@@ -984,6 +1450,9 @@ def test_the_explanation_prompt_carries_the_actionability_answer(facts: dict[str
     statistics = statistics_of(user["content"])
     assert statistics == explanation_statistics(facts["S02"], actionability)
     assert statistics["actionability"]["actionable"] is False
+    assert statistics["owned_channels"] == ["email"]
+    _, sms = explanation_messages(facts["S02"], actionability, ["sms"])
+    assert statistics_of(sms["content"])["owned_channels"] == ["sms"]
     assert json.dumps(ExplanationAnswer.model_json_schema(), sort_keys=True) in user["content"]
 
 

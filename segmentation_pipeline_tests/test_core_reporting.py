@@ -36,6 +36,7 @@ from segmentation_pipeline.core.reporting.document import (
 )
 from segmentation_pipeline.core.reporting.publish import load_report, publish_report, verify_report
 from segmentation_pipeline.core.reporting.render import JSON_FILE, markdown
+from segmentation_pipeline.core.reporting.render import html as render_html
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
     CLUSTERS,
@@ -206,9 +207,13 @@ def test_coverage_counts_the_window_and_what_is_missing_from_it(store: Warehouse
 
 
 def rebuild_profiles(store: Warehouse) -> None:
-    """The profiles of DAY built again over what is stored now, as the profiles asset stores them."""
+    """The profiles of DAY built again over what is stored now, as the profiles asset stores them.
+
+    The segments' purchase rhythm is read from the profiles, so the stored answers are re-stamped as
+    answers made from the new ones would be."""
     result = build_profiles(store, DAY)
     store.write_partition(PROFILES, DAY, result.table, result.stored_metadata(ProfileSettings()))
+    _answers_follow_the_snapshot(store)
 
 
 def test_a_stored_day_without_events_is_not_a_day_with_events(store: Warehouse) -> None:
@@ -334,6 +339,41 @@ def test_the_markdown_summary_has_a_row_and_a_paragraph_per_segment(published) -
         assert row.startswith(f"| {item.segment_id} {item.name} | {item.segment.size:,} |")
         assert f"**{item.segment_id} {item.name}**" in text
     assert "This is the first snapshot" in text
+
+
+def test_a_dimension_not_measurable_from_the_data_is_shown_as_such_never_as_zero(published) -> None:
+    report = published.report
+    first = report.segments[0]
+    unmeasured = first.actionability.model_copy(
+        update={
+            "what_score": None,
+            "what_evidence": "Not measurable from this data: no product categories and no lifecycle stages.",
+        }
+    )
+    changed = report.model_copy(
+        update={"segments": [first.model_copy(update={"actionability": unmeasured}), *report.segments[1:]]}
+    )
+    scores = unmeasured
+    assert (
+        f"- Actionability: WHAT not measurable from this data, WHEN {scores.when_score:.2f}, "
+        f"HOW {scores.how_score:.2f}, WHO {scores.who_score:.2f}"
+    ) in markdown(changed)
+    assert markdown(report).count("- Actionability: WHAT ") == len(report.segments)
+    page = render_html(changed, published.folder)
+    assert "<tr><td>WHAT</td><td class=num>not measurable from this data</td>" in page
+    # The purchase rhythm, which times a campaign on data without times of day, is on the page too.
+    rhythm = first.profile.rhythm
+    assert (
+        f"<div><span>Purchase rhythm</span>{rhythm.repeat_buyer_share:.1%} repeat buyers, every "
+        f"{rhythm.median_days_between_purchases} days, last purchase {rhythm.median_days_since_purchase} days ago "
+        "(medians)</div>"
+    ) in page
+    # The heatmap: a grey hatched n/a cell for WHAT of the first segment, every other cell on the colour scale.
+    heatmap = charts.actionability_heatmap(changed).figure.axes[0]
+    hatched = [patch for patch in heatmap.patches if patch.get_hatch()]
+    assert [(patch.get_x(), patch.get_y(), patch.get_hatch()) for patch in hatched] == [(0, 0, charts.NO_SCORE_HATCH)]
+    assert [text.get_text() for text in heatmap.texts if text.get_position() == (0.5, 0.5)] == ["n/a"]
+    assert not any(patch.get_hatch() for patch in charts.actionability_heatmap(report).figure.axes[0].patches)
 
 
 def test_publishing_again_replaces_the_folder_with_identical_files(store: Warehouse) -> None:

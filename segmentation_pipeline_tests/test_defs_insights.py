@@ -14,7 +14,7 @@ import pytest
 
 from segmentation_pipeline.core import quality, synthetic
 from segmentation_pipeline.core.ingestion import ingest
-from segmentation_pipeline.core.llm.actionability import DIMENSIONS, Rubric
+from segmentation_pipeline.core.llm.actionability import DIMENSIONS, Rubric, stored_rubric
 from segmentation_pipeline.core.llm.prompts import PROMPT_VERSION
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
@@ -153,6 +153,10 @@ def test_the_mock_evaluates_and_explains_every_segment(instance: dg.DagsterInsta
         assert row["actionable"] == rubric.verdict(scores)
     stated = metadata(result, "actionability")
     assert stated["actionable_segments"] == sum(row["actionable"] for row in rows)
+    # Rich events: every dimension is measurable, none is shown as not measurable.
+    assert all(row[f"{dimension}_score"] is not None for row in rows for dimension in DIMENSIONS)
+    assert (stated["owned_channels"], stated["rubric"]) == ("email", rubric.describe())
+    assert stored_rubric(Warehouse(data_dir), DAY) == rubric
     assert (stated["requests"], stated["cache_hits"], stated["fallbacks"], stated["prompt_tokens"]) == (0, 0, 0, 0)
     explained = read(data_dir, EXPLANATIONS)
     decided = {row["segment_id"]: row for row in read(data_dir, VIABILITY)}
@@ -289,6 +293,8 @@ def test_rubric_settings_change_the_verdicts(instance: dg.DagsterInstance, data_
     )
     assert strict.success
     assert not any(row["actionable"] for row in read(data_dir, ACTIONABILITY))
+    # The answers are stored with the rubric they were judged by.
+    assert stored_rubric(Warehouse(data_dir), DAY) == Rubric(strong_score=0.99, min_strong_dimensions=4)
     assert all(e.passed for e in checks(strict).values())
 
 

@@ -15,6 +15,8 @@ import pytest
 from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.errors import SensitivityTestError
 from segmentation_pipeline.core.ingestion import ingest
+from segmentation_pipeline.core.llm.actionability import Rubric
+from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS
 from segmentation_pipeline.core.robustness import RobustnessSettings, assess_snapshot
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
@@ -302,15 +304,47 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
     )
     assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
     assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
-    # Without categories, channels or times of day, WHAT and HOW have nothing to go on.
+    # Without categories WHAT is the lifecycle offer of the segment's largest stage, scored by its share.
+    # Without channels, HOW is the owned channel, email by default.
     evaluations = read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
     assert len(evaluations) == metadata(result, "clusters")["k"]
-    assert all(row["what_score"] == 0 and row["how_score"] == 0 for row in evaluations)
-    assert all(row["what_evidence"].startswith("Nothing to go on") for row in evaluations)
-    # Plain dates carry no time of day: the timing evidence speaks of weekends only.
-    assert all("weekends" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
-    assert not any(row["actionable"] for row in evaluations)
-    assert read(data_dir, EXPLANATIONS, days[-1]).num_rows == len(evaluations)
+    mixes = {row["segment_id"]: dict(row["lifecycle_mix"]) for row in read(data_dir, SEGMENTS, days[-1]).to_pylist()}
+    for row in evaluations:
+        stage, share = max(mixes[row["segment_id"]].items(), key=lambda item: (item[1], item[0]))
+        assert row["what_score"] == pytest.approx(share, abs=0.006)
+        assert row["what_evidence"].startswith(
+            f"No product categories in the data: the lifecycle offer is a {LIFECYCLE_OFFERS[stage]}, for the "
+        )
+    assert all(row["how_score"] == 0.5 for row in evaluations)
+    assert all(row["how_evidence"].startswith("No channel in the data: the owned channel email") for row in evaluations)
+    # Plain dates carry no time of day: WHEN is the purchase rhythm and the weekends, never a day part.
+    assert all("repeat buyer" in row["when_evidence"] and "UTC" not in row["when_evidence"] for row in evaluations)
+    assert all("weekends" in row["when_evidence"] for row in evaluations)
+    # The verdicts follow the rubric: 3 strong of the 4 measurable.
+    rubric = Rubric()
+    for row in evaluations:
+        assert row["actionable"] == rubric.verdict({d: row[f"{d}_score"] for d in ("what", "when", "how", "who")})
+    explained = read(data_dir, EXPLANATIONS, days[-1]).to_pylist()
+    assert len(explained) == len(evaluations)
+    targeted = [row for row in explained if row["recommendations"]]
+    assert all(item["channel"] == "email" for row in targeted for item in row["recommendations"])
+    # Another owned channel, set on actionability: the explanations follow the rubric stored with its answers.
+    by_sms = dg.materialize(
+        [actionability, explanations],
+        instance=instance,
+        resources=resources(data_dir, **source) | {"llm": LLMResource()},
+        partition_key=days[-1].isoformat(),
+        run_config=dg.RunConfig({"actionability": {"config": {"owned_channels": ["sms"]}}}),
+    )
+    assert by_sms.success
+    assert all(evaluation.passed for evaluation in by_sms.get_asset_check_evaluations())
+    assert all(
+        row["how_evidence"].startswith("No channel in the data: the owned channel sms")
+        for row in read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
+    )
+    assert [
+        item["channel"] for row in read(data_dir, EXPLANATIONS, days[-1]).to_pylist() for item in row["recommendations"]
+    ] == ["sms" for row in targeted for _ in row["recommendations"]]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from datetime import date
 
 from .errors import PipelineError
 from .lineage import PreviousSnapshot, unchanged_since
-from .llm.actionability import DIMENSIONS, Rubric
+from .llm.actionability import DIMENSIONS, Rubric, stored_rubric
 from .llm.facts import stored_snapshot_facts
 from .llm.questions import answers_faithful
 from .reporting.publish import verify_report
@@ -270,14 +270,16 @@ def _one_row_per_segment(alias: str) -> str:
 
 
 def every_segment_evaluated(warehouse: Warehouse, day: date) -> CheckOutcome:
-    """One actionability row per segment, every score within [0, 1]."""
-    outside = " OR ".join(f"NOT ({dimension}_score BETWEEN 0 AND 1)" for dimension in DIMENSIONS)
+    """One actionability row per segment, every score within [0, 1] (or null: not measurable from the data)."""
+    outside = " OR ".join(
+        f"({dimension}_score IS NOT NULL AND NOT ({dimension}_score BETWEEN 0 AND 1))" for dimension in DIMENSIONS
+    )
     return _stored_rule(
         warehouse,
         day,
         {"a": ACTIONABILITY, "s": SEGMENTS},
         f"SELECT (SELECT count(*) FROM a WHERE {outside}) + {_one_row_per_segment('a')}",
-        "{} segments without exactly one evaluation, or with a score outside [0, 1]",
+        "{} segments without exactly one evaluation, or with a score outside [0, 1] (null: not measurable)",
     )
 
 
@@ -318,7 +320,7 @@ def numbers_match_statistics(
         answers = evaluations if spec == ACTIONABILITY else warehouse.read_required(spec, day)
     except PipelineError as exc:
         return CheckOutcome(False, str(exc))
-    problems = answers_faithful(facts, answers, spec.name, rubric or Rubric(), evaluations)
+    problems = answers_faithful(facts, answers, spec.name, rubric or stored_rubric(warehouse, day), evaluations)
     summary = f"{len(problems)} answers made from other statistics or quoted numbers not in them" + (
         f", e.g. {problems[0]}" if problems else ""
     )

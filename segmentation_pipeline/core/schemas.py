@@ -207,18 +207,32 @@ class AnswerProvenance(BaseModel):
 class ActionabilityAnswer(BaseModel):
     """WHAT / WHEN / HOW / WHO of one segment, each 0..1 with its evidence, and the verdict.
 
-    This is the JSON the language model is asked for (its JSON schema goes into the request).
+    A dimension the data cannot support (no categories and no lifecycle stages for WHAT, say) has no
+    score: null, with the evidence saying why. This is the JSON the language model is asked for (its
+    JSON schema goes into the request).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    what_score: Score = Field(description="Product preferences: how clearly the segment favours some categories.")
+    what_score: Score | None = Field(
+        description="What to offer: how clearly the segment favours some categories, or how much of it one "
+        "lifecycle offer fits; null when not measurable from this data."
+    )
     what_evidence: str = Field(min_length=1, description="The statistics behind what_score.")
-    when_score: Score = Field(description="Timing: how concentrated the segment's activity is in days and hours.")
+    when_score: Score | None = Field(
+        description="When to send: how concentrated the segment's activity is in days and hours, or how "
+        "regular its purchase rhythm is; null when not measurable from this data."
+    )
     when_evidence: str = Field(min_length=1, description="The statistics behind when_score.")
-    how_score: Score = Field(description="Channels: how clearly the segment prefers some channels.")
+    how_score: Score | None = Field(
+        description="How to reach them: how clearly the segment prefers some channels, or the owned channel "
+        "when the data has none; null when not measurable from this data."
+    )
     how_evidence: str = Field(min_length=1, description="The statistics behind how_score.")
-    who_score: Score = Field(description="Customer value: worth of the segment's customers against the population.")
+    who_score: Score | None = Field(
+        description="Customer value: worth of the segment's customers against the population; null when not "
+        "measurable from this data."
+    )
     who_evidence: str = Field(min_length=1, description="The statistics behind who_score.")
     actionable: bool = Field(description="Whether a campaign can be built for the segment, by the rubric.")
     reason: str = Field(min_length=1, description="Why the segment is or is not actionable.")
@@ -614,13 +628,17 @@ _PROVENANCE_FIELDS = [
 
 ACTIONABILITY = TableSpec(
     name="actionability",
-    description="WHAT/WHEN/HOW/WHO scores of each segment with their evidence, the verdict and its reason, "
+    description="WHAT/WHEN/HOW/WHO scores of each segment with their evidence (a null score: not measurable "
+    "from the data), the verdict and its reason, "
     "and whether the answer came from the language model, the mock or the fallback: one row per segment.",
     schema=pa.schema(
         [
             pa.field("segment_id", pa.string(), nullable=False),
             *[
-                pa.field(f"{dimension}_{part}", pa.float64() if part == "score" else pa.string(), nullable=False)
+                # A null score: the dimension is not measurable from the data (its evidence says why).
+                pa.field(
+                    f"{dimension}_{part}", pa.float64() if part == "score" else pa.string(), nullable=part == "score"
+                )
                 for dimension in ACTIONABILITY_DIMENSIONS
                 for part in ("score", "evidence")
             ],

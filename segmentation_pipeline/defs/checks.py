@@ -217,7 +217,10 @@ def _answer_checks(asset: str, complete: tuple[str, str]) -> list[dg.AssetCheckS
 
 ACTIONABILITY_CHECKS = _answer_checks(
     "actionability",
-    ("every_segment_evaluated", "One evaluation per segment of the snapshot, every score within [0, 1]."),
+    (
+        "every_segment_evaluated",
+        "One evaluation per segment of the snapshot, every score within [0, 1] or null (not measurable).",
+    ),
 )
 EXPLANATIONS_CHECKS = _answer_checks(
     "explanations",

@@ -3,20 +3,47 @@
 The rubric is written once here. The prompt hands it to the language model,
 the mock applies it to the statistics, and every answer's verdict is held to
 it (an answer whose verdict contradicts its own scores is rejected).
+
+A dimension is judged only by what the data can support, and `measured_by`
+says by what. Rich event data: WHAT by product categories, WHEN by times of
+day and weekends, HOW by channels, WHO by customer lifetime value. Where the
+data lacks them (a transaction log), WHAT is the lifecycle offer of the
+segment's largest lifecycle stage, HOW the channels the business owns, WHEN
+the purchase rhythm (core.llm.campaigns). A dimension with nothing to judge it
+by is not measurable from this data: it has no score (never 0), and the
+rubric asks for proportionally fewer strong dimensions.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Annotated
 
-from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..schemas import ACTIONABILITY, ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
+from ..warehouse import Warehouse
+from .campaigns import (
+    OWNED_CHANNEL_SCORE,
+    lifecycle_offer,
+    owned_channel_evidence,
+    rhythm_evidence,
+)
 from .facts import LabelShare, SegmentFacts, main_label, percent
 
 DIMENSIONS = ACTIONABILITY_DIMENSIONS
+#: How a dimension without a score is shown, in the answers and in the report.
+NOT_MEASURABLE = "not measurable from this data"
+#: The channels a business owns unless told otherwise.
+DEFAULT_OWNED_CHANNELS = ("email",)
+#: The actionability partition's key-value metadata holding the rubric its answers were judged by.
+RUBRIC_METADATA_KEY = "rubric"
 
 
 class Rubric(BaseModel):
-    """When a dimension counts as strong and how many strong ones make a segment actionable."""
+    """When a dimension counts as strong, how many strong ones make a segment actionable, and the owned channels."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -27,35 +54,110 @@ class Rubric(BaseModel):
         default=3,
         ge=1,
         le=4,
-        description="A segment is actionable when at least this many of WHAT/WHEN/HOW/WHO are strong.",
+        description="A segment is actionable when at least this many of WHAT/WHEN/HOW/WHO are strong. When the "
+        "data can measure fewer than 4, proportionally fewer: ceil(this x measurable / 4).",
+    )
+    owned_channels: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        default=list(DEFAULT_OWNED_CHANNELS),
+        description="Channels the business owns and can reach its customers through. When the data records no "
+        "channel, HOW is judged by these; empty makes HOW not measurable from such data.",
     )
 
-    def verdict(self, scores: dict[str, float]) -> bool:
-        return len(self.strong(scores)) >= self.min_strong_dimensions
+    def required(self, measurable: int) -> int:
+        """Strong dimensions needed when `measurable` of the 4 can be measured: ceil(min x measurable / 4)."""
+        return -(-self.min_strong_dimensions * measurable // len(DIMENSIONS))
 
-    def strong(self, scores: dict[str, float]) -> list[str]:
-        return [dimension for dimension in DIMENSIONS if scores[dimension] >= self.strong_score]
+    def verdict(self, scores: Mapping[str, float | None]) -> bool:
+        """Actionable: enough strong dimensions among the measurable ones (None: not measurable)."""
+        measurable = [dimension for dimension in DIMENSIONS if scores[dimension] is not None]
+        return bool(measurable) and len(self.strong(scores)) >= self.required(len(measurable))
+
+    def strong(self, scores: Mapping[str, float | None]) -> list[str]:
+        return [
+            dimension
+            for dimension in DIMENSIONS
+            if scores[dimension] is not None and scores[dimension] >= self.strong_score
+        ]
 
     def describe(self) -> str:
+        n = len(DIMENSIONS)
+        fewer = ", ".join(f"{self.required(m)} of {m}" for m in range(n - 1, 0, -1))
         return (
-            f"A dimension is strong when its score is at least {self.strong_score}. The segment is actionable "
-            f"when at least {self.min_strong_dimensions} of the 4 dimensions are strong, and not otherwise."
+            f"A dimension is strong when its score is at least {self.strong_score}. With all {n} dimensions "
+            f"measurable, the segment is actionable when at least {self.min_strong_dimensions} of them are strong. "
+            f"A dimension the data cannot measure has no score (null, never 0) and is left out: of the measurable "
+            f"ones at least ceil({self.min_strong_dimensions} x measurable / {n}) must be strong ({fewer}). "
+            "With none measurable the segment is not actionable."
         )
 
 
-def scores_of(answer: ActionabilityAnswer) -> dict[str, float]:
+def rubric_metadata(rubric: Rubric) -> dict[str, str]:
+    """What the actionability partition stores of its rubric (the explanations read the owned channels back)."""
+    return {RUBRIC_METADATA_KEY: rubric.model_dump_json()}
+
+
+def stored_rubric(warehouse: Warehouse, day: date) -> Rubric:
+    """The rubric the stored actionability answers of `day` were judged by; the default for older partitions."""
+    stored = warehouse.partition_metadata(ACTIONABILITY, day).get(RUBRIC_METADATA_KEY)
+    return Rubric.model_validate(json.loads(stored)) if stored else Rubric()
+
+
+def measured_by(facts: SegmentFacts, owned_channels: Sequence[str]) -> dict[str, str | None]:
+    """What the data lets each dimension be judged by; None: not measurable from this data.
+
+    Categories and channels need at least two labels in the data to show a preference.
+    """
+    what = (
+        "product categories" if facts.categories_in_population >= 2 else "lifecycle stage" if facts.lifecycle else None
+    )
+    when_parts = [
+        "time of day" if facts.day_parts else "purchase rhythm" if facts.rhythm is not None else None,
+        "weekends" if facts.weekend_share is not None and facts.population_weekend_share else None,
+    ]
+    how = "channels" if facts.channels_in_population >= 2 else "owned channels" if owned_channels else None
+    return {
+        "what": what,
+        "when": " and ".join(part for part in when_parts if part) or None,
+        "how": how,
+        "who": "customer lifetime value" if facts.clv_vs_population is not None else None,
+    }
+
+
+def scores_of(answer: ActionabilityAnswer) -> dict[str, float | None]:
     return {dimension: getattr(answer, f"{dimension}_score") for dimension in DIMENSIONS}
 
 
-def verdict_problems(answer: ActionabilityAnswer, rubric: Rubric) -> list[str]:
-    expected = rubric.verdict(scores_of(answer))
+def verdict_problems(
+    answer: ActionabilityAnswer, rubric: Rubric, measured: Mapping[str, str | None] | None = None
+) -> list[str]:
+    """What is wrong with an answer's scores and verdict by the rubric.
+
+    With `measured` (from `measured_by`), a dimension must have a score exactly when the data can measure it.
+    """
+    scores = scores_of(answer)
+    problems = []
+    for dimension, basis in (measured or {}).items():
+        score = scores[dimension]
+        if basis is None and score is not None:
+            problems.append(f"{dimension}_score is {score} but {dimension.upper()} is {NOT_MEASURABLE}: answer null")
+        elif basis is not None and score is None:
+            problems.append(
+                f"{dimension}_score is null but {dimension.upper()} can be measured from this data (by {basis})"
+            )
+    expected = rubric.verdict(scores)
     if answer.actionable != expected:
-        strong = rubric.strong(scores_of(answer))
-        return [
+        strong = rubric.strong(scores)
+        measurable = sum(1 for score in scores.values() if score is not None)
+        among = (
+            ""
+            if measurable == len(DIMENSIONS)
+            else f" of {measurable} measurable, {rubric.required(measurable)} needed"
+        )
+        problems.append(
             f"actionable is {str(answer.actionable).lower()} but {len(strong)} dimension(s) score at least "
-            f"{rubric.strong_score} ({', '.join(strong) or 'none'}); the rubric makes it {str(expected).lower()}"
-        ]
-    return []
+            f"{rubric.strong_score} ({', '.join(strong) or 'none'}){among}; the rubric makes it {str(expected).lower()}"
+        )
+    return problems
 
 
 # ---------------------------------------------------------------- the mock's judgement
@@ -92,35 +194,67 @@ def preference_strength(labels: list[LabelShare], n_labels: int, full_lift: floa
 
 def mock_actionability(facts: SegmentFacts, rubric: Rubric) -> ActionabilityAnswer:
     """The deterministic judgement: every score and sentence follows from the statistics."""
-    what, category = preference_strength(facts.categories, facts.categories_in_population, FULL_LIFT_LABELS)
-    how, channel = preference_strength(facts.channels, facts.channels_in_population, FULL_LIFT_LABELS)
-    when, when_evidence = _timing(facts)
-    who, who_evidence = _value(facts)
-    scores = {"what": what, "when": when, "how": how, "who": who}
+    measured = measured_by(facts, rubric.owned_channels)
+    judged = {
+        "what": _what(facts, measured["what"]),
+        "when": _timing(facts)
+        if measured["when"]
+        else (None, _not_measurable("no times of day, weekdays or purchase rhythm")),
+        "how": _how(facts, measured["how"], rubric.owned_channels),
+        "who": _value(facts, facts.clv_vs_population)
+        if facts.clv_vs_population is not None
+        else (None, _not_measurable("no customer lifetime value for the population")),
+    }
+    scores = {dimension: score for dimension, (score, _) in judged.items()}
+    measurable = [dimension for dimension in DIMENSIONS if scores[dimension] is not None]
     strong = rubric.strong(scores)
-    weak = [dimension for dimension in DIMENSIONS if dimension not in strong]
+    weak = [dimension for dimension in measurable if dimension not in strong]
+    unmeasured = [dimension for dimension in DIMENSIONS if dimension not in measurable]
     actionable = rubric.verdict(scores)
+    required = rubric.required(len(measurable))
     reason = (
-        f"{len(strong)} of 4 dimensions are strong ({', '.join(d.upper() for d in strong) or 'none'})"
+        f"{len(strong)} of {len(measurable)} dimensions are strong ({', '.join(d.upper() for d in strong) or 'none'})"
         + (f"; weak: {', '.join(d.upper() for d in weak)}" if weak else "")
+        + (f"; {NOT_MEASURABLE}: {', '.join(d.upper() for d in unmeasured)}" if unmeasured else "")
         + (
             ": a campaign can be aimed at it."
             if actionable
-            else f": fewer than {rubric.min_strong_dimensions} strong dimensions, so no campaign can be aimed at it."
+            else ": nothing to judge it by, so no campaign can be aimed at it."
+            if not measurable
+            else f": fewer than {required} strong dimensions, so no campaign can be aimed at it."
         )
     )
     return ActionabilityAnswer(
-        what_score=what,
-        what_evidence=_label_evidence(category, "of their activity is in", "no product categories in the source"),
-        when_score=when,
-        when_evidence=when_evidence,
-        how_score=how,
-        how_evidence=_label_evidence(channel, "of their events come through", "no channels in the source"),
-        who_score=who,
-        who_evidence=who_evidence,
+        **{f"{dimension}_score": score for dimension, (score, _) in judged.items()},
+        **{f"{dimension}_evidence": evidence for dimension, (_, evidence) in judged.items()},
         actionable=actionable,
         reason=reason,
     )
+
+
+def _not_measurable(why: str) -> str:
+    return f"{NOT_MEASURABLE[0].upper()}{NOT_MEASURABLE[1:]}: {why}."
+
+
+def _what(facts: SegmentFacts, basis: str | None) -> tuple[float | None, str]:
+    """Categories where the data has them; else the lifecycle offer, scored by the share of the segment it fits."""
+    if basis == "product categories":
+        what, category = preference_strength(facts.categories, facts.categories_in_population, FULL_LIFT_LABELS)
+        return what, _label_evidence(category, "of their activity is in", "no product categories in the source")
+    offer = lifecycle_offer(facts) if basis == "lifecycle stage" else None
+    if offer is None:
+        return None, _not_measurable("no product categories and no lifecycle stages")
+    return offer.score, offer.evidence()
+
+
+def _how(facts: SegmentFacts, basis: str | None, owned_channels: Sequence[str]) -> tuple[float | None, str]:
+    """Channels where the data has them; else the owned channels, certain to reach but with no preference shown."""
+    if basis == "channels":
+        how, channel = preference_strength(facts.channels, facts.channels_in_population, FULL_LIFT_LABELS)
+        return how, _label_evidence(channel, "of their events come through", "no channels in the source")
+    if basis == "owned channels":
+        return OWNED_CHANNEL_SCORE, owned_channel_evidence(owned_channels)
+    return None, _not_measurable("no channels, and no owned channel set")
 
 
 def _label_evidence(main: LabelShare | None, verb: str, missing: str) -> str:
@@ -131,8 +265,22 @@ def _label_evidence(main: LabelShare | None, verb: str, missing: str) -> str:
 
 
 def _timing(facts: SegmentFacts) -> tuple[float, str]:
-    """Day parts and weekend against the population: one clear pattern is enough to time a campaign."""
-    day_part_score, peak = preference_strength(facts.day_parts, len(facts.day_parts), FULL_LIFT_TIMING)
+    """One clear pattern is enough to time a campaign: the stronger adds a quarter of the weaker.
+
+    The patterns: the day part against the population where the data has times of day, else the purchase
+    rhythm (the share of the segment with a rhythm of its own, i.e. repeat buyers); and weekends against
+    the population."""
+    first_score, first_text = 0.0, ""
+    if facts.day_parts:
+        first_score, peak = preference_strength(facts.day_parts, len(facts.day_parts), FULL_LIFT_TIMING)
+        if peak is not None:
+            first_text = (
+                f"{percent(peak.share)} of their activity is in the {peak.label} ({peak.hours} UTC; "
+                f"population: {percent(peak.population_share)})"
+            )
+    elif facts.rhythm is not None:
+        first_score = round(_clamp(facts.rhythm.repeat_buyer_share), 2)
+        first_text = rhythm_evidence(facts.rhythm)
     weekend_score, weekend_text = 0.0, ""
     if facts.weekend_share is not None and facts.population_weekend_share:
         weekend, overall = facts.weekend_share, facts.population_weekend_share
@@ -140,26 +288,15 @@ def _timing(facts: SegmentFacts) -> tuple[float, str]:
         lift = weekend / overall if on_weekend else (1 - weekend) / (1 - overall) if overall < 1 else 1.0
         weekend_score = round(_clamp((lift - 1.0) / (FULL_LIFT_TIMING - 1.0)), 2)
         weekend_text = f"{percent(weekend)} of their activity falls on weekends (population: {percent(overall)})"
-    if peak is None and not weekend_text:
+    if not first_text and not weekend_text:
         return 0.0, "Nothing to go on: no timestamps beyond the purchase dates."
-    stronger, weaker = max(day_part_score, weekend_score), min(day_part_score, weekend_score)
+    stronger, weaker = max(first_score, weekend_score), min(first_score, weekend_score)
     score = round(_clamp(stronger + SECOND_PATTERN_WEIGHT * weaker), 2)
-    parts = []
-    if peak is not None:
-        parts.append(
-            f"{percent(peak.share)} of their activity is in the {peak.label} ({peak.hours} UTC; "
-            f"population: {percent(peak.population_share)})"
-        )
-    if weekend_text:
-        parts.append(weekend_text)
-    return score, "; ".join(parts) + "."
+    return score, "; ".join(text for text in (first_text, weekend_text) if text) + "."
 
 
-def _value(facts: SegmentFacts) -> tuple[float, str]:
-    """Mean CLV against the population's: r / (1 + r), so the average customer scores 0.5."""
-    ratio = facts.clv_vs_population
-    if ratio is None:
-        return 0.0, "Nothing to go on: no customer lifetime value for the population."
+def _value(facts: SegmentFacts, ratio: float) -> tuple[float, str]:
+    """Mean CLV against the population's (`ratio`): r / (1 + r), so the average customer scores 0.5."""
     score = round(ratio / (1.0 + ratio), 2)
     text = (
         f"Mean CLV {facts.mean_clv:,.2f} against {facts.population_mean_clv:,.2f} for all customers "

@@ -2,11 +2,18 @@
 
 The mock fills templates with the segment's own statistics, so every number
 it writes passes the faithfulness check by construction (a test holds it to that).
+Where the data has no channel, no category or no time of day, a campaign goes
+out through the owned channels with the lifecycle offer at the time the
+purchase rhythm gives (core.llm.campaigns), as actionability judged it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..schemas import ActionabilityAnswer, CampaignRecommendation, ExplanationAnswer
+from .actionability import DEFAULT_OWNED_CHANNELS, measured_by
+from .campaigns import lifecycle_offer, owned_channel_evidence, rhythm_timing, stage_words
 from .facts import DayPart, LabelShare, SegmentFacts, main_label, percent
 
 #: Robustness a segment needs for each confidence level (Hennig's bands: 0.85 highly stable, 0.6 doubtful).
@@ -30,11 +37,13 @@ def confidence_level(facts: SegmentFacts) -> str:
     return "low"
 
 
-def mock_explanation(facts: SegmentFacts, actionability: ActionabilityAnswer) -> ExplanationAnswer:
+def mock_explanation(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> ExplanationAnswer:
     targeted = facts.viability.approved and actionability.actionable
     return ExplanationAnswer(
         executive_summary=_summary(facts, actionability, targeted),
-        recommendations=_recommendations(facts) if targeted else [],
+        recommendations=_recommendations(facts, owned_channels) if targeted else [],
         expected_roi=facts.viability.expected_roi,
         confidence_level=confidence_level(facts),
         confidence_justification=_justification(facts),
@@ -55,8 +64,10 @@ def _summary(facts: SegmentFacts, actionability: ActionabilityAnswer, targeted: 
         text
         for text in (
             _label_phrase(main_label(facts.categories), "buy mostly", "of their activity"),
+            _lifecycle_phrase(facts),
             _label_phrase(main_label(facts.channels), "come through", "of their events"),
             _day_part_phrase(_preferred_day_part(facts)),
+            _rhythm_phrase(facts),
             _days_phrase(facts),
         )
         if text
@@ -79,6 +90,32 @@ def _label_phrase(main: LabelShare | None, verb: str, what: str) -> str:
     if main is None:
         return ""
     return f"{verb} {main.label} ({percent(main.share)} {what} against {percent(main.population_share)} overall)"
+
+
+def _lifecycle_phrase(facts: SegmentFacts) -> str:
+    """Where the segment's customers are in their life, when that stands in for the categories."""
+    offer = lifecycle_offer(facts) if facts.categories_in_population < 2 else None
+    if offer is None:
+        return ""
+    stage = offer.stage
+    return (
+        f"are {'mostly' if stage.share >= 0.5 else 'most often'} {stage_words(stage.label)} "
+        f"({percent(stage.share)} against {percent(stage.population_share)} overall)"
+    )
+
+
+def _rhythm_phrase(facts: SegmentFacts) -> str:
+    """How often they buy and how long ago, when the data has no time of day to tell their habits by."""
+    rhythm = facts.rhythm
+    if facts.day_parts or rhythm is None or rhythm.median_days_since_purchase is None:
+        return ""
+    since = f"last bought {rhythm.median_days_since_purchase} days ago at the median"
+    if rhythm.median_days_between_purchases is None:
+        return f"have not bought twice; {since}"
+    return (
+        f"{since}, and the repeat buyers among them ({percent(rhythm.repeat_buyer_share)}) buy every "
+        f"{rhythm.median_days_between_purchases} days"
+    )
 
 
 def _preferred_day_part(facts: SegmentFacts) -> DayPart | None:
@@ -117,12 +154,20 @@ def _days_phrase(facts: SegmentFacts) -> str:
 
 
 def _timing(facts: SegmentFacts) -> str:
+    """Days and day parts the segment prefers; without times of day, the purchase rhythm first."""
     peak = _preferred_day_part(facts)
     parts = [_preferred_days(facts), f"{peak.label}, {peak.hours} UTC" if peak else None]
-    return ", ".join(part for part in parts if part) or "any time"
+    days = ", ".join(part for part in parts if part)
+    rhythm = None if facts.day_parts else rhythm_timing(facts.rhythm)
+    if rhythm:
+        return f"{rhythm}; {days}" if days else rhythm
+    return days or "any time"
 
 
 def _offer(facts: SegmentFacts) -> str:
+    lifecycle = lifecycle_offer(facts) if facts.categories_in_population < 2 else None
+    if lifecycle is not None:
+        return lifecycle.proposal(facts)
     category = main_label(facts.categories)
     range_ = f"the {category.label} range" if category else "the range they buy"
     ratio = facts.clv_vs_population
@@ -138,8 +183,19 @@ def _offer(facts: SegmentFacts) -> str:
     return f"a cross-sell offer from {range_}"
 
 
-def _recommendations(facts: SegmentFacts) -> list[CampaignRecommendation]:
+def _recommendations(facts: SegmentFacts, owned_channels: Sequence[str]) -> list[CampaignRecommendation]:
     channels = sorted(facts.channels, key=lambda item: (-item.share, item.label))
+    if measured_by(facts, owned_channels)["how"] == "owned channels":
+        return [
+            CampaignRecommendation(
+                channel=channel,
+                timing=_timing(facts),
+                offer=_offer(facts),
+                audience_size=facts.customers,
+                rationale=" ".join([owned_channel_evidence([channel]), *_offer_and_timing_rationale(facts)]),
+            )
+            for channel in owned_channels
+        ]
     if not channels:
         return [
             CampaignRecommendation(
@@ -165,6 +221,23 @@ def _recommendations(facts: SegmentFacts) -> list[CampaignRecommendation]:
             )
         )
     return recommendations
+
+
+def _offer_and_timing_rationale(facts: SegmentFacts) -> list[str]:
+    """Why this offer and this timing, where they come from the lifecycle and the rhythm."""
+    sentences = []
+    lifecycle = lifecycle_offer(facts) if facts.categories_in_population < 2 else None
+    if lifecycle is not None:
+        sentences.append(
+            f"The {lifecycle.offer} fits the {percent(lifecycle.stage.share)} who are "
+            f"{stage_words(lifecycle.stage.label)}."
+        )
+    rhythm = facts.rhythm
+    if not facts.day_parts and rhythm is not None and rhythm_timing(rhythm) is not None:
+        sentences.append(
+            f"Timed by their purchase rhythm: {percent(rhythm.repeat_buyer_share)} of them are repeat buyers."
+        )
+    return sentences
 
 
 def _justification(facts: SegmentFacts) -> str:

@@ -1,24 +1,26 @@
 """The statistics a prompt carries about one segment: aggregates only, rounded as they are quoted.
 
 Everything here comes from the stored segments, robustness and viability
-tables of one snapshot. No customer ID or event goes in: the facts are means,
-shares and totals over the segment and the population. The rounding is the
-precision answers may quote, and the faithfulness check reads its numbers
-from this same document.
+tables of one snapshot, and from its profiles and assignments the purchase
+rhythm of each segment (medians over its customers, one DuckDB query). No
+customer ID or event goes in: the facts are means, medians, shares and totals
+over the segment and the population. The rounding is the precision answers may
+quote, and the faithfulness check reads its numbers from this same document.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import PipelineError
-from ..schemas import ROBUSTNESS, SEGMENTS, VIABILITY
-from ..warehouse import Warehouse
+from ..schemas import CLUSTERS, PROFILES, ROBUSTNESS, SEGMENTS, VIABILITY
+from ..warehouse import Warehouse, sql_string
 
 #: Hours of each day part, as core.profiles counts them (UTC).
 DAY_PART_HOURS: dict[str, str] = {
@@ -36,6 +38,11 @@ RATIO_DECIMALS = 2
 TOP_LABELS = 4
 #: The rest bin of categories and channels; never a preference in itself.
 OTHER_LABEL = "other"
+#: The segments-table column with the share of the segment's customers in each lifecycle stage
+#: (map<string, double>; null in snapshots made before lifecycle stages).
+LIFECYCLE_MIX = "lifecycle_mix"
+#: A campaign timed by the purchase rhythm goes out within this many days of the usual reorder day.
+REORDER_WINDOW_DAYS = 14
 
 
 class LabelShare(BaseModel):
@@ -79,6 +86,31 @@ class ViabilityFacts(BaseModel):
     reasons: list[str]
 
 
+class PurchaseRhythm(BaseModel):
+    """How often the segment's customers buy again and how long ago they last bought: medians over customers.
+
+    A customer's gap between purchase days is (days since the first event - days since the last purchase)
+    / (purchase days - 1): the profiles keep no first-purchase day, and the first event stands for it
+    (exact for a transaction log, where every event is a purchase; in event data the browsing before the
+    first purchase lengthens it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Customers with purchases on 2 or more days, and their share of the segment's customers.
+    repeat_buyers: int
+    repeat_buyer_share: float
+    population_repeat_buyer_share: float
+    #: Median over the repeat buyers of their mean gap between purchase days, in whole days.
+    median_days_between_purchases: int | None
+    population_median_days_between_purchases: int | None
+    #: Median over the customers with a purchase of the days since their last purchase, in whole days.
+    median_days_since_purchase: int | None
+    population_median_days_since_purchase: int | None
+    #: A rhythm-timed campaign goes out within this many days of the usual reorder day.
+    reorder_window_days: int = REORDER_WINDOW_DAYS
+
+
 class SegmentFacts(BaseModel):
     """One segment as the language model sees it."""
 
@@ -117,6 +149,11 @@ class SegmentFacts(BaseModel):
     population_weekday_share: float | None
     weekday_lift: float | None
     day_parts: list[DayPart]
+    #: The share of the segment's customers in each lifecycle stage (largest first) against the population's;
+    #: None when the segments carry no lifecycle mix.
+    lifecycle: list[LabelShare] | None = None
+    #: None when the snapshot's profiles were not read (statistics of the segment tables alone).
+    rhythm: PurchaseRhythm | None = None
     robustness: RobustnessFacts
     viability: ViabilityFacts
 
@@ -143,11 +180,23 @@ def stored_snapshot_facts(warehouse: Warehouse, as_of: date) -> list[SegmentFact
         warehouse.read_required(ROBUSTNESS, as_of),
         warehouse.read_required(VIABILITY, as_of),
         as_of,
+        rhythm=stored_purchase_rhythm(warehouse, as_of),
     )
 
 
-def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table, as_of: date) -> list[SegmentFacts]:
-    """The facts of every segment of a snapshot, in segment order."""
+def snapshot_facts(
+    segments: pa.Table,
+    robustness: pa.Table,
+    viability: pa.Table,
+    as_of: date,
+    rhythm: dict[str | None, RhythmRow] | None = None,
+) -> list[SegmentFacts]:
+    """The facts of every segment of a snapshot, in segment order.
+
+    `rhythm` holds the purchase-rhythm statistics by segment and for the population (key None), as
+    `stored_purchase_rhythm` reads them; without it the facts have no rhythm. The lifecycle mix is read
+    from the segments' `lifecycle_mix` column (core.lifecycle); a snapshot made before it has none.
+    """
     rows = segments.sort_by("segment_id").to_pylist()
     if not rows:
         return []
@@ -158,11 +207,72 @@ def snapshot_facts(segments: pa.Table, robustness: pa.Table, viability: pa.Table
         sizes=[row["size"] for row in rows],
         total_clv=sum(row["total_clv"] for row in rows),
         as_of=as_of.isoformat(),
+        lifecycle_mixes=[dict(row[LIFECYCLE_MIX]) if row.get(LIFECYCLE_MIX) else None for row in rows],
     )
     return [
-        _segment_facts(row, means, population, robust[row["segment_id"]], viable[row["segment_id"]])
-        for row, means in zip(rows, population.segment_means)
+        _segment_facts(
+            row,
+            means,
+            mix,
+            _rhythm(row["segment_id"], rhythm),
+            population,
+            robust[row["segment_id"]],
+            viable[row["segment_id"]],
+        )
+        for row, means, mix in zip(rows, population.segment_means, population.lifecycle_mixes)
     ]
+
+
+@dataclass(frozen=True)
+class RhythmRow:
+    """The purchase-rhythm aggregates of one segment (or of everyone), unrounded, as the query returns them."""
+
+    customers: int
+    repeat_buyers: int
+    median_days_between_purchases: float | None
+    median_days_since_purchase: float | None
+
+
+def stored_purchase_rhythm(warehouse: Warehouse, as_of: date) -> dict[str | None, RhythmRow]:
+    """Purchase-rhythm aggregates per segment and for all customers (key None), from the stored profiles
+    and assignments of `as_of`: one DuckDB query over their Parquet files, no customer row in Python."""
+    profiles = sql_string(str(warehouse.required_path(PROFILES, as_of)))
+    clusters = sql_string(str(warehouse.required_path(CLUSTERS, as_of)))
+    with warehouse.connect() as con:
+        rows = con.execute(
+            f"""WITH members AS (
+                  SELECT c.segment_id, p.recency_days, p.purchase_days >= 2 AS repeat_buyer,
+                    CASE WHEN p.purchase_days >= 2
+                      THEN (p.tenure_days - p.recency_days) / (p.purchase_days - 1) END AS gap_days
+                  FROM read_parquet({clusters}) c JOIN read_parquet({profiles}) p USING (canonical_id))
+                SELECT segment_id, count(*), count(*) FILTER (WHERE repeat_buyer), median(gap_days),
+                  median(recency_days)
+                FROM members GROUP BY GROUPING SETS ((segment_id), ())"""
+        ).fetchall()
+    return {segment_id: RhythmRow(*values) for segment_id, *values in rows}
+
+
+def _rhythm(segment_id: str, rhythm: dict[str | None, RhythmRow] | None) -> PurchaseRhythm | None:
+    if rhythm is None or segment_id not in rhythm or None not in rhythm:
+        return None
+    segment, population = rhythm[segment_id], rhythm[None]
+    return PurchaseRhythm(
+        repeat_buyers=segment.repeat_buyers,
+        repeat_buyer_share=_share(segment.repeat_buyers, segment.customers),
+        population_repeat_buyer_share=_share(population.repeat_buyers, population.customers),
+        median_days_between_purchases=_days(segment.median_days_between_purchases),
+        population_median_days_between_purchases=_days(population.median_days_between_purchases),
+        median_days_since_purchase=_days(segment.median_days_since_purchase),
+        population_median_days_since_purchase=_days(population.median_days_since_purchase),
+    )
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, SHARE_DECIMALS) if whole else 0.0
+
+
+def _days(value: float | None) -> int | None:
+    return round(value) if value is not None and math.isfinite(value) else None
 
 
 class _Population:
@@ -172,12 +282,20 @@ class _Population:
     without a purchase) it weighs each segment by its size, not by its members with a value.
     """
 
-    def __init__(self, segment_means: list[dict[str, float]], sizes: list[int], total_clv: float, as_of: str) -> None:
+    def __init__(
+        self,
+        segment_means: list[dict[str, float]],
+        sizes: list[int],
+        total_clv: float,
+        as_of: str,
+        lifecycle_mixes: list[dict[str, float] | None],
+    ) -> None:
         self.segment_means = segment_means
         self.sizes = sizes
         self.customers = sum(sizes)
         self.total_clv = total_clv
         self.as_of = as_of
+        self.lifecycle_mixes = lifecycle_mixes
 
     @property
     def mean_clv(self) -> float:
@@ -192,9 +310,25 @@ class _Population:
         prefix = f"{feature}["
         return sorted({key[len(prefix) : -1] for m in self.segment_means for key in m if key.startswith(prefix)})
 
+    def lifecycle_share(self, stage: str) -> float | None:
+        """The stage's share of all customers: the size-weighted mean of the segments' mixes."""
+        pairs = [(mix.get(stage, 0.0), size) for mix, size in zip(self.lifecycle_mixes, self.sizes) if mix]
+        weight = sum(size for _, size in pairs)
+        return sum(share * size for share, size in pairs) / weight if weight else None
+
+    @property
+    def lifecycle_stages(self) -> list[str]:
+        return sorted({stage for mix in self.lifecycle_mixes if mix for stage in mix})
+
 
 def _segment_facts(
-    row: dict, means: dict[str, float], population: _Population, robust: dict, viable: dict
+    row: dict,
+    means: dict[str, float],
+    lifecycle_mix: dict[str, float] | None,
+    rhythm: PurchaseRhythm | None,
+    population: _Population,
+    robust: dict,
+    viable: dict,
 ) -> SegmentFacts:
     def value(column: str, decimals: int) -> float | None:
         return round(means[column], decimals) if column in means else None
@@ -235,6 +369,8 @@ def _segment_facts(
             for part, hours in DAY_PART_HOURS.items()
             if f"{part}_share" in means
         ],
+        lifecycle=_lifecycle(lifecycle_mix, population),
+        rhythm=rhythm,
         robustness=RobustnessFacts(
             overall=_round(robust["overall"], RATIO_DECIMALS),
             band=robust["band"],
@@ -253,6 +389,18 @@ def _segment_facts(
             reasons=list(viable["reasons"]),
         ),
     )
+
+
+def _lifecycle(mix: dict[str, float] | None, population: _Population) -> list[LabelShare] | None:
+    """Every stage of the population's mix, the segment's share of it first (0 for a stage it lacks)."""
+    if mix is None:
+        return None
+    stages = [
+        LabelShare(**_label_share(stage, mix.get(stage, 0.0), population.lifecycle_share(stage)))
+        for stage in population.lifecycle_stages
+    ]
+    stages.sort(key=lambda item: (-item.share, item.label))
+    return stages
 
 
 def _weekend_and_weekdays(weekend: float | None, population_weekend: float | None) -> dict[str, float | None]:

@@ -8,14 +8,16 @@ served for new prompts.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from ..schemas import ActionabilityAnswer, ExplanationAnswer
-from .actionability import Rubric
+from .actionability import DEFAULT_OWNED_CHANNELS, NOT_MEASURABLE, Rubric, measured_by
+from .campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE
 from .facts import SegmentFacts
 
-PROMPT_VERSION = "2026-11-27.1"
+PROMPT_VERSION = "2026-12-02.1"
 
 #: The statistics travel between these markers, as one JSON document.
 STATISTICS_OPEN = "<statistics>"
@@ -25,8 +27,9 @@ SYSTEM = """You are a senior marketing analyst. You judge customer segments for 
 explain them to a marketing team in plain business language.
 
 You see aggregate statistics of one segment and of the whole customer population, never individual \
-customers. Shares are fractions of the segment's events (0.25 = 25%), lift is the segment's share \
-divided by the population's, CLV is expected revenue per customer, times are UTC.
+customers. Shares are fractions of the segment's events (0.25 = 25%), but lifecycle and repeat-buyer \
+shares are fractions of its customers; lift is the segment's share divided by the population's, CLV is \
+expected revenue per customer, times are UTC, and the rhythm's medians are whole days.
 
 Rules for every answer:
 - Quote only numbers that appear in the statistics, as given or a share written as a percentage \
@@ -38,15 +41,30 @@ figures of your own (discounts, durations, prices): every number you write is ch
 ACTIONABILITY_TASK = """Judge whether this segment is actionable: can a campaign say WHAT to offer, WHEN to \
 send it, HOW to reach the customers and WHO they are worth?
 
-Score each dimension from 0 (nothing to act on) to 1 (perfectly clear), with the evidence from the \
-statistics behind the score:
-- WHAT: product preferences. A category with a large share of the segment's activity and a high lift.
-- WHEN: timing. Activity concentrated in a day part or on weekends or weekdays, against the population.
-- HOW: channels. A channel with a large share of the segment's events and a high lift.
-- WHO: customer value. Mean CLV against the population's (clv_vs_population), churn risk.
+Judge each dimension only by what the data supports: measured_by in the statistics names what each \
+dimension is measured by. Where measured_by is null the dimension is {not_measurable}: answer its score \
+as null (never 0) and its evidence as "{not_measurable_sentence}: " and what the data lacks. Score every \
+other dimension from 0 (nothing to act on) to 1 (perfectly clear), with the evidence from the statistics \
+behind the score:
+- WHAT, by product categories: a category with a large share of the segment's activity and a high lift. \
+By lifecycle stage (no categories in the data): the offer of the segment's largest lifecycle stage \
+({offers}); the score is that stage's share of the segment.
+- WHEN, by time of day and weekends: activity concentrated in a day part or on weekends or weekdays, \
+against the population. By purchase rhythm (no time of day in the data): the score is \
+rhythm.repeat_buyer_share, the share of the segment with a rhythm of its own to time a campaign by; \
+with weekends measured too, the stronger of the two plus a quarter of the weaker, at most 1.
+- HOW, by channels: a channel with a large share of the segment's events and a high lift. By owned \
+channels (no channel in the data): the rubric's owned_channels reach the customers but show no \
+preference; score {owned_score} and say "No channel in the data: the owned channel ..." in the evidence.
+- WHO, by customer lifetime value: mean CLV against the population's (clv_vs_population), churn risk.
 
-Rubric for the verdict: {rubric}
-Give the reason for the verdict in one or two sentences."""
+Rubric for the verdict: {{rubric}}
+Give the reason for the verdict in one or two sentences.""".format(
+    not_measurable=NOT_MEASURABLE,
+    not_measurable_sentence=NOT_MEASURABLE[0].upper() + NOT_MEASURABLE[1:],
+    offers=", ".join(f"{stage}: {offer}" for stage, offer in LIFECYCLE_OFFERS.items()),
+    owned_score=OWNED_CHANNEL_SCORE,
+)
 
 EXPLANATION_TASK = """Explain this segment to the marketing team.
 
@@ -54,7 +72,12 @@ EXPLANATION_TASK = """Explain this segment to the marketing team.
 - recommendations: campaigns to run (channel, timing, offer, audience size, rationale). Recommend \
 campaigns only if viability.approved and actionability.actionable are both true; otherwise leave \
 the list empty and say why in the summary. Timing names days (weekends, weekdays) and day parts \
-with their hours from the statistics; the audience size is at most the segment's customers.
+with their hours from the statistics; the audience size is at most the segment's customers. Where the \
+data has no channel (segment.channels_in_population below 2), recommend the owned_channels; where it has \
+no categories, offer the lifecycle offer actionability judged WHAT by; where it has no time of day \
+(segment.day_parts empty), time the campaign by segment.rhythm: within rhythm.reorder_window_days of the \
+usual reorder day (median_days_between_purchases after the last purchase; the population's for customers \
+who have not bought twice), or now when median_days_since_purchase is already past it.
 - expected_roi: the viability statistics' expected_roi.
 - confidence_level: high, medium or low, from robustness (overall, band, production_ready) and size; \
 confidence_justification quotes the numbers behind it."""
@@ -65,11 +88,21 @@ Answer again with one JSON object that matches the JSON schema, quoting only num
 
 
 def actionability_statistics(facts: SegmentFacts, rubric: Rubric) -> dict:
-    return {"segment": facts.model_dump(), "rubric": rubric.model_dump()}
+    return {
+        "segment": facts.model_dump(),
+        "rubric": rubric.model_dump(),
+        "measured_by": measured_by(facts, rubric.owned_channels),
+    }
 
 
-def explanation_statistics(facts: SegmentFacts, actionability: ActionabilityAnswer) -> dict:
-    return {"segment": facts.model_dump(), "actionability": actionability.model_dump()}
+def explanation_statistics(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> dict:
+    return {
+        "segment": facts.model_dump(),
+        "actionability": actionability.model_dump(),
+        "owned_channels": list(owned_channels),
+    }
 
 
 def messages(task: str, statistics: dict, answer_model: type[BaseModel]) -> list[dict[str, str]]:
@@ -93,8 +126,10 @@ def actionability_messages(facts: SegmentFacts, rubric: Rubric) -> list[dict[str
     )
 
 
-def explanation_messages(facts: SegmentFacts, actionability: ActionabilityAnswer) -> list[dict[str, str]]:
-    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability), ExplanationAnswer)
+def explanation_messages(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> list[dict[str, str]]:
+    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability, owned_channels), ExplanationAnswer)
 
 
 def retry_messages(answer_text: str, problems: list[str]) -> list[dict[str, str]]:

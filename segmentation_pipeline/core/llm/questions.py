@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from ..errors import PipelineError
 from ..schemas import ACTIONABILITY, EXPLANATIONS, ActionabilityAnswer, ExplanationAnswer
-from .actionability import DIMENSIONS, Rubric, mock_actionability, verdict_problems
+from .actionability import DEFAULT_OWNED_CHANNELS, DIMENSIONS, Rubric, measured_by, mock_actionability, verdict_problems
 from .explainer import mock_explanation
 from .facts import SegmentFacts
 from .faithfulness import Statistics, unfaithful
@@ -29,9 +29,10 @@ ROI_TOLERANCE = 0.005
 
 def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
     statistics = Statistics([actionability_statistics(facts, rubric)])
+    measured = measured_by(facts, rubric.owned_channels)
 
     def check(answer: ActionabilityAnswer) -> list[str]:
-        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric)
+        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric, measured)
 
     return Question(
         kind="actionability",
@@ -46,8 +47,12 @@ def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
     )
 
 
-def explanation_question(facts: SegmentFacts, actionability: ActionabilityAnswer) -> Question:
-    statistics = Statistics([explanation_statistics(facts, actionability)])
+def explanation_question(
+    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+) -> Question:
+    """`owned_channels`: those of the rubric the actionability answer was judged by (campaigns on data
+    without a channel go through them)."""
+    statistics = Statistics([explanation_statistics(facts, actionability, owned_channels)])
 
     def check(answer: ExplanationAnswer) -> list[str]:
         return unfaithful(answer, statistics) + explanation_problems(answer, facts, actionability)
@@ -56,12 +61,12 @@ def explanation_question(facts: SegmentFacts, actionability: ActionabilityAnswer
         kind="explanation",
         segment_id=facts.segment_id,
         statistics_sha256=facts.sha256,
-        messages=explanation_messages(facts, actionability),
+        messages=explanation_messages(facts, actionability, owned_channels),
         statistics=statistics,
         judged=(),
         answer_model=ExplanationAnswer,
         check=check,
-        fallback=lambda: mock_explanation(facts, actionability),
+        fallback=lambda: mock_explanation(facts, actionability, owned_channels),
     )
 
 
@@ -95,9 +100,14 @@ def evaluate_actionability(facts: Sequence[SegmentFacts], rubric: Rubric, answer
 
 
 def explain_segments(
-    facts: Sequence[SegmentFacts], evaluations: dict[str, ActionabilityAnswer], answerer: Answerer
+    facts: Sequence[SegmentFacts],
+    evaluations: dict[str, ActionabilityAnswer],
+    answerer: Answerer,
+    owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS,
 ) -> list[Answered]:
-    return answerer.answer_all([explanation_question(item, evaluations[item.segment_id]) for item in facts])
+    return answerer.answer_all(
+        [explanation_question(item, evaluations[item.segment_id], owned_channels) for item in facts]
+    )
 
 
 def answers_table(answered: Sequence[Answered], kind: str) -> pa.Table:
@@ -145,7 +155,7 @@ def answers_faithful(
     """Every quoted number of stored answers that the snapshot's statistics do not hold, as '<segment>: ...'.
 
     Each answer is read against the question it answered; explanations against the stored
-    actionability answers they were given.
+    actionability answers they were given, with the rubric's owned channels.
     """
     if kind == "actionability":
         model: type[BaseModel] = ActionabilityAnswer
@@ -154,7 +164,7 @@ def answers_faithful(
         model = ExplanationAnswer
         given = stored_evaluations(evaluations)
         questions = {
-            item.segment_id: explanation_question(item, given[item.segment_id])
+            item.segment_id: explanation_question(item, given[item.segment_id], rubric.owned_channels)
             for item in facts
             if item.segment_id in given
         }

@@ -27,6 +27,7 @@ import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..clustering import normalised
 from ..errors import ReportGenerationError
@@ -41,6 +42,8 @@ _TAB20 = sns.color_palette("tab20", 20)
 PALETTE = _TAB20[0::2] + _TAB20[1::2]
 #: Scores are judged on one scale everywhere: red low, green high.
 SCORE_COLOURS = "RdYlGn"
+#: A cell without a score (not measurable, a test not run): grey and hatched, off the red-green scale.
+NO_SCORE_FILL, NO_SCORE_HATCH, NO_SCORE_EDGE = "#ececec", "///", "#bdbdbd"
 ROBUSTNESS_TESTS = {
     "feature_drop_stability": "feature drop",
     "time_window_stability": "time window",
@@ -326,8 +329,9 @@ def actionability_heatmap(report: SegmentationReport) -> Chart:
         Chart(
             "actionability_heatmap",
             "Actionability",
-            "WHAT (products), WHEN (timing), HOW (channels) and WHO (customer value) scores of each segment, "
-            "0-1, and the verdict.",
+            "WHAT (products or lifecycle offer), WHEN (timing or purchase rhythm), HOW (channels or owned "
+            "channels) and WHO (customer value) scores of each segment, 0-1, and the verdict; a grey hatched "
+            "n/a cell is not measurable from this data.",
             _figure(report, width=8.0),
         ),
         f"Can a campaign be aimed at the segment? {report.as_of}",
@@ -582,7 +586,8 @@ def _draw_actionability(ax, report: SegmentationReport) -> None:
     )
     _score_heatmap(ax, scores, scores.map(_score_text), _ids(report), True, "score (0-1)")
     ax.set_xlabel(
-        f"WHAT products, WHEN timing, HOW channel, WHO value ({ACTIONABLE_MARK} actionable, {NOT_ACTIONABLE_MARK} not)"
+        f"WHAT offer, WHEN timing, HOW channel, WHO value ({ACTIONABLE_MARK} actionable, {NOT_ACTIONABLE_MARK} not)\n"
+        "n/a: not measurable from this data"
     )
 
 
@@ -607,8 +612,19 @@ def _score_heatmap(
         annot_kws={"fontsize": 9},
         ax=ax,
     )
-    # seaborn leaves cells without a value blank; say why they are blank.
+    # seaborn leaves cells without a value blank: grey and hatch them, never a colour of the scale, and say why.
     for row, column in zip(*np.nonzero(np.isnan(scores.to_numpy()))):
+        ax.add_patch(
+            Rectangle(
+                (column, row),
+                1,
+                1,
+                facecolor=NO_SCORE_FILL,
+                hatch=NO_SCORE_HATCH,
+                edgecolor=NO_SCORE_EDGE,
+                linewidth=0,
+            )
+        )
         ax.text(
             column + 0.5, row + 0.5, annotations.iat[row, column], ha="center", va="center", fontsize=9, color="dimgrey"
         )

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
-from ..llm.facts import SegmentFacts, snapshot_facts
+from ..llm.facts import SegmentFacts, stored_snapshot_facts
 from ..llm.questions import stale_answers
 from ..profiles import CLV_KEY, WindowInput
 from ..schemas import (
@@ -287,7 +287,8 @@ def gather_report(
 
     Days of the profile window before `first_partition_day` cannot have data and are not counted missing."""
     tables = {spec.name: store.read_required(spec, as_of) for spec in _UPSTREAM}
-    facts = snapshot_facts(tables["segments"], tables["robustness"], tables["viability"], as_of)
+    # The statistics as the insight stages read them, purchase rhythm and lifecycle mix included.
+    facts = stored_snapshot_facts(store, as_of)
     if not facts:
         raise ReportGenerationError(f"the snapshot of {as_of} has no segments: nothing to report")
     for spec in (ACTIONABILITY, EXPLANATIONS):

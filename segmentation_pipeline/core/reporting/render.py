@@ -8,8 +8,9 @@ from html import escape
 from pathlib import Path
 
 from ..clv import MODEL_LABELS
-from ..llm.facts import percent
-from ..schemas import ACTIONABILITY_DIMENSIONS
+from ..llm.actionability import NOT_MEASURABLE
+from ..llm.facts import PurchaseRhythm, percent
+from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from .document import SegmentationReport, SegmentReport
 
 HTML_FILE, MARKDOWN_FILE, JSON_FILE = "report.html", "report.md", "report.json"
@@ -154,6 +155,7 @@ def markdown(report: SegmentationReport) -> str:
             f"lifecycle: {lifecycle_text(item.segment.lifecycle_mix)})",
         ]
         lines += ["", md_text(item.explanation.executive_summary)]
+        lines.append(f"- Actionability: {dimension_scores(item.actionability)}")
         for campaign in item.explanation.recommendations:
             lines.append(
                 f"- Campaign: {md_text(campaign.channel)}, {md_text(campaign.timing)}: {md_text(campaign.offer)} "
@@ -168,6 +170,19 @@ def markdown(report: SegmentationReport) -> str:
         lines += ["", "## How well the churn and CLV models forecast", "", backtest_table(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
+
+
+def dimension_score(answer: ActionabilityAnswer, dimension: str) -> str:
+    """A dimension's score as a reader sees it: two decimals, or not measurable (never 0)."""
+    score = getattr(answer, f"{dimension}_score")
+    return NOT_MEASURABLE if score is None else f"{score:.2f}"
+
+
+def dimension_scores(answer: ActionabilityAnswer) -> str:
+    """'WHAT 0.87, WHEN 0.34, HOW 0.50, WHO not measurable from this data'."""
+    return ", ".join(
+        f"{dimension.upper()} {dimension_score(answer, dimension)}" for dimension in ACTIONABILITY_DIMENSIONS
+    )
 
 
 def migration_line(report: SegmentationReport) -> str:
@@ -306,9 +321,10 @@ def _segment_html(item: SegmentReport) -> str:
         "Top channels": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.channels) or "n/a",
         "Weekend share of activity": _number(profile.weekend_share, "{:.1%}"),
         "Day parts": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
+        "Purchase rhythm": _rhythm_text(profile.rhythm),
     }
     scores = "".join(
-        f"<tr><td>{dimension.upper()}</td><td class=num>{getattr(actionability, f'{dimension}_score'):.2f}</td>"
+        f"<tr><td>{dimension.upper()}</td><td class=num>{escape(dimension_score(actionability, dimension))}</td>"
         f"<td>{escape(getattr(actionability, f'{dimension}_evidence'))}</td></tr>"
         for dimension in ACTIONABILITY_DIMENSIONS
     )
@@ -340,6 +356,17 @@ strategic tier {escape(viability.strategic_tier)}. {escape("; ".join(viability.r
 <p><b>Verdict</b>: {escape(actionability.reason)}</p>
 {f"<p><b>Campaigns</b></p><ul>{campaigns}</ul>" if campaigns else "<p><b>Campaigns</b>: none recommended.</p>"}
 </section>"""
+
+
+def _rhythm_text(rhythm: PurchaseRhythm | None) -> str:
+    if rhythm is None:
+        return "n/a"
+    parts = [f"{percent(rhythm.repeat_buyer_share)} repeat buyers"]
+    if rhythm.median_days_between_purchases is not None:
+        parts.append(f"every {rhythm.median_days_between_purchases} days")
+    if rhythm.median_days_since_purchase is not None:
+        parts.append(f"last purchase {rhythm.median_days_since_purchase} days ago")
+    return ", ".join(parts) + " (medians)"
 
 
 def _backtest_html(report: SegmentationReport) -> str:

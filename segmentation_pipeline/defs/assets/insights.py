@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from ...core.llm.actionability import Rubric
+from ...core.llm.actionability import DIMENSIONS, Rubric, rubric_metadata, stored_rubric
 from ...core.llm.facts import stored_snapshot_facts
 from ...core.llm.prompts import PROMPT_VERSION
 from ...core.llm.questions import answers_table, current_evaluations, evaluate_actionability, explain_segments
@@ -30,10 +30,15 @@ _READ_CACHE = Field(
 class ActionabilityConfig(dg.Config):
     strong_score: float = field_of(Rubric, "strong_score")
     min_strong_dimensions: int = field_of(Rubric, "min_strong_dimensions")
+    owned_channels: list[str] = field_of(Rubric, "owned_channels")
     read_cache: bool = _READ_CACHE
 
     def rubric(self) -> Rubric:
-        return Rubric(strong_score=self.strong_score, min_strong_dimensions=self.min_strong_dimensions)
+        return Rubric(
+            strong_score=self.strong_score,
+            min_strong_dimensions=self.min_strong_dimensions,
+            owned_channels=self.owned_channels,
+        )
 
 
 class ExplanationsConfig(dg.Config):
@@ -41,11 +46,16 @@ class ExplanationsConfig(dg.Config):
 
 
 def _write_answers(
-    context: dg.AssetExecutionContext, store: Warehouse, spec: TableSpec, answered: list[Answered], answerer: Answerer
+    context: dg.AssetExecutionContext,
+    store: Warehouse,
+    spec: TableSpec,
+    answered: list[Answered],
+    answerer: Answerer,
+    file_metadata: dict[str, str] | None = None,
 ) -> tuple[pa.Table, dict]:
     """Store the answers; the metadata says who answered and what it cost. The API key never appears."""
     table = answers_table(answered, spec.name)
-    written = store.write_partition(spec, partition_day(context), table)
+    written = store.write_partition(spec, partition_day(context), table, file_metadata)
     store.refresh_catalog(TABLES.values())
     fallbacks = [
         (item.segment_id, item.provenance.fallback_reason) for item in answered if item.provenance.fallback_reason
@@ -93,18 +103,34 @@ def actionability(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = evaluate_actionability(stored_snapshot_facts(store, as_of), config.rubric(), answerer)
-    table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer)
+    rubric = config.rubric()
+    answered = evaluate_actionability(stored_snapshot_facts(store, as_of), rubric, answerer)
+    # The rubric goes with the answers: explanations send campaigns through its owned channels.
+    table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer, rubric_metadata(rubric))
     actionable = sum(1 for item in answered if item.answer.actionable)
     metadata |= {
+        "rubric": rubric.describe(),
+        "owned_channels": ", ".join(rubric.owned_channels) or "none",
         "actionable_segments": actionable,
         "not_actionable_segments": len(answered) - actionable,
+        "not_measurable_dimensions": counts_table(
+            dict(
+                Counter(
+                    dimension.upper()
+                    for item in answered
+                    for dimension in DIMENSIONS
+                    if getattr(item.answer, f"{dimension}_score") is None
+                )
+            ),
+            "dimension",
+            "segments",
+        ),
         "scores": preview(
             table.select(["segment_id", "what_score", "when_score", "how_score", "who_score", "actionable", "source"]),
             50,
         ),
     }
-    return dg.MaterializeResult(metadata=metadata, check_results=actionability_results(store, as_of, config.rubric()))
+    return dg.MaterializeResult(metadata=metadata, check_results=actionability_results(store, as_of, rubric))
 
 
 @dg.asset(
@@ -128,7 +154,7 @@ def explanations(
     facts = stored_snapshot_facts(store, as_of)
     evaluations = current_evaluations(facts, store.read_required(ACTIONABILITY, as_of))
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = explain_segments(facts, evaluations, answerer)
+    answered = explain_segments(facts, evaluations, answerer, stored_rubric(store, as_of).owned_channels)
     table, metadata = _write_answers(context, store, EXPLANATIONS, answered, answerer)
     metadata |= {
         "segments_with_campaigns": sum(1 for item in answered if item.answer.recommendations),
