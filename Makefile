@@ -35,7 +35,8 @@ instance: install instance-config
 	$(BIN)/python -m segmentation_pipeline.instance
 
 demo: install instance
-	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS)
+	$(if $(SOURCE_CONFIG),SEGMENTATION_SOURCE_CONFIG=$(SOURCE_CONFIG)) $(if $(START),SEGMENTATION_START_DATE=$(START)) \
+	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS) $(if $(AS_OF),--as-of $(AS_OF))
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile

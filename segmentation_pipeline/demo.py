@@ -140,7 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--snapshots", type=_positive, default=3, help="snapshots to build, one a day, ending on the last day"
     )
+    parser.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        help="the last day (YYYY-MM-DD): ingest from the start date (SEGMENTATION_START_DATE) to it and build "
+        "the snapshots ending on it; instead of --days",
+    )
     args = parser.parse_args(argv)
+    if args.as_of is not None:
+        if args.as_of < SETTINGS.start_date:
+            parser.error(f"--as-of {args.as_of} is before the first day, {SETTINGS.start_date} (SEGMENTATION_START_DATE)")
+        args.days = (args.as_of - SETTINGS.start_date).days + 1
     # The same instance `make dev` shows, unless the caller chose another; made before the first run.
     home = default_home()
     os.environ["DAGSTER_HOME"] = str(home)

@@ -1,5 +1,6 @@
 """`make demo`'s program, run as a user runs it, on a temporary data folder and instance."""
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,71 @@ def test_the_demo_refuses_an_empty_history() -> None:
     )
     assert result.returncode == 2
     assert "expected at least 1 day, got 0" in result.stderr
+
+
+CDNOW = REPOSITORY / "segmentation_pipeline_tests" / "data" / "cdnow" / "CDNOW_sample.txt"
+
+
+def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None:
+    """The CDNOW sample as a retailer's plain transaction log (customer, date, CDs, dollars), through the
+    whole graph from the file source, to the snapshot of the end of its 39 calibration weeks."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    lines = ["customer,date,quantity,amount"]
+    for row in CDNOW.read_text().split("\n"):
+        if row.strip():
+            customer, _, day, quantity, amount = row.split()
+            lines.append(f"{customer},{day[:4]}-{day[4:6]}-{day[6:]},{quantity},{amount}")
+    (incoming / "transactions.csv").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "source.json"
+    source = {
+        "kind": "files",
+        "incoming_dir": str(incoming),
+        "events_path": "transactions.csv",
+        "event_columns": {"customer": "customer_id", "date": "timestamp"},
+    }
+    config.write_text(json.dumps(source))
+    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
+    env |= {
+        "SEGMENTATION_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(home),
+        "SEGMENTATION_SOURCE_CONFIG": str(config),
+        "SEGMENTATION_START_DATE": "1997-01-01",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--as-of", "1997-09-30", "--snapshots", "1"],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "History 1997-01-01 .. 1997-09-30 (273 days), source: files" in result.stdout
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0] == 2357
+        models = dict(con.execute("SELECT name, chosen FROM clv_backtest_latest WHERE kind = 'model'").fetchall())
+        assert set(models) == {"bg_nbd", "mbg_nbd", "pareto_nbd"} and sum(models.values()) == 1
+        (chosen,) = [name for name, used in models.items() if used]
+        assert con.execute("SELECT DISTINCT clv_method FROM profiles_latest WHERE frequency > 0").fetchall() == [
+            (f"{chosen}_gamma_gamma",)
+        ]
+        # One-time buyers: a churn risk of their own, rising with their silence.
+        once = con.execute(
+            "SELECT recency_days, churn_risk FROM profiles_latest WHERE purchase_days = 1 ORDER BY recency_days"
+        ).fetchall()
+        assert len(once) > 1000
+        # The cohort first bought on the 90 days of one quarter: a distinct risk for every distinct silence.
+        assert len({round(risk, 9) for _, risk in once}) == len({days for days, _ in once}) > 60
+        risks = [risk for _, risk in once]
+        assert all(earlier <= later + 1e-12 for earlier, later in zip(risks, risks[1:]))
+        stages = dict(con.execute("SELECT lifecycle_stage, count(*) FROM profiles_latest GROUP BY 1").fetchall())
+        assert stages["lapsed"] > 1000 and stages["loyal"] > 100
+        # A transaction log can be acted on: its campaigns use the lifecycle offer and the owned channel.
+        actionable = con.execute("SELECT count(*) FROM actionability_latest WHERE actionable").fetchone()[0]
+        assert actionable >= 1
+        channels = con.execute(
+            "SELECT DISTINCT r.channel FROM explanations_latest, unnest(recommendations) AS t(r)"
+        ).fetchall()
+        assert channels == [("email",)]
