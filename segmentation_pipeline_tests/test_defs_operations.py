@@ -79,6 +79,15 @@ def land_events_and_merges(incoming: Path) -> None:
     )
 
 
+def files_resources(data_dir: Path) -> dict[str, object]:
+    """The resources of runs of the file source on `data_dir`."""
+    return {
+        "warehouse": WarehouseResource(data_dir=str(data_dir)),
+        "identity_rules": IdentityRulesResource(),
+        "event_source": EventSourceResource(kind="files"),
+    }
+
+
 def requests_by_asset(result: dg.SensorResult) -> dict[str, dg.RunRequest]:
     return {request.asset_selection[0].to_user_string(): request for request in result.run_requests or []}
 
@@ -182,11 +191,7 @@ def test_the_runs_the_sensor_asks_for_ingest_the_new_files(tmp_path: Path) -> No
     data_dir = tmp_path / "data"
     incoming = data_dir / "incoming"
     land_events_and_merges(incoming)
-    resources = {
-        "warehouse": WarehouseResource(data_dir=str(data_dir)),
-        "identity_rules": IdentityRulesResource(),
-        "event_source": EventSourceResource(kind="files"),
-    }
+    resources = files_resources(data_dir)
     with dg.instance_for_test() as instance:
         for request in evaluate(data_dir).run_requests:
             asset = raw_events if request.asset_selection == [raw_events.key] else id_history
@@ -238,11 +243,7 @@ def test_a_late_file_for_a_day_with_a_snapshot_asks_for_that_snapshot_again(tmp_
     data_dir = tmp_path / "data"
     incoming = data_dir / "incoming"
     land_events_and_merges(incoming)
-    resources = {
-        "warehouse": WarehouseResource(data_dir=str(data_dir)),
-        "identity_rules": IdentityRulesResource(),
-        "event_source": EventSourceResource(kind="files"),
-    }
+    resources = files_resources(data_dir)
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
 

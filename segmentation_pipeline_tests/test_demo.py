@@ -13,21 +13,27 @@ from segmentation_pipeline.core.reporting.publish import load_report
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) -> None:
+def run_demo(tmp_path: Path, *args: str, **settings: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`make demo`'s program on a new data folder and instance, with the given SEGMENTATION_* settings."""
     data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
-    env |= {"SEGMENTATION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
+    env |= {"SEGMENTATION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)} | settings
     result = subprocess.run(
-        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "3", "--snapshots", "2"],
+        [sys.executable, "-m", "segmentation_pipeline.demo", *args],
         cwd=REPOSITORY,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, data_dir
+
+
+def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) -> None:
+    result, data_dir = run_demo(tmp_path, "--days", "3", "--snapshots", "2")
     assert "History 2025-01-01 .. 2025-01-03 (3 days), source: synthetic" in result.stdout
     assert f"Catalog:  {data_dir / 'segmentation.duckdb'}" in result.stdout
     with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
@@ -63,7 +69,7 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
         "as of 2025-01-02 ...\nResolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03"
         in result.stdout
     )
-    assert len(list((home / "storage").iterdir())) == 3
+    assert len(list((tmp_path / "dagster_home" / "storage").iterdir())) == 3
     assert f"  migration:   Since 2025-01-02: {saved.migration.stayed:,} customers stayed" in result.stdout
     assert (data_dir / "reports" / "date=2025-01-02" / "report.json").exists()
 
@@ -98,23 +104,12 @@ def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None
         "event_columns": {"customer": "customer_id", "date": "timestamp"},
     }
     config.write_text(json.dumps(source))
-    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
-    env |= {
-        "SEGMENTATION_DATA_DIR": str(data_dir),
-        "DAGSTER_HOME": str(home),
-        "SEGMENTATION_SOURCE_CONFIG": str(config),
-        "SEGMENTATION_START_DATE": "1997-01-01",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "segmentation_pipeline.demo", "--as-of", "1997-09-30", "--snapshots", "1"],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result, data_dir = run_demo(
+        tmp_path,
+        *("--as-of", "1997-09-30", "--snapshots", "1"),
+        SEGMENTATION_SOURCE_CONFIG=str(config),
+        SEGMENTATION_START_DATE="1997-01-01",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "History 1997-01-01 .. 1997-09-30 (273 days), source: files" in result.stdout
     with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM profiles_latest").fetchone()[0] == 2357
