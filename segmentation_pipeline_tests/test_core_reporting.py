@@ -865,6 +865,7 @@ def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> Non
         "(10% a year discount)"
     ) in text
     assert "## How well the churn and CLV models forecast" in text
+    assert "| Days since the last purchase (rule of thumb) |" in text
     for item in report.segments:
         mix = item.segment.lifecycle_mix
         assert mix and sum(mix.values()) == pytest.approx(1.0)

@@ -1,6 +1,5 @@
 """`make demo`'s program, run as a user runs it, on a temporary data folder and instance."""
 
-import json
 import os
 import subprocess
 import sys
@@ -85,29 +84,24 @@ def test_the_demo_refuses_an_empty_history() -> None:
 CDNOW = REPOSITORY / "segmentation_pipeline_tests" / "data" / "cdnow" / "CDNOW_sample.txt"
 
 
-def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None:
-    """The CDNOW sample as a retailer's plain transaction log (customer, date, CDs, dollars), through the
-    whole graph from the file source, to the snapshot of the end of its 39 calibration weeks."""
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
+def test_the_shipped_cdnow_transactions_are_the_published_sample() -> None:
+    """data/samples/cdnow_transactions.csv is CDNOW_sample.txt (as lifetimes ships it) with a header and ISO dates."""
     lines = ["customer,date,quantity,amount"]
     for row in CDNOW.read_text().split("\n"):
         if row.strip():
-            customer, _, day, quantity, amount = row.split()
+            _, customer, day, quantity, amount = row.split()
             lines.append(f"{customer},{day[:4]}-{day[4:6]}-{day[6:]},{quantity},{amount}")
-    (incoming / "transactions.csv").write_text("\n".join(lines) + "\n")
-    config = tmp_path / "source.json"
-    source = {
-        "kind": "files",
-        "incoming_dir": str(incoming),
-        "events_path": "transactions.csv",
-        "event_columns": {"customer": "customer_id", "date": "timestamp"},
-    }
-    config.write_text(json.dumps(source))
+    assert (REPOSITORY / "data" / "samples" / "cdnow_transactions.csv").read_text() == "\n".join(lines) + "\n"
+
+
+def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None:
+    """The CDNOW sample as a retailer's plain transaction log (customer, date, CDs, dollars), through the
+    whole graph from the file source, to the snapshot of the end of its 39 calibration weeks: the
+    README's command for it, `make demo SOURCE_CONFIG=data/samples/cdnow.json START=1997-01-01 ...`."""
     result, data_dir = run_demo(
         tmp_path,
         *("--as-of", "1997-09-30", "--snapshots", "1"),
-        SEGMENTATION_SOURCE_CONFIG=str(config),
+        SEGMENTATION_SOURCE_CONFIG="data/samples/cdnow.json",
         SEGMENTATION_START_DATE="1997-01-01",
     )
     assert "History 1997-01-01 .. 1997-09-30 (273 days), source: files" in result.stdout

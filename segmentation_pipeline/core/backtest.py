@@ -664,6 +664,13 @@ def stored_purchases(
     return table
 
 
+#: How the report names the baselines (their `description` says how they are computed).
+BASELINE_LABELS = {
+    "recency": "Days since the last purchase (rule of thumb)",
+    "heuristic": "Silence against the usual gap (rule of thumb)",
+}
+
+
 def backtest_rows(result: BacktestResult) -> pa.Table:
     """The models and baselines of a backtest as rows of the clv_backtest table."""
     common = {"split_day": result.split_day, "holdout_days": result.holdout_days, "customers": result.customers}
@@ -691,7 +698,7 @@ def backtest_rows(result: BacktestResult) -> pa.Table:
             **common,
             "kind": "baseline",
             "name": row.baseline,
-            "label": row.description,
+            "label": BASELINE_LABELS.get(row.baseline, row.description),
             "converged": None,
             "chosen": False,
             "parameters": None,
