@@ -74,6 +74,8 @@ FIRST_SNAPSHOT_CHARTS = [
     "robustness_heatmap",
     "actionability_heatmap",
     "clv_by_segment",
+    "clv_tracking",
+    "clv_calibration",
 ]
 
 
@@ -872,3 +874,12 @@ def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> Non
         largest = max(mix, key=mix.get).replace("_", " ")
         assert f"lifecycle: {largest} {mix[max(mix, key=mix.get)] * 100:.1f}%" in text
     assert "How well the churn and CLV models forecast" in published.html_path.read_text()
+    # The tracking and calibration charts draw what the backtest stored: every model, every day, 0 .. 7+.
+    assert [row["frequency"] for row in value.calibration] == ["0", "1", "2", "3", "4", "5", "6", "7+"]
+    assert value.tracking[-1]["day"] == str(DAY) and value.tracking[-1]["actual"] > 0
+    models = [row.name for row in value.backtest if row.kind == "model"]
+    assert all(value.tracking[-1][name] > 0 for name in models)
+    charts = {chart.name: chart for chart in report.charts}
+    assert f"bought by {value.backtest_split_day}" in charts["clv_tracking"].description
+    page = published.html_path.read_text()
+    assert "Model tracking" in page and "Model calibration" in page

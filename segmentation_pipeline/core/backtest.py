@@ -664,6 +664,19 @@ def stored_purchases(
     return table
 
 
+#: Keys of the clv_backtest partition's Parquet metadata holding the calibration and tracking tables.
+CALIBRATION_KEY, TRACKING_KEY = "segmentation.backtest_calibration", "segmentation.backtest_tracking"
+
+
+def backtest_tables_metadata(result: BacktestResult) -> dict[str, str]:
+    """The calibration (by calibration frequency) and tracking (cumulative, by day) tables as JSON
+    records, stored with the backtest's rows for the report's charts."""
+    return {
+        CALIBRATION_KEY: result.calibration.to_json(orient="records"),
+        TRACKING_KEY: result.tracking.assign(day=result.tracking["day"].astype(str)).to_json(orient="records"),
+    }
+
+
 #: How the report names the baselines (their `description` says how they are computed).
 BASELINE_LABELS = {
     "recency": "Days since the last purchase (rule of thumb)",

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..backtest import CALIBRATION_KEY, TRACKING_KEY
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
 from ..llm.facts import SegmentFacts, stored_snapshot_facts
@@ -245,6 +246,10 @@ class CustomerValue(_Record):
     backtest_holdout_days: int | None = None
     backtest_reason: str | None = None
     backtest: list[ModelScore] = Field(default_factory=list)
+    #: By calibration frequency ("0" .. "7+"): customers, mean actual and mean forecast holdout purchase days per model.
+    calibration: list[dict[str, Any]] = Field(default_factory=list)
+    #: By day: cumulative repeat purchase days, actual and expected by each model (Fader, Hardie & Lee's tracking plot).
+    tracking: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class SegmentationReport(_Record):
@@ -483,6 +488,7 @@ def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:
     clv = json.loads(recorded)
     rows = store.read_partition(CLV_BACKTEST, as_of).to_pylist()
     chosen = next((row for row in rows if row["chosen"]), None)
+    tables = store.partition_metadata(CLV_BACKTEST, as_of)
     return CustomerValue(
         model=clv["model"],
         method_reason=clv["reason"],
@@ -495,7 +501,18 @@ def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:
             ModelScore(**{name: row[name] for name in ModelScore.model_fields})
             for row in rows
         ],
+        calibration=_finite_records(tables.get(CALIBRATION_KEY)),
+        tracking=_finite_records(tables.get(TRACKING_KEY)),
     )
+
+
+def _finite_records(text: str | None) -> list[dict[str, Any]]:
+    """JSON records with every missing or non-finite number as None (the report's JSON has no NaN)."""
+    records = json.loads(text) if text else []
+    return [
+        {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in row.items()}
+        for row in records
+    ]
 
 
 def _feature_distributions(

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from ...core.backtest import backtest_purchase_models, backtest_rows, stored_purchases
+from ...core.backtest import backtest_purchase_models, backtest_rows, backtest_tables_metadata, stored_purchases
 from ...core.clv import MODEL_NAMES
 from ...core.features import FEATURES, FEATURES_BY_NAME
 from ...core.lifecycle import STAGES, LifecycleSettings
@@ -139,7 +139,7 @@ def clv_backtest(
         purchases = stored_purchases(store, as_of, config.history_days, config.max_customers)
         result = backtest_purchase_models(purchases, config.holdout_days, last_day=as_of)
         rows = backtest_rows(result)
-        written = store.write_partition(CLV_BACKTEST, as_of, rows)
+        written = store.write_partition(CLV_BACKTEST, as_of, rows, backtest_tables_metadata(result))
         context.log.info(f"{as_of}: {result.reason}")
         return DayResult(
             metadata={
