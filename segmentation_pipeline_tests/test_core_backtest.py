@@ -9,6 +9,7 @@ per-customer scores to 1e-3: a change beyond that is a change of method.
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,10 +20,13 @@ import pytest
 
 from segmentation_pipeline.core import clv
 from segmentation_pipeline.core.backtest import (
+    CALIBRATION_KEY,
     MODEL_CHOICE_RULE,
+    TRACKING_KEY,
     BacktestResult,
     ModelBacktest,
     backtest_purchase_models,
+    backtest_tables_metadata,
     choose_model,
     churn_auc,
     customer_statistics,
@@ -329,3 +333,18 @@ def test_churn_auc_is_the_share_of_correctly_ranked_pairs() -> None:
     # Pairs (churned, stayed): 0.9 beats all 3; 0.3 beats 0.1, ties 0.3 (half), loses to 0.5: 4.5 of 6.
     assert churn_auc(churned, score) == pytest.approx(4.5 / 6)
     assert np.isnan(churn_auc(np.array([True, True]), np.array([0.1, 0.2])))
+
+
+def test_the_stored_tables_of_a_backtest_without_purchases_or_models() -> None:
+    """What clv_backtest stores beside its rows, for histories too short or empty to fit anything."""
+    empty = backtest_purchase_models(pd.DataFrame({"canonical_id": [], "day": [], "amount": []}), 90, last_day=SPLIT)
+    assert json.loads(backtest_tables_metadata(empty)[TRACKING_KEY]) == []
+    two_days = pd.DataFrame(
+        {"canonical_id": ["a", "a", "b"], "day": [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 2)], "amount": 1.0}
+    )
+    stored = backtest_tables_metadata(backtest_purchase_models(two_days, 90, last_day=date(2025, 1, 2)))
+    assert json.loads(stored[TRACKING_KEY]) == [
+        {"day": "2025-01-01", "period": "calibration", "actual": 0.0},
+        {"day": "2025-01-02", "period": "holdout", "actual": 1.0},
+    ]
+    assert [row["frequency"] for row in json.loads(stored[CALIBRATION_KEY])] == ["0", "1", "2", "3", "4", "5", "6", "7+"]

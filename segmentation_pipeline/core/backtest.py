@@ -671,9 +671,12 @@ CALIBRATION_KEY, TRACKING_KEY = "segmentation.backtest_calibration", "segmentati
 def backtest_tables_metadata(result: BacktestResult) -> dict[str, str]:
     """The calibration (by calibration frequency) and tracking (cumulative, by day) tables as JSON
     records, stored with the backtest's rows for the report's charts."""
+    tracking = result.tracking
+    if "day" in tracking.columns:  # none without purchases
+        tracking = tracking.assign(day=tracking["day"].astype(str))
     return {
         CALIBRATION_KEY: result.calibration.to_json(orient="records"),
-        TRACKING_KEY: result.tracking.assign(day=result.tracking["day"].astype(str)).to_json(orient="records"),
+        TRACKING_KEY: tracking.to_json(orient="records"),
     }
 
 

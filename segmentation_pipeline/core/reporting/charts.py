@@ -390,7 +390,7 @@ def _model_columns(value: CustomerValue, rows: list[dict[str, object]]) -> list[
 def clv_tracking(report: SegmentationReport) -> Chart | None:
     """Cumulative repeat purchase days, actual against each model, across the backtest's split; None without one."""
     value = report.customer_value
-    if value is None or not value.tracking:
+    if value is None or not value.tracking or "day" not in value.tracking[0]:
         return None
     rows = value.tracking
     days = pd.to_datetime([row["day"] for row in rows])
@@ -400,9 +400,10 @@ def clv_tracking(report: SegmentationReport) -> Chart | None:
     ax.plot(days, [row["actual"] for row in rows], color="black", linewidth=2.2, label="what customers did")
     for (column, label), colour in zip(_model_columns(value, rows), PALETTE):
         ax.plot(days, [row[column] for row in rows], color=colour, linewidth=1.4, linestyle="--", label=label)
-    split = pd.Timestamp(value.backtest_split_day)
-    ax.axvline(split, color="#59636e", linewidth=1)
-    ax.text(split, ax.get_ylim()[1] * 0.97, "  forecast from here", va="top", fontsize=8, color="#59636e")
+    if value.backtest_split_day is not None:
+        split = pd.Timestamp(value.backtest_split_day)
+        ax.axvline(split, color="#59636e", linewidth=1)
+        ax.text(split, ax.get_ylim()[1] * 0.97, "  forecast from here", va="top", fontsize=8, color="#59636e")
     ax.set_xlabel("day")
     ax.set_ylabel("repeat purchase days, cumulative")
     ax.legend(loc="upper left", fontsize=8)
