@@ -8,21 +8,23 @@ pandas: only the per-customer result does.
 
 Churn risk and CLV
 ------------------
-Where the window holds enough repeat buyers, two probabilistic models are
-fitted by maximum likelihood (core.clv), with purchase *days* as transactions
-and days as the time unit:
+Where the window holds enough repeat buyers, a purchase model and Gamma-Gamma
+are fitted by maximum likelihood (core.clv), with purchase *days* as
+transactions and days as the time unit:
 
-* BG/NBD (Fader, Hardie & Lee 2005) on x = purchase days - 1,
+* the model `clv_model` names (BG/NBD, MBG/NBD or Pareto/NBD; the profiles
+  asset passes the one the day's clv_backtest chose) on x = purchase days - 1,
   t_x = last - first purchase day, T = as-of day - first purchase day, for
   P(alive) and the expected purchase days over the CLV horizon;
 * Gamma-Gamma on the mean value of the repeat purchase days, for the expected
   spend per purchase day.
 
-Then clv_estimate = expected purchase days x expected spend for every buyer
-(clv_method "bg_nbd_gamma_gamma"), and churn_risk = 1 - P(alive) for repeat
-buyers. BG/NBD lets a customer drop out only after a purchase, so a one-time
-buyer's P(alive) is 1 whatever their silence; their churn risk is the
-heuristic's.
+Then clv_estimate is every buyer's expected spend over the horizon, each
+month's share discounted to today at `annual_discount_rate` (clv_method
+"<model>_gamma_gamma"), and churn_risk = 1 - P(alive) for every buyer. BG/NBD
+lets a customer drop out only after a purchase, so under it a one-time buyer's
+P(alive) is 1 whatever their silence, and their churn risk stays the
+heuristic's; MBG/NBD and Pareto/NBD let them lapse.
 
 Otherwise (too few repeat buyers, a fit that does not converge, and always for
 customers without a purchase in the window) the heuristic applies
@@ -30,10 +32,14 @@ customers without a purchase in the window) the heuristic applies
 
 * churn_risk = 1 - exp(-g / (2 * gap)), where g is the days since the last
   event and gap the customer's mean gap between active days (tenure / (active
-  days - 1), at least `churn_gap_floor_days`): the gap since the last visit is
-  compared with twice the usual one;
+  days - 1); for a customer of one active day, the median of the others; at
+  least `churn_gap_floor_days`): the gap since the last visit is compared with
+  twice the usual one;
 * clv_estimate = net revenue per day of tenure (tenure at least the gap floor)
-  x horizon x (1 - churn_risk), never negative.
+  x horizon x (1 - churn_risk) x the mean monthly discount factor, never negative.
+
+Every customer also gets a lifecycle stage (core.lifecycle) from their own
+rhythm and P(alive).
 
 The window is the customer's whole history as far as the profile knows: a
 customer whose first purchase predates it looks younger than they are.
@@ -67,6 +73,7 @@ from .warehouse import (
     utc_clock_sql,
 )
 
+#: clv_method of buyers valued with BG/NBD; the other models give "mbg_nbd_gamma_gamma", "pareto_nbd_gamma_gamma".
 PROBABILISTIC = "bg_nbd_gamma_gamma"
 HEURISTIC = "heuristic"
 
