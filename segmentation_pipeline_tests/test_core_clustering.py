@@ -116,8 +116,9 @@ def segment_rows(result: Segmentation) -> dict[str, dict[str, object]]:
     return {row["segment_id"]: row for row in result.segments.to_pylist()}
 
 
-#: min_active_days fixed here: the customers below have 5 active days, the thin ones 1 or 2.
-SETTINGS = ClusteringSettings(features=FEATURES, min_active_days=3)
+#: min_active_days fixed here: the customers below have 5 active days, the thin ones 1 or 2. A segment
+#: is a behaviour cluster here; the lifecycle groups are tested on their own further down.
+SETTINGS = ClusteringSettings(features=FEATURES, min_active_days=3, within_lifecycle=False)
 
 
 @pytest.fixture(scope="module")
@@ -716,3 +717,49 @@ def test_the_modes_of_segments_skip_nulls_and_break_ties_alphabetically():
     tie = pa.chunked_array([["toys", "books", None]])
     assert clustering._modes(tie, np.array([0, 0, 1]), 2) == ["books", None]
     assert clustering._modes(pa.chunked_array([[None, None]], pa.string()), np.array([0, 1]), 2) == [None, None]
+
+
+# ------------------------------------------------------------------ lifecycle groups
+
+
+def test_segments_never_mix_lifecycle_groups_and_keep_the_behaviour_clusters() -> None:
+    """The weekday app customers are half new and half active: one behaviour cluster, two segments, each
+    named after its stage; the behaviour clusters are those found without lifecycle groups."""
+    rows = three_groups()
+    staged = clustering.segment_customers(profiles_table(rows), replace(SETTINGS, within_lifecycle=True))
+    plain = clustering.segment_customers(profiles_table(rows), SETTINGS)
+    assert staged.assignments["behaviour_cluster"].equals(plain.assignments["behaviour_cluster"])
+    stage_of = {row["canonical_id"]: row.get("lifecycle") for row in rows}
+    segments_of: dict[str, set[str]] = defaultdict(set)
+    for canonical_id, segment_id in zip(
+        staged.assignments["canonical_id"].to_pylist(), staged.assignments["segment_id"].to_pylist()
+    ):
+        segments_of[segment_id].add(stage_of[canonical_id])
+    assert sorted(map(sorted, segments_of.values())) == [["active"], ["lapsed"], ["loyal"], ["new"]]
+    by_id = segment_rows(staged)
+    groups = {row["lifecycle_group"] for row in by_id.values()}
+    assert groups == {"new", "active+loyal", "at_risk+lapsed"}
+    names = {row["lifecycle_group"]: row["name"] for row in by_id.values() if row["size"] == 30}
+    assert names["new"].startswith("New ") and names["active+loyal"].startswith("Active ")
+    lapsed = next(row for row in by_id.values() if row["lifecycle_group"] == "at_risk+lapsed")
+    assert lapsed["name"].startswith("Lapsed ") and lapsed["size"] == 60
+
+
+def test_a_segment_of_most_customers_is_split_and_a_tiny_one_joins_its_group() -> None:
+    """Cells by hand: 70 of 100 customers in one cell is above half, so it is split by behaviour; a cell of
+    3 customers (below 10) joins the nearest cell of its own lifecycle group, never another group's."""
+    rng = np.random.default_rng(0)
+    big = np.vstack([rng.normal(0.0, 0.1, (35, 2)), rng.normal(5.0, 0.1, (35, 2))])
+    values = np.vstack([big, rng.normal(10.0, 0.1, (3, 2)), rng.normal(9.0, 0.1, (12, 2)), rng.normal(-9, 0.1, (15, 2))])
+    behaviour = np.array([0] * 70 + [1] * 3 + [2] * 12 + [3] * 15)
+    groups = np.array([0] * 70 + [1] * 3 + [1] * 12 + [0] * 15)
+    cells = clustering.lifecycle_cells(values, behaviour, groups, ClusteringSettings(seed=1))
+    sizes = np.bincount(cells.labels)
+    assert sorted(sizes.tolist()) == [15, 15, 35, 35]
+    # The 70 are split along their two clumps; the 3 join the 12 of their group (group 1), not group 0.
+    assert len(set(cells.labels[:35])) == 1 and len(set(cells.labels[35:70])) == 1
+    assert cells.labels[0] != cells.labels[35]
+    assert len(set(cells.labels[70:85])) == 1
+    assert cells.groups[cells.labels[70]] == 1
+    assert all(len(set(groups[cells.labels == label])) == 1 for label in range(len(sizes)))
+    assert any("split in 2" in note for note in cells.notes) and any("joined" in note for note in cells.notes)

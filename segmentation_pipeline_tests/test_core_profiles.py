@@ -496,9 +496,14 @@ def test_models_that_cannot_predict_fall_back_to_the_heuristic() -> None:
         assert not np.isfinite(clv.expected_purchases(runaway, 365, repeat_days, [10.0, 0.0], [40.0, 20.0])).all()
     assert profiles_module._predict(inputs, (runaway, spend), ProfileSettings()) is None
     sane = clv.BgNbdParams(r=0.45, alpha=12.6, a=0.8, b=2.4, log_likelihood=0.0, n_customers=300, converged=True)
-    p_alive, expected, value = profiles_module._predict(inputs, (sane, spend), ProfileSettings())
+    p_alive, expected, value, cycle_value = profiles_module._predict(inputs, (sane, spend), ProfileSettings())
     assert np.isfinite(expected).all() and np.isfinite(value).all()
     assert p_alive[1] == 1.0
+    # One campaign cycle (90 days) is part of the year: worth less, never more, never negative.
+    assert (cycle_value >= 0).all() and (cycle_value < value).all()
+    # The cycle value is the CLV of a 90-day horizon, as core.clv computes it.
+    year = profiles_module._predict(inputs, (sane, spend), ProfileSettings(clv_horizon_days=90))[2]
+    assert cycle_value == pytest.approx(year)
 
 
 def test_mobile_share_reads_the_app_channel_without_a_device_column(warehouse: Warehouse) -> None:

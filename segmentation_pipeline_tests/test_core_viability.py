@@ -35,8 +35,10 @@ def robust(*segment_ids: str, feature_drop: float = 0.9, overall: float = 0.9) -
     )
 
 
-#: Passes every default criterion: 100 customers, 25% of all, CLV 20,000, ROI 2.0.
+#: Passes every default criterion: 100 customers, 25% of all, CLV 20,000, ROI 2.0 at 2.0 per customer.
 GOOD = ("good", 100, 0.25, 20_000.0)
+#: A campaign at 2.0 per customer, the arithmetic the tests below work by hand.
+AT_2 = CampaignEconomics(campaign_cost_per_customer=2.0)
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -49,7 +51,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "min_expected_roi": 0.5,
     }
     assert CampaignEconomics().model_dump() == {
-        "campaign_cost_per_customer": 2.0,
+        "campaign_cost_per_customer": 0.5,
         "expected_uplift": 0.10,
         "margin": 0.30,
     }
@@ -57,7 +59,7 @@ def test_defaults_are_the_documented_ones() -> None:
 
 def test_roi_by_hand() -> None:
     segments = segments_table(GOOD, ("thin", 50, 0.125, 2_000.0))
-    result = viability.assess_viability(segments, robust("good", "thin")).set_index("segment_id")
+    result = viability.assess_viability(segments, robust("good", "thin"), economics=AT_2).set_index("segment_id")
 
     # good: profit 20,000 x 0.10 x 0.30 = 600; cost 100 x 2.0 = 200; ROI (600 - 200) / 200 = 2.0
     assert result.loc["good", "incremental_profit"] == pytest.approx(600.0)
@@ -74,8 +76,21 @@ def test_roi_by_hand() -> None:
     assert viability.campaign_roi(100, 20_000.0, economics) == pytest.approx((100.0, 2_000.0, 19.0))
 
 
+def test_the_return_is_computed_on_the_value_of_one_campaign_cycle() -> None:
+    """The members' expected spend over one campaign cycle is what a campaign can lift, not their whole CLV;
+    without a cycle value (a snapshot made before it) the CLV stands in."""
+    segments = segments_table(GOOD, ("older", 100, 0.25, 20_000.0)).assign(total_cycle_value=[5_000.0, None])
+    result = viability.assess_viability(segments, robust("good", "older"), economics=AT_2).set_index("segment_id")
+    # good: profit 5,000 x 0.10 x 0.30 = 150; cost 200; ROI -0.25
+    assert result.loc["good", "campaign_value"] == pytest.approx(5_000.0)
+    assert result.loc["good", "expected_roi"] == pytest.approx(-0.25)
+    assert result.loc["good", "failed_criteria"] == ["min_expected_roi"]
+    assert result.loc["older", "campaign_value"] == pytest.approx(20_000.0)
+    assert result.loc["older", "expected_roi"] == pytest.approx(2.0)
+
+
 def test_output_columns_and_an_approved_segment() -> None:
-    result = viability.assess_viability(segments_table(GOOD), robust("good"))
+    result = viability.assess_viability(segments_table(GOOD), robust("good"), economics=AT_2)
     assert list(result.columns) == list(viability.VIABILITY_COLUMNS)
     row = result.iloc[0]
     assert bool(row["approved"]) is True
@@ -137,7 +152,7 @@ def test_strategic_impact_by_hand() -> None:
 def test_each_criterion_rejects_on_its_own(
     segment: tuple[str, int, float, float], robustness: dict[str, float], criterion: str, reason: str
 ) -> None:
-    economics = CampaignEconomics(campaign_cost_per_customer=0.1) if criterion == "min_total_clv" else None
+    economics = CampaignEconomics(campaign_cost_per_customer=0.1) if criterion == "min_total_clv" else AT_2
     scores = pd.concat([robust(segment[0], **robustness), robust("good")], ignore_index=True)
     result = viability.assess_viability(segments_table(segment, GOOD), scores, economics=economics)
     rejected, approved = result.iloc[0], result.iloc[1]

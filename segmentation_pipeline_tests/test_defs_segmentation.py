@@ -129,7 +129,7 @@ def test_every_check_passes_and_the_catalog_answers(year) -> None:
             "JOIN segments s USING (date, segment_id) WHERE date = ?",
             day,
         ).fetchone()[0]
-        assert joined == metadata(second, "clusters")["k"]
+        assert joined == metadata(second, "clusters")["segments_count"]
         # These snapshots have no report: neither is complete, so no `_latest` view shows them yet.
         assert con.execute("SELECT as_of FROM latest_snapshot").fetchone()[0] is None
         assert con.execute("SELECT count(*) FROM segments_latest").fetchone()[0] == 0
@@ -154,9 +154,26 @@ def test_profiles_report_their_window_and_clv_method(year) -> None:
 def test_segments_recover_the_generating_archetypes(year) -> None:
     _, _, second = year
     cluster_metadata = metadata(second, "clusters")
-    # Seven archetypes generated the customers.
+    # Seven archetypes generated the customers: seven behaviour clusters, recovered over every customer, best
+    # over the established ones that shaped them. The segments split each behaviour by lifecycle group, which
+    # the archetypes know nothing of, so they agree less with them by construction.
     assert cluster_metadata["k"] == 7
     assert cluster_metadata["adjusted_rand_index"] >= ARI_FLOOR
+    assert cluster_metadata["adjusted_rand_index_shaping_customers"] > cluster_metadata["adjusted_rand_index"]
+    assert cluster_metadata["adjusted_rand_index_other_customers"] < cluster_metadata["adjusted_rand_index"]
+    assert cluster_metadata["adjusted_rand_index_segments"] < cluster_metadata["adjusted_rand_index"]
+    assert cluster_metadata["segments_count"] > 7
+    # No segment mixes lifecycle groups; each is named after its stage.
+    data_dir = year[0]
+    with duckdb.connect(str(data_dir / "segmentation.duckdb"), read_only=True) as con:
+        mixed = con.execute(
+            "SELECT s.segment_id, s.lifecycle_group, list(DISTINCT p.lifecycle_stage ORDER BY p.lifecycle_stage) "
+            "FROM clusters c JOIN profiles p USING (date, canonical_id) JOIN segments s USING (date, segment_id) "
+            "WHERE date = ? GROUP BY ALL",
+            [LAST_DAY],
+        ).fetchall()
+    assert len(mixed) == cluster_metadata["segments_count"]
+    assert all(set(stages) <= set(group.split("+")) for _, group, stages in mixed), mixed
     assert cluster_metadata["customers_with_ground_truth"] == cluster_metadata["dagster/row_count"]
     header = cluster_metadata["k_candidates"].splitlines()[0]
     assert [cell.strip() for cell in header.strip("|").split("|")] == [
@@ -239,9 +256,12 @@ def test_an_adhoc_rerun_with_other_settings_uses_the_stored_upstream(
     assert profile_file.stat().st_mtime_ns == stamp
     assert metadata(result, "clusters")["k"] == 4
     assert metadata(result, "clusters")["k_rule"] == "n_clusters set in config"
-    assert read(data_dir, ROBUSTNESS, LAST_DAY)["bootstrap_samples"].to_pylist() == [5] * 4
+    segments = metadata(result, "clusters")["segments_count"]
+    # Four behaviour clusters, each split by the lifecycle groups of its customers.
+    assert segments > 4
+    assert read(data_dir, ROBUSTNESS, LAST_DAY)["bootstrap_samples"].to_pylist() == [5] * segments
     decisions = read(data_dir, VIABILITY, LAST_DAY).to_pylist()
-    assert len(decisions) == 4
+    assert len(decisions) == segments
     assert not any(row["approved"] for row in decisions)
     assert all("min_segment_size" in row["failed_criteria"] for row in decisions)
     assert all(any("below the minimum of 1000000" in reason for reason in row["reasons"]) for row in decisions)
@@ -303,11 +323,11 @@ def test_a_transaction_log_runs_through_the_whole_graph(instance: dg.DagsterInst
         without
     )
     assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
-    assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["k"]
+    assert read(data_dir, VIABILITY, days[-1]).num_rows == metadata(result, "clusters")["segments_count"]
     # Without categories WHAT is the lifecycle offer of the segment's largest stage, scored by its share.
     # Without channels, HOW is the owned channel, email by default.
     evaluations = read(data_dir, ACTIONABILITY, days[-1]).to_pylist()
-    assert len(evaluations) == metadata(result, "clusters")["k"]
+    assert len(evaluations) == metadata(result, "clusters")["segments_count"]
     mixes = {row["segment_id"]: dict(row["lifecycle_mix"]) for row in read(data_dir, SEGMENTS, days[-1]).to_pylist()}
     for row in evaluations:
         stage, share = max(mixes[row["segment_id"]].items(), key=lambda item: (item[1], item[0]))

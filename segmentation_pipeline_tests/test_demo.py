@@ -124,9 +124,21 @@ def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None
         assert all(earlier <= later + 1e-12 for earlier, later in zip(risks, risks[1:]))
         stages = dict(con.execute("SELECT lifecycle_stage, count(*) FROM profiles_latest GROUP BY 1").fetchall())
         assert stages["lapsed"] > 1000 and stages["loyal"] > 100
-        # A transaction log can be acted on: its campaigns use the lifecycle offer and the owned channel.
-        actionable = con.execute("SELECT count(*) FROM actionability_latest WHERE actionable").fetchone()[0]
-        assert actionable >= 1
+        # Segments are built within lifecycle groups: none mixes them, none holds half the customers.
+        groups = con.execute(
+            "SELECT s.segment_id, count(DISTINCT CASE WHEN p.lifecycle_stage IN ('at_risk', 'lapsed') THEN 'lapsing' "
+            "WHEN p.lifecycle_stage IN ('active', 'loyal') THEN 'active' ELSE p.lifecycle_stage END), max(s.share) "
+            "FROM clusters_latest c JOIN profiles_latest p USING (canonical_id) JOIN segments_latest s USING (segment_id) "
+            "GROUP BY 1"
+        ).fetchall()
+        assert len(groups) >= 4 and all(mixed == 1 and share <= 0.5 for _, mixed, share in groups)
+        # A transaction log can be acted on: at least two segments are approved and actionable, their
+        # campaigns use the lifecycle offer and the owned channel.
+        ready = con.execute(
+            "SELECT count(*) FROM viability_latest v JOIN actionability_latest a USING (segment_id) "
+            "WHERE v.approved AND a.actionable"
+        ).fetchone()[0]
+        assert ready >= 2
         channels = con.execute(
             "SELECT DISTINCT r.channel FROM explanations_latest, unnest(recommendations) AS t(r)"
         ).fetchall()

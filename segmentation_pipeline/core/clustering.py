@@ -26,12 +26,27 @@ Fitting
     least `min_active_days` active days choose k and shape the centroids
     (when there are at least MIN_SHAPING_PER_SEGMENT of them per segment of
     the smallest k; otherwise everyone does); everyone is then assigned to
-    the nearest centroid.
+    the nearest centroid. These are the behaviour clusters (the k above).
+
+Segments within lifecycle groups
+    A segment is the customers of one behaviour cluster in one lifecycle
+    group (LIFECYCLE_GROUPS: prospects; new; active and loyal; at risk and
+    lapsed): "lapsed big-basket shoppers" and "new big-basket shoppers" are
+    two segments, because a marketer speaks to them differently, while their
+    behaviour is one pattern, found on every customer at once. Behaviour first,
+    then lifecycle (rather than clustering each stage on its own) keeps the
+    behaviour clusters shaped by the customers whose history shows one, the
+    same personas across stages, and k chosen once on the most data. A segment
+    above `max_segment_share` of all customers is split by k-means on its own
+    members; one below `min_segment_share` joins the nearest segment of its
+    lifecycle group. With `within_lifecycle` off (or profiles without stages),
+    a segment is a behaviour cluster.
 
 Stable IDs
-    The previous snapshot's centroids (stored in original units) are put
-    through this snapshot's transform and matched to the new centroids by the
-    Hungarian algorithm on Euclidean distance. A match counts when its
+    The previous snapshot's centroids (stored in original units; a segment's
+    centroid is its shaping members' mean) are put through this snapshot's
+    transform and matched to the new centroids of the same lifecycle group by
+    the Hungarian algorithm on Euclidean distance. A match counts when its
     distance is at most `match_tolerance` x the median distance between the
     new centroids; matched segments keep their ID, the others get the next
     unused number.
@@ -39,11 +54,13 @@ Stable IDs
 Names and traits
     A segment's traits are the features on which its members' mean (in the
     transformed space) differs from the whole population's by at least
-    `trait_threshold` population standard deviations, strongest first; its
-    name strings together the words of the strongest (core.features `high` /
-    `low`) in the order of the feature list (value, engagement, timing, category,
-    channel, device, then churn and CLV), e.g. "Frequent high-value
-    electronics-focused shoppers".
+    `trait_threshold` population standard deviations, strongest first. Its
+    name starts with its lifecycle stage (the one holding `lifecycle_name_share`
+    of it, else its group's word) and strings together the words (core.features
+    `high` / `low`) of what sets it apart within its lifecycle group (recency
+    and churn risk left to the stage word), in the order of the feature list
+    (value, engagement, timing, category, channel, device, then CLV), e.g.
+    "Lapsed frequent high-value electronics-focused shoppers".
 """
 
 from __future__ import annotations
@@ -70,7 +87,7 @@ from threadpoolctl import threadpool_limits
 
 from .errors import ClusteringError, InsufficientDataError
 from .features import DEFAULT_CLUSTER_FEATURES, FEATURES, LOG1P, Feature, feature
-from .lifecycle import STAGE_WORDS, STAGES
+from .lifecycle import ACTIVE, AT_RISK, LAPSED, LOYAL, NEW, PROSPECT, STAGE_WORDS, STAGES
 from .schemas import CLUSTERS, SEGMENT_MIGRATION, SEGMENTS, conform
 
 Item = TypeVar("Item")
@@ -100,6 +117,13 @@ class ClusteringSettings:
     name_words: int = 3
     #: A segment name starts with the lifecycle stage ("Lapsed ...") that holds at least this share of it.
     lifecycle_name_share: float = 0.6
+    #: Segments are built within lifecycle groups (LIFECYCLE_GROUPS): a segment never mixes new and
+    #: lapsed customers. Off, or without a lifecycle_stage column, a segment is a behaviour cluster.
+    within_lifecycle: bool = True
+    #: A segment above this share of all customers is split by behaviour: most customers is not a target.
+    max_segment_share: float = 0.5
+    #: A segment below this share of all customers joins the nearest segment of its lifecycle group.
+    min_segment_share: float = 0.01
     #: BLAS/OpenMP threads for scikit-learn. One by default: on a 2-core machine with other work
     #: running, k-means with two threads was measured 5-30 times slower than with one.
     threads: int = 1
@@ -115,6 +139,8 @@ class ClusteringSettings:
             raise ClusteringError(f"n_clusters must be at least 2, got {self.n_clusters}")
         if not self.features:
             raise ClusteringError("no clustering features configured")
+        if not 0 < self.max_segment_share <= 1:
+            raise ClusteringError(f"max_segment_share must lie in (0, 1], got {self.max_segment_share}")
         for name in self.features:
             spec = feature(name)
             if spec.transform is None:
@@ -309,15 +335,15 @@ def fit_side_by_side(
             return list(pool.map(fit, items))
 
 
-def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
-    """The number of segments, by the rule in the module docstring."""
+def choose_k(matrix: np.ndarray, settings: ClusteringSettings, ks: Sequence[int] | None = None) -> KSelection:
+    """The number of segments, by the rule in the module docstring, among `ks` (default: the settings')."""
     rng = np.random.default_rng(settings.seed)
     sample = matrix
     if len(matrix) > settings.selection_sample:
         sample = matrix[np.sort(rng.choice(len(matrix), settings.selection_sample, replace=False))]
     # Customers with identical features cannot be told apart: k stays below the distinct profiles.
     distinct = len(np.unique(sample, axis=0))
-    candidates_k = [k for k in settings.k_candidates if k < len(sample) and k <= distinct]
+    candidates_k = [k for k in (ks or settings.k_candidates) if k < len(sample) and k <= distinct]
     if not candidates_k:
         raise InsufficientDataError(
             f"{len(matrix)} customers ({distinct} distinct profiles) are too few for k in "
@@ -427,13 +453,22 @@ def _score_candidates(candidates: list[KCandidate], elbow: int | None) -> list[K
 class Segmentation:
     assignments: pa.Table
     segments: pa.Table
+    #: How the number of behaviour clusters was chosen.
     selection: KSelection
     matrix: FeatureMatrix
     labels: np.ndarray
-    #: The customers that shaped the segments (see ClusteringSettings.min_active_days).
+    #: The customers that shaped the behaviour clusters (see ClusteringSettings.min_active_days).
     shaping: np.ndarray
     #: Label -> segment ID.
     segment_ids: list[str]
+    #: Each customer's behaviour cluster (0 .. selection.k - 1), before lifecycle stages split them.
+    behaviour: np.ndarray
+    #: How the lifecycle stages changed the behaviour clusters into segments, for the run's log.
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return len(self.segment_ids)
 
 
 def segment_customers(
@@ -445,6 +480,35 @@ def segment_customers(
     """Cluster the profiles and describe the segments; IDs follow `previous_segments` where they match."""
     with threadpool_limits(settings.threads):
         return _segment_customers(profiles, settings, previous_segments, used_ids)
+
+
+#: The lifecycle groups segments are built within (core.lifecycle stages): a segment never mixes
+#: customers of two groups. At risk and lapsed customers share one (both are won back), and
+#: active and loyal customers another (both buy in their rhythm).
+LIFECYCLE_GROUPS: tuple[tuple[str, ...], ...] = ((PROSPECT,), (NEW,), (ACTIVE, LOYAL), (AT_RISK, LAPSED))
+
+
+#: A group's word in a segment name when none of its stages holds most of the segment.
+GROUP_WORDS = {(ACTIVE, LOYAL): "active", (AT_RISK, LAPSED): "lapsing"}
+
+
+def lifecycle_groups(profiles: pa.Table, settings: ClusteringSettings) -> np.ndarray | None:
+    """Each profile's lifecycle group (its index in LIFECYCLE_GROUPS); None when segments are not built
+    within lifecycle groups or the profiles have no stages."""
+    if (
+        not settings.within_lifecycle
+        or "lifecycle_stage" not in profiles.column_names
+        or profiles["lifecycle_stage"].null_count == profiles.num_rows
+    ):
+        return None
+    stages = pc.fill_null(profiles["lifecycle_stage"], "").to_numpy(zero_copy_only=False).astype(object)
+    unknown = set(np.unique(stages).tolist()) - set(STAGES)
+    if unknown:
+        raise ClusteringError(f"profiles name lifecycle stages that do not exist: {sorted(unknown)[:5]}")
+    groups = np.zeros(len(stages), dtype=np.int64)
+    for index, members in enumerate(LIFECYCLE_GROUPS):
+        groups[np.isin(stages, members)] = index
+    return groups
 
 
 def _segment_customers(
@@ -461,13 +525,17 @@ def _segment_customers(
     # One copy of the shaping rows for k selection and the fit (140 MB at 1.15 million customers).
     shaping_values = matrix.values[shaping]
     selection = choose_k(shaping_values, settings)
-    fitted, centers = cluster_labels(shaping_values, selection.k, settings.seed, settings)
+    behaviour, _ = fit_behaviour(matrix.values, shaping, selection.k, settings.seed, settings, shaping_values)
     del shaping_values
-    fitted, centers = _drop_empty(fitted, centers)
-    labels = nearest_center(matrix.values, centers)
-    labels[shaping] = fitted
+    groups = lifecycle_groups(profiles, settings)
+    staged = groups is not None
+    cells = lifecycle_cells(
+        matrix.values, behaviour, groups if staged else np.zeros(len(behaviour), dtype=np.int64), settings, shaping
+    )
+    labels, centers, group_of = cells.labels, cells.centers, cells.groups
     sizes = np.bincount(labels, minlength=len(centers))
-    matches = match_segments(matrix, centers, previous_segments, settings.match_tolerance)
+    label_groups = [_group_name(group) if staged else "" for group in group_of]
+    matches = match_segments(matrix, centers, previous_segments, settings.match_tolerance, label_groups)
     segment_ids = _segment_ids(sizes, matches, used_ids)
     distance = distance_to_center(matrix.values, centers, labels)
     assignments = pa.table(
@@ -476,12 +544,142 @@ def _segment_customers(
             "segment_id": pa.array(np.array(segment_ids, dtype=object)[labels], pa.string()),
             "distance": pa.array(distance),
             "shaped_segments": pa.array(shaping),
+            "behaviour_cluster": pa.array(behaviour.astype(np.int32)),
         }
     )
-    segments = describe_segments(profiles, matrix, labels, centers, segment_ids, matches, settings)
+    segments = describe_segments(profiles, matrix, labels, centers, segment_ids, matches, settings, label_groups)
     return Segmentation(
-        conform(assignments, CLUSTERS), conform(segments, SEGMENTS), selection, matrix, labels, shaping, segment_ids
+        conform(assignments, CLUSTERS),
+        conform(segments, SEGMENTS),
+        selection,
+        matrix,
+        labels,
+        shaping,
+        segment_ids,
+        behaviour,
+        cells.notes,
     )
+
+
+def _group_name(group: int) -> str:
+    """'active+loyal': the stages of a lifecycle group, as stored with its segments."""
+    return "+".join(LIFECYCLE_GROUPS[group])
+
+
+def fit_behaviour(
+    values: np.ndarray,
+    shaping: np.ndarray,
+    k: int,
+    seed: int,
+    settings: ClusteringSettings,
+    shaping_values: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour cluster of every row and the centres: k-means on the shaping rows, the others to the nearest."""
+    shaping_values = values[shaping] if shaping_values is None else shaping_values
+    fitted, centers = cluster_labels(shaping_values, k, seed, settings)
+    fitted, centers = _drop_empty(fitted, centers)
+    labels = nearest_center(values, centers)
+    labels[shaping] = fitted
+    return labels, centers
+
+
+@dataclass(frozen=True)
+class LifecycleCells:
+    #: Segment label of every row, 0 .. len(centers) - 1.
+    labels: np.ndarray
+    #: Each segment's mean row.
+    centers: np.ndarray
+    #: Each segment's lifecycle group (index in LIFECYCLE_GROUPS).
+    groups: list[int]
+    notes: list[str]
+
+
+def lifecycle_cells(
+    values: np.ndarray,
+    behaviour: np.ndarray,
+    groups: np.ndarray,
+    settings: ClusteringSettings,
+    shaping: np.ndarray | None = None,
+) -> LifecycleCells:
+    """Segments from behaviour clusters and lifecycle groups: the customers of one behaviour cluster in
+    one lifecycle group ("lapsed big-basket shoppers").
+
+    A segment holding more than `max_segment_share` of all customers is split by k-means on its own
+    members (k from 2 up to k_max, the smallest k that brings every part under the share); then a
+    segment smaller than `min_segment_share` of all customers (and than MIN_SHAPING_PER_SEGMENT) joins
+    the segment of its lifecycle group with the nearest mean, smallest first, so that no segment mixes
+    lifecycle groups. A segment's centre is the mean of its `shaping` members (of all of them when it has
+    none): customers with thin histories do not move it. Deterministic for a given seed."""
+    n = len(values)
+    keys = groups.astype(np.int64) * (int(behaviour.max(initial=0)) + 1) + behaviour
+    _, labels = np.unique(keys, return_inverse=True)
+    labels = labels.astype(np.int64)
+    notes: list[str] = []
+    cap = settings.max_segment_share * n
+    for label in range(int(labels.max(initial=-1)) + 1):
+        members = np.flatnonzero(labels == label)
+        if len(members) <= cap:
+            continue
+        for k in range(2, max(2, settings.k_max) + 1):
+            parts, _ = cluster_labels(values[members], k, settings.seed, settings)
+            if np.bincount(parts).max() <= cap:
+                break
+        fresh = labels.max() + 1
+        labels[members] = np.where(parts == 0, label, fresh + parts - 1)
+        notes.append(
+            f"a segment of {len(members):,} customers ({len(members) / n:.0%}) was split in {k} by their behaviour: "
+            f"no segment holds more than {settings.max_segment_share:.0%} of all customers"
+        )
+    group_of = _cell_groups(labels, groups)
+    minimum = max(MIN_SHAPING_PER_SEGMENT, int(np.ceil(settings.min_segment_share * n)))
+    while True:
+        sizes = np.bincount(labels)
+        centers = _cell_means(values, labels, len(sizes), shaping)
+        small = [
+            label
+            for label in np.argsort(sizes, kind="stable")
+            if sizes[label] < minimum and sum(g == group_of[label] for g in group_of) > 1
+        ]
+        if not small:
+            break
+        label = small[0]
+        others = [other for other, g in enumerate(group_of) if g == group_of[label] and other != label]
+        target = others[int(np.argmin(cdist(centers[label : label + 1], centers[others])[0]))]
+        labels[labels == label] = target
+        notes.append(
+            f"a segment of {sizes[label]:,} customers joined the nearest of its lifecycle group "
+            f"(segments hold at least {minimum:,} customers)"
+        )
+        _, labels = np.unique(labels, return_inverse=True)
+        labels = labels.astype(np.int64)
+        group_of = _cell_groups(labels, groups)
+    return LifecycleCells(labels, centers, group_of, notes)
+
+
+def _cell_groups(labels: np.ndarray, groups: np.ndarray) -> list[int]:
+    """The lifecycle group of each segment (all of its members share one)."""
+    first = np.full(int(labels.max(initial=-1)) + 1, -1, dtype=np.int64)
+    first[labels[::-1]] = np.arange(len(labels))[::-1]
+    return [int(groups[index]) for index in first]
+
+
+def _cell_means(values: np.ndarray, labels: np.ndarray, k: int, shaping: np.ndarray | None) -> np.ndarray:
+    """Each segment's mean over its shaping rows (over all of its rows where none shapes it)."""
+    means = np.zeros((k, values.shape[1]))
+    counts = np.bincount(labels, minlength=k)
+    if shaping is not None:
+        shaped = np.bincount(labels[shaping], minlength=k)
+        for column in range(values.shape[1]):
+            means[:, column] = np.bincount(labels[shaping], weights=values[shaping, column], minlength=k)
+        means /= np.maximum(shaped, 1)[:, None]
+        missing = shaped == 0
+    else:
+        missing = np.ones(k, dtype=bool)
+    if missing.any():
+        for column in range(values.shape[1]):
+            total = np.bincount(labels, weights=values[:, column], minlength=k)
+            means[missing, column] = total[missing] / np.maximum(counts[missing], 1)
+    return means
 
 
 #: Established customers shape the segments only when there are this many per segment of the
@@ -537,12 +735,25 @@ class SegmentMatch:
 
 
 def match_segments(
-    matrix: FeatureMatrix, centers: np.ndarray, previous: pa.Table | None, tolerance: float
+    matrix: FeatureMatrix,
+    centers: np.ndarray,
+    previous: pa.Table | None,
+    tolerance: float,
+    label_stages: Sequence[str] | None = None,
 ) -> dict[int, SegmentMatch]:
-    """Label -> the previous snapshot's segment it continues (Hungarian matching on centroids)."""
+    """Label -> the previous snapshot's segment it continues (Hungarian matching on centroids).
+
+    A segment only continues one of the same lifecycle stage (`label_stages`, one per label; "" for
+    segments of everyone); a previous snapshot built otherwise continues no segment of this one."""
     if previous is None or previous.num_rows == 0:
         return {}
+    label_stages = list(label_stages) if label_stages is not None else [""] * len(centers)
     previous_ids = previous["segment_id"].to_pylist()
+    previous_stages = (
+        [group or "" for group in previous["lifecycle_group"].to_pylist()]
+        if "lifecycle_group" in previous.column_names
+        else [""] * previous.num_rows
+    )
     previous_centroids = np.array(
         [[dict(row).get(column, np.nan) for column in matrix.columns] for row in previous["centroid"].to_pylist()]
     )
@@ -552,12 +763,17 @@ def match_segments(
     previous_scaled = matrix.from_original(np.nan_to_num(previous_centroids))[:, comparable]
     distances = cdist(centers[:, comparable], previous_scaled)
     spread = float(np.median(pdist(centers[:, comparable]))) if len(centers) > 1 else 1.0
-    rows, cols = linear_sum_assignment(distances)
-    return {
-        int(row): SegmentMatch(previous_ids[col], float(distances[row, col]))
-        for row, col in zip(rows, cols)
-        if distances[row, col] <= tolerance * spread
-    }
+    matches = {}
+    for stage in dict.fromkeys(label_stages):
+        labels = np.array([label for label, own in enumerate(label_stages) if own == stage])
+        candidates = np.array([index for index, own in enumerate(previous_stages) if own == stage])
+        if not len(candidates):
+            continue
+        rows, cols = linear_sum_assignment(distances[np.ix_(labels, candidates)])
+        for row, col in zip(labels[rows], candidates[cols]):
+            if distances[row, col] <= tolerance * spread:
+                matches[int(row)] = SegmentMatch(previous_ids[col], float(distances[row, col]))
+    return matches
 
 
 def segment_number(segment_id: str) -> int | None:
@@ -585,10 +801,20 @@ def describe_segments(
     segment_ids: list[str],
     matches: dict[int, SegmentMatch],
     settings: ClusteringSettings,
+    label_stages: Sequence[str] | None = None,
 ) -> pa.Table:
-    """One row per segment: size, value, centroid and means in original units, name and traits."""
+    """One row per segment: size, value, centroid and means in original units, name and traits.
+
+    Traits compare a segment with everyone. Its name says its lifecycle stage and then what sets it
+    apart within that stage (the traits against the stage's customers), so that two segments of
+    one stage are not both named after what the whole stage shares."""
     frame = _numeric_frame(profiles)
     clv = pc.fill_null(profiles["clv_estimate"], 0.0).to_numpy(zero_copy_only=False).astype(float)
+    cycle_value = (
+        pc.fill_null(profiles["cycle_value"], 0.0).to_numpy(zero_copy_only=False).astype(float)
+        if "cycle_value" in profiles.column_names
+        else None
+    )
     population_mean = matrix.values.mean(axis=0)
     population_std = matrix.values.std(axis=0)
     population_std = np.where(population_std > 0, population_std, 1.0)
@@ -599,20 +825,38 @@ def describe_segments(
     top_categories = _modes(profiles["top_category"], labels, len(segment_ids))
     top_channels = _modes(profiles["top_channel"], labels, len(segment_ids))
     mixes = lifecycle_mixes(profiles, labels, len(segment_ids))
+    label_stages = list(label_stages) if label_stages is not None else [""] * len(segment_ids)
+    stage_labels = {stage: [lab for lab, own in enumerate(label_stages) if own == stage] for stage in label_stages}
     for label, segment_id in enumerate(segment_ids):
         members = labels == label
         z = (matrix.values[members].mean(axis=0) - population_mean) / population_std
         segment_means = frame[members].mean()
         traits = _traits(matrix, z, segment_means, population_means, settings.trait_threshold)
+        naming = traits
+        stage = label_stages[label]
+        if stage and len(stage_labels[stage]) > 1:
+            in_stage = np.isin(labels, stage_labels[stage])
+            stage_values = matrix.values[in_stage]
+            stage_std = stage_values.std(axis=0)
+            stage_z = (matrix.values[members].mean(axis=0) - stage_values.mean(axis=0)) / np.where(
+                stage_std > 0, stage_std, 1.0
+            )
+            naming = [
+                trait
+                for trait in _traits(matrix, stage_z, segment_means, frame[in_stage].mean(), settings.trait_threshold)
+                # The stage already says how recently they bought: no "lapsed" segment of recent customers.
+                if _split_column(trait.column)[0] not in _STAGE_FEATURES
+            ]
         rows.append(
             {
                 "segment_id": segment_id,
                 "traits": [trait.sentence for trait in traits],
-                "words": name_words(traits, settings.name_words),
+                "words": name_words(naming, settings.name_words),
                 "size": int(members.sum()),
                 "share": float(members.sum() / n),
                 "total_clv": float(clv[members].sum()),
                 "mean_clv": float(clv[members].mean()),
+                "total_cycle_value": float(cycle_value[members].sum()) if cycle_value is not None else None,
                 "centroid": list(zip(matrix.columns, original_centroids[label].round(6).tolist())),
                 "feature_means": [
                     (column, float(value)) for column, value in segment_means.round(6).items() if np.isfinite(value)
@@ -622,9 +866,13 @@ def describe_segments(
                 "is_new": label not in matches,
                 "match_distance": matches[label].distance if label in matches else None,
                 "lifecycle_mix": mixes[label],
+                "lifecycle_group": stage or None,
             }
         )
-    words = [lifecycle_words(row["lifecycle_mix"], settings.lifecycle_name_share) + row.pop("words") for row in rows]
+    words = [
+        lifecycle_words(row["lifecycle_mix"], settings.lifecycle_name_share, row["lifecycle_group"]) + row.pop("words")
+        for row in rows
+    ]
     names = segment_names(words, segment_ids)
     table = pa.Table.from_pylist([{**row, "name": name} for row, name in zip(rows, names)], schema=SEGMENTS.schema)
     return table.sort_by("segment_id")
@@ -700,10 +948,16 @@ def lifecycle_mixes(profiles: pa.Table, labels: np.ndarray, k: int) -> list[list
     ]
 
 
-def lifecycle_words(mix: list[tuple[str, float]] | None, dominant_share: float) -> list[str]:
-    """The stage word ('lapsed') when one stage holds at least `dominant_share` of the segment."""
+def lifecycle_words(
+    mix: list[tuple[str, float]] | None, dominant_share: float, group: str | None = None
+) -> list[str]:
+    """The stage word ('lapsed') when one stage holds at least `dominant_share` of the segment; else the
+    word of its lifecycle group ('lapsing' for at risk and lapsed customers), if it has one."""
     stage, share = max(mix or [("", 0.0)], key=lambda item: item[1])
-    return [STAGE_WORDS[stage]] if share >= dominant_share else []
+    if share >= dominant_share:
+        return [STAGE_WORDS[stage]]
+    word = GROUP_WORDS.get(tuple(group.split("+"))) if group else None
+    return [word] if word else []
 
 
 def segment_names(words: list[list[str]], segment_ids: list[str]) -> list[str]:
@@ -726,6 +980,9 @@ def _joined_focus(words: list[str]) -> list[str]:
     rest = [word for word in words if not word.endswith("-focused")]
     return [*rest[:first], f"{', '.join(focus[:-1])} and {focus[-1]}", *rest[first:]]
 
+
+#: Features a lifecycle stage is judged on: the stage's word speaks for them in a segment's name.
+_STAGE_FEATURES = frozenset({"recency_days", "churn_risk"})
 
 _FEATURE_ORDER = {spec.name: index for index, spec in enumerate(FEATURES)}
 
@@ -769,9 +1026,12 @@ def _numeric_frame(profiles: pa.Table) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def adjusted_rand_against_truth(assignments: pa.Table, truth: pa.Table) -> tuple[float, int]:
-    """ARI between segments and the generating archetypes, over customers present in both."""
-    joined = assignments.select(["canonical_id", "segment_id"]).join(
+def adjusted_rand_against_truth(
+    assignments: pa.Table, truth: pa.Table, column: str = "segment_id"
+) -> tuple[float, int]:
+    """ARI between segments (or another label `column` of the assignments, such as behaviour_cluster) and
+    the generating archetypes, over customers present in both."""
+    joined = assignments.select(["canonical_id", column]).rename_columns(["canonical_id", "segment_id"]).join(
         truth.select(["customer_id", "archetype"]), "canonical_id", "customer_id", join_type="inner"
     )
     if joined.num_rows == 0:

@@ -103,6 +103,8 @@ class ProfileSettings:
     top_categories: int = 8
     top_channels: int = 6
     clv_horizon_days: int = 365
+    #: One campaign cycle: cycle_value is the expected spend over it, the value a campaign run now can move.
+    campaign_cycle_days: int = 90
     #: Yearly rate at which CLV discounts later purchases to today's money.
     annual_discount_rate: float = 0.10
     #: The purchase model behind P(alive), churn risk and CLV: one of core.clv.MODEL_NAMES.
@@ -113,7 +115,7 @@ class ProfileSettings:
     lifecycle: LifecycleSettings = LifecycleSettings()
 
     def __post_init__(self) -> None:
-        for name in ("lookback_days", "clv_horizon_days"):
+        for name in ("lookback_days", "clv_horizon_days", "campaign_cycle_days"):
             if getattr(self, name) < 1:
                 raise ProfileBuildError(f"{name} must be at least 1 day, got {getattr(self, name)}")
         for name in ("top_categories", "top_channels", "min_repeat_buyers"):
@@ -256,6 +258,7 @@ class ProfileResult:
             "reason": self.clv_fit.reason,
             "horizon_days": settings.clv_horizon_days,
             "annual_discount_rate": settings.annual_discount_rate,
+            "campaign_cycle_days": settings.campaign_cycle_days,
         }
 
     def stored_metadata(self, settings: ProfileSettings) -> dict[str, str]:
@@ -558,6 +561,7 @@ SELECT canonical_id, n_ids, {window.lookback_days} AS window_days, first_event, 
     {features},
     CAST(NULL AS DOUBLE) AS p_alive,
     CAST(NULL AS DOUBLE) AS expected_purchases,
+    CAST(NULL AS DOUBLE) AS cycle_value,
     {sql_string(HEURISTIC)} AS clv_method,
     purchase_days - 1 AS _repeat_days,
     CAST(date_diff('day', first_purchase_day, last_purchase_day) AS DOUBLE) AS _purchase_span,
@@ -735,8 +739,11 @@ def heuristic_churn_and_clv(
     active_days: np.ndarray,
     monetary_total: np.ndarray,
     settings: ProfileSettings,
+    horizon_days: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The activity-gap churn risk and the run-rate CLV (see the module docstring)."""
+    """The activity-gap churn risk and the run-rate value over `horizon_days` (default: the CLV horizon; see
+    the module docstring)."""
+    horizon_days = settings.clv_horizon_days if horizon_days is None else horizon_days
     gap = np.maximum(settings.churn_gap_floor_days, tenure_days / np.maximum(active_days - 1, 1))
     # A customer seen on one day only has no gap of their own: they get the usual gap of those seen on
     # more days, so that their risk grows with their silence (with the gap taken as their tenure, every
@@ -747,8 +754,8 @@ def heuristic_churn_and_clv(
     gap = np.maximum(settings.churn_gap_floor_days, np.where(repeat, own, usual))
     churn_risk = 1.0 - np.exp(-days_since_last_event / (2.0 * gap))
     daily_value = monetary_total / np.maximum(tenure_days, settings.churn_gap_floor_days)
-    discount = _mean_discount_factor(settings.clv_horizon_days, settings.annual_discount_rate)
-    value = np.maximum(0.0, daily_value * settings.clv_horizon_days * (1.0 - churn_risk) * discount)
+    discount = _mean_discount_factor(horizon_days, settings.annual_discount_rate)
+    value = np.maximum(0.0, daily_value * horizon_days * (1.0 - churn_risk) * discount)
     return churn_risk, value
 
 
@@ -761,13 +768,14 @@ def _mean_discount_factor(horizon_days: int, annual_rate: float) -> float:
 def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models: bool) -> tuple[pa.Table, ClvFit]:
     if table.num_rows == 0:
         return table, ClvFit(HEURISTIC, "no customers", 0)
-    churn_risk, value = heuristic_churn_and_clv(
+    heuristic_inputs = (
         _column(table, "days_since_last_event", 0.0),
         _column(table, "tenure_days", 0.0),
         _column(table, "active_days", 1.0),
         _column(table, "monetary_total", 0.0),
-        settings,
     )
+    churn_risk, value = heuristic_churn_and_clv(*heuristic_inputs, settings)
+    _, cycle_value = heuristic_churn_and_clv(*heuristic_inputs, settings, settings.campaign_cycle_days)
     p_alive = np.full(table.num_rows, np.nan)
     expected = np.full(table.num_rows, np.nan)
     method = np.full(table.num_rows, HEURISTIC, dtype=object)
@@ -778,7 +786,7 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models:
     predictions = _predict(inputs, fit, settings) if fit else None
     if predictions is not None:
         model, gg = fit
-        p_alive[buyers], expected[buyers], value[buyers] = predictions
+        p_alive[buyers], expected[buyers], value[buyers], cycle_value[buyers] = predictions
         # BG/NBD cannot see a one-time buyer drop out (P(alive) = 1 until a repeat purchase), so
         # under it their churn risk stays the heuristic's; MBG/NBD and Pareto/NBD can.
         scored = np.flatnonzero(buyers)
@@ -804,6 +812,7 @@ def _model_churn_and_clv(table: pa.Table, settings: ProfileSettings, fit_models:
     table = _replace(table, "clv_estimate", pa.array(value))
     table = _replace(table, "p_alive", pa.array(p_alive, from_pandas=True))
     table = _replace(table, "expected_purchases", pa.array(expected, from_pandas=True))
+    table = _replace(table, "cycle_value", pa.array(cycle_value))
     table = _replace(table, "clv_method", pa.array(method, pa.string()))
     return table, clv_fit
 
@@ -832,7 +841,8 @@ class _BuyerInputs:
 def _predict(
     inputs: _BuyerInputs, fit: tuple[clv.PurchaseModelParams, clv.GammaGammaParams], settings: ProfileSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """P(alive), expected purchase days and discounted CLV of every buyer; None if any is not finite."""
+    """P(alive), expected purchase days, discounted CLV and discounted value over one campaign cycle of every
+    buyer; None if any is not finite."""
     model, gg = fit
     x, t_x, age, repeat_value = inputs.x, inputs.t_x, inputs.age, inputs.repeat_value
     # Free repeat orders (amount 0) say nothing about spend: such a buyer gets the population's.
@@ -845,15 +855,20 @@ def _predict(
         # valued at 1 per purchase, then rescaled to the population's spend.
         free = ~spending & (x > 0)
         stated = np.where(free, 1.0, spend_value)
-        value = clv.discounted_customer_lifetime_value(
-            model, gg, x, t_x, age, stated, settings.clv_horizon_days, settings.annual_discount_rate,
-        )  # fmt: skip
+        value, cycle_value = (
+            clv.discounted_customer_lifetime_value(
+                model, gg, x, t_x, age, stated, horizon, settings.annual_discount_rate,
+            )  # fmt: skip
+            for horizon in (settings.clv_horizon_days, settings.campaign_cycle_days)
+        )
         if free.any():
             population = clv.expected_average_spend(gg, frequency[free], spend_value[free])
-            value[free] *= population / clv.expected_average_spend(gg, x[free], stated[free])
-    if not all(np.isfinite(values).all() for values in (p_alive, expected, value)):
+            rescale = population / clv.expected_average_spend(gg, x[free], stated[free])
+            value[free] *= rescale
+            cycle_value[free] *= rescale
+    if not all(np.isfinite(values).all() for values in (p_alive, expected, value, cycle_value)):
         return None
-    return p_alive, expected, value
+    return p_alive, expected, value, cycle_value
 
 
 def _heuristic_reason(repeat_buyers: int, settings: ProfileSettings) -> str:

@@ -21,12 +21,16 @@ there, but which customers belong to it is not), below 0.85 "stable", else
 "highly_stable".
 
 Clustering lives elsewhere: every test receives a ClusterFn that maps
-(matrix, k, seed) to integer labels. The tests that re-cluster work on at most
+(matrix, k, seed) to integer labels; one that takes a fourth argument is also
+given the rows of the reference matrix it clusters (the feature-drop sample, a
+bootstrap draw), for a clustering that depends on more than the features (each
+customer's lifecycle group). The tests that re-cluster work on at most
 ``sample_size`` rows, so their cost does not grow with the customer count.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,8 +49,8 @@ from .profiles import ProfileSettings, build_profiles
 from .schemas import CLUSTERS, PROFILES, ROBUSTNESS, SEGMENTS, conform
 from .warehouse import Warehouse
 
-#: (matrix n x d, k, seed) -> n integer labels in 0..k-1.
-ClusterFn = Callable[[np.ndarray, int, int], np.ndarray]
+#: (matrix n x d, k, seed[, rows of the reference matrix]) -> n integer labels in 0..k-1.
+ClusterFn = Callable[..., np.ndarray]
 
 #: Lower edges of the stability bands, highest first; a score equal to 0.5 is still "dissolved".
 STABILITY_BANDS: tuple[tuple[float, str], ...] = (
@@ -234,7 +238,7 @@ def feature_drop_stability(
 
     def without(columns: np.ndarray) -> np.ndarray:
         kept = np.setdiff1d(np.arange(matrix.shape[1]), columns)
-        return _run_cluster_fn(cluster_fn, np.ascontiguousarray(sample[:, kept]), k, seed)
+        return _run_cluster_fn(cluster_fn, np.ascontiguousarray(sample[:, kept]), k, seed, rows)
 
     refits = clustering.fit_side_by_side(without, list(groups.values()), workers, threads)
     by_feature = {group: best_match_jaccard(sample_labels, labels) for group, labels in zip(groups, refits)}
@@ -373,7 +377,10 @@ def bootstrap_stability(
         drawn = rng.integers(0, n, size=draws)
         resamples.append((drawn, int(rng.integers(0, 2**31 - 1))))
     refits = clustering.fit_side_by_side(
-        lambda resample: _run_cluster_fn(cluster_fn, matrix[resample[0]], k, resample[1]), resamples, workers, threads
+        lambda resample: _run_cluster_fn(cluster_fn, matrix[resample[0]], k, resample[1], resample[0]),
+        resamples,
+        workers,
+        threads,
     )
     for (drawn, _), resample_labels in zip(resamples, refits):
         distinct, first_draw = np.unique(drawn, return_index=True)
@@ -563,8 +570,11 @@ def _sample_rows(n: int, sample_size: int, rng: np.random.Generator) -> np.ndarr
     return np.sort(rng.choice(n, size=sample_size, replace=False))
 
 
-def _run_cluster_fn(cluster_fn: ClusterFn, matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
-    labels = np.asarray(cluster_fn(matrix, k, seed))
+def _run_cluster_fn(
+    cluster_fn: ClusterFn, matrix: np.ndarray, k: int, seed: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    takes_rows = len(inspect.signature(cluster_fn).parameters) >= 4
+    labels = np.asarray(cluster_fn(matrix, k, seed, rows) if takes_rows else cluster_fn(matrix, k, seed))
     if labels.shape != (matrix.shape[0],):
         raise SensitivityTestError(
             f"the clustering function returned labels of shape {labels.shape} for {matrix.shape[0]} rows"
@@ -595,17 +605,18 @@ def assess_snapshot(
 ) -> SnapshotRobustness:
     """Run the three tests on the stored segments of `as_of`, from the stored profiles and assignments.
 
-    The features and k are read from the stored segments, so a re-run of
-    clusters with other features or k is tested as it was made; the refits use
-    `clustering_settings` (k-means starts, MiniBatchKMeans threshold,
-    min_active_days) and `seed`. The tests re-cluster the customers that shaped
-    the segments. Each time-window alternative is a fresh clustering (same
-    features and k) of at most `settings.sample_size` of the shaping customers' profiles
-    over a window of `share` x the profiles' window length ending `shift` days
-    earlier: the same customers, seen over another window. Only they are
-    profiled again (without the CLV fits, which the default features do not
-    use), and the matrix is scaled over them, not over every customer of the
-    other window.
+    The features, the number of behaviour clusters and whether segments were built within lifecycle
+    groups are read from the stored snapshot, so a re-run of clusters with other settings is tested
+    as it was made; the refits use `clustering_settings` (k-means starts, MiniBatchKMeans threshold,
+    min_active_days, segment share limits) and `seed`. Each refit repeats the whole construction
+    on the customers it is given: behaviour clusters shaped by the established among them, then
+    the segments within lifecycle groups (each customer keeps the group of the snapshot). The tests
+    run over every profiled customer, sampled (`settings.sample_size`), so segments of customers
+    with thin histories are tested too. Each time-window alternative is the same construction on at
+    most `settings.sample_size` customers' profiles over a window of `share` x the profiles' window
+    length ending `shift` days earlier: the same customers, seen over another window. Only they are
+    profiled again (without the CLV fits, which the default features do not use), and the matrix is
+    scaled over them, not over every customer of the other window.
     """
     clustering_settings = clustering_settings or ClusteringSettings()
     profiles = store.read_partition(PROFILES, as_of)
@@ -614,16 +625,25 @@ def assess_snapshot(
         raise SensitivityTestError(f"{segments.num_rows} segment(s) stored for {as_of}; robustness needs at least 2")
     features = clustering.features_of(segments)
     segment_ids = np.array(sorted(segments["segment_id"].to_pylist()))
-    labels, shaping = _stored_labels(store.read_partition(CLUSTERS, as_of), profiles, segment_ids, as_of)
+    assignments = store.read_partition(CLUSTERS, as_of)
+    labels, _ = _stored_labels(assignments, profiles, segment_ids, as_of)
     matrix = clustering.feature_matrix(profiles, features)
     k = len(segment_ids)
-
-    def cluster_fn(values: np.ndarray, clusters: int, run_seed: int) -> np.ndarray:
-        return clustering.cluster_labels(values, clusters, run_seed, clustering_settings)[0]
+    staged = "lifecycle_group" in segments.column_names and segments["lifecycle_group"].null_count < segments.num_rows
+    behaviour_k = (
+        int(pc.max(assignments["behaviour_cluster"]).as_py()) + 1
+        if "behaviour_cluster" in assignments.column_names and assignments["behaviour_cluster"].null_count == 0
+        else k
+    )
+    groups = clustering.lifecycle_groups(profiles, clustering_settings) if staged else None
+    if groups is None:
+        groups = np.zeros(profiles.num_rows, dtype=np.int64)
+    active_days = pc.fill_null(profiles["active_days"], 0).to_numpy(zero_copy_only=False)
+    refit = _Refit(groups, active_days, behaviour_k, clustering_settings)
 
     with threadpool_limits(clustering_settings.threads):
-        shaping_ids = profiles["canonical_id"].filter(pa.array(shaping)).to_numpy(zero_copy_only=False)
-        reference = pd.Series(labels[shaping], index=shaping_ids)
+        customer_ids = profiles["canonical_id"].to_numpy(zero_copy_only=False)
+        reference = pd.Series(labels, index=customer_ids)
         alternatives, window_days = _time_window_labels(
             store,
             as_of,
@@ -633,15 +653,14 @@ def assess_snapshot(
             k,
             seed,
             windows,
-            cluster_fn,
-            clustering_settings,
+            refit,
             settings.sample_size,
         )
         assessment = assess_robustness(
-            matrix.values[shaping],
-            labels[shaping],
+            matrix.values,
+            labels,
             feature_names=matrix.columns,
-            cluster_fn=cluster_fn,
+            cluster_fn=refit,
             k=k,
             seed=seed,
             settings=settings,
@@ -657,6 +676,26 @@ def assess_snapshot(
         assessment.feature_drop,
         window_days,
     )
+
+
+@dataclass(frozen=True)
+class _Refit:
+    """The clusters stage's construction, repeated on some of the snapshot's customers (a ClusterFn)."""
+
+    #: Per customer of the snapshot, in the profiles' order.
+    groups: np.ndarray
+    active_days: np.ndarray
+    behaviour_k: int
+    settings: ClusteringSettings
+
+    def __call__(self, values: np.ndarray, k: int, seed: int, rows: np.ndarray | None) -> np.ndarray:
+        rows = np.arange(len(values)) if rows is None else rows
+        minimum = clustering.MIN_SHAPING_PER_SEGMENT * self.settings.k_candidates[0]
+        shaping = self.active_days[rows] >= self.settings.min_active_days
+        if shaping.sum() < max(minimum, self.behaviour_k):
+            shaping = np.ones(len(rows), dtype=bool)
+        behaviour, _ = clustering.fit_behaviour(values, shaping, self.behaviour_k, seed, self.settings)
+        return clustering.lifecycle_cells(values, behaviour, self.groups[rows], self.settings, shaping).labels
 
 
 def _stored_labels(
@@ -693,17 +732,17 @@ def _time_window_labels(
     k: int,
     seed: int,
     windows: Sequence[tuple[float, int]],
-    cluster_fn: ClusterFn,
-    clustering_settings: ClusteringSettings,
+    refit: _Refit,
     sample_size: int,
 ) -> tuple[list[pd.Series], list[tuple[int, int]]]:
-    """customer -> label of a fresh clustering of each alternative window's profiles.
+    """customer -> label of the construction repeated on each alternative window's profiles.
 
     Only a sample of at most `sample_size` of the reference customers is profiled
     again: the comparison is over the customers both clusterings hold anyway.
     """
     window_days = int(profiles["window_days"][0].as_py()) if profiles.num_rows else 0
     sample = np.sort(np.random.default_rng(seed).permutation(reference.index.to_numpy())[:sample_size])
+    position = pd.Series(np.arange(len(reference)), index=reference.index)
     alternatives, used = [], []
     for share, shift in windows:
         lookback = max(1, round(window_days * share))
@@ -711,12 +750,19 @@ def _time_window_labels(
         alternative = build_profiles(
             store, as_of, settings, shift_days=shift, fit_clv_models=False, customers=sample.tolist()
         ).table
-        shaping = clustering.established_customers(alternative, clustering_settings.min_active_days)
-        if shaping.sum() <= k:
+        if alternative.num_rows <= max(k, refit.behaviour_k):
             continue
+        customers = alternative["canonical_id"].to_numpy(zero_copy_only=False)
+        rows = position.reindex(customers).to_numpy()
         matrix = clustering.feature_matrix(alternative, features)
-        labels = cluster_fn(matrix.values[shaping], k, seed)
-        customers = alternative["canonical_id"].to_numpy(zero_copy_only=False)[shaping]
+        # The alternative window's own depth of history decides who shapes its behaviour clusters.
+        window_refit = _Refit(
+            refit.groups[rows],
+            pc.fill_null(alternative["active_days"], 0).to_numpy(zero_copy_only=False),
+            refit.behaviour_k,
+            refit.settings,
+        )
+        labels = window_refit(matrix.values, k, seed, None)
         alternatives.append(pd.Series(labels, index=customers))
         used.append((lookback, shift))
     return alternatives, used

@@ -131,6 +131,8 @@ class Segment(BaseModel):
     share: Score
     total_clv: float
     mean_clv: float
+    #: The members' expected spend over one campaign cycle; None in older snapshots.
+    total_cycle_value: float | None = None
     #: Feature column -> the k-means centre in original units.
     centroid: FeatureValues
     #: Feature column -> the members' mean in original units.
@@ -141,6 +143,9 @@ class Segment(BaseModel):
     match_distance: float | None = None
     #: Lifecycle stage -> share of the segment's customers in it (core.lifecycle); None in older snapshots.
     lifecycle_mix: FeatureValues | None = None
+    #: The lifecycle group the segment was built within ("at_risk+lapsed"); None when segments are
+    #: behaviour clusters alone, and in older snapshots.
+    lifecycle_group: str | None = None
 
 
 class RobustnessScore(BaseModel):
@@ -174,6 +179,9 @@ class SegmentViability(BaseModel):
     share: Score
     total_clv: float
     mean_clv: float
+    #: The members' expected spend over one campaign cycle, which the return is computed on; older
+    #: snapshots have none.
+    campaign_value: float | None = None
     campaign_cost: float
     incremental_profit: float
     expected_roi: float
@@ -479,6 +487,9 @@ PROFILES = TableSpec(
         + [
             pa.field("p_alive", pa.float64()),
             pa.field("expected_purchases", pa.float64()),
+            # Expected spend over one campaign cycle (campaign_cycle_days), discounted like the CLV:
+            # the value a campaign run now can move (core.viability).
+            pa.field("cycle_value", pa.float64()),
             pa.field("clv_method", pa.string(), nullable=False),
             # core.lifecycle: prospect, new, active, loyal, at_risk or lapsed.
             pa.field("lifecycle_stage", pa.string(), nullable=False),
@@ -497,6 +508,9 @@ CLUSTERS = TableSpec(
             pa.field("segment_id", pa.string(), nullable=False),
             pa.field("distance", pa.float64(), nullable=False),
             pa.field("shaped_segments", pa.bool_(), nullable=False),
+            # The customer's behaviour cluster; a segment is one (or, when small, a few) behaviour
+            # clusters within one lifecycle group.
+            pa.field("behaviour_cluster", pa.int32()),
         ]
     ),
     as_of=True,
@@ -514,6 +528,9 @@ SEGMENTS = TableSpec(
             pa.field("share", pa.float64(), nullable=False),
             pa.field("total_clv", pa.float64(), nullable=False),
             pa.field("mean_clv", pa.float64(), nullable=False),
+            # The members' expected spend over one campaign cycle (profiles' cycle_value): what a
+            # campaign run now can move; null in snapshots made before it.
+            pa.field("total_cycle_value", pa.float64()),
             pa.field("centroid", FEATURE_VALUES, nullable=False),
             pa.field("feature_means", FEATURE_VALUES, nullable=False),
             pa.field("top_category", pa.string()),
@@ -522,6 +539,9 @@ SEGMENTS = TableSpec(
             pa.field("match_distance", pa.float64()),
             # Share of the segment's customers in each lifecycle stage (core.lifecycle).
             pa.field("lifecycle_mix", pa.map_(pa.string(), pa.float64())),
+            # The lifecycle group the segment was built within ("at_risk+lapsed"); null when segments are
+            # behaviour clusters alone.
+            pa.field("lifecycle_group", pa.string()),
         ]
     ),
     as_of=True,
@@ -604,6 +624,9 @@ VIABILITY = TableSpec(
             pa.field("share", pa.float64(), nullable=False),
             pa.field("total_clv", pa.float64(), nullable=False),
             pa.field("mean_clv", pa.float64(), nullable=False),
+            # What the campaign's return is computed on: the members' expected spend over one campaign
+            # cycle (total_clv in snapshots made before the cycle value).
+            pa.field("campaign_value", pa.float64()),
             pa.field("campaign_cost", pa.float64(), nullable=False),
             pa.field("incremental_profit", pa.float64(), nullable=False),
             pa.field("expected_roi", pa.float64(), nullable=False),

@@ -7,12 +7,18 @@ A rejection is a result with its reasons, never an exception.
 
 Expected return of a campaign aimed at the whole segment (CampaignEconomics):
 
-    incremental_profit = total_clv x expected_uplift x margin
+    campaign_value     = total_cycle_value: the members' expected spend over one
+                         campaign cycle (profiles' campaign_cycle_days, 90 by
+                         default), the value a campaign run now can move; a
+                         campaign does not lift a whole year of purchases. Where
+                         a snapshot has no cycle value (made before it), total_clv.
+    incremental_profit = campaign_value x expected_uplift x margin
     campaign_cost      = size x campaign_cost_per_customer
     expected_roi       = (incremental_profit - campaign_cost) / campaign_cost
 
-e.g. 100 customers worth 20,000 in total, 10% uplift, 30% margin, 2.0 per
-customer: profit 600, cost 200, ROI (600 - 200) / 200 = 2.0. An empty segment
+e.g. 100 customers expected to spend 20,000 in the cycle, 10% uplift, 30% margin, 2.0 per
+customer: profit 600, cost 200, ROI (600 - 200) / 200 = 2.0. (The default cost is 0.5 per
+customer, an owned-channel campaign.) An empty segment
 costs nothing and has no ROI (NaN, which fails the ROI criterion).
 
 Strategic impact, in [0, 1], says how much the segment matters to the business
@@ -44,6 +50,7 @@ SEGMENT_COLUMNS: tuple[str, ...] = ("segment_id", "size", "share", "total_clv", 
 ROBUSTNESS_COLUMNS: tuple[str, ...] = ("segment_id", "feature_drop_stability", "overall")
 VIABILITY_COLUMNS: tuple[str, ...] = (
     *SEGMENT_COLUMNS,
+    "campaign_value",
     "campaign_cost",
     "incremental_profit",
     "expected_roi",
@@ -84,17 +91,23 @@ class CampaignEconomics(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    campaign_cost_per_customer: float = Field(2.0, gt=0, description="Money spent per targeted customer.")
+    campaign_cost_per_customer: float = Field(
+        0.5,
+        gt=0,
+        description="Money spent per targeted customer, all in: an e-mail or app message costs cents to send; "
+        "the rest is the offer and the team's time, spread over the audience.",
+    )
     expected_uplift: float = Field(
         0.10, ge=0, description="Share by which the campaign raises the segment's expected value (0.10 = +10%)."
     )
     margin: float = Field(0.30, ge=0, le=1, description="Gross margin on revenue: the profit part of extra CLV.")
 
 
-def campaign_roi(size: int, total_clv: float, economics: CampaignEconomics) -> tuple[float, float, float]:
-    """(campaign_cost, incremental_profit, expected_roi) of targeting a whole segment; ROI is NaN at size 0."""
+def campaign_roi(size: int, campaign_value: float, economics: CampaignEconomics) -> tuple[float, float, float]:
+    """(campaign_cost, incremental_profit, expected_roi) of targeting a whole segment whose members are expected
+    to spend `campaign_value` in the campaign's cycle; ROI is NaN at size 0."""
     cost = size * economics.campaign_cost_per_customer
-    profit = total_clv * economics.expected_uplift * economics.margin
+    profit = campaign_value * economics.expected_uplift * economics.margin
     roi = (profit - cost) / cost if cost > 0 else math.nan
     return cost, profit, roi
 
@@ -134,6 +147,11 @@ def assess_viability(
     """
     criteria = criteria or ValidationCriteria()
     economics = economics or CampaignEconomics()
+    cycle_values = (
+        pd.to_numeric(segments["total_cycle_value"], errors="coerce").to_numpy(dtype=float)
+        if "total_cycle_value" in segments.columns
+        else np.full(len(segments), np.nan)
+    )
     segments = _checked_segments(segments)
     robustness = _checked_robustness(robustness)
     scores = robustness.set_index("segment_id").reindex(segments["segment_id"])
@@ -141,7 +159,8 @@ def assess_viability(
     impact = strategic_impact(segments)
     rows = []
     for position, segment in enumerate(segments.to_dict("records")):
-        cost, profit, roi = campaign_roi(segment["size"], segment["total_clv"], economics)
+        value = cycle_values[position] if np.isfinite(cycle_values[position]) else segment["total_clv"]
+        cost, profit, roi = campaign_roi(segment["size"], value, economics)
         overall = float(scores["overall"].iloc[position])
         failures = _failed_criteria(
             criteria,
@@ -158,6 +177,7 @@ def assess_viability(
         rows.append(
             {
                 **segment,
+                "campaign_value": float(value),
                 "campaign_cost": cost,
                 "incremental_profit": profit,
                 "expected_roi": roi,
@@ -175,6 +195,7 @@ def assess_viability(
             "share": "float64",
             "total_clv": "float64",
             "mean_clv": "float64",
+            "campaign_value": "float64",
             "campaign_cost": "float64",
             "incremental_profit": "float64",
             "expected_roi": "float64",

@@ -361,6 +361,8 @@ strategic tier {escape(viability.strategic_tier)}. {escape("; ".join(viability.r
 def _rhythm_text(rhythm: PurchaseRhythm | None) -> str:
     if rhythm is None:
         return "n/a"
+    if not rhythm.repeat_buyer_share and rhythm.median_days_since_purchase is None:
+        return "no purchase in the window"
     parts = [f"{percent(rhythm.repeat_buyer_share)} repeat buyers"]
     if rhythm.median_days_between_purchases is not None:
         parts.append(f"every {rhythm.median_days_between_purchases} days")

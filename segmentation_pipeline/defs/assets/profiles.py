@@ -42,6 +42,11 @@ class ProfilesConfig(dg.Config):
         description="channel_shares keeps this many of the window's most common channels; the rest is 'other'.",
     )
     clv_horizon_days: int = Field(default=_DEFAULTS.clv_horizon_days, description="Horizon of clv_estimate in days.")
+    campaign_cycle_days: int = Field(
+        default=_DEFAULTS.campaign_cycle_days,
+        description="One campaign cycle in days: cycle_value is each customer's expected spend over it, the value "
+        "viability's campaign return is computed on.",
+    )
     min_repeat_buyers: int = Field(
         default=_DEFAULTS.min_repeat_buyers,
         description="Fewer customers with a repeat purchase day than this: heuristic CLV instead of BG/NBD.",
@@ -220,6 +225,7 @@ def _profiles_day(
             "unsupported_because": dg.MetadataValue.json(result.unsupported),
             "clv_horizon_days": settings.clv_horizon_days,
             "annual_discount_rate": settings.annual_discount_rate,
+            "campaign_cycle_days": settings.campaign_cycle_days,
             "feature_summary": summary,
             "path": dg.MetadataValue.path(str(written.path)),
             "preview": preview(result.table.select(["canonical_id", "n_ids", "lifecycle_stage", *_NUMERIC[:8]])),

@@ -51,10 +51,12 @@ class ClustersConfig(dg.Config):
     )
     k_range: list[int] = Field(
         default=[_CLUSTERING.k_min, _CLUSTERING.k_max],
-        description="Smallest and largest number of segments considered when k is chosen automatically.",
+        description="Smallest and largest number of behaviour clusters considered when k is chosen automatically "
+        "(segments are these clusters within lifecycle groups).",
     )
     n_clusters: int | None = Field(
-        default=None, description="A fixed number of segments; empty chooses k automatically within k_range."
+        default=None,
+        description="A fixed number of behaviour clusters; empty chooses k automatically within k_range.",
     )
     seed: int = Field(default=_CLUSTERING.seed, description="Random seed: equal inputs and seed give equal segments.")
     n_init: int = Field(default=_CLUSTERING.n_init, description="k-means restarts per fit; the best is kept.")
@@ -67,6 +69,19 @@ class ClustersConfig(dg.Config):
     min_active_days: int = Field(
         default=_CLUSTERING.min_active_days,
         description="Customers with fewer active days are assigned to the nearest segment but do not shape them.",
+    )
+    within_lifecycle: bool = Field(
+        default=_CLUSTERING.within_lifecycle,
+        description="Build segments within lifecycle groups (prospects; new; active and loyal; at risk and "
+        "lapsed), so that no segment mixes new and lapsed customers. Off: a segment is a behaviour cluster.",
+    )
+    max_segment_share: float = Field(
+        default=_CLUSTERING.max_segment_share,
+        description="A segment above this share of all customers is split by its members' behaviour.",
+    )
+    min_segment_share: float = Field(
+        default=_CLUSTERING.min_segment_share,
+        description="A segment below this share of all customers joins the nearest segment of its lifecycle group.",
     )
     match_tolerance: float = Field(
         default=_CLUSTERING.match_tolerance,
@@ -88,6 +103,9 @@ class ClustersConfig(dg.Config):
             minibatch_above=self.minibatch_above,
             min_active_days=self.min_active_days,
             match_tolerance=self.match_tolerance,
+            within_lifecycle=self.within_lifecycle,
+            max_segment_share=self.max_segment_share,
+            min_segment_share=self.min_segment_share,
         )
 
 
@@ -153,6 +171,7 @@ def _cluster_day(
     store.refresh_catalog(TABLES.values())
     metadata = {
         "dagster/row_count": result.assignments.num_rows,
+        "segments_count": result.k,
         "k": result.selection.k,
         "k_rule": result.selection.rule,
         "elbow_k": result.selection.elbow_k if result.selection.elbow_k is not None else -1,
@@ -163,6 +182,7 @@ def _cluster_day(
             ).png(dpi=METADATA_DPI),
             "k selection",
         ),
+        "lifecycle_adjustments": result.notes or ["none"],
         "features_used": result.matrix.columns,
         "features_without_values": result.matrix.dropped,
         "customers_shaping_segments": int(result.shaping.sum()),
@@ -178,16 +198,27 @@ def _cluster_day(
 
 
 def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> dict[str, float | int]:
-    """Adjusted Rand index against the synthetic source's archetypes, when that ground truth exists."""
+    """Adjusted Rand index against the synthetic source's archetypes, when that ground truth exists.
+
+    The archetypes are behaviours, independent of the lifecycle, so they are compared with the behaviour
+    clusters (over every customer, over the established ones that shaped them and over the rest); the
+    segments, which also split each behaviour by lifecycle group, score lower by construction."""
     if not store.has_files(SYNTHETIC_TRUTH):
         return {}
     truth = store.read_unpartitioned(SYNTHETIC_TRUTH)
-    everyone, matched = clustering.adjusted_rand_against_truth(result.assignments, truth)
-    shaping = result.assignments.filter(result.assignments["shaped_segments"])
-    established, _ = clustering.adjusted_rand_against_truth(shaping, truth)
+    assignments = result.assignments
+    shaping = assignments["shaped_segments"]
+    everyone, matched = clustering.adjusted_rand_against_truth(assignments, truth, "behaviour_cluster")
+    established, _ = clustering.adjusted_rand_against_truth(assignments.filter(shaping), truth, "behaviour_cluster")
+    rest, _ = clustering.adjusted_rand_against_truth(
+        assignments.filter(pc.invert(shaping)), truth, "behaviour_cluster"
+    )
+    segments, _ = clustering.adjusted_rand_against_truth(assignments, truth)
     return {
         "adjusted_rand_index": round(everyone, 4),
         "adjusted_rand_index_shaping_customers": round(established, 4),
+        "adjusted_rand_index_other_customers": round(rest, 4),
+        "adjusted_rand_index_segments": round(segments, 4),
         "customers_with_ground_truth": matched,
     }
 
