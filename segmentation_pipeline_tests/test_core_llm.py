@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from segmentation_pipeline.core.errors import PipelineError
-from segmentation_pipeline.core.llm import faithfulness
+from segmentation_pipeline.core.llm import explainer, faithfulness
 from segmentation_pipeline.core.llm.actionability import (
     NOT_MEASURABLE,
     Rubric,
@@ -27,7 +27,12 @@ from segmentation_pipeline.core.llm.actionability import (
     verdict_problems,
 )
 from segmentation_pipeline.core.llm.cache import AnswerCache, cache_key
-from segmentation_pipeline.core.llm.campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE, rhythm_timing
+from segmentation_pipeline.core.llm.campaigns import (
+    LIFECYCLE_OFFERS,
+    OWNED_CHANNEL_SCORE,
+    lifecycle_offer,
+    rhythm_timing,
+)
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
@@ -776,9 +781,19 @@ def test_rich_data_is_judged_by_its_categories_channels_and_day_parts_whatever_i
         answer = mock_actionability(item, RUBRIC)
         assert answer == mock_actionability(facts[key], RUBRIC)
         approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
-        assert mock_explanation(approved, answer) == mock_explanation(
-            facts[key].model_copy(update={"viability": approved.viability}), answer
+        explained = mock_explanation(approved, answer)
+        plain = mock_explanation(facts[key].model_copy(update={"viability": approved.viability}), answer)
+        # Only the offer changes: a segment mostly of one lifecycle stage gets that stage's offer on its range.
+        strip = {"recommendations": [r.model_copy(update={"offer": ""}) for r in explained.recommendations]}
+        assert explained.model_copy(update=strip) == plain.model_copy(
+            update={"recommendations": [r.model_copy(update={"offer": ""}) for r in plain.recommendations]}
         )
+        offer = lifecycle_offer(item)
+        for recommendation in explained.recommendations:
+            if offer.stage.share >= explainer.STAGE_LEADS_FROM and offer.offer in explainer.RANGE_OFFERS:
+                assert recommendation.offer.startswith(explainer.RANGE_OFFERS[offer.offer].split("{range}")[0])
+            else:
+                assert recommendation.offer in {r.offer for r in plain.recommendations}
 
 
 def test_the_rhythm_combines_with_a_weekend_pattern() -> None:
@@ -1517,3 +1532,22 @@ def test_answers_made_from_other_statistics_are_stale(facts: dict[str, SegmentFa
     assert stale_answers(later, table) == ["S02: answered on other statistics than the stored snapshot's"]
     with pytest.raises(PipelineError, match="actionability does not match the snapshot"):
         current_evaluations(later, table)
+
+
+def test_a_segment_of_one_lifecycle_stage_gets_its_offer_on_the_range_it_buys(facts: dict[str, SegmentFacts]) -> None:
+    """With categories, a segment mostly of lapsed customers is offered a win-back on its range, one mostly of
+    new customers a second-purchase nudge on it; a segment without a leading stage keeps the value-led offer."""
+    base = facts["S01"]
+    answer = mock_actionability(base, RUBRIC)
+    approved = base.model_copy(update={"viability": base.viability.model_copy(update={"approved": True})})
+
+    def offers(mix: dict[str, float]) -> set[str]:
+        stages = [
+            LabelShare(label=label, share=share, population_share=0.3, lift=share / 0.3) for label, share in mix.items()
+        ]
+        with_mix = approved.model_copy(update={"lifecycle": stages})
+        return {item.offer for item in mock_explanation(with_mix, answer).recommendations}
+
+    assert offers({"lapsed": 0.9, "at_risk": 0.1}) == {"a win-back offer on the electronics range: a reason to come back"}
+    assert offers({"new": 0.7, "active": 0.3}) == {"a second-purchase nudge on the electronics range"}
+    assert offers({"active": 0.5, "lapsed": 0.5}) == {"early access and premium bundles from the electronics range"}

@@ -839,7 +839,7 @@ def describe_segments(
             stage_values = matrix.values[in_stage]
             stage_std = stage_values.std(axis=0)
             stage_z = (matrix.values[members].mean(axis=0) - stage_values.mean(axis=0)) / np.where(
-                stage_std > 0, stage_std, 1.0
+                stage_std > 1e-9, stage_std, 1.0
             )
             naming = [
                 trait

@@ -164,12 +164,27 @@ def _timing(facts: SegmentFacts) -> str:
     return days or "any time"
 
 
+#: With product categories, the offer of a segment most of whose customers are in one lifecycle stage
+#: is that stage's, on the range they buy (active customers get the value-led offers below).
+RANGE_OFFERS: dict[str, str] = {
+    "win-back": "a win-back offer on {range}: a reason to come back",
+    "reactivation": "a reactivation offer on {range} before they drift away",
+    "second-purchase nudge": "a second-purchase nudge on {range}",
+    "first-purchase welcome": "a first-purchase welcome offer on {range}",
+    "loyalty reward": "a loyalty reward: early access to {range}",
+}
+#: The share of a segment one stage must hold for its offer to be the stage's.
+STAGE_LEADS_FROM = 0.6
+
+
 def _offer(facts: SegmentFacts) -> str:
-    lifecycle = lifecycle_offer(facts) if facts.categories_in_population < 2 else None
-    if lifecycle is not None:
+    lifecycle = lifecycle_offer(facts)
+    if lifecycle is not None and facts.categories_in_population < 2:
         return lifecycle.proposal(facts)
     category = main_label(facts.categories)
     range_ = f"the {category.label} range" if category else "the range they buy"
+    if lifecycle is not None and lifecycle.stage.share >= STAGE_LEADS_FROM and lifecycle.offer in RANGE_OFFERS:
+        return RANGE_OFFERS[lifecycle.offer].format(range=range_)
     ratio = facts.clv_vs_population
     if ratio is not None and ratio >= 1.5:
         return f"early access and premium bundles from {range_}"
