@@ -1,26 +1,15 @@
 """Writing a report's folder (JSON, Markdown, HTML and the charts) in one step, and reading it back.
 
 Each publication is a new folder under `reports/.versions/`; `reports/date=YYYY-MM-DD`
-is a symbolic link to the current one, replaced in one rename. A reader sees the
-previous report or the new one, never a mix or nothing, and a chart a new run no
-longer draws does not linger. Versions a killed run left behind are removed by
-the next publication of that day.
-
-Publications of one day take turns, behind a lock file of that day: two runs of the
-same day's report would otherwise each take the other's version, being written, for
-a leftover and remove it. The last to publish wins. The lock is the kernel's (flock),
-so a killed run holds it no longer than its process lives.
+is a symbolic link to the current one, replaced in one rename (core.versions). A
+reader sees the previous report or the new one, never a mix or nothing, and a chart
+a new run no longer draws does not linger. Publications of one day take turns; the
+last to publish wins.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from html import escape
@@ -29,11 +18,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..errors import ReportGenerationError
+from ..versions import publish_version
 from .document import ReportDraft, SegmentationReport
 from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown, md_text
 
 #: Beside the day links: every version of every day's report folder.
-VERSIONS = ".versions"
 
 
 @dataclass(frozen=True)
@@ -62,56 +51,16 @@ class PublishedReport:
 
 def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
     """Draw the charts and write the report's files, then make `folder` the new version in one step."""
-    versions = folder.parent / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    with _publishing(versions, folder.name):
-        version = versions / f"{folder.name}.{uuid.uuid4().hex}"
-        version.mkdir()
-        try:
-            charts = _charts().save_charts(draft.report, draft.feature_sample, version)
-            report = draft.report.model_copy(update={"charts": charts})
-            (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
-            (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
-            _point_to(folder, version)
-        except BaseException:
-            shutil.rmtree(version, ignore_errors=True)
-            raise
-        _remove_superseded(versions, folder)
-    return PublishedReport(report=report, folder=folder)
 
+    def write(version: Path) -> SegmentationReport:
+        charts = _charts().save_charts(draft.report, draft.feature_sample, version)
+        report = draft.report.model_copy(update={"charts": charts})
+        (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
+        (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
+        return report
 
-@contextmanager
-def _publishing(versions: Path, day_folder: str) -> Iterator[None]:
-    """Hold the day's publication lock: `.versions/.date=YYYY-MM-DD.lock` (never taken for a version)."""
-    with (versions / f".{day_folder}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _remove_superseded(versions: Path, link: Path) -> None:
-    """Remove every version of the day but the one `link` points to: the replaced ones, and those
-    a killed run left behind. Called under the day's lock, so none of them is being written."""
-    current = link.resolve()
-    for version in versions.glob(f"{link.name}.*"):
-        if version != current:
-            shutil.rmtree(version, ignore_errors=True)
-
-
-def _point_to(link: Path, version: Path) -> None:
-    """Make `link` a symbolic link to `version`, replacing what was there in one rename."""
-    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}.link")
-    os.symlink(version.relative_to(link.parent), temporary, target_is_directory=True)
-    try:
-        if link.is_dir() and not link.is_symlink():
-            # A plain folder (a copy, or written by hand) cannot be renamed over: retire it first.
-            os.replace(link, version.with_name(f"{version.name}.retired"))
-        os.replace(temporary, link)
-    finally:
-        temporary.unlink(missing_ok=True)
+    return PublishedReport(report=publish_version(folder, write), folder=folder)
 
 
 def load_report(path: Path) -> SegmentationReport:
