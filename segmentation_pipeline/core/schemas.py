@@ -701,6 +701,55 @@ EXPLANATIONS = TableSpec(
     as_of=True,
 )
 
+AUDIENCES = TableSpec(
+    name="audiences",
+    description="The customers of every campaign of an approved and actionable segment, each in its treatment "
+    "or control group (core.activation): one row per customer in a campaign, in one campaign at most.",
+    schema=pa.schema(
+        [
+            pa.field("canonical_id", pa.string(), nullable=False),
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("segment_name", pa.string(), nullable=False),
+            # "<segment ID>-<channel>": the same campaign from day to day while the segment keeps its ID.
+            pa.field("campaign_key", pa.string(), nullable=False),
+            pa.field("channel", pa.string(), nullable=False),
+            pa.field("timing", pa.string(), nullable=False),
+            pa.field("offer", pa.string(), nullable=False),
+            pa.field("lifecycle_stage", pa.string(), nullable=False),
+            pa.field("clv_estimate", pa.float64()),
+            pa.field("churn_risk", pa.float64()),
+            pa.field("recency_days", pa.float64()),
+            pa.field("cycle_value", pa.float64()),
+            # Expected extra spend in the campaign cycle: cycle value x the campaign's uplift.
+            pa.field("expected_value", pa.float64()),
+            # "treatment" (exported) or "control" (held out, to measure the uplift against).
+            pa.field("group", pa.string(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
+AUDIENCE_EXPORTS = TableSpec(
+    name="audience_exports",
+    description="What each day's export under <data dir>/exports/date=D/ holds: one row per campaign, with its "
+    "treatment customers, the control group kept back and the changes since the previous export.",
+    schema=pa.schema(
+        [
+            pa.field("campaign_key", pa.string(), nullable=False),
+            pa.field("customers", pa.int64(), nullable=False),
+            pa.field("control_customers", pa.int64(), nullable=False),
+            pa.field("added", pa.int64(), nullable=False),
+            pa.field("removed", pa.int64(), nullable=False),
+            pa.field("moved_in", pa.int64(), nullable=False),
+            pa.field("moved_out", pa.int64(), nullable=False),
+            pa.field("previous_export", pa.date32()),
+            pa.field("folder", pa.string(), nullable=False),
+            pa.field("manifest_sha256", pa.string(), nullable=False),
+        ]
+    ),
+    as_of=True,
+)
+
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
     description="Ground truth of the synthetic source: each customer's generating archetype.",
@@ -749,6 +798,8 @@ TABLES: dict[str, TableSpec] = {
         VIABILITY,
         ACTIONABILITY,
         EXPLANATIONS,
+        AUDIENCES,
+        AUDIENCE_EXPORTS,
         COMPLETE_SNAPSHOTS,
         SYNTHETIC_TRUTH,
     )

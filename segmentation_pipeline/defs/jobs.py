@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .assets.activation import audience_exports, audiences
 from .assets.identity import merge_map
 from .assets.ingestion import id_history, raw_events
 from .assets.insights import actionability, explanations
@@ -21,6 +22,8 @@ SNAPSHOT_ASSETS = [
     viability,
     actionability,
     explanations,
+    audiences,
+    audience_exports,
     report,
 ]
 

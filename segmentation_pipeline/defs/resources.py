@@ -69,6 +69,16 @@ class EventSourceResource(dg.ConfigurableResource):
     assume_timezone: str = Field(
         default="UTC", description="Time zone of timestamps without an offset (a plain date is that calendar day)."
     )
+    suppression_path: str = Field(
+        default="",
+        description="CSV of customers never to export (customer_id, reason: unsubscribed, no_consent, erased, ...); "
+        "a relative path is under the incoming folder. Empty: no suppression.",
+    )
+    customer_attributes_path: str = Field(
+        default="",
+        description="CSV or Parquet of customer attributes (customer_id; optional email, phone and "
+        "consent_<channel> columns); a relative path is under the incoming folder. Empty: none.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -98,6 +108,21 @@ class EventSourceResource(dg.ConfigurableResource):
             )
         defaults = {"kind": settings.source, "start_date": settings.start_date.isoformat()}
         return cls(**(defaults | settings.source_config))
+
+    def suppression_file(self, data_dir: Path) -> Path | None:
+        return self._input_file(self.suppression_path, data_dir)
+
+    def attributes_file(self, data_dir: Path) -> Path | None:
+        return self._input_file(self.customer_attributes_path, data_dir)
+
+    def _input_file(self, value: str, data_dir: Path) -> Path | None:
+        """A path of the source settings: as given when absolute, else under the incoming folder."""
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return path
+        return (Path(self.incoming_dir) if self.incoming_dir else data_dir / "incoming") / path
 
     def source(self, data_dir: Path) -> Source:
         if self.kind == "files":

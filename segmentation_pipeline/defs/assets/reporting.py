@@ -14,6 +14,7 @@ from ..checks import REPORT_CHECKS, report_results
 from ..metadata import image_file
 from ..partitions import daily_partitions, partition_day
 from ..resources import EventSourceResource, WarehouseResource
+from .activation import AudienceExportsConfig, AudiencesConfig, audience_exports
 from .identity import MergeMapConfig, merge_map
 from .insights import ActionabilityConfig, ExplanationsConfig, actionability, explanations
 from .profiles import ClvBacktestConfig, ProfilesConfig, clv_backtest, profiles
@@ -48,6 +49,8 @@ _STAGES: dict[str, type[dg.Config] | None] = {
     "viability": ViabilityConfig,
     "actionability": ActionabilityConfig,
     "explanations": ExplanationsConfig,
+    "audiences": AudiencesConfig,
+    "audience_exports": AudienceExportsConfig,
 }
 
 
@@ -55,8 +58,8 @@ _STAGES: dict[str, type[dg.Config] | None] = {
     partitions_def=daily_partitions,
     # Everything the report reads of the day; raw_events only through the profiles' window (coverage).
     deps=[
-        explanations, actionability, viability, robustness, segment_migration, clusters, profiles, clv_backtest,
-        merge_map,
+        audience_exports, explanations, actionability, viability, robustness, segment_migration, clusters, profiles,
+        clv_backtest, merge_map,
     ],  # fmt: skip
     group_name="reporting",
     kinds={"html", "json", "seaborn"},
