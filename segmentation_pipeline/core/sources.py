@@ -642,12 +642,7 @@ def _select_list(
             f"{path}: column mapping targets {unknown_targets} are not columns of "
             f"{contract.spec.name}; expected targets among {contract.spec.columns}"
         )
-    # Explicit mappings first; a column already named canonically (in any case) fills what is left.
-    renames = {column: column_mapping[column] for column in columns if column in column_mapping}
-    for column in columns:
-        normalised = column.strip().lower()
-        if column not in renames and normalised in canonical and normalised not in renames.values():
-            renames[column] = normalised
+    renames = source_columns(columns, column_mapping, contract)
     present = set(renames.values())
     required = contract.required
     if contract is EVENTS and "event_type" not in present and "amount" in present:
@@ -677,6 +672,29 @@ def _select_list(
             expression = "NULL::VARCHAR"
         expressions.append(f'{expression} AS "{column}"')
     return ", ".join(expressions)
+
+
+def source_columns(columns: Sequence[str], column_mapping: Mapping[str, str], contract: Contract) -> dict[str, str]:
+    """Source column -> the canonical column it is read as: explicit mappings first; then a column
+    already named canonically (in any case, spaces around it ignored) fills what is left."""
+    canonical = set(contract.spec.columns)
+    renames = {column: column_mapping[column] for column in columns if column in column_mapping}
+    for column in columns:
+        normalised = column.strip().lower()
+        if column not in renames and normalised in canonical and normalised not in renames.values():
+            renames[column] = normalised
+    return renames
+
+
+def customer_id_sql(types: Mapping[str, str], column: str) -> str:
+    """SQL of a source column's value as the customer ID ingestion stores (text trimmed, a whole
+    float as an integer), given the source's column types (DESCRIBE)."""
+    return _Columns(types).text(column)
+
+
+def reader_sql(path: Path) -> str:
+    """SQL reading an input file as ingestion reads it (every CSV column as text)."""
+    return _reader_sql(path)
 
 
 def _quote_identifier(name: str) -> str:
