@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
 DEMO_SNAPSHOTS ?= 3
 
-.PHONY: install instance-config instance demo test dev backfill retract validate lint clean
+.PHONY: install instance-config instance demo test dev backfill retract erase validate lint clean
 
 # The project is reinstalled into the venv when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -60,6 +60,11 @@ backfill: install instance
 retract: install instance-config
 	@test -n "$(DAY)" -a -n "$(FILE)" || { echo "usage: make retract DAY=YYYY-MM-DD FILE=name [TABLE=events|id_history]"; exit 2; }
 	$(BIN)/python -m segmentation_pipeline.retract --table $(or $(TABLE),events) --day $(DAY) $(FILE)
+
+# Erase customers (the right to be forgotten): FILE holds one customer ID per line, or a customer_id column.
+erase: install
+	@test -n "$(FILE)" || { echo "usage: make erase FILE=ids.txt (one customer ID per line, or a CSV with a customer_id column)"; exit 2; }
+	$(BIN)/python -m segmentation_pipeline.erase $(FILE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,6 +6,7 @@ import dagster as dg
 
 from .defs import pool_wait
 from .defs.assets.ingestion import id_history, raw_events
+from .defs.erasure import erasure_job
 from .defs.executor import recorded_in_process_executor
 from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job
 from .defs.partitions import SETTINGS
@@ -18,7 +19,7 @@ pool_wait.apply()
 
 defs = dg.Definitions(
     assets=[raw_events, id_history, *SNAPSHOT_ASSETS],
-    jobs=[segmentation_job, ingestion_job, snapshot_job],
+    jobs=[segmentation_job, ingestion_job, snapshot_job, erasure_job],
     schedules=[nightly_segmentation],
     sensors=[incoming_files, late_input_snapshots],
     # Steps run in the run's own process: the graph is a chain, and a process per step would import

@@ -66,3 +66,7 @@ class ReportGenerationError(SegmentationEngineError):
 
 class PipelineError(SegmentationEngineError):
     """The asset graph was asked to do something it cannot do."""
+
+
+class ErasureIncompleteError(SegmentationEngineError):
+    """Rows of erased customers are still in a file of the data folder once the erasure has ended."""

@@ -31,6 +31,7 @@ from .sources import (
     files_of_day,
     value_counts,
 )
+from .suppression import Suppression
 from .warehouse import Warehouse, WrittenPartition, days_between
 
 PREVIEW_ROWS = 5
@@ -79,6 +80,8 @@ class IngestSummary:
     unassigned_rows: int = 0
     outside_run: Counter[date] = field(default_factory=Counter)
     preview: pa.Table | None = None
+    #: Input rows of erased customers, dropped (core.suppression).
+    suppressed_rows: int = 0
 
     @property
     def rows_per_day(self) -> dict[date, int]:
@@ -108,6 +111,7 @@ class IngestSummary:
         self.sources += len(batch.sources)
         self.unassigned_rows += batch.unassigned.num_rows
         self.outside_run.update(batch.outside_run)
+        self.suppressed_rows += batch.suppressed_rows
 
 
 def ingest(
@@ -130,6 +134,8 @@ def ingest(
     days = sorted(days)
     run_days = (days[0], days[-1])
     summary = IngestSummary(contract.spec.name, days)
+    # Erased customers' rows are dropped from now on, whatever the source sends (core.erasure).
+    suppression = Suppression.load(warehouse)
     chunks = [days[first : first + chunk_days] for first in range(0, len(days), chunk_days)]
     with (
         warehouse.connect() as con,
@@ -153,6 +159,7 @@ def ingest(
                 run_days=run_days,
                 generated=generated,
                 kept_dir=warehouse.kept_input_dir,
+                suppression=suppression,
             )
             if stored is not None:
                 summary.written += stored.result()
@@ -184,6 +191,7 @@ def ingest_days(
     run_days: tuple[date, date] | None = None,
     generated: Mapping[date, pa.Table] | None = None,
     kept_dir: Path | None = None,
+    suppression: Suppression | None = None,
 ) -> tuple[IngestBatch, list[date]]:
     """Validate the source's input for `days`; also returns the days that had no input at all.
 
@@ -191,7 +199,8 @@ def ingest_days(
     many-day file read once per chunk reports them once. `generated` holds the
     synthetic source's tables of `days` when they were generated ahead. Files of
     day folders are kept under `kept_dir` and read from there (core.incoming);
-    without it they are read where they are.
+    without it they are read where they are. Rows naming a customer on the
+    `suppression` list are dropped (counted in the batch's `suppressed_rows`).
     """
     if isinstance(source, FileSourceSettings):
         ingest = Ingest(
@@ -202,11 +211,14 @@ def ingest_days(
             junk_ids=junk_ids,
             keep_unassigned=keep_unassigned,
             run_days=run_days,
+            suppression=suppression,
         )
         _add_files(ingest, contract, days, source, kept_dir)
         batch = ingest.collect()
         return batch, [day.day for day in batch.days if day.rows_in == 0]
-    ingest = Ingest(con, contract, days, junk_ids=junk_ids, folder_slack_days=0, run_days=run_days)
+    ingest = Ingest(
+        con, contract, days, junk_ids=junk_ids, folder_slack_days=0, run_days=run_days, suppression=suppression
+    )
     tables = generated if generated is not None else _generated_input(contract, source, days)
     ingest.add_days(tables, f"synthetic:{contract.spec.name}")
     return ingest.collect(), []

@@ -330,6 +330,8 @@ class TableSpec:
     #: Rules every stored row keeps, re-checked by the stages that read the table through DuckDB
     #: (pyarrow readers verify the files' page checksums instead; DuckDB cannot).
     invariants: tuple[Invariant, ...] = ()
+    #: Columns that hold a customer ID (any ID a customer goes by): what erasure removes a customer by.
+    customer_columns: tuple[str, ...] = ()
 
     @property
     def folder(self) -> str:
@@ -367,6 +369,7 @@ RAW_EVENTS = TableSpec(
         ]
     ),
     plain_columns=("event_id", "timestamp", "session_id"),
+    customer_columns=("customer_id",),
     # What a damaged page turns into and a stage would compute on. (Ingestion stores no empty
     # customer ID and no unknown event type either, and the raw_events checks count them after each
     # write; a comparison of strings per event is left out of the stages' passes.)
@@ -394,6 +397,7 @@ TRANSACTION_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("customer_id", "timestam
 ID_HISTORY = TableSpec(
     name="id_history",
     description="Customer-ID merge records received on that day (merged_at may be earlier).",
+    customer_columns=("old_id", "new_id"),
     schema=pa.schema(
         [
             pa.field("old_id", pa.string(), nullable=False),
@@ -431,6 +435,7 @@ def _quarantine_spec(name: str, of: TableSpec) -> TableSpec:
             + [pa.field(column, pa.string()) for column in of.columns]
         ),
         location=f"quarantine/{of.name}",
+        customer_columns=of.customer_columns,
     )
 
 
@@ -455,6 +460,7 @@ UNASSIGNED_ID_HISTORY = unassigned(QUARANTINE_ID_HISTORY)
 MERGE_MAP = TableSpec(
     name="merge_map",
     description="old_id -> canonical_id for every ID seen in id_history up to the end of the day.",
+    customer_columns=("old_id", "canonical_id"),
     schema=pa.schema(
         [
             pa.field("old_id", pa.string(), nullable=False),
@@ -475,6 +481,7 @@ FEATURE_VALUES = pa.map_(pa.string(), pa.float64())
 PROFILES = TableSpec(
     name="profiles",
     description="One row per canonical customer active in the look-back window ending that day.",
+    customer_columns=("canonical_id",),
     schema=pa.schema(
         [
             pa.field("canonical_id", pa.string(), nullable=False),
@@ -502,6 +509,7 @@ PROFILES = TableSpec(
 CLUSTERS = TableSpec(
     name="clusters",
     description="The segment of every profiled customer: one row per canonical customer.",
+    customer_columns=("canonical_id",),
     schema=pa.schema(
         [
             pa.field("canonical_id", pa.string(), nullable=False),
@@ -753,6 +761,8 @@ AUDIENCE_EXPORTS = TableSpec(
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
     description="Ground truth of the synthetic source: each customer's generating archetype.",
+    # person_id is the person's final primary ID.
+    customer_columns=("customer_id", "person_id"),
     schema=pa.schema(
         [
             pa.field("customer_id", pa.string(), nullable=False),

@@ -44,6 +44,7 @@ from .schemas import (
     TableSpec,
     conform,
 )
+from .suppression import Suppression
 from .warehouse import sql_string, utc_date_sql
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".csv.gz", ".tsv")
@@ -113,6 +114,8 @@ class IngestBatch:
     #: Valid rows this run read that belong to days outside the run, per day: they are
     #: stored when those days' partitions are materialized, and must be reported till then.
     outside_run: dict[date, int] = field(default_factory=dict)
+    #: Input rows of erased customers (core.suppression), dropped: neither stored nor quarantined.
+    suppressed_rows: int = 0
 
     @property
     def valid_rows(self) -> int:
@@ -149,6 +152,7 @@ class Ingest:
         keep_unassigned: bool = True,
         folder_slack_days: int = FOLDER_SLACK_DAYS,
         run_days: tuple[date, date] | None = None,
+        suppression: Suppression | None = None,
     ) -> None:
         if not days:
             raise DataValidationError(f"{contract.spec.name}: no days to ingest")
@@ -161,6 +165,7 @@ class Ingest:
         self.folder_slack_days = folder_slack_days
         self.run_days = run_days or (self.days[0], self.days[-1])
         self.outside_run: dict[date, int] = {}
+        self.suppression = suppression
         self._table = f"checked_{contract.spec.name}"
         self._relation_count = 0
         con.execute(f"SET TimeZone = {sql_string(assume_timezone)}")
@@ -249,6 +254,7 @@ class Ingest:
     # ---------------------------------------------------------------- output
 
     def collect(self) -> IngestBatch:
+        suppressed = self._drop_suppressed()
         self._quarantine_duplicates()
         spec = self.contract.spec
         columns = ", ".join(f'"v_{name}" AS "{name}"' for name in spec.columns)
@@ -274,7 +280,27 @@ class Ingest:
         unassigned = self.contract.quarantine.empty()
         if self.keep_unassigned:
             unassigned = quarantined_by_day.get(None, unassigned)
-        return IngestBatch(days, unassigned, list(self.sources), self._routed_outside_run())
+        return IngestBatch(days, unassigned, list(self.sources), self._routed_outside_run(), suppressed)
+
+    def _drop_suppressed(self) -> int:
+        """Drop every row, valid or not, that names an erased customer in a customer column; returns how many.
+
+        Only the distinct IDs are hashed, and nothing while the list is empty."""
+        if self.suppression is None or not self.suppression.hashes:
+            return 0
+        columns = [f'"v_{name}"' for name in self.contract.spec.customer_columns]
+        ids = " UNION ".join(f"SELECT {column} AS id FROM {self._table}" for column in columns)
+        self.con.register("suppressed_hashes", self.suppression.table())
+        try:
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE suppressed_ids AS SELECT id FROM ({ids})
+                    WHERE id IS NOT NULL AND {self.suppression.hash_sql("id")} IN (SELECT id_sha256 FROM suppressed_hashes)"""
+            )
+        finally:
+            self.con.unregister("suppressed_hashes")
+        named = " OR ".join(f"{column} IN (SELECT id FROM suppressed_ids)" for column in columns)
+        ((dropped,),) = self.con.execute(f"DELETE FROM {self._table} WHERE {named}").fetchall()
+        return int(dropped)
 
     def _routed_outside_run(self) -> dict[date, int]:
         """Valid rows of this chunk's folders whose UTC day lies outside the whole run."""
@@ -616,12 +642,7 @@ def _select_list(
             f"{path}: column mapping targets {unknown_targets} are not columns of "
             f"{contract.spec.name}; expected targets among {contract.spec.columns}"
         )
-    # Explicit mappings first; a column already named canonically (in any case) fills what is left.
-    renames = {column: column_mapping[column] for column in columns if column in column_mapping}
-    for column in columns:
-        normalised = column.strip().lower()
-        if column not in renames and normalised in canonical and normalised not in renames.values():
-            renames[column] = normalised
+    renames = source_columns(columns, column_mapping, contract)
     present = set(renames.values())
     required = contract.required
     if contract is EVENTS and "event_type" not in present and "amount" in present:
@@ -651,6 +672,29 @@ def _select_list(
             expression = "NULL::VARCHAR"
         expressions.append(f'{expression} AS "{column}"')
     return ", ".join(expressions)
+
+
+def source_columns(columns: Sequence[str], column_mapping: Mapping[str, str], contract: Contract) -> dict[str, str]:
+    """Source column -> the canonical column it is read as: explicit mappings first; then a column
+    already named canonically (in any case, spaces around it ignored) fills what is left."""
+    canonical = set(contract.spec.columns)
+    renames = {column: column_mapping[column] for column in columns if column in column_mapping}
+    for column in columns:
+        normalised = column.strip().lower()
+        if column not in renames and normalised in canonical and normalised not in renames.values():
+            renames[column] = normalised
+    return renames
+
+
+def customer_id_sql(types: Mapping[str, str], column: str) -> str:
+    """SQL of a source column's value as the customer ID ingestion stores (text trimmed, a whole
+    float as an integer), given the source's column types (DESCRIBE)."""
+    return _Columns(types).text(column)
+
+
+def reader_sql(path: Path) -> str:
+    """SQL reading an input file as ingestion reads it (every CSV column as text)."""
+    return _reader_sql(path)
 
 
 def _quote_identifier(name: str) -> str:

@@ -9,6 +9,7 @@ Layout under the data folder::
     warehouse/quarantine/<table>/date=YYYY-MM-DD/...   rejected rows
     reports/date=YYYY-MM-DD/report.{json,md,html}      the report of a day, with its charts
     ingested/<table>/date=YYYY-MM-DD/<file>            every input file ingested from a day folder
+    erasure/                                           erased customers: suppression list, salt, log
     segmentation.duckdb                                views for analysts
 """
 
@@ -108,6 +109,11 @@ class Warehouse:
     def kept_input_dir(self) -> Path:
         """Every file ingested from the file source's day folders, kept by day (core.incoming)."""
         return self.root / "ingested"
+
+    @property
+    def erasure_dir(self) -> Path:
+        """Erased customers: the suppression list ingestion applies, its salt, and the log (core.erasure)."""
+        return self.root / "erasure"
 
     @property
     def reports_dir(self) -> Path:
@@ -260,6 +266,51 @@ class Warehouse:
         path = self.table_dir(spec) / file_name
         write_parquet_atomic(conform(table, spec).replace_schema_metadata(metadata), path, spec.plain_columns)
         return path
+
+    def rewrite_stored(self, spec: TableSpec, path: Path, table: pa.Table) -> Path:
+        """Replace a stored file of `spec` (a partition or a file of an unpartitioned table) with `table`,
+        atomically, keeping its key-value metadata, and leaving the day's snapshot as complete as it was.
+        `table` keeps its own schema: a file written before a column was added stays in its schema.
+
+        For erasure (core.erasure), which takes rows out of what the stages stored and computes
+        nothing again; a stage writes with `write_partition`. The same rows make the same bytes."""
+        remove_stale_temporaries([path.parent])
+        write_parquet_atomic(_with_metadata(table, _key_value_metadata(path)), path, spec.plain_columns)
+        return path
+
+    def rewrite_day(
+        self, spec: TableSpec, rejects_spec: TableSpec, day: date, valid: pa.Table | None, rejected: pa.Table | None
+    ) -> None:
+        """Replace a day's valid rows and/or its rejected rows (the pair `write_day` writes), keeping
+        the record the valid rows hold of their rejected rows true. None leaves that file's rows as
+        they are.
+
+        New rejected rows are written under a temporary name first; the valid rows, recording them,
+        are renamed into place next, the rejected rows last. A run stopped between the two renames
+        leaves a day `incomplete_days` names, and the same rewrite run again completes it: the same
+        rows make the same bytes, so the rejected rows it writes are the ones already recorded. A day
+        that was incomplete before keeps the record it had."""
+        valid_path = self.partition_path(spec, day)
+        rejects_path = self.partition_path(rejects_spec, day)
+        metadata = _key_value_metadata(valid_path)
+        remove_stale_temporaries([valid_path.parent, rejects_path.parent])
+        temporary = temporary_path(rejects_path)
+        try:
+            if rejected is not None:
+                rejected = _with_metadata(rejected, _key_value_metadata(rejects_path))
+                _write_synced(rejected, temporary, rejects_spec.plain_columns)
+                digest = _sha256(temporary)
+                recorded = metadata.get(REJECTS_SHA256_KEY)
+                if recorded is not None and recorded != digest and recorded == _sha256(rejects_path):
+                    metadata |= {REJECTS_ROWS_KEY: str(rejected.num_rows), REJECTS_SHA256_KEY: digest}
+                    if valid is None:
+                        valid = read_parquet_verified(valid_path)
+            if valid is not None and valid_path.exists():
+                write_parquet_atomic(_with_metadata(valid, metadata), valid_path, spec.plain_columns)
+            if rejected is not None:
+                replace_file(temporary, rejects_path)
+        finally:
+            _remove_quietly(temporary)
 
     def mark_snapshot_complete(self, day: date, report_json: Path, started_ns: int) -> WrittenPartition:
         """Record that the snapshot of `day` is complete: every table of SNAPSHOT_TABLES and the report
@@ -601,6 +652,11 @@ def _stored_days(folder: Path) -> Iterator[date]:
             yield date.fromisoformat(match.group(1))
 
 
+def _with_metadata(table: pa.Table, metadata: dict[str, str]) -> pa.Table:
+    """`table` carrying exactly `metadata`, as `write_partition` and `write_file` store it."""
+    return table.replace_schema_metadata(metadata or None)
+
+
 def _key_value_metadata(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -681,23 +737,33 @@ def write_parquet_atomic(table: pa.Table, path: Path, plain_columns: Sequence[st
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path)
     try:
-        dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
-        # Page checksums: a reader that verifies them (read_parquet_verified) tells a damaged file
-        # from a valid one; decompression alone passes damage inside an incompressible page.
-        pq.write_table(table, temporary, compression="zstd", use_dictionary=dictionary, write_page_checksum=True)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        for attempt in range(attempts):
-            try:
-                os.replace(temporary, path)
-                break
-            except PermissionError:
-                # A reader on a platform with mandatory locks; try again shortly.
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        _write_synced(table, temporary, plain_columns)
+        replace_file(temporary, path, attempts)
     finally:
         _remove_quietly(temporary)
+
+
+def _write_synced(table: pa.Table, path: Path, plain_columns: Sequence[str] = ()) -> None:
+    """Write a Parquet file as every stored file is written (zstd, page checksums) and flush it to disk."""
+    dictionary = [name for name in table.column_names if name not in plain_columns] if plain_columns else True
+    # Page checksums: a reader that verifies them (read_parquet_verified) tells a damaged file
+    # from a valid one; decompression alone passes damage inside an incompressible page.
+    pq.write_table(table, path, compression="zstd", use_dictionary=dictionary, write_page_checksum=True)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def replace_file(source: Path, target: Path, attempts: int = 3) -> None:
+    """Rename `source` over `target` in one step, trying again when a reader holds `target` locked."""
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            # A reader on a platform with mandatory locks; try again shortly.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 _DATABASE_LOCK = threading.Lock()

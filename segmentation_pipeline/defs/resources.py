@@ -157,6 +157,10 @@ class IdentityRulesResource(dg.ConfigurableResource):
         "not a person: merge resolution never merges it into a customer.",
     )
 
+    def resolver_settings(self) -> ResolverSettings:
+        """The rules as merge resolution takes them (who a customer's IDs are: merge_map, erasure)."""
+        return ResolverSettings(junk_ids=tuple(self.junk_ids), max_links_per_id=self.max_links_per_id)
+
 
 class LLMResource(dg.ConfigurableResource):
     """The language model that judges and explains segments: the deterministic mock or an

@@ -11,9 +11,10 @@ import dagster as dg
 from pydantic import Field
 
 from ...core import quality, synthetic
-from ...core.ingestion import EVENTS, MERGES, IngestSummary, Source, ingest
+from ...core.ingestion import EVENTS, MERGES, FileSourceSettings, IngestSummary, Source, ingest
 from ...core.schemas import ID_HISTORY, RAW_EVENTS, SYNTHETIC_TRUTH, TABLES
 from ...core.sources import Contract
+from ...core.suppression import Suppression
 from ...core.warehouse import Warehouse
 from ..checks import RAW_EVENTS_CHECKS, raw_events_results, rows_for_other_days_result
 from ..metadata import column_schema, counts_table, preview
@@ -121,9 +122,11 @@ def _store_ground_truth(store: Warehouse, source: synthetic.SyntheticSettings) -
     settings or the generator changed (2.6 s at a million customers, on every run before)."""
     fingerprint = synthetic.truth_fingerprint(source)
     if store.file_metadata(SYNTHETIC_TRUTH, TRUTH_FILE).get("fingerprint") != fingerprint:
-        store.write_file(
-            SYNTHETIC_TRUTH, TRUTH_FILE, synthetic.ground_truth(source), metadata={"fingerprint": fingerprint}
-        )
+        truth = synthetic.ground_truth(source)
+        suppression = Suppression.load(store)
+        if suppression is not None:
+            truth, _ = suppression.drop_rows(truth, SYNTHETIC_TRUTH.customer_columns)
+        store.write_file(SYNTHETIC_TRUTH, TRUTH_FILE, truth, metadata={"fingerprint": fingerprint})
 
 
 def _ingest(
@@ -147,6 +150,11 @@ def _ingest(
     outside_run = _outside_run_message(summary)
     if summary.outside_run:
         context.log.warning(outside_run)
+    if summary.suppressed_rows and isinstance(source, FileSourceSettings):
+        context.log.warning(
+            f"{summary.suppressed_rows:,} input rows of erased customers were dropped (the suppression list); the "
+            "input files holding them are kept as delivered: run the erasure again to remove them from the data folder"
+        )
     return summary, outside_run
 
 
@@ -180,6 +188,8 @@ def _ingestion_metadata(summary: IngestSummary) -> dict[str, object]:
         "run_days": len(summary.days),
         "run_rows": summary.valid_rows,
         "run_quarantined_rows": summary.quarantined_rows,
+        # Rows of erased customers (the suppression list), dropped: neither stored nor quarantined.
+        "run_suppressed_rows": summary.suppressed_rows,
         "quarantine_reasons": counts_table(dict(sorted(summary.quarantine_reasons.items())), "reason"),
         "input_sources": summary.sources,
         "days_without_input": [day.isoformat() for day in summary.days_without_input],
