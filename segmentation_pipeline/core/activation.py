@@ -552,3 +552,64 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def exports_naming(data_dir: Path, erased: set[str]) -> list[Path]:
+    """The export folders whose files name one of the `erased` customers."""
+    value_set = pa.array(sorted(erased), pa.string())
+    found = []
+    for folder in sorted(exports_root(data_dir).glob("date=*")):
+        for path in sorted(folder.glob("*/*.parquet")):
+            if pc.any(pc.is_in(pq.read_table(path, columns=["customer_id"])["customer_id"], value_set)).as_py():
+                found.append(folder)
+                break
+    return found
+
+
+def erase_from_exports(data_dir: Path, erased: set[str]) -> list[tuple[Path, int]]:
+    """Publish again, without their rows, every export folder whose files name one of the `erased` customers
+    (core.erasure); the manifest's counts and checksums follow. Returns each folder published again with the
+    rows removed from it (audience and changes lists; each is written as CSV and Parquet)."""
+    rewritten = []
+    for folder in exports_naming(data_dir, erased):
+        if not (folder / MANIFEST).is_file():
+            continue
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        tables = {
+            (entry["key"], name): pq.read_table(folder / entry["key"] / f"{name}.parquet")
+            for entry in manifest["campaigns"]
+            for name in ("audience", "changes")
+        }
+        value_set = pa.array(sorted(erased), pa.string())
+        if not any(pc.any(pc.is_in(table["customer_id"], value_set)).as_py() for table in tables.values()):
+            continue
+
+        def write(version: Path, manifest=manifest, tables=tables, value_set=value_set) -> None:
+            files = {}
+            for entry in manifest["campaigns"]:
+                (version / entry["key"]).mkdir()
+                for name in ("audience", "changes"):
+                    table = tables[(entry["key"], name)]
+                    table = table.filter(pc.invert(pc.is_in(table["customer_id"], value_set)))
+                    pq.write_table(table, version / entry["key"] / f"{name}.parquet", compression="zstd")
+                    pacsv.write_csv(table, version / entry["key"] / f"{name}.csv")
+                    for suffix in ("parquet", "csv"):
+                        path = version / entry["key"] / f"{name}.{suffix}"
+                        fsync_file(path)
+                        files[f"{entry['key']}/{name}.{suffix}"] = _file_sha256(path)
+                    if name == "audience":
+                        entry["customers"] = table.num_rows
+                    else:
+                        counted = Counter(table["change"].to_pylist())
+                        for change in (ADDED, REMOVED, MOVED_IN, MOVED_OUT):
+                            entry[change] = counted[change]
+            manifest["files"] = dict(sorted(files.items()))
+            (version / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            fsync_file(version / MANIFEST)
+
+        publish_version(folder, write)
+        removed = sum(
+            int(pc.sum(pc.is_in(table["customer_id"], value_set)).as_py() or 0) for table in tables.values()
+        )
+        rewritten.append((folder, removed))
+    return rewritten

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .activation import erase_from_exports, exports_naming
 from .errors import DataValidationError, ErasureIncompleteError
 from .identity import ResolverSettings, resolve_merges
 from .incoming import CONTRACTS
@@ -674,7 +675,8 @@ def erase(
         path = log_path(store, request)
         log = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"request_sha256": request, "runs": []}
         resumed = bool(log["runs"]) and log["runs"][-1]["status"] == "in progress"
-        if plan.empty and not answers and not resumed and log["runs"]:
+        exported = exports_naming(store.root, set(erased))
+        if plan.empty and not answers and not exported and not resumed and log["runs"]:
             return ErasureResult(path, log["runs"][-1], nothing_to_do=True, resumed=False)
         progress(
             f"{len(customers):,} customers asked for: {len(erased):,} IDs with those merged with them, "
@@ -699,11 +701,20 @@ def erase(
                 f"{len(plan.files(store.root))} files hold them again (a run wrote them meanwhile): rewriting them"
             )
             _add_rows(run, plan, store.root, only_new=False)
+        # The audience exports are published folders: each naming them is published again without them.
+        for folder, rows in erase_from_exports(store.root, set(erased)):
+            progress(f"published {_relative(folder, store.root)} again without them ({rows} rows)")
+            run["export_folders_rewritten"] = [*run.get("export_folders_rewritten", []), _relative(folder, store.root)]
+            run["rows_removed"]["exports"] = run["rows_removed"].get("exports", 0) + rows
         for answer in answers:
             answer.unlink(missing_ok=True)
             progress(f"removed the cached language-model answer {_relative(answer, store.root)}")
         reports = [report for report in _text_files(store.reports_dir) if pattern and _naming(report, pattern)]
-        left = plan.files(store.root) + [_relative(report, store.root) for report in reports]
+        left = (
+            plan.files(store.root)
+            + [_relative(report, store.root) for report in reports]
+            + [_relative(folder, store.root) for folder in exports_naming(store.root, set(erased))]
+        )
         run["llm_cache_answers_removed"] = run.get("llm_cache_answers_removed", 0) + len(answers)
         run["input_files_outside_data_folder"] = sorted(str(file.path) for file, _ in plan.outside)
         run["files_still_holding_them"] = left

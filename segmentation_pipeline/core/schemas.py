@@ -735,6 +735,7 @@ AUDIENCES = TableSpec(
         ]
     ),
     as_of=True,
+    customer_columns=("canonical_id",),
 )
 
 AUDIENCE_EXPORTS = TableSpec(
