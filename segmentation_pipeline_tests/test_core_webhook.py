@@ -150,23 +150,21 @@ def test_429_waits_for_retry_after_up_to_the_longest_backoff(tmp_path: Path) -> 
         capped_wait = server.received[3].at - server.received[2].at
 
     assert (patient.batches_sent, patient.retries, capped.batches_sent, capped.retries) == (1, 1, 1, 1)
-    assert 1.0 <= waited < 1.5
-    assert 0.05 <= capped_wait < 0.5
+    assert 1.0 <= waited < 3.0  # asked for 1 s
+    assert 0.05 <= capped_wait < 1.0  # asked for 120 s, capped at 0.1 s
 
 
 def test_a_stalled_answer_is_retried_and_the_receiver_can_dedupe_the_repeat(tmp_path: Path) -> None:
     with running_webhook(WebhookServer(stall_seconds=0.8)) as server:
         server.queue(["stall"])
-        started = time.monotonic()
         report = deliver_changes(settings(server, timeout_seconds=0.3), tmp_path, SNAPSHOT, CAMPAIGN, ROWS, environ=ENV)
-        took = time.monotonic() - started
 
     first, repeat = server.received[:2]
     assert (first.behaviour, repeat.behaviour) == ("stall", "200")
     assert repeat.key == first.key
     assert repeat.body == first.body
-    assert repeat.at - first.at >= 0.3  # the client waited out its timeout, not the stall
-    assert took < 0.8 + 0.5
+    # The client gave up after its timeout (0.3 s) and repeated the request before the stall (0.8 s) ended.
+    assert 0.3 <= repeat.at - first.at < 0.8
     # The receiver had processed the stalled batch: the repeat is recognised by its key.
     assert server.duplicates == [first.key]
     assert len(server.processed) == 3
