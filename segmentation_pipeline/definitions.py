@@ -10,7 +10,13 @@ from .defs.erasure import erasure_job
 from .defs.executor import recorded_in_process_executor
 from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job
 from .defs.partitions import SETTINGS
-from .defs.resources import EventSourceResource, IdentityRulesResource, LLMResource, WarehouseResource
+from .defs.resources import (
+    EventSourceResource,
+    IdentityRulesResource,
+    LLMResource,
+    WarehouseResource,
+    WebhookResource,
+)
 from .defs.schedules import nightly_segmentation
 from .defs.sensors import incoming_files, late_input_snapshots
 
@@ -31,6 +37,8 @@ defs = dg.Definitions(
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource.from_settings(SETTINGS),
         "llm": LLMResource.from_settings(SETTINGS),
+        # Off unless SEGMENTATION_WEBHOOK_URL is set; the exports asset skips delivery while it is.
+        "webhook": WebhookResource.from_settings(SETTINGS),
     },
 )
 

@@ -64,6 +64,11 @@ class ReportGenerationError(SegmentationEngineError):
     """The report could not be produced."""
 
 
+class DeliveryError(SegmentationEngineError):
+    """Changes could not be delivered to a downstream receiver (a webhook). The message names the
+    receiver, the campaign and batch, what it answered and what to do."""
+
+
 class PipelineError(SegmentationEngineError):
     """The asset graph was asked to do something it cannot do."""
 

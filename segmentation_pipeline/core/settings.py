@@ -22,6 +22,8 @@ LLM_PROVIDERS = ("mock", "openai")
 #: The environment variable holding the LLM API key. Its value is read by Dagster at run
 #: time (dg.EnvVar) and never stored in settings, logs or metadata.
 LLM_API_KEY_VARIABLE = "SEGMENTATION_LLM_API_KEY"
+#: The environment variable holding the webhook sink's URL (off when unset); the resource reads it at run time.
+WEBHOOK_URL_VARIABLE = "SEGMENTATION_WEBHOOK_URL"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Settings:
     #: Fields of the event source resource (incoming folder, column mappings, ...) from the
     #: JSON file named by SEGMENTATION_SOURCE_CONFIG; they apply to every run, scheduled ones too.
     source_config: dict[str, object] = field(default_factory=dict)
+    #: Receiver of the optional webhook sink of audience exports; empty means off.
+    webhook_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +60,7 @@ class Settings:
             llm_base_url=(env.get("SEGMENTATION_LLM_BASE_URL") or "").strip(),
             llm_model=(env.get("SEGMENTATION_LLM_MODEL") or "").strip(),
             source_config=_source_config(env.get("SEGMENTATION_SOURCE_CONFIG", "")),
+            webhook_url=(env.get(WEBHOOK_URL_VARIABLE) or "").strip(),
         )
 
 

@@ -12,15 +12,23 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ..core import synthetic
-from ..core.errors import PipelineError
+from ..core.errors import DeliveryError, PipelineError
 from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
 from ..core.llm.cache import AnswerCache
 from ..core.llm.providers import STRUCTURED_OUTPUTS, LLMSettings
 from ..core.llm.runner import Answerer
 from ..core.schemas import DEFAULT_JUNK_IDS
-from ..core.settings import DEFAULT_START_DATE, LLM_API_KEY_VARIABLE, LLM_PROVIDERS, SOURCES, Settings
+from ..core.settings import (
+    DEFAULT_START_DATE,
+    LLM_API_KEY_VARIABLE,
+    LLM_PROVIDERS,
+    SOURCES,
+    WEBHOOK_URL_VARIABLE,
+    Settings,
+)
 from ..core.warehouse import Warehouse
+from ..core.webhook import WebhookSettings
 from .fields import field_of
 
 
@@ -221,3 +229,40 @@ class LLMResource(dg.ConfigurableResource):
     def answerer(self, cache_dir: Path, read_cache: bool = True) -> Answerer:
         """Answers for one run. Valid answers are always cached; read_cache=False asks again anyway."""
         return Answerer(self.settings(), AnswerCache(cache_dir), read_cache=read_cache)
+
+
+class WebhookResource(dg.ConfigurableResource):
+    """Optional sink of audience exports: each campaign's changes posted in batches to a URL, signed
+    with HMAC-SHA256 and keyed for idempotency (core/webhook.py). Off while `url` is empty."""
+
+    url: str = Field(
+        default="",
+        description="The receiver's http(s) URL (SEGMENTATION_WEBHOOK_URL); empty means off. "
+        "User, password and query string in it are never shown in logs or messages.",
+    )
+    secret_env_var: str = field_of(WebhookSettings, "secret_env_var")
+    batch_size: int = field_of(WebhookSettings, "batch_size")
+    timeout_seconds: float = field_of(WebhookSettings, "timeout_seconds")
+    max_attempts: int = field_of(WebhookSettings, "max_attempts")
+    backoff_seconds: float = field_of(WebhookSettings, "backoff_seconds")
+    max_backoff_seconds: float = field_of(WebhookSettings, "max_backoff_seconds")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WebhookResource":
+        """The resource as the environment configures it: on when SEGMENTATION_WEBHOOK_URL is set. The
+        URL is then read by Dagster at run time (dg.EnvVar), so a token in it is not shown in the UI."""
+        if not settings.webhook_url:
+            return cls()
+        try:
+            WebhookSettings(enabled=True, url=settings.webhook_url)
+        except DeliveryError as exc:
+            raise PipelineError(f"{WEBHOOK_URL_VARIABLE}: {exc}") from None
+        return cls(url=dg.EnvVar(WEBHOOK_URL_VARIABLE))
+
+    def settings(self) -> WebhookSettings | None:
+        """The delivery settings, or None when the sink is off. A URL that is not http(s) is a
+        DeliveryError here, not a config error: pydantic's would quote the URL, token and all."""
+        if not self.url.strip():
+            return None
+        fields = self.model_dump(include=set(WebhookSettings.model_fields))
+        return WebhookSettings(enabled=True, **(fields | {"url": self.url.strip()}))
