@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from ...core import activation
@@ -23,9 +24,10 @@ from ...core.schemas import (
 )
 from ...core.viability import CampaignEconomics
 from ...core.warehouse import Warehouse
+from ...core.webhook import deliver_changes
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_day
-from ..resources import EventSourceResource, WarehouseResource
+from ..resources import EventSourceResource, WarehouseResource, WebhookResource
 from .identity import merge_map
 from .insights import actionability, explanations
 from .profiles import profiles
@@ -172,13 +174,15 @@ def audience_exports(
     config: AudienceExportsConfig,
     warehouse: WarehouseResource,
     event_source: EventSourceResource,
+    webhook: WebhookResource,
 ) -> dg.MaterializeResult:
     """Each campaign's audience and its changes since the previous export, as files a campaign tool loads.
 
     Under <data dir>/exports/date=YYYY-MM-DD/<campaign>/: audience.csv|parquet (the treatment group)
     and changes.csv|parquet (added, removed, moved_in, moved_out), with manifest.json (counts and the
     SHA-256 of every file) written last and the folder published in one step: a sync reads a
-    complete export or the previous one.
+    complete export or the previous one. With the webhook on (SEGMENTATION_WEBHOOK_URL), each
+    campaign's changes are then posted to it in signed batches, none twice (core/webhook.py).
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
@@ -190,6 +194,7 @@ def audience_exports(
     table = _exports_table(exported)
     written = store.write_partition(AUDIENCE_EXPORTS, as_of, table)
     store.refresh_catalog(TABLES.values())
+    delivered = _deliver(context, webhook, store, exported)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": table.num_rows,
@@ -200,8 +205,29 @@ def audience_exports(
             "identifiers_hashed": config.hash_identifiers,
             "campaigns": preview(table.drop_columns(["folder", "manifest_sha256"]), 50),
             "path": dg.MetadataValue.path(str(written.path)),
+            **delivered,
         }
     )
+
+
+def _deliver(
+    context: dg.AssetExecutionContext, webhook: WebhookResource, store: Warehouse, exported: activation.ExportResult
+) -> dict[str, object]:
+    """Post every campaign's changes of the export to the webhook, if one is configured; what was delivered."""
+    settings = webhook.settings()
+    if settings is None:
+        return {"webhook": "off"}
+    reports = {}
+    for item in exported.campaigns:
+        changes = pq.read_table(exported.folder / item.key / "changes.parquet").to_pylist()
+        report = deliver_changes(
+            settings, activation.exports_root(store.root), exported.folder.name.removeprefix("date="), item.key, changes
+        )
+        context.log.info(
+            f"webhook {item.key}: {report.batches_sent} batches sent, {report.batches_skipped} already delivered"
+        )
+        reports[item.key] = report.as_metadata()
+    return {"webhook": "on", "webhook_deliveries": dg.MetadataValue.json(reports)}
 
 
 def _exports_table(exported: activation.ExportResult) -> pa.Table:
