@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 
 from .core.settings import REPOSITORY_ROOT
+from .defs.event_log import SegmentationInstance
 
 #: Held while the instance is prepared, beside its dagster.yaml.
 LOCK_FILE = ".prepare.lock"
@@ -76,6 +77,14 @@ def main() -> int:
     slots = prepare_instance(home, pools_of(defs.assets or ()))
     pools = ", ".join(f"{pool} {'no limit' if count is None else count}" for pool, count in slots.items())
     print(f"Dagster instance ready in {home} (pool slots: {pools or 'no pools'})")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        if not isinstance(instance, SegmentationInstance):
+            print(
+                f"  It stores each run event on its own, as Dagster's own instance does: {home / 'dagster.yaml'} "
+                "names no instance_class. Copy the instance_class lines of the repository's "
+                ".dagster_home/dagster.yaml there to store the events of a range of days together "
+                "(a long history ingests several times faster; see benchmarks/README.md)."
+            )
     return 0
 
 

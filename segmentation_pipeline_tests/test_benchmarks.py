@@ -76,3 +76,29 @@ def test_the_ladder_refuses_zero_repeats(tmp_path: Path) -> None:
     result = _ladder("--customers", "100", "--repeats", "0", "--scratch", str(tmp_path / "s"))
     assert result.returncode == 2
     assert "--repeats: must be at least 1, got 0" in result.stderr
+
+
+def test_the_file_history_benchmark_times_the_demos_ingestion_on_both_instances(tmp_path: Path) -> None:
+    """Ten days of the shipped CDNOW sample, once on each instance: both store the same events."""
+    scratch, out = tmp_path / "scratch", tmp_path / "file_history.json"
+    result = subprocess.run(
+        [
+            sys.executable, "benchmarks/bench_file_history.py", "--events-csv", "data/samples/cdnow_transactions.csv",
+            "--last-day", "1997-01-10", "--repeats", "1", "--scratch", str(scratch), "--out", str(out),
+        ],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert not scratch.exists(), "the scratch folder is removed afterwards"
+    assert (record["first_day"], record["last_day"], record["days"]) == ("1997-01-01", "1997-01-10", 10)
+    sample = (REPOSITORY / "data" / "samples" / "cdnow_transactions.csv").read_text().splitlines()[1:]
+    assert record["rows"] == sum(1 for line in sample if line.split(",")[1] <= "1997-01-10") > 0
+    repository, default = record["instances"]["repository"], record["instances"]["dagster_default"]
+    assert (repository["instance"], default["instance"]) == ("SegmentationInstance", "DagsterInstance")
+    assert repository["stored_events_by_kind"] == default["stored_events_by_kind"]
+    kinds = repository["stored_events_by_kind"]
+    assert kinds["ASSET_MATERIALIZATION"] == kinds["ASSET_MATERIALIZATION_PLANNED"] == 2 * 10
+    for timed in (repository, default):
+        assert timed["run_seconds"] == timed["runs_seconds"][0] <= timed["process_seconds"]
+        assert len(timed["reference_seconds"]) == 1

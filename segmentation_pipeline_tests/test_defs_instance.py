@@ -55,6 +55,7 @@ def test_four_runs_started_together_on_a_new_instance_all_succeed(tmp_path: Path
     )
     assert prepared.returncode == 0, prepared.stderr
     assert f"Dagster instance ready in {home.resolve()} (pool slots: ingestion 1, llm 1)" in prepared.stdout
+    assert "names no instance_class" not in prepared.stdout
     go = tmp_path / "go"
     runs = [
         subprocess.Popen(
@@ -84,3 +85,21 @@ def test_preparing_an_instance_again_keeps_a_raised_pool_limit(tmp_path: Path) -
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.event_log_storage.set_concurrency_slots("llm", 4)
     assert prepare_instance(home, pools) == {"ingestion": 1, "llm": 4}
+
+
+def test_an_instance_without_the_instance_class_is_said_to_store_events_one_by_one(tmp_path: Path) -> None:
+    """A DAGSTER_HOME whose dagster.yaml predates the instance class (make keeps an existing one)."""
+    home, env = new_home(tmp_path)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    prepared = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.instance"],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    assert f"It stores each run event on its own, as Dagster's own instance does: {home.resolve() / 'dagster.yaml'}" in (
+        prepared.stdout
+    )
