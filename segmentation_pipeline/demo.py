@@ -22,6 +22,7 @@ import duckdb
 # The single-run backfill policy is marked beta; the demo's reader needs no warning about it.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+from .core.activation import export_folder  # noqa: E402
 from .core.reporting.publish import load_report  # noqa: E402
 from .core.reporting.render import headline, migration_line  # noqa: E402
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
@@ -78,6 +79,10 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
             """SELECT segment_id, c.channel, c.timing, c.offer, c.audience_size
                FROM explanations_latest, unnest(recommendations) AS r(c) ORDER BY segment_id"""
         ).fetchall()
+        exports = con.execute(
+            """SELECT campaign_key, customers, control_customers, added, removed, moved_in, moved_out
+               FROM audience_exports_latest ORDER BY campaign_key"""
+        ).fetchall()
         provider, model, sources = con.execute(
             """SELECT any_value(provider), any_value(model), string_agg(DISTINCT source, ', ')
                FROM (SELECT * FROM actionability_latest UNION ALL BY NAME SELECT * FROM explanations_latest)"""
@@ -110,6 +115,12 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  {segment_id:<4} {channel}, {timing}: {offer} ({audience:,} customers)"
         for segment_id, channel, timing, offer, audience in campaigns
     ]
+    export_dir = export_folder(warehouse.root, last)
+    lines += ["", f"Audiences exported to {export_dir} (manifest.json lists every file):"] + [
+        f"  {key:<20} {customers:>7,} customers to contact, {control:,} kept back as the control group; "
+        f"since the last export {added:,} added, {removed:,} removed, {moved_in + moved_out:,} moved"
+        for key, customers, control, added, removed, moved_in, moved_out in exports
+    ] if exports else ["", "Audiences: no campaign to export (no segment is both approved and actionable)."]
     report_dir = warehouse.report_dir(last)
     lines += [
         "",
@@ -119,6 +130,7 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"  Parquet:  {warehouse.tables_dir}/<table>/date=YYYY-MM-DD/part-0.parquet",
         f"            ({RAW_EVENTS.name}, {MERGE_MAP.name}, profiles, clusters, segments, robustness, viability, "
         "actionability, explanations, ...)",
+        f"  Exports:  {export_dir.parent}/date=YYYY-MM-DD/<campaign>/audience.csv|parquet, changes.csv|parquet",
         f"  Catalog:  {warehouse.catalog_path}",
         f"            .venv/bin/python -c \"import duckdb; duckdb.connect('{warehouse.catalog_path}', read_only=True)"
         ".sql('select segment_id, executive_summary from explanations_latest').show(max_width=200)\"",

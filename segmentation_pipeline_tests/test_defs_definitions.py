@@ -71,6 +71,7 @@ def test_asset_checks_are_declared() -> None:
         ("explanations", "every_segment_explained"),
         ("explanations", "numbers_match_statistics"),
         ("explanations", "answered_by_configured_model"),
+        ("audiences", "suppression_file_is_clean"),
         ("report", "report_complete"),
     }
     # A day whose previous snapshot changed while it ran stops its run before the stages after clusters.
@@ -96,7 +97,11 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     assert parents("viability") == {"robustness", "clusters"}
     assert parents("actionability") == {"viability", "robustness", "clusters"}
     assert parents("explanations") == {"actionability", "viability", "robustness", "clusters"}
+    # Audiences follow the campaigns of approved and actionable segments; the report shows the export.
+    assert parents("audiences") == {"explanations", "actionability", "viability", "clusters", "profiles", "merge_map"}
+    assert parents("audience_exports") == {"audiences"}
     assert parents("report") == {
+        "audience_exports",
         "explanations",
         "actionability",
         "viability",
@@ -116,6 +121,8 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "viability",
         "actionability",
         "explanations",
+        "audiences",
+        "audience_exports",
         "report",
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily

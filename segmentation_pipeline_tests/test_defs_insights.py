@@ -37,6 +37,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 
 from .llm_server import MODEL_VOICE, SERVER_ERROR, ChatServer, running_server
@@ -53,6 +54,7 @@ def resources(data_dir: Path, llm: LLMResource | None = None) -> dict[str, objec
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(n_customers=SOURCE.n_customers),
         "llm": llm or LLMResource(),
+        "webhook": WebhookResource(),
     }
 
 

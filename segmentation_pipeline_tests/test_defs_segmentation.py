@@ -47,6 +47,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 
 from .damage import damage_page
@@ -64,6 +65,7 @@ def resources(data_dir: Path, **source: object) -> dict[str, object]:
         "warehouse": WarehouseResource(data_dir=str(data_dir)),
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(**({"kind": "synthetic", "n_customers": SOURCE.n_customers} | source)),
+        "webhook": WebhookResource(),
     }
 
 

@@ -27,6 +27,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 from segmentation_pipeline.defs.snapshot_order import runs_making_earlier_snapshots
 from segmentation_pipeline_tests.runs import (
@@ -53,6 +54,7 @@ def resources(data_dir: Path) -> dict[str, object]:
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(n_customers=N_CUSTOMERS),
         "llm": LLMResource(),
+        "webhook": WebhookResource(),
     }
 
 

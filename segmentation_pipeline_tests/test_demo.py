@@ -143,3 +143,18 @@ def test_the_demo_runs_a_transaction_log_to_a_chosen_day(tmp_path: Path) -> None
             "SELECT DISTINCT r.channel FROM explanations_latest, unnest(recommendations) AS t(r)"
         ).fetchall()
         assert channels == [("email",)]
+        # Their campaigns left the engine: one list per campaign, a control group of each kept back.
+        exported = con.execute(
+            "SELECT campaign_key, customers, control_customers FROM audience_exports_latest ORDER BY 1"
+        ).fetchall()
+        groups = dict(
+            con.execute(
+                "SELECT campaign_key || '/' || \"group\", count(*) FROM audiences_latest GROUP BY 1"
+            ).fetchall()
+        )
+    assert len(exported) >= 2
+    for key, customers, control in exported:
+        assert groups[f"{key}/treatment"] == customers and groups.get(f"{key}/control", 0) == control
+        listed = (data_dir / "exports" / "date=1997-09-30" / key / "audience.csv").read_text().splitlines()
+        assert len(listed) == customers + 1
+    assert "Audiences exported to" in result.stdout

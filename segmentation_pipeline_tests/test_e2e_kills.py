@@ -23,6 +23,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 from segmentation_pipeline_tests.runs import (
     REPOSITORY,
@@ -68,6 +69,7 @@ def test_runs_killed_at_several_points_recover_by_themselves_and_store_what_an_u
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(n_customers=N_CUSTOMERS),
         "llm": LLMResource(),
+        "webhook": WebhookResource(),
     }
     with dg.DagsterInstance.ephemeral() as instance:
         ingested = dg.materialize(
