@@ -296,72 +296,143 @@ def build_audiences(
     attributes: pa.Table | None = None,
     uplifts: dict[str, float] | None = None,
 ) -> Audiences:
-    """One row per customer in a campaign (see the module docstring), sorted by campaign and customer."""
+    """One row per customer in a campaign (see the module docstring), by campaign, then in the profiles'
+    order (the stored profiles are sorted by customer ID).
+
+    Column arrays throughout, a segment at a time: at a million customers, sorting and grouping
+    their IDs as pandas strings took 9 s of 9.3."""
     suppressions = suppressions or Suppressions.none()
     uplifts = uplifts or {}
-    members = (
-        assignments.select(["canonical_id", "segment_id"])
-        .join(
-            profiles.select(["canonical_id", "lifecycle_stage", "clv_estimate", "churn_risk", "recency_days", "cycle_value"]),
-            "canonical_id",
-        )
-        .to_pandas()
-    )
-    segment_ids = {campaign.segment_id for campaign in campaigns}
-    members = members[members["segment_id"].isin(segment_ids)]
-    suppressed = members["canonical_id"].map(suppressions.customers)
-    counts = Counter(suppressed.dropna().tolist())
-    members = members[suppressed.isna()].copy()
-    consent = attributes.to_pandas().set_index("canonical_id") if attributes is not None else pd.DataFrame()
-    candidates = []
-    without_consent: Counter[str] = Counter()
-    for campaign in campaigns:
-        rows = members[members["segment_id"] == campaign.segment_id].copy()
-        column = f"consent_{campaign.channel.lower()}"
-        if column in consent.columns:
-            allowed = rows["canonical_id"].map(consent[column]).fillna(False).astype(bool)
-            without_consent[campaign.channel] += int((~allowed).sum())
-            rows = rows[allowed.to_numpy()]
-        uplift = uplifts.get(campaign.key, settings.prior_uplift)
-        rows = rows.assign(
-            campaign_key=campaign.key,
-            segment_name=campaign.segment_name,
-            channel=campaign.channel,
-            timing=campaign.timing,
-            offer=campaign.offer,
-            expected_value=rows["cycle_value"].fillna(0.0) * uplift,
-            _rank=campaign.rank,
-        )
-        candidates.append(rows)
-    if candidates:
-        pool = pd.concat(candidates, ignore_index=True)
+    columns = ["canonical_id", "lifecycle_stage", "clv_estimate", "churn_risk", "recency_days", "cycle_value"]
+    table = profiles.select(columns)
+    if assignments["canonical_id"].equals(profiles["canonical_id"]):
+        # clusters stores its assignments in the profiles' order (by customer ID): no join.
+        table = table.append_column("segment_id", assignments["segment_id"])
     else:
-        pool = pd.DataFrame(columns=[*AUDIENCE_COLUMNS, "_rank"])
-    contested = int((pool.groupby("canonical_id").size() > 1).sum()) if len(pool) else 0
-    order = ["canonical_id", "_rank"] if settings.exclusivity == "first_recommendation" else ["canonical_id", "expected_value", "_rank"]
-    ascending = [True, True] if settings.exclusivity == "first_recommendation" else [True, False, True]
-    chosen = pool.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("canonical_id", keep="first")
-    groups = np.full(len(chosen), TREATMENT, dtype=object)
-    for key, rows in chosen.groupby("campaign_key").groups.items():
-        positions = chosen.index.get_indexer(rows)
-        draws = control_draws(chosen.loc[rows, "canonical_id"].tolist(), str(key))
-        groups[positions[draws < settings.control_share]] = CONTROL
-    chosen = chosen.assign(group=groups).sort_values(["campaign_key", "canonical_id"], kind="stable")
-    table = pa.Table.from_pandas(chosen[list(AUDIENCE_COLUMNS)], preserve_index=False)
-    used = [campaign for campaign in campaigns if campaign.key in set(chosen["campaign_key"])]
-    return Audiences(table, used, dict(sorted(counts.items())), dict(without_consent), contested, _balance(chosen))
+        table = table.join(assignments.select(["canonical_id", "segment_id"]), "canonical_id", join_type="inner")
+        table = table.take(pc.sort_indices(table, [("canonical_id", "ascending")]))
+    ids = table["canonical_id"]
+    reasons = _looked_up(ids, suppressions.customers)
+    suppressed = pc.is_valid(reasons).to_numpy(zero_copy_only=False)
+    counts = Counter(pc.drop_null(reasons).to_pylist())
+    cycle_value = pc.fill_null(table["cycle_value"], 0.0).to_numpy(zero_copy_only=False).astype(float)
+    segment_of = table["segment_id"].to_numpy(zero_copy_only=False)
+    without_consent: Counter[str] = Counter()
+    chosen: dict[str, np.ndarray] = {}
+    contested = 0
+    by_segment: dict[str, list[Campaign]] = {}
+    for campaign in campaigns:
+        by_segment.setdefault(campaign.segment_id, []).append(campaign)
+    for segment_id, own in by_segment.items():
+        own = sorted(own, key=lambda campaign: campaign.rank)
+        rows = np.flatnonzero((segment_of == segment_id) & ~suppressed)
+        allowed = np.ones((len(rows), len(own)), dtype=bool)
+        for column, campaign in enumerate(own):
+            consent = _consent(attributes, ids, campaign.channel)
+            if consent is not None:
+                allowed[:, column] = consent[rows]
+                without_consent[campaign.channel] += int((~consent[rows]).sum())
+        if settings.exclusivity == "first_recommendation":
+            pick = np.argmax(allowed, axis=1)
+        else:
+            worth = np.array([uplifts.get(campaign.key, settings.prior_uplift) for campaign in own])
+            # argmax takes the first of equal values: ties go to the segment's first recommendation.
+            pick = np.argmax(np.where(allowed, cycle_value[rows, None] * worth[None, :], -np.inf), axis=1)
+        reachable = allowed.any(axis=1)
+        contested += int((allowed.sum(axis=1) > 1).sum())
+        for column, campaign in enumerate(own):
+            chosen[campaign.key] = rows[reachable & (pick == column)]
+    parts = []
+    by_key = {campaign.key: campaign for campaign in campaigns}
+    for key in sorted(chosen):
+        rows = chosen[key]
+        if not len(rows):
+            continue
+        campaign = by_key[key]
+        part = table.take(pa.array(rows))
+        draws = control_draws(part["canonical_id"].to_pylist(), key)
+        uplift = uplifts.get(key, settings.prior_uplift)
+        n = len(rows)
+        parts.append(
+            pa.table(
+                {
+                    "canonical_id": part["canonical_id"],
+                    "segment_id": part["segment_id"],
+                    "segment_name": pa.array([campaign.segment_name] * n, pa.string()),
+                    "campaign_key": pa.array([key] * n, pa.string()),
+                    "channel": pa.array([campaign.channel] * n, pa.string()),
+                    "timing": pa.array([campaign.timing] * n, pa.string()),
+                    "offer": pa.array([campaign.offer] * n, pa.string()),
+                    "lifecycle_stage": part["lifecycle_stage"],
+                    "clv_estimate": part["clv_estimate"],
+                    "churn_risk": part["churn_risk"],
+                    "recency_days": part["recency_days"],
+                    "cycle_value": part["cycle_value"],
+                    "expected_value": pa.array(cycle_value[rows] * uplift),
+                    "group": pa.array(np.where(draws < settings.control_share, CONTROL, TREATMENT), pa.string()),
+                }
+            )
+        )
+    result = pa.concat_tables(parts) if parts else _empty_audience()
+    used = [campaign for campaign in campaigns if len(chosen.get(campaign.key, ())) > 0]
+    return Audiences(result, used, dict(sorted(counts.items())), dict(without_consent), contested, _balance(result))
 
 
-def _balance(chosen: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+def _looked_up(ids: pa.ChunkedArray, values: dict[str, str]) -> pa.Array:
+    """values[id] for every ID, null where it has none."""
+    if not values:
+        return pa.nulls(len(ids), pa.string())
+    keys = pa.array(list(values), pa.string())
+    positions = pc.index_in(ids, value_set=keys)
+    return pc.take(pa.array(list(values.values()), pa.string()), positions)
+
+
+def _consent(attributes: pa.Table | None, ids: pa.ChunkedArray, channel: str) -> np.ndarray | None:
+    """Whether each customer consents to `channel`; None when the attributes have no column for it."""
+    column = f"consent_{channel.lower()}"
+    if attributes is None or column not in attributes.column_names:
+        return None
+    positions = pc.index_in(ids, value_set=attributes["canonical_id"].combine_chunks())
+    given = pc.take(attributes[column].combine_chunks(), positions)
+    return pc.fill_null(given, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _empty_audience() -> pa.Table:
+    return pa.table({name: pa.array([], pa.string()) for name in AUDIENCE_COLUMNS}).cast(
+        pa.schema(
+            [
+                pa.field(name, pa.float64() if name in _NUMBERS else pa.string())
+                for name in AUDIENCE_COLUMNS
+            ]
+        )
+    )
+
+
+_NUMBERS = {"clv_estimate", "churn_risk", "recency_days", "cycle_value", "expected_value"}
+
+
+def _balance(audiences: pa.Table) -> dict[str, dict[str, dict[str, float]]]:
+    """Per campaign and group: customers, and mean CLV, churn risk and recency (both groups should match)."""
     balance: dict[str, dict[str, dict[str, float]]] = {}
-    for (key, group), rows in chosen.groupby(["campaign_key", "group"]):
-        balance.setdefault(str(key), {})[str(group)] = {
-            "customers": int(len(rows)),
-            "mean_clv": round(float(rows["clv_estimate"].mean()), 2),
-            "mean_churn_risk": round(float(rows["churn_risk"].mean()), 4),
-            "mean_recency_days": round(float(rows["recency_days"].mean()), 1) if rows["recency_days"].notna().any() else None,
+    if audiences.num_rows == 0:
+        return balance
+    grouped = audiences.group_by(["campaign_key", "group"]).aggregate(
+        [
+            ([], "count_all"),
+            ("clv_estimate", "mean"),
+            ("churn_risk", "mean"),
+            ("recency_days", "mean"),
+        ]
+    )
+    for row in grouped.to_pylist():
+        recency = row["recency_days_mean"]
+        balance.setdefault(row["campaign_key"], {})[row["group"]] = {
+            "customers": int(row["count_all"]),
+            "mean_clv": round(float(row["clv_estimate_mean"] or 0.0), 2),
+            "mean_churn_risk": round(float(row["churn_risk_mean"] or 0.0), 4),
+            "mean_recency_days": round(float(recency), 1) if recency is not None else None,
         }
-    return balance
+    return dict(sorted((key, dict(sorted(groups.items()))) for key, groups in balance.items()))
 
 
 # ---------------------------------------------------------------- exports
@@ -529,7 +600,8 @@ def _audience_frame(rows: pd.DataFrame, identifiers: pd.DataFrame | None) -> pd.
         joined = identifiers.reindex(frame["customer_id"])
         for column in identifiers.columns:
             frame[column] = joined[column].to_numpy()
-    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    # The audiences table is in customer order within each campaign already.
+    return frame.reset_index(drop=True)
 
 
 def _changes(
