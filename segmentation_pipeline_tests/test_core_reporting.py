@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 from datetime import date, timedelta
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -35,10 +36,11 @@ from segmentation_pipeline.core.reporting.document import (
     gather_report,
 )
 from segmentation_pipeline.core.reporting.publish import load_report, publish_report, verify_report
-from segmentation_pipeline.core.reporting.render import JSON_FILE, markdown
+from segmentation_pipeline.core.reporting.render import JSON_FILE, exports_line, markdown
 from segmentation_pipeline.core.reporting.render import html as render_html
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
+    AUDIENCE_EXPORTS,
     CLUSTERS,
     CLV_BACKTEST,
     EXPLANATIONS,
@@ -891,3 +893,22 @@ def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> Non
     assert f"bought by {value.backtest_split_day}" in charts["clv_tracking"].description
     page = published.html_path.read_text()
     assert "Model tracking" in page and "Model calibration" in page
+
+
+def test_the_report_says_what_was_exported_and_what_was_kept_back(snapshot: Path, published) -> None:
+    """The audience export of the day as the audience_exports table stored it, on the page and in the summary."""
+    stored = Warehouse(snapshot).read_partition(AUDIENCE_EXPORTS, DAY).to_pylist()
+    assert stored, "the snapshot exported no campaign: the test needs one"
+    report = published.report
+    assert [(item.campaign_key, item.customers, item.control_customers) for item in report.exports] == [
+        (row["campaign_key"], row["customers"], row["control_customers"]) for row in stored
+    ]
+    contacted = sum(row["customers"] for row in stored)
+    kept = sum(row["control_customers"] for row in stored)
+    line = exports_line(report)
+    assert line.startswith(f"{len(stored)} campaigns exported with {contacted:,} customers to contact; {kept:,}")
+    page = published.html_path.read_text()
+    assert "<h2>Audiences exported</h2>" in page and escape(line) in page
+    for row in stored:
+        assert f"<td>{escape(row['campaign_key'])}</td><td class=num>{row['customers']:,}</td>" in page
+    assert "## Audiences exported" in published.markdown_path.read_text()

@@ -31,6 +31,7 @@ from ..llm.questions import stale_answers
 from ..profiles import CLV_KEY, WindowInput
 from ..schemas import (
     ACTIONABILITY,
+    AUDIENCE_EXPORTS,
     CLUSTERS,
     CLV_BACKTEST,
     EXPLANATIONS,
@@ -252,6 +253,19 @@ class CustomerValue(_Record):
     tracking: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class CampaignExport(_Record):
+    """One campaign of the day's audience export (the audience_exports table)."""
+
+    campaign_key: str
+    customers: int
+    control_customers: int
+    added: int
+    removed: int
+    moved_in: int
+    moved_out: int
+    folder: str
+
+
 class SegmentationReport(_Record):
     report_version: str = REPORT_VERSION
     as_of: date
@@ -263,6 +277,8 @@ class SegmentationReport(_Record):
     settings: RunSettings
     #: None for profiles stored before they recorded it.
     customer_value: CustomerValue | None = None
+    #: The campaigns exported for the day (empty when none was, or in older reports).
+    exports: list[CampaignExport] = Field(default_factory=list)
     charts: list[ChartFile] = Field(default_factory=list)
 
     def segment(self, segment_id: str) -> SegmentReport:
@@ -334,6 +350,7 @@ def gather_report(
         answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
         customer_value=_customer_value(store, as_of),
+        exports=_exports(store, as_of),
     )
     not_numbers = list(_not_finite(report.model_dump()))
     if not_numbers:
@@ -479,6 +496,14 @@ def _coverage(
         customers_segmented=pq.ParquetFile(members.clusters).metadata.num_rows,
         features_without_values=[name for name, count in zip(features, with_value) if profiled and not count],
     )
+
+
+def _exports(store: Warehouse, as_of: date) -> list[CampaignExport]:
+    """The day's exported campaigns; none when the export stage has not stored the day."""
+    if not store.partition_path(AUDIENCE_EXPORTS, as_of).exists():
+        return []
+    fields = list(CampaignExport.model_fields)
+    return [CampaignExport(**row) for row in store.read_partition(AUDIENCE_EXPORTS, as_of).select(fields).to_pylist()]
 
 
 def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:

@@ -106,6 +106,54 @@ def backtest_table(report: SegmentationReport) -> str:
     return "\n".join(lines)
 
 
+def exports_line(report: SegmentationReport) -> str:
+    """What left the engine: customers to contact, the control groups kept back, where the files are."""
+    contacted = sum(item.customers for item in report.exports)
+    kept = sum(item.control_customers for item in report.exports)
+    share = kept / (contacted + kept) if contacted + kept else 0.0
+    folder = Path(report.exports[0].folder).parent if report.exports else ""
+    return (
+        f"{len(report.exports)} campaigns exported with {contacted:,} customers to contact; {kept:,} customers "
+        f"({percent(share)}) kept back as control groups, to measure each campaign's uplift against. "
+        f"Files: {folder} (audience and changes per campaign, manifest.json)."
+    )
+
+
+def _export_rows(report: SegmentationReport) -> list[list[str]]:
+    return [
+        [
+            item.campaign_key,
+            f"{item.customers:,}",
+            f"{item.control_customers:,}",
+            f"{item.added:,}",
+            f"{item.removed:,}",
+            f"{item.moved_in + item.moved_out:,}",
+        ]
+        for item in report.exports
+    ]
+
+
+_EXPORT_HEADERS = ["Campaign", "To contact", "Control group", "Added", "Removed", "Moved between campaigns"]
+
+
+def exports_table(report: SegmentationReport) -> str:
+    lines = ["| " + " | ".join(_EXPORT_HEADERS) + " |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| " + " | ".join([md_text(row[0]), *row[1:]]) + " |" for row in _export_rows(report)]
+    return "\n".join(lines)
+
+
+def _exports_html(report: SegmentationReport) -> str:
+    header = "".join(
+        f"<th{' class=num' if index else ''}>{escape(name)}</th>" for index, name in enumerate(_EXPORT_HEADERS)
+    )
+    rows = "".join(
+        "<tr>" + "".join(f"<td{' class=num' if index else ''}>{escape(cell)}</td>" for index, cell in enumerate(row))
+        + "</tr>"
+        for row in _export_rows(report)
+    )
+    return f"<table><tr>{header}</tr>{rows}</table>"
+
+
 def summary_table(report: SegmentationReport) -> str:
     """One line per segment: what a marketer decides on."""
     lines = [
@@ -166,6 +214,8 @@ def markdown(report: SegmentationReport) -> str:
         if not item.actionability.actionable:
             lines.append(f"- Not actionable: {md_text(item.actionability.reason)}")
     lines += ["", "## Since the previous snapshot", "", migration_line(report)]
+    if report.exports:
+        lines += ["", "## Audiences exported", "", exports_line(report), "", exports_table(report)]
     if backtest_table(report):
         lines += ["", "## How well the churn and CLV models forecast", "", backtest_table(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
@@ -272,6 +322,8 @@ def html(report: SegmentationReport, folder: Path) -> str:
         if chart.name != "dashboard"
     ]
     parts += ["<h2>Since the previous snapshot</h2>", f"<p>{escape(migration_line(report))}</p>"]
+    if report.exports:
+        parts += ["<h2>Audiences exported</h2>", f"<p>{escape(exports_line(report))}</p>", _exports_html(report)]
     if report.customer_value is not None and report.customer_value.backtest:
         parts += ["<h2>How well the churn and CLV models forecast</h2>", _backtest_html(report)]
     parts += ["<h2>Data coverage</h2>", _coverage_html(report), "<h2>Settings</h2>", _settings_html(report)]
