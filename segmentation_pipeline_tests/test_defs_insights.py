@@ -1,5 +1,7 @@
 """actionability and explanations materialized by Dagster, with the mock and with a real HTTP provider."""
 
+import hashlib
+import hmac
 import json
 import re
 import shutil
@@ -18,6 +20,8 @@ from segmentation_pipeline.core.llm.actionability import DIMENSIONS, Rubric, sto
 from segmentation_pipeline.core.llm.prompts import PROMPT_VERSION
 from segmentation_pipeline.core.schemas import (
     ACTIONABILITY,
+    AUDIENCE_EXPORTS,
+    AUDIENCES,
     CLUSTERS,
     EXPLANATIONS,
     SEGMENTS,
@@ -28,6 +32,7 @@ from segmentation_pipeline.core.schemas import (
 from segmentation_pipeline.core.settings import LLM_API_KEY_VARIABLE
 from segmentation_pipeline.core.sources import EVENTS, MERGES
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
+from segmentation_pipeline.defs.assets.activation import audience_exports, audiences
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.insights import actionability, explanations
 from segmentation_pipeline.defs.assets.profiles import profiles
@@ -41,8 +46,10 @@ from segmentation_pipeline.defs.resources import (
 )
 
 from .llm_server import MODEL_VOICE, SERVER_ERROR, ChatServer, running_server
+from .webhook_server import WebhookServer, running_webhook
 
 DAY = date(2025, 12, 31)
+
 SOURCE = synthetic.SyntheticSettings(n_customers=2000)
 INSIGHTS = [actionability, explanations]
 API_KEY = "sk-insights-test-4f9e2a"
@@ -354,3 +361,42 @@ def test_an_insight_stage_without_its_upstream_fails_naming_it(instance: dg.Dags
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert f"segments for {DAY.isoformat()} is not materialized" in str(failure.event_specific_data.error)
+
+
+def test_audiences_leave_as_files_and_through_the_webhook_once(
+    instance: dg.DagsterInstance, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day's campaigns as audiences (one campaign per customer, a control group kept back), exported as
+    files, and each campaign's changes posted to a webhook receiver on 127.0.0.1, signed; a re-run sends
+    nothing twice."""
+    assert run(instance, data_dir).success
+    monkeypatch.setenv("SEGMENTATION_WEBHOOK_SECRET", "whsec-activation")
+    with running_webhook(WebhookServer()) as receiver:
+        hooked = resources(data_dir) | {"webhook": WebhookResource(url=receiver.url(), batch_size=50)}
+        for _ in range(2):
+            result = dg.materialize(
+                [audiences, audience_exports], instance=instance, resources=hooked, partition_key=DAY.isoformat()
+            )
+            assert result.success
+            if not receiver.received:
+                break
+            sent_first = len(receiver.received)
+        assert len(receiver.received) == sent_first  # the second run found every batch delivered
+    store = Warehouse(data_dir)
+    people = store.read_partition(AUDIENCES, DAY).to_pandas()
+    assert people["canonical_id"].is_unique
+    assert 0.05 <= (people["group"] == "control").mean() <= 0.15
+    exported = store.read_partition(AUDIENCE_EXPORTS, DAY).to_pylist()
+    assert {row["campaign_key"] for row in exported} == set(people["campaign_key"])
+    posted: dict[str, list[str]] = {}
+    for request in receiver.received:
+        signature = hmac.new(b"whsec-activation", request.body, hashlib.sha256).hexdigest()
+        assert request.headers["x-segmentation-signature"] == f"sha256={signature}"
+        body = json.loads(request.body)
+        posted.setdefault(body["campaign"], []).extend(row["customer_id"] for row in body["rows"])
+    for row in exported:
+        treated = people[(people["campaign_key"] == row["campaign_key"]) & (people["group"] == "treatment")]
+        listed = pq.read_table(Path(row["folder"]) / "audience.parquet")["customer_id"].to_pylist()
+        assert listed == treated["canonical_id"].tolist() and row["customers"] == len(listed)
+        # The first export: every customer is an addition, and the webhook received exactly those.
+        assert sorted(posted[row["campaign_key"]]) == sorted(listed)

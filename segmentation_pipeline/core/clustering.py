@@ -631,27 +631,50 @@ def lifecycle_cells(
         )
     group_of = _cell_groups(labels, groups)
     minimum = max(MIN_SHAPING_PER_SEGMENT, int(np.ceil(settings.min_segment_share * n)))
+    # Merges work on each segment's sums, not on the rows: one pass over the customers before, one after.
+    k = len(group_of)
+    sizes = np.bincount(labels, minlength=k).astype(np.int64)
+    weights = shaping if shaping is not None else np.ones(n, dtype=bool)
+    shaped = np.bincount(labels[weights], minlength=k).astype(float)
+    sums = np.stack([np.bincount(labels[weights], weights=values[weights, c], minlength=k) for c in range(values.shape[1])], axis=1) if k else np.zeros((0, values.shape[1]))
+    all_sums = np.stack([np.bincount(labels, weights=values[:, c], minlength=k) for c in range(values.shape[1])], axis=1) if k else sums
+    into = np.arange(k)
+    alive = np.ones(k, dtype=bool)
+
+    def mean_of(label: int) -> np.ndarray:
+        # The shaping members' mean; all members' where none shaped the segment.
+        return sums[label] / shaped[label] if shaped[label] else all_sums[label] / max(sizes[label], 1)
+
     while True:
-        sizes = np.bincount(labels)
-        centers = _cell_means(values, labels, len(sizes), shaping)
         small = [
             label
-            for label in np.argsort(sizes, kind="stable")
-            if sizes[label] < minimum and sum(g == group_of[label] for g in group_of) > 1
+            for label in np.argsort(np.where(alive, sizes, np.iinfo(np.int64).max), kind="stable")
+            if alive[label]
+            and sizes[label] < minimum
+            and sum(1 for other in range(k) if alive[other] and group_of[other] == group_of[label]) > 1
         ]
         if not small:
             break
-        label = small[0]
-        others = [other for other, g in enumerate(group_of) if g == group_of[label] and other != label]
-        target = others[int(np.argmin(cdist(centers[label : label + 1], centers[others])[0]))]
-        labels[labels == label] = target
+        label = int(small[0])
+        others = [other for other in range(k) if alive[other] and group_of[other] == group_of[label] and other != label]
+        centers_now = np.array([mean_of(other) for other in others])
+        target = others[int(np.argmin(cdist(mean_of(label)[None, :], centers_now)[0]))]
         notes.append(
             f"a segment of {sizes[label]:,} customers joined the nearest of its lifecycle group "
             f"(segments hold at least {minimum:,} customers)"
         )
-        _, labels = np.unique(labels, return_inverse=True)
-        labels = labels.astype(np.int64)
-        group_of = _cell_groups(labels, groups)
+        for array in (sizes, shaped):
+            array[target] += array[label]
+        sums[target] += sums[label]
+        all_sums[target] += all_sums[label]
+        alive[label] = False
+        into[into == label] = target
+    kept = np.flatnonzero(alive)
+    renumber = np.full(k, -1, dtype=np.int64)
+    renumber[kept] = np.arange(len(kept))
+    labels = renumber[into[labels]] if k else labels
+    centers = np.array([mean_of(label) for label in kept]) if k else np.zeros((0, values.shape[1]))
+    group_of = [group_of[label] for label in kept]
     return LifecycleCells(labels, centers, group_of, notes)
 
 
