@@ -190,6 +190,13 @@ class SegmentViability(BaseModel):
     approved: bool
     reasons: list[str] = Field(default_factory=list)
     failed_criteria: list[str] = Field(default_factory=list)
+    #: The uplift the return is priced at, "measured" (campaign_results) or "prior" (expected_uplift), the
+    #: measured interval, and what it stands on in words; None in snapshots made before measured uplifts.
+    uplift_used: float | None = None
+    uplift_source: str | None = None
+    uplift_ci_low: float | None = None
+    uplift_ci_high: float | None = None
+    uplift_basis: str | None = None
 
 
 #: Where an answer came from: the configured language model ("llm"), the deterministic
@@ -643,6 +650,14 @@ VIABILITY = TableSpec(
             pa.field("approved", pa.bool_(), nullable=False),
             pa.field("reasons", pa.list_(pa.string()), nullable=False),
             pa.field("failed_criteria", pa.list_(pa.string()), nullable=False),
+            # The uplift the return is priced at: "measured" (the segment's latest campaign_results) or
+            # "prior" (expected_uplift); the measured interval (null for the prior) and its basis in words.
+            # Null in snapshots made before measured uplifts.
+            pa.field("uplift_used", pa.float64()),
+            pa.field("uplift_source", pa.string()),
+            pa.field("uplift_ci_low", pa.float64()),
+            pa.field("uplift_ci_high", pa.float64()),
+            pa.field("uplift_basis", pa.string()),
         ]
     ),
     as_of=True,
