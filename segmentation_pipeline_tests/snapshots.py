@@ -15,6 +15,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 
 DAY = date(2025, 12, 31)
@@ -32,6 +33,7 @@ def resources(data_dir: Path) -> dict[str, object]:
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(n_customers=SOURCE.n_customers),
         "llm": LLMResource(),
+        "webhook": WebhookResource(),
     }
 
 
