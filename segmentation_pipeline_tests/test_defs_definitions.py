@@ -71,6 +71,7 @@ def test_asset_checks_are_declared() -> None:
         ("explanations", "every_segment_explained"),
         ("explanations", "numbers_match_statistics"),
         ("explanations", "answered_by_configured_model"),
+        ("audiences", "suppression_file_is_clean"),
         ("report", "report_complete"),
     }
     # A day whose previous snapshot changed while it ran stops its run before the stages after clusters.

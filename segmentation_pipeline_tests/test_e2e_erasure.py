@@ -46,6 +46,7 @@ from segmentation_pipeline.defs.resources import (
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
+    WebhookResource,
 )
 from segmentation_pipeline_tests.runs import REPOSITORY, environment, instance_home
 
@@ -66,6 +67,7 @@ def resources(data_dir: Path) -> dict[str, object]:
         "identity_rules": IdentityRulesResource(),
         "event_source": EventSourceResource(kind="files"),
         "llm": LLMResource(),
+        "webhook": WebhookResource(),
     }
 
 
