@@ -23,6 +23,8 @@ import duckdb
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from .core.activation import export_folder  # noqa: E402
+from .core.campaign_results import REVENUE, ResultSettings  # noqa: E402
+from .core.reporting.document import SegmentationReport  # noqa: E402
 from .core.reporting.publish import load_report  # noqa: E402
 from .core.reporting.render import headline, migration_line  # noqa: E402
 from .core.schemas import MERGE_MAP, QUARANTINE_EVENTS, RAW_EVENTS  # noqa: E402
@@ -121,6 +123,7 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         f"since the last export {added:,} added, {removed:,} removed, {moved_in + moved_out:,} moved"
         for key, customers, control, added, removed, moved_in, moved_out in exports
     ] if exports else ["", "Audiences: no campaign to export (no segment is both approved and actionable)."]
+    lines += campaign_results_lines(report)
     report_dir = warehouse.report_dir(last)
     lines += [
         "",
@@ -137,6 +140,20 @@ def summary(warehouse: Warehouse, first: date, last: date) -> str:
         "  UI:       make dev, then open http://127.0.0.1:3000",
     ]
     return "\n".join(lines)
+
+
+def campaign_results_lines(report: SegmentationReport) -> list[str]:
+    """The last measured revenue uplift of every campaign, or why there is none yet."""
+    revenue = [result for result in report.campaign_results if result.metric == REVENUE]
+    if not revenue:
+        return [
+            "",
+            f"Campaign results: none measured yet (an export is measured {ResultSettings().window_days} days after "
+            "it goes out, against its control group: the campaign_results table)",
+        ]
+    return ["", "Campaign results (revenue per customer, treated against control):"] + [
+        f"  {result.summary}" for result in revenue
+    ]
 
 
 def _positive(text: str) -> int:

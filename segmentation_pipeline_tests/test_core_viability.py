@@ -54,6 +54,8 @@ def test_defaults_are_the_documented_ones() -> None:
         "campaign_cost_per_customer": 0.5,
         "expected_uplift": 0.10,
         "margin": 0.30,
+        "use_measured_uplift": True,
+        "min_control_customers": 100,
     }
 
 
@@ -216,3 +218,57 @@ def test_malformed_inputs_are_refused() -> None:
         viability.assess_viability(negative, robust("good"))
     with pytest.raises(DataValidationError, match="'overall'"):
         viability.assess_viability(segments_table(GOOD), robust("good").assign(overall=["high"]))
+
+
+def measured(segment_id: str, uplift: float, low: float, high: float, control: int = 400) -> pd.DataFrame:
+    """A segment's measured uplift as core.campaign_results.measured_uplifts gives it."""
+    return pd.DataFrame(
+        [
+            {
+                "segment_id": segment_id,
+                "campaign_key": f"{segment_id}-email",
+                "export_day": pd.Timestamp("2025-03-01").date(),
+                "measured_on": pd.Timestamp("2025-03-31").date(),
+                "treatment_customers": 3600,
+                "control_customers": control,
+                "relative_uplift": uplift,
+                "relative_ci_low": low,
+                "relative_ci_high": high,
+                "significant": low > 0,
+            }
+        ]
+    )
+
+
+def test_a_measured_uplift_replaces_the_prior_and_says_so() -> None:
+    segments = segments_table(GOOD, ("other", 100, 0.25, 20_000.0))
+    result = viability.assess_viability(
+        segments, robust("good", "other"), economics=AT_2, measured=measured("good", 0.04, 0.01, 0.07)
+    ).set_index("segment_id")
+    # good at its measured +4%: profit 20,000 x 0.04 x 0.30 = 240; cost 200; ROI 0.2, below the minimum of 0.5.
+    assert result.loc["good", "uplift_used"] == 0.04 and result.loc["good", "uplift_source"] == "measured"
+    assert (result.loc["good", "uplift_ci_low"], result.loc["good", "uplift_ci_high"]) == (0.01, 0.07)
+    assert result.loc["good", "incremental_profit"] == pytest.approx(240.0)
+    assert result.loc["good", "expected_roi"] == pytest.approx(0.2)
+    assert result.loc["good", "reasons"] == [
+        "expected ROI 0.20 at the uplift of +4.0% in revenue per customer measured on good-email exported "
+        "2025-03-01 (95% CI +1.0% to +7.0%; 3,600 treated against 400 control customers) is below the minimum of 0.50"
+    ]
+    # other has no measurement: the prior, as before, and its reasons do not change.
+    assert result.loc["other", "uplift_used"] == 0.10 and result.loc["other", "uplift_source"] == "prior"
+    assert math.isnan(result.loc["other", "uplift_ci_low"])
+    assert result.loc["other", "expected_roi"] == pytest.approx(2.0)
+    assert result.loc["other", "reasons"] == [
+        "meets every viability criterion (expected ROI 2.00, overall robustness 0.90)"
+    ]
+    assert result.loc["other", "uplift_basis"].startswith("the assumed uplift of +10.0% (expected_uplift)")
+
+
+def test_a_measured_loss_rejects_and_the_measurement_can_be_turned_off() -> None:
+    loss = measured("good", -0.05, -0.12, 0.02)
+    result = viability.assess_viability(segments_table(GOOD), robust("good"), economics=AT_2, measured=loss)
+    # profit 20,000 x -0.05 x 0.30 = -300; cost 200; ROI -2.5
+    assert result.iloc[0]["expected_roi"] == pytest.approx(-2.5) and not result.iloc[0]["approved"]
+    off = AT_2.model_copy(update={"use_measured_uplift": False})
+    result = viability.assess_viability(segments_table(GOOD), robust("good"), economics=off, measured=loss)
+    assert result.iloc[0]["uplift_source"] == "prior" and result.iloc[0]["expected_roi"] == pytest.approx(2.0)

@@ -94,7 +94,9 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
     assert previous == dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
     assert parents("segment_migration") == {"clusters"}
     assert parents("robustness") == {"clusters", "profiles"}
-    assert parents("viability") == {"robustness", "clusters"}
+    # Measured campaign uplifts price the segments' campaigns; they are measured from the events and IDs alone.
+    assert parents("campaign_results") == {"raw_events", "merge_map"}
+    assert parents("viability") == {"robustness", "clusters", "campaign_results"}
     assert parents("actionability") == {"viability", "robustness", "clusters"}
     assert parents("explanations") == {"actionability", "viability", "robustness", "clusters"}
     # Audiences follow the campaigns of approved and actionable segments; the report shows the export.
@@ -111,6 +113,7 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "profiles",
         "clv_backtest",
         "merge_map",
+        "campaign_results",
     }
     daily = graph.get(dg.AssetKey("raw_events")).partitions_def
     for key in (
@@ -124,6 +127,7 @@ def test_the_analytic_stages_hang_off_the_foundation_in_order() -> None:
         "audiences",
         "audience_exports",
         "report",
+        "campaign_results",
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily
 

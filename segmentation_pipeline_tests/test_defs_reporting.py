@@ -114,6 +114,7 @@ def test_the_report_records_the_settings_each_stage_ran_with(reported, instance,
         "explanations",
         "audiences",
         "audience_exports",
+        "campaign_results",
         "report",
     ]
     # The runs that stored the stages are on the report's materialization, not in its files.

@@ -99,7 +99,8 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     assets = partitioned_assets(service.client)
     assert assets == sorted(
         ["raw_events", "id_history", "merge_map", "clv_backtest", "profiles", "clusters", "segment_migration",
-         "robustness", "viability", "actionability", "explanations", "audiences", "audience_exports", "report"]
+         "robustness", "viability", "actionability", "explanations", "audiences", "audience_exports",
+         "campaign_results", "report"]
     )  # fmt: skip
 
     # The CLI of `make backfill` against this webserver: it launches the backfill and follows it.
@@ -110,9 +111,9 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
     )  # fmt: skip
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
     first_line = backfill.stdout.splitlines()[0]
-    assert f"of 14 assets, {FIRST} .. {LAST}" in first_line
+    assert f"of 15 assets, {FIRST} .. {LAST}" in first_line
     backfill_id = first_line.split()[1]
-    assert "COMPLETED_SUCCESS: 28/28 asset partitions materialized, 0 failed" in backfill.stdout
+    assert "COMPLETED_SUCCESS: 30/30 asset partitions materialized, 0 failed" in backfill.stdout
 
     with dg.DagsterInstance.from_config(str(service.home)) as instance:
         # raw_events, id_history, merge_map, clv_backtest and profiles: one run for the whole range.
@@ -132,8 +133,7 @@ def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service:
         assert [run.tags["dagster/partition"] for run in after] == ["2025-01-01", "2025-01-02"]
         later_stages = {
             "segment_migration", "robustness", "viability", "actionability", "explanations", "audiences",
-            "audience_exports", "report",
-        }  # fmt: skip
+            "audience_exports", "report"}  # fmt: skip
         selections = {run.run_id: sorted(key.to_user_string() for key in run.asset_selection) for run in after}
         assert all(set(selection) == later_stages for selection in selections.values()), selections
         records = {record.dagster_run.run_id: record for record in instance.get_run_records()}

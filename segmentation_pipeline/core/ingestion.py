@@ -14,9 +14,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from . import synthetic
+from .activation import complete_export_days, export_folder, exported_lists
 from .errors import DataValidationError
 from .incoming import keep_day_files
 from .schemas import unassigned
@@ -142,12 +144,12 @@ def ingest(
         ThreadPoolExecutor(1, thread_name_prefix="generate") as generating,
         ThreadPoolExecutor(1, thread_name_prefix="store") as storing,
     ):
-        upcoming = generating.submit(_generated_input, contract, source, chunks[0])
+        upcoming = generating.submit(_generated_input, contract, source, chunks[0], warehouse.root)
         stored: Future[list[WrittenPartition]] | None = None
         for index, chunk in enumerate(chunks):
             generated = upcoming.result()
             if index + 1 < len(chunks):
-                upcoming = generating.submit(_generated_input, contract, source, chunks[index + 1])
+                upcoming = generating.submit(_generated_input, contract, source, chunks[index + 1], warehouse.root)
             # A many-day file is read by every chunk; its undated rows are kept once.
             batch, without_input = ingest_days(
                 con,
@@ -173,12 +175,39 @@ def ingest(
     return summary
 
 
-def _generated_input(contract: Contract, source: Source, days: Sequence[date]) -> dict[date, pa.Table] | None:
-    """The synthetic source's tables of `days`; None for files, which DuckDB reads itself."""
+def _generated_input(
+    contract: Contract, source: Source, days: Sequence[date], data_dir: Path | None = None
+) -> dict[date, pa.Table] | None:
+    """The synthetic source's tables of `days`; None for files, which DuckDB reads itself.
+
+    With a campaign_uplift, the events of a day respond to the treatment lists of the latest
+    complete export before it under `data_dir` (the warehouse being ingested into)."""
     if isinstance(source, FileSourceSettings):
         return None
-    generate = synthetic.events_for_day if contract is EVENTS else synthetic.merges_for_day
-    return {day: generate(source, day) for day in days}
+    if contract is not EVENTS:
+        return {day: synthetic.merges_for_day(source, day) for day in days}
+    if not source.campaign_uplift or data_dir is None:
+        return {day: synthetic.events_for_day(source, day) for day in days}
+    campaigns = CampaignsRunning(data_dir, source)
+    return {day: synthetic.events_for_day(source, day, campaigns.customers_on(day)) for day in days}
+
+
+class CampaignsRunning:
+    """The synthetic customers a campaign runs for on a day: those on the treatment lists of the latest
+    complete export before it (what the campaign tools hold); each export is read once."""
+
+    def __init__(self, data_dir: Path, source: synthetic.SyntheticSettings) -> None:
+        self.data_dir, self.source = Path(data_dir), source
+        self._by_export: dict[date | None, np.ndarray] = {}
+
+    def customers_on(self, day: date) -> np.ndarray:
+        exported = complete_export_days(self.data_dir, before=day)
+        latest = exported[-1] if exported else None
+        if latest not in self._by_export:
+            lists = exported_lists(export_folder(self.data_dir, latest)) if latest else {}
+            treated = set().union(*lists.values()) if lists else set()
+            self._by_export[latest] = synthetic.customers_of(self.source, treated)
+        return self._by_export[latest]
 
 
 def ingest_days(

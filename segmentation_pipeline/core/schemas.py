@@ -190,6 +190,13 @@ class SegmentViability(BaseModel):
     approved: bool
     reasons: list[str] = Field(default_factory=list)
     failed_criteria: list[str] = Field(default_factory=list)
+    #: The uplift the return is priced at, "measured" (campaign_results) or "prior" (expected_uplift), the
+    #: measured interval, and what it stands on in words; None in snapshots made before measured uplifts.
+    uplift_used: float | None = None
+    uplift_source: str | None = None
+    uplift_ci_low: float | None = None
+    uplift_ci_high: float | None = None
+    uplift_basis: str | None = None
 
 
 #: Where an answer came from: the configured language model ("llm"), the deterministic
@@ -643,6 +650,14 @@ VIABILITY = TableSpec(
             pa.field("approved", pa.bool_(), nullable=False),
             pa.field("reasons", pa.list_(pa.string()), nullable=False),
             pa.field("failed_criteria", pa.list_(pa.string()), nullable=False),
+            # The uplift the return is priced at: "measured" (the segment's latest campaign_results) or
+            # "prior" (expected_uplift); the measured interval (null for the prior) and its basis in words.
+            # Null in snapshots made before measured uplifts.
+            pa.field("uplift_used", pa.float64()),
+            pa.field("uplift_source", pa.string()),
+            pa.field("uplift_ci_low", pa.float64()),
+            pa.field("uplift_ci_high", pa.float64()),
+            pa.field("uplift_basis", pa.string()),
         ]
     ),
     as_of=True,
@@ -759,6 +774,46 @@ AUDIENCE_EXPORTS = TableSpec(
     as_of=True,
 )
 
+CAMPAIGN_RESULTS = TableSpec(
+    name="campaign_results",
+    description="Campaigns measured once their window has passed (core.campaign_results): the partition of day D "
+    "holds the exports of day D - window_days, one row per (campaign, metric): treatment against control, the "
+    "uplift with its confidence interval and whether it is significant.",
+    schema=pa.schema(
+        [
+            pa.field("export_day", pa.date32(), nullable=False),
+            pa.field("campaign_key", pa.string(), nullable=False),
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("segment_name", pa.string(), nullable=False),
+            pa.field("channel", pa.string(), nullable=False),
+            # conversion_rate (share who bought), orders_per_customer or revenue_per_customer (net of refunds).
+            pa.field("metric", pa.string(), nullable=False),
+            pa.field("window_days", pa.int64(), nullable=False),
+            pa.field("window_first_day", pa.date32(), nullable=False),
+            pa.field("window_last_day", pa.date32(), nullable=False),
+            # Days of the window with stored events (window_days when none is missing).
+            pa.field("days_with_events", pa.int64(), nullable=False),
+            pa.field("treatment_customers", pa.int64(), nullable=False),
+            pa.field("control_customers", pa.int64(), nullable=False),
+            pa.field("treatment_value", pa.float64()),
+            pa.field("control_value", pa.float64()),
+            # Treatment minus control, in the metric's unit, with its interval.
+            pa.field("uplift", pa.float64()),
+            pa.field("uplift_ci_low", pa.float64()),
+            pa.field("uplift_ci_high", pa.float64()),
+            # (treatment - control) / control: 0.10 is +10%; null where the control value is not above zero.
+            pa.field("relative_uplift", pa.float64()),
+            pa.field("relative_ci_low", pa.float64()),
+            pa.field("relative_ci_high", pa.float64()),
+            pa.field("confidence", pa.float64(), nullable=False),
+            # The interval of the absolute uplift excludes zero.
+            pa.field("significant", pa.bool_(), nullable=False),
+            pa.field("method", pa.string(), nullable=False),
+            pa.field("summary", pa.string(), nullable=False),
+        ]
+    ),
+)
+
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
     description="Ground truth of the synthetic source: each customer's generating archetype.",
@@ -811,6 +866,7 @@ TABLES: dict[str, TableSpec] = {
         EXPLANATIONS,
         AUDIENCES,
         AUDIENCE_EXPORTS,
+        CAMPAIGN_RESULTS,
         COMPLETE_SNAPSHOTS,
         SYNTHETIC_TRUTH,
     )

@@ -31,6 +31,9 @@ over time) and then produces any day's events and ID merge records on demand:
   broken, so a clean event has the same ID whatever the fault rate.
 - The ground truth (each ID's person and archetype) lets tests and the report
   check what segmentation recovers.
+- A campaign's response can be played (campaign_uplift): the customers on the
+  treatment lists of the latest export before a day visit more often that day,
+  by a known factor, so that campaign_results has a known answer to find.
 
 Per-day work is vectorized over sessions and events; the only work over the
 whole population is a handful of array passes to get each customer's session
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -192,6 +196,13 @@ class SyntheticSettings:
     #: is chosen to leave them recoverable but blurred, as real segments are:
     #: about 0.85 on those customers and 0.65 on all active customers.
     personal_variation: float = 0.29
+    #: True effect of a campaign, to measure campaign_results against a known answer: on each day
+    #: after an export, the customers of the treatment lists the campaign tools hold (the latest
+    #: complete export before the day) visit at (1 + campaign_uplift) times their usual rate, so their
+    #: expected purchases, orders and revenue per day are (1 + campaign_uplift) times what they would
+    #: have been. The control group and everyone else are untouched. 0: no campaign effect, and the
+    #: events are those of a source without campaigns, to the byte.
+    campaign_uplift: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "a non-negative integer", self.seed)
@@ -210,6 +221,7 @@ class SyntheticSettings:
         _require(
             0.0 <= self.personal_variation <= 1.0, "personal_variation", "a share in [0, 1]", self.personal_variation
         )
+        _require(self.campaign_uplift >= -1.0, "campaign_uplift", "at least -1 (-100%)", self.campaign_uplift)
 
 
 def _require(condition: bool, name: str, expected: str, found: object) -> None:
@@ -1051,6 +1063,15 @@ def ground_truth(settings: SyntheticSettings) -> pa.Table:
     return truth.sort_by([("person_id", "ascending"), ("customer_id", "ascending")])
 
 
+def customers_of(settings: SyntheticSettings, ids: Iterable[str]) -> np.ndarray:
+    """Positions of the customers who go by `ids` (any ID they used: guest, account or primary),
+    sorted and unique; IDs the source never issued (junk, another source's) are left out."""
+    people = population(settings)
+    wanted = pa.array(sorted(set(ids)), pa.string())
+    positions = pc.index_in(wanted, value_set=people.id_pool).drop_null().to_numpy(zero_copy_only=False)
+    return np.unique(people.id_owner[positions.astype(np.int64)])
+
+
 # ------------------------------------------------------------------ events
 
 
@@ -1090,10 +1111,13 @@ class _Events:
     customer_missing: np.ndarray
 
 
-def events_for_day(settings: SyntheticSettings, day: date) -> pa.Table:
+def events_for_day(settings: SyntheticSettings, day: date, campaign_customers: np.ndarray | None = None) -> pa.Table:
     """The events of `day`, sorted by timestamp (SYNTHETIC_EVENTS_SCHEMA).
 
-    A function of (settings, day) only. Days before start_date have no events.
+    A function of (settings, day) only, and of `campaign_customers` (positions of customers, see
+    `customers_of`) when settings.campaign_uplift is not 0: the customers a campaign is running for
+    on the day, whose session rate is multiplied by 1 + campaign_uplift. Days before start_date
+    have no events.
     """
     offset = (day - settings.start_date).days
     if offset < 0:
@@ -1101,7 +1125,10 @@ def events_for_day(settings: SyntheticSettings, day: date) -> pa.Table:
     people = population(settings)
     day_start_us = (day.toordinal() - _EPOCH_ORDINAL) * DAY_US
     rng = np.random.default_rng([settings.seed, day.toordinal(), _SESSION_STREAM])
-    sessions = _draw_sessions(rng, people, offset, day.weekday(), day_start_us)
+    responding = campaign_customers if settings.campaign_uplift and campaign_customers is not None else None
+    sessions = _draw_sessions(
+        rng, people, offset, day.weekday(), day_start_us, responding, 1.0 + settings.campaign_uplift
+    )
     events = _expand_sessions(rng, people, sessions, day_start_us + DAY_US)
     if settings.bad_row_rate > 0:
         bad_row_rng = np.random.default_rng([settings.seed, day.toordinal(), _BAD_ROW_STREAM])
@@ -1132,15 +1159,25 @@ def _fade_factor(archetype: Archetype, days_to_lapse: np.ndarray) -> np.ndarray:
 
 
 def _draw_sessions(
-    rng: np.random.Generator, people: Population, offset: int, weekday: int, day_start_us: int
+    rng: np.random.Generator,
+    people: Population,
+    offset: int,
+    weekday: int,
+    day_start_us: int,
+    responding: np.ndarray | None = None,
+    response: float = 1.0,
 ) -> _Sessions:
     """Who starts a session when, and what happens in it.
 
     Independent Poisson counts per customer are drawn as one Poisson total split
     in proportion to the rates: the same distribution, without a draw per customer.
-    The sessions pinned to the day are added to the random ones.
+    The sessions pinned to the day are added to the random ones. The `responding`
+    customers' rates are multiplied by `response` (a campaign's effect).
     """
-    cumulative = np.cumsum(_session_rates(people, offset, weekday))
+    rates = _session_rates(people, offset, weekday)
+    if responding is not None and responding.size:
+        rates[responding] *= response
+    cumulative = np.cumsum(rates)
     total = float(cumulative[-1])
     count = int(rng.poisson(total))
     # Sorted needles keep the search cache-friendly on a million-customer array.

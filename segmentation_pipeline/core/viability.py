@@ -12,9 +12,16 @@ Expected return of a campaign aimed at the whole segment (CampaignEconomics):
                          default), the value a campaign run now can move; a
                          campaign does not lift a whole year of purchases. Where
                          a snapshot has no cycle value (made before it), total_clv.
-    incremental_profit = campaign_value x expected_uplift x margin
+    incremental_profit = campaign_value x uplift x margin
     campaign_cost      = size x campaign_cost_per_customer
     expected_roi       = (incremental_profit - campaign_cost) / campaign_cost
+
+The uplift is the segment's measured one where a campaign of it was measured
+(core.campaign_results: the relative revenue uplift of its latest measured
+export, in results of days up to the viability's own, with a control group of
+at least `min_control_customers`), else the prior `expected_uplift`; the table
+says which (`uplift_source`: measured or prior) with the interval and what it
+was measured on. A measured uplift below zero prices the campaign at a loss.
 
 e.g. 100 customers expected to spend 20,000 in the cycle, 10% uplift, 30% margin, 2.0 per
 customer: profit 600, cost 200, ROI (600 - 200) / 200 = 2.0. (The default cost is 0.5 per
@@ -59,7 +66,13 @@ VIABILITY_COLUMNS: tuple[str, ...] = (
     "approved",
     "reasons",
     "failed_criteria",
+    "uplift_used",
+    "uplift_source",
+    "uplift_ci_low",
+    "uplift_ci_high",
+    "uplift_basis",
 )
+MEASURED, PRIOR = "measured", "prior"
 
 HIGH_IMPACT_FROM = 0.5
 MEDIUM_IMPACT_FROM = 0.3
@@ -101,13 +114,28 @@ class CampaignEconomics(BaseModel):
         0.10, ge=0, description="Share by which the campaign raises the segment's expected value (0.10 = +10%)."
     )
     margin: float = Field(0.30, ge=0, le=1, description="Gross margin on revenue: the profit part of extra CLV.")
+    use_measured_uplift: bool = Field(
+        True,
+        description="Price a segment's campaign at its measured uplift (campaign_results: the relative revenue "
+        "uplift of its latest measured campaign) where there is one; off: always expected_uplift.",
+    )
+    min_control_customers: int = Field(
+        100,
+        ge=2,
+        description="A measured uplift counts only when its control group had at least this many customers "
+        "(a smaller one gives an interval too wide to replace expected_uplift with).",
+    )
 
 
-def campaign_roi(size: int, campaign_value: float, economics: CampaignEconomics) -> tuple[float, float, float]:
+def campaign_roi(
+    size: int, campaign_value: float, economics: CampaignEconomics, uplift: float | None = None
+) -> tuple[float, float, float]:
     """(campaign_cost, incremental_profit, expected_roi) of targeting a whole segment whose members are expected
-    to spend `campaign_value` in the campaign's cycle; ROI is NaN at size 0."""
+    to spend `campaign_value` in the campaign's cycle, at `uplift` (default: the prior expected_uplift);
+    ROI is NaN at size 0."""
     cost = size * economics.campaign_cost_per_customer
-    profit = campaign_value * economics.expected_uplift * economics.margin
+    uplift = economics.expected_uplift if uplift is None else uplift
+    profit = campaign_value * uplift * economics.margin
     roi = (profit - cost) / cost if cost > 0 else math.nan
     return cost, profit, roi
 
@@ -137,8 +165,14 @@ def assess_viability(
     robustness: pd.DataFrame,
     criteria: ValidationCriteria | None = None,
     economics: CampaignEconomics | None = None,
+    measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per segment, in the order of ``segments``: economics, impact, and the verdict with its reasons.
+
+    ``measured`` holds the segments' measured uplifts (core.campaign_results.measured_uplifts: segment_id,
+    campaign_key, export_day, treatment and control customers, relative_uplift with its interval); a segment
+    in it is priced at its measured uplift (unless economics.use_measured_uplift is off), any other at
+    expected_uplift.
 
     A rejected segment lists one sentence per failed criterion in ``reasons`` (with the value
     and the threshold) and the criterion names in ``failed_criteria``. An approved segment has
@@ -157,11 +191,14 @@ def assess_viability(
     scores = robustness.set_index("segment_id").reindex(segments["segment_id"])
 
     impact = strategic_impact(segments)
+    uplifts = _uplifts(segments["segment_id"], economics, measured)
     rows = []
     for position, segment in enumerate(segments.to_dict("records")):
         value = cycle_values[position] if np.isfinite(cycle_values[position]) else segment["total_clv"]
-        cost, profit, roi = campaign_roi(segment["size"], value, economics)
+        uplift = uplifts[segment["segment_id"]]
+        cost, profit, roi = campaign_roi(segment["size"], value, economics, uplift["uplift_used"])
         overall = float(scores["overall"].iloc[position])
+        at_uplift = f" at {uplift['uplift_basis']}" if uplift["uplift_source"] == MEASURED else ""
         failures = _failed_criteria(
             criteria,
             size=segment["size"],
@@ -170,9 +207,10 @@ def assess_viability(
             feature_stability=float(scores["feature_drop_stability"].iloc[position]),
             overall=overall,
             roi=roi,
+            at_uplift=at_uplift,
         )
         reasons = list(failures.values()) or [
-            f"meets every viability criterion (expected ROI {roi:.2f}, overall robustness {overall:.2f})"
+            f"meets every viability criterion (expected ROI {roi:.2f}{at_uplift}, overall robustness {overall:.2f})"
         ]
         rows.append(
             {
@@ -186,6 +224,7 @@ def assess_viability(
                 "approved": not failures,
                 "reasons": reasons,
                 "failed_criteria": list(failures),
+                **uplift,
             }
         )
     return pd.DataFrame(rows, columns=list(VIABILITY_COLUMNS)).astype(
@@ -201,8 +240,46 @@ def assess_viability(
             "expected_roi": "float64",
             "strategic_impact": "float64",
             "approved": "bool",
+            "uplift_used": "float64",
+            "uplift_ci_low": "float64",
+            "uplift_ci_high": "float64",
         }
     )
+
+
+def _uplifts(
+    segment_ids: pd.Series, economics: CampaignEconomics, measured: pd.DataFrame | None
+) -> dict[str, dict[str, object]]:
+    """Segment ID -> the uplift its campaign is priced at, where it comes from, its interval and its basis."""
+    found = (
+        measured.set_index("segment_id").to_dict("index")
+        if measured is not None and economics.use_measured_uplift and len(measured)
+        else {}
+    )
+    uplifts = {}
+    for segment_id in segment_ids:
+        row = found.get(segment_id)
+        if row is None:
+            uplifts[segment_id] = {
+                "uplift_used": economics.expected_uplift,
+                "uplift_source": PRIOR,
+                "uplift_ci_low": math.nan,
+                "uplift_ci_high": math.nan,
+                "uplift_basis": f"the assumed uplift of {economics.expected_uplift:+.1%} (expected_uplift): "
+                "no campaign of this segment measured yet",
+            }
+            continue
+        low, high = float(row["relative_ci_low"]), float(row["relative_ci_high"])
+        uplifts[segment_id] = {
+            "uplift_used": float(row["relative_uplift"]),
+            "uplift_source": MEASURED,
+            "uplift_ci_low": low,
+            "uplift_ci_high": high,
+            "uplift_basis": f"the uplift of {float(row['relative_uplift']):+.1%} in revenue per customer measured on "
+            f"{row['campaign_key']} exported {row['export_day']} (95% CI {low:+.1%} to {high:+.1%}; "
+            f"{int(row['treatment_customers']):,} treated against {int(row['control_customers']):,} control customers)",
+        }
+    return uplifts
 
 
 def _failed_criteria(
@@ -214,6 +291,7 @@ def _failed_criteria(
     feature_stability: float,
     overall: float,
     roi: float,
+    at_uplift: str = "",
 ) -> dict[str, str]:
     """Criterion name -> the sentence explaining the failure, for each criterion the segment fails."""
     failures: dict[str, str] = {}
@@ -238,7 +316,9 @@ def _failed_criteria(
             f"expected ROI cannot be computed for an empty segment; the minimum is {criteria.min_expected_roi:.2f}"
         )
     elif roi < criteria.min_expected_roi:
-        failures["min_expected_roi"] = f"expected ROI {roi:.2f} is below the minimum of {criteria.min_expected_roi:.2f}"
+        failures["min_expected_roi"] = (
+            f"expected ROI {roi:.2f}{at_uplift} is below the minimum of {criteria.min_expected_roi:.2f}"
+        )
     return failures
 
 

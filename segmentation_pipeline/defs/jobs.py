@@ -8,12 +8,14 @@ from .assets.ingestion import id_history, raw_events
 from .assets.insights import actionability, explanations
 from .assets.profiles import clv_backtest, profiles
 from .assets.reporting import report
+from .assets.results import campaign_results
 from .assets.segmentation import clusters, robustness, segment_migration, viability
 from .partitions import daily_partitions
 
 #: The as-of assets of one day, in graph order: what follows ingestion in a day's run.
 SNAPSHOT_ASSETS = [
     merge_map,
+    campaign_results,
     clv_backtest,
     profiles,
     clusters,

@@ -56,6 +56,12 @@ class EventSourceResource(dg.ConfigurableResource):
     bad_row_rate: float = Field(
         default=0.0005, description="Share of synthetic event rows deliberately broken to exercise quarantine."
     )
+    campaign_uplift: float = Field(
+        default=0.0,
+        description="Synthetic source only: the true effect of a campaign, for testing campaign_results against "
+        "a known answer. On each day after an export, the customers on its treatment lists visit (and so buy) "
+        "at 1 + this times their usual rate (0.5: +50% orders and revenue). 0: no campaign effect.",
+    )
     incoming_dir: str = Field(
         default="",
         description="Folder of real input files; empty means '<data dir>/incoming'. "
@@ -148,6 +154,7 @@ class EventSourceResource(dg.ConfigurableResource):
             start_date=date.fromisoformat(self.start_date),
             merge_probability=self.merge_probability,
             bad_row_rate=self.bad_row_rate,
+            campaign_uplift=self.campaign_uplift,
         )
 
 

@@ -32,6 +32,7 @@ from ..profiles import CLV_KEY, WindowInput
 from ..schemas import (
     ACTIONABILITY,
     AUDIENCE_EXPORTS,
+    CAMPAIGN_RESULTS,
     CLUSTERS,
     CLV_BACKTEST,
     EXPLANATIONS,
@@ -264,6 +265,28 @@ class CampaignExport(_Record):
     moved_in: int
     moved_out: int
     folder: str
+class CampaignResult(_Record):
+    """One metric of a campaign's latest measurement in campaign_results up to the report's day."""
+
+    campaign_key: str
+    segment_id: str
+    export_day: date
+    #: The day of the campaign_results partition: the end of the measurement window.
+    measured_on: date
+    window_days: int
+    metric: str
+    treatment_customers: int
+    control_customers: int
+    treatment_value: float | None = None
+    control_value: float | None = None
+    uplift: float | None = None
+    uplift_ci_low: float | None = None
+    uplift_ci_high: float | None = None
+    relative_uplift: float | None = None
+    relative_ci_low: float | None = None
+    relative_ci_high: float | None = None
+    significant: bool
+    summary: str
 
 
 class SegmentationReport(_Record):
@@ -279,6 +302,8 @@ class SegmentationReport(_Record):
     customer_value: CustomerValue | None = None
     #: The campaigns exported for the day (empty when none was, or in older reports).
     exports: list[CampaignExport] = Field(default_factory=list)
+    #: The latest measurement of every campaign measured up to the day (core.campaign_results).
+    campaign_results: list[CampaignResult] = Field(default_factory=list)
     charts: list[ChartFile] = Field(default_factory=list)
 
     def segment(self, segment_id: str) -> SegmentReport:
@@ -351,6 +376,7 @@ def gather_report(
         settings=settings,
         customer_value=_customer_value(store, as_of),
         exports=_exports(store, as_of),
+        campaign_results=latest_campaign_results(store, as_of),
     )
     not_numbers = list(_not_finite(report.model_dump()))
     if not_numbers:
@@ -504,6 +530,18 @@ def _exports(store: Warehouse, as_of: date) -> list[CampaignExport]:
         return []
     fields = list(CampaignExport.model_fields)
     return [CampaignExport(**row) for row in store.read_partition(AUDIENCE_EXPORTS, as_of).select(fields).to_pylist()]
+def latest_campaign_results(store: Warehouse, as_of: date) -> list[CampaignResult]:
+    """Every campaign's latest measured export in campaign_results of days up to `as_of`, one item per metric."""
+    latest: dict[str, list[CampaignResult]] = {}
+    for day in store.partition_days(CAMPAIGN_RESULTS, None, as_of):
+        by_campaign: dict[str, list[CampaignResult]] = {}
+        for row in store.read_partition(CAMPAIGN_RESULTS, day).to_pylist():
+            fields = {name: row[name] for name in CampaignResult.model_fields if name in row}
+            by_campaign.setdefault(row["campaign_key"], []).append(CampaignResult(**fields, measured_on=day))
+        for key, items in by_campaign.items():
+            if key not in latest or items[0].export_day >= latest[key][0].export_day:
+                latest[key] = items
+    return [item for key in sorted(latest) for item in latest[key]]
 
 
 def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:

@@ -213,6 +213,7 @@ def markdown(report: SegmentationReport) -> str:
             lines.append(f"- Not approved: {md_text('; '.join(item.viability.reasons))}")
         if not item.actionability.actionable:
             lines.append(f"- Not actionable: {md_text(item.actionability.reason)}")
+    lines += _campaign_uplift_markdown(report)
     lines += ["", "## Since the previous snapshot", "", migration_line(report)]
     if report.exports:
         lines += ["", "## Audiences exported", "", exports_line(report), "", exports_table(report)]
@@ -220,6 +221,90 @@ def markdown(report: SegmentationReport) -> str:
         lines += ["", "## How well the churn and CLV models forecast", "", backtest_table(report)]
     lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
+
+
+def uplift_lines(report: SegmentationReport) -> list[str]:
+    """Which uplift each segment's expected ROI is priced at: one line per segment with a measured uplift,
+    one for all the segments priced at the assumed uplift."""
+    measured = [item for item in report.segments if item.viability.uplift_source == "measured"]
+    assumed = [item for item in report.segments if item.viability.uplift_source == "prior"]
+    lines = [f"{item.segment_id} {item.name}: ROI priced at {item.viability.uplift_basis}." for item in measured]
+    if assumed:
+        named = ", ".join(item.segment_id for item in assumed)
+        lines.append(
+            f"{'Every segment' if not measured else 'The other segments'} ({named}): ROI priced at the assumed "
+            f"uplift of {assumed[0].viability.uplift_used:+.1%}, as no campaign of theirs has been measured yet."
+        )
+    return lines
+
+
+#: Metrics of campaign_results as the report's table shows them.
+_CONVERSION, _REVENUE = "conversion_rate", "revenue_per_customer"
+
+
+def _campaign_rows(report: SegmentationReport) -> list[list[str]]:
+    """One row per measured campaign: groups, what they bought, and the revenue uplift with its interval."""
+    by_campaign: dict[str, dict[str, object]] = {}
+    for result in report.campaign_results:
+        by_campaign.setdefault(result.campaign_key, {})[result.metric] = result
+    rows = []
+    for key, metrics in by_campaign.items():
+        conversion, revenue = metrics.get(_CONVERSION), metrics.get(_REVENUE)
+        if conversion is None or revenue is None:
+            continue
+        relative = (
+            f"{revenue.relative_uplift:+.1%} ({revenue.relative_ci_low:+.1%} to {revenue.relative_ci_high:+.1%})"
+            if revenue.relative_ci_low is not None
+            else "n/a"
+        )
+        rows.append(
+            [
+                key,
+                f"{revenue.export_day} ({revenue.window_days} days to {revenue.measured_on})",
+                f"{revenue.treatment_customers:,} / {revenue.control_customers:,}",
+                f"{_number(conversion.treatment_value, '{:.1%}')} vs {_number(conversion.control_value, '{:.1%}')}",
+                f"{_number(revenue.treatment_value, '{:,.2f}')} vs {_number(revenue.control_value, '{:,.2f}')}",
+                relative,
+                "yes" if revenue.significant else "no",
+            ]
+        )
+    return rows
+
+
+_CAMPAIGN_COLUMNS = (
+    "Campaign",
+    "Exported (measured over)",
+    "Treated / control customers",
+    "Bought: treated vs control",
+    "Revenue per customer: treated vs control",
+    "Revenue uplift (95% CI)",
+    "Significant",
+)
+
+
+def campaign_results_table(report: SegmentationReport) -> str:
+    """The last measured uplift of every campaign, as a Markdown table ("" when none was measured)."""
+    rows = _campaign_rows(report)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(_CAMPAIGN_COLUMNS) + " |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _campaign_uplift_markdown(report: SegmentationReport) -> list[str]:
+    lines = uplift_lines(report)
+    if not lines and not report.campaign_results:
+        return []
+    table = campaign_results_table(report)
+    return [
+        "",
+        "## Campaign uplift",
+        "",
+        *(f"- {md_text(line)}" for line in lines),
+        "",
+        table or "No campaign has been measured yet: every return is priced at the assumed uplift.",
+    ]
 
 
 def dimension_score(answer: ActionabilityAnswer, dimension: str) -> str:
@@ -321,6 +406,7 @@ def html(report: SegmentationReport, folder: Path) -> str:
         for chart in report.charts
         if chart.name != "dashboard"
     ]
+    parts += _campaign_uplift_html(report)
     parts += ["<h2>Since the previous snapshot</h2>", f"<p>{escape(migration_line(report))}</p>"]
     if report.exports:
         parts += ["<h2>Audiences exported</h2>", f"<p>{escape(exports_line(report))}</p>", _exports_html(report)]
@@ -421,6 +507,23 @@ def _rhythm_text(rhythm: PurchaseRhythm | None) -> str:
     if rhythm.median_days_since_purchase is not None:
         parts.append(f"last purchase {rhythm.median_days_since_purchase} days ago")
     return ", ".join(parts) + " (medians)"
+
+
+def _campaign_uplift_html(report: SegmentationReport) -> list[str]:
+    lines = uplift_lines(report)
+    if not lines and not report.campaign_results:
+        return []
+    rows = _campaign_rows(report)
+    header = "".join(f"<th>{escape(name)}</th>" for name in _CAMPAIGN_COLUMNS)
+    table = (
+        f"<table><tr>{header}</tr>"
+        + "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+        + "</table>"
+        if rows
+        else "<p>No campaign has been measured yet: every return is priced at the assumed uplift.</p>"
+    )
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return ["<h2>Campaign uplift</h2>", f"<ul>{items}</ul>" if items else "", table]
 
 
 def _backtest_html(report: SegmentationReport) -> str:

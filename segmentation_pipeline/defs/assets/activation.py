@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from ...core import activation
+from ...core.campaign_results import measured_campaign_uplifts
 from ...core.schemas import (
     ACTIONABILITY,
     AUDIENCE_EXPORTS,
@@ -106,8 +107,16 @@ def audiences(
     )
     attributes_path = event_source.attributes_file(store.root)
     attributes = activation.read_attributes(attributes_path, ids) if attributes_path else None
+    # A campaign measured before weighs in at its measured uplift when a customer qualifies for several.
+    measured = measured_campaign_uplifts(store, as_of, CampaignEconomics().min_control_customers)
     result = activation.build_audiences(
-        profile_table, store.read_required(CLUSTERS, as_of), campaigns, config.settings(), suppressions, attributes
+        profile_table,
+        store.read_required(CLUSTERS, as_of),
+        campaigns,
+        config.settings(),
+        suppressions,
+        attributes,
+        uplifts=measured,
     )
     written = store.write_partition(AUDIENCES, as_of, result.table)
     store.refresh_catalog(TABLES.values())
@@ -126,6 +135,9 @@ def audiences(
             "control_customers": int(groups.get(activation.CONTROL, 0)),
             "control_share": config.control_share,
             "exclusivity": config.exclusivity,
+            "campaigns_at_measured_uplift": dg.MetadataValue.json(
+                {key: round(value, 4) for key, value in measured.items() if key in {c.key for c in result.campaigns}}
+            ),
             "customers_in_several_campaigns": result.contested,
             "group_balance": dg.MetadataValue.json(result.balance),
             "suppressed_customers": counts_table(result.suppressed, "reason", "customers"),

@@ -18,6 +18,7 @@ from .activation import AudienceExportsConfig, AudiencesConfig, audience_exports
 from .identity import MergeMapConfig, merge_map
 from .insights import ActionabilityConfig, ExplanationsConfig, actionability, explanations
 from .profiles import ClvBacktestConfig, ProfilesConfig, clv_backtest, profiles
+from .results import CampaignResultsConfig, campaign_results
 from .segmentation import (
     ClustersConfig,
     RobustnessConfig,
@@ -51,6 +52,7 @@ _STAGES: dict[str, type[dg.Config] | None] = {
     "explanations": ExplanationsConfig,
     "audiences": AudiencesConfig,
     "audience_exports": AudienceExportsConfig,
+    "campaign_results": CampaignResultsConfig,
 }
 
 
@@ -59,7 +61,7 @@ _STAGES: dict[str, type[dg.Config] | None] = {
     # Everything the report reads of the day; raw_events only through the profiles' window (coverage).
     deps=[
         audience_exports, explanations, actionability, viability, robustness, segment_migration, clusters, profiles,
-        clv_backtest, merge_map,
+        clv_backtest, merge_map, campaign_results,
     ],  # fmt: skip
     group_name="reporting",
     kinds={"html", "json", "seaborn"},

@@ -10,6 +10,7 @@ from pydantic import Field
 from ...core import clustering, lineage
 from ...core import robustness as robustness_tests
 from ...core import viability as viability_rules
+from ...core.campaign_results import measured_uplifts
 from ...core.clustering import ClusteringSettings, segment_customers
 from ...core.features import DEFAULT_CLUSTER_FEATURES
 from ...core.robustness import RobustnessSettings
@@ -39,6 +40,7 @@ from ..partitions import DayResult, daily_partitions, for_each_day, partition_da
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
 from .profiles import profiles
+from .results import campaign_results
 
 _CLUSTERING = ClusteringSettings()
 _ROBUSTNESS = RobustnessSettings()
@@ -365,6 +367,8 @@ class ViabilityConfig(dg.Config):
     campaign_cost_per_customer: float = field_of(_ECONOMICS, "campaign_cost_per_customer")
     expected_uplift: float = field_of(_ECONOMICS, "expected_uplift")
     margin: float = field_of(_ECONOMICS, "margin")
+    use_measured_uplift: bool = field_of(_ECONOMICS, "use_measured_uplift")
+    min_control_customers: int = field_of(_ECONOMICS, "min_control_customers")
 
     def criteria(self) -> viability_rules.ValidationCriteria:
         return viability_rules.ValidationCriteria(
@@ -379,7 +383,7 @@ class ViabilityConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[robustness, clusters],
+    deps=[robustness, clusters, campaign_results],
     group_name="segmentation",
     kinds={"parquet"},
     check_specs=VIABILITY_CHECKS,
@@ -390,15 +394,20 @@ def viability(
 ) -> dg.MaterializeResult:
     """Whether each segment is worth targeting: size, value, stability and campaign ROI, with reasons.
 
-    One row per segment, approved or rejected; a rejection is a result, not an error.
+    One row per segment, approved or rejected; a rejection is a result, not an error. The ROI is priced
+    at the segment's latest measured uplift (campaign_results of this day or earlier) where there is one,
+    else at expected_uplift; uplift_source says which.
     """
     store = warehouse.warehouse()
     as_of = partition_day(context)
+    economics = config.economics()
+    measured = measured_uplifts(store, as_of, economics.min_control_customers)
     decisions = viability_rules.assess_viability(
         store.read_required(SEGMENTS, as_of).to_pandas(),
         store.read_required(ROBUSTNESS, as_of).to_pandas(),
         config.criteria(),
-        config.economics(),
+        economics,
+        measured,
     )
     table = pa.Table.from_pandas(decisions, preserve_index=False)
     written = store.write_partition(VIABILITY, as_of, table)
@@ -409,8 +418,12 @@ def viability(
             "dagster/row_count": len(decisions),
             "approved_segments": approved,
             "rejected_segments": len(decisions) - approved,
+            "segments_at_measured_uplift": int((decisions["uplift_source"] == viability_rules.MEASURED).sum()),
             "decisions": dg.MetadataValue.md(
-                decisions[["segment_id", "size", "expected_roi", "strategic_tier", "approved", "reasons"]]
+                decisions[
+                    ["segment_id", "size", "uplift_used", "uplift_source", "expected_roi", "strategic_tier", "approved",
+                     "reasons"]
+                ]
                 .round(3)
                 .to_markdown(index=False)
             ),
