@@ -211,6 +211,9 @@ def test_exports_hold_the_treatment_lists_and_the_changes_since_the_previous_exp
     assert len(manifest["files"]) == 8
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    # The day after, S02 (emptied the day before) is not listed again.
+    third = activation.export_audiences(tmp_path, date(2025, 3, 3), audience([("a", "S01-email", "treatment")]))
+    assert [item.key for item in third.campaigns] == ["S01-email"]
     # Exporting the day again gives the same files.
     before = {name: (folder / name).read_bytes() for name in manifest["files"]}
     activation.export_audiences(

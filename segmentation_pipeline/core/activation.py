@@ -499,7 +499,12 @@ def export_audiences(
     """Write the day's export (see the module docstring) and publish it in one step."""
     previous_days = complete_export_days(data_dir, before=day)
     previous_day = previous_days[-1] if previous_days else None
-    before = exported_lists(export_folder(data_dir, previous_day)) if previous_day else {}
+    # A campaign of the previous export gets a folder of removals once, not forever after.
+    before = (
+        {key: customers for key, customers in exported_lists(export_folder(data_dir, previous_day)).items() if customers}
+        if previous_day
+        else {}
+    )
     treated = audiences.filter(pc.equal(audiences["group"], TREATMENT)).to_pandas()
     controls = Counter(audiences.filter(pc.equal(audiences["group"], CONTROL))["campaign_key"].to_pylist())
     now = {key: set(rows["canonical_id"]) for key, rows in treated.groupby("campaign_key")}
