@@ -214,14 +214,15 @@ def _completion(request: Request, content: str, behaviour: str = VALID) -> dict:
     }
 
 
-class running_server:
-    """Context manager: a ChatServer listening on 127.0.0.1 in a background thread, stopped on exit."""
+class serving:
+    """Context manager: an HTTP server on 127.0.0.1 (a free port, set on `state.port`) in a background thread,
+    its requests answered by `handler(state)`; stopped on exit. The test servers of this folder use it."""
 
-    def __init__(self, state: ChatServer | None = None) -> None:
-        self.state = state or ChatServer()
+    def __init__(self, state, handler) -> None:
+        self.state, self._handler = state, handler
 
-    def __enter__(self) -> ChatServer:
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+    def __enter__(self):
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self.state))
         self._http.daemon_threads = True
         self.state.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -232,3 +233,10 @@ class running_server:
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(timeout=5)
+
+
+class running_server(serving):
+    """Context manager: a ChatServer listening on 127.0.0.1 in a background thread, stopped on exit."""
+
+    def __init__(self, state: ChatServer | None = None) -> None:
+        super().__init__(state or ChatServer(), _handler)

@@ -16,7 +16,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .llm_server import serving
 
 
 @dataclass(frozen=True)
@@ -106,21 +108,8 @@ def _handler(state: WebhookServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class running_webhook:
+class running_webhook(serving):
     """Context manager: a WebhookServer listening on 127.0.0.1 in a background thread."""
 
     def __init__(self, state: WebhookServer) -> None:
-        self.state = state
-
-    def __enter__(self) -> WebhookServer:
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self._http.daemon_threads = True
-        self.state.port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self.state
-
-    def __exit__(self, *exc: object) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(state, _handler)
