@@ -67,6 +67,7 @@ import pyarrow.parquet as pq
 
 from .errors import DataValidationError
 from .versions import fsync_file, publish_version
+from .warehouse import file_sha256
 
 TREATMENT, CONTROL = "treatment", "control"
 EXCLUSIVITY_RULES = ("expected_value", "first_recommendation")
@@ -518,17 +519,9 @@ def export_audiences(
             rows = treated[treated["campaign_key"] == key]
             audience = _audience_frame(rows, identifiers)
             changes = _changes(key, now.get(key, set()), before.get(key, set()), where_now, where_before)
-            folder = version / key
-            folder.mkdir()
-            files = {}
+            files: dict[str, str] = {}
             for name, frame in (("audience", audience), ("changes", changes)):
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
-                pacsv.write_csv(table, folder / f"{name}.csv")
-                for suffix in ("parquet", "csv"):
-                    path = folder / f"{name}.{suffix}"
-                    fsync_file(path)
-                    files[f"{key}/{name}.{suffix}"] = _file_sha256(path)
+                _write_list(version, key, name, pa.Table.from_pandas(frame, preserve_index=False), files)
             counted = Counter(changes["change"])
             exports.append(
                 CampaignExport(
@@ -561,9 +554,7 @@ def export_audiences(
             ],
             "files": {name: digest for item in exports for name, digest in sorted(item.files.items())},
         }
-        # Written last: a folder with a manifest holds every file it names.
-        (version / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        fsync_file(version / MANIFEST)
+        _write_manifest(version, manifest)
         return exports, manifest
 
     folder = export_folder(data_dir, day)
@@ -623,12 +614,23 @@ def _changes(
     return frame.astype({"customer_id": "string", "change": "string", "other_campaign": "string"})
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _write_list(version: Path, key: str, name: str, table: pa.Table, files: dict[str, str]) -> None:
+    """One list of a campaign (`audience` or `changes`) as Parquet and CSV, flushed; each file's SHA-256
+    recorded in `files` under its path in the export."""
+    folder = version / key
+    folder.mkdir(exist_ok=True)
+    pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
+    pacsv.write_csv(table, folder / f"{name}.csv")
+    for suffix in ("parquet", "csv"):
+        path = folder / f"{name}.{suffix}"
+        fsync_file(path)
+        files[f"{key}/{name}.{suffix}"] = file_sha256(path)
+
+
+def _write_manifest(version: Path, manifest: dict[str, object]) -> None:
+    """Written last: a folder with a manifest holds every file it names."""
+    (version / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    fsync_file(version / MANIFEST)
 
 
 def exports_naming(data_dir: Path, erased: set[str]) -> list[Path]:
@@ -648,32 +650,24 @@ def erase_from_exports(data_dir: Path, erased: set[str]) -> list[tuple[Path, int
     (core.erasure); the manifest's counts and checksums follow. Returns each folder published again with the
     rows removed from it (audience and changes lists; each is written as CSV and Parquet)."""
     rewritten = []
+    value_set = pa.array(sorted(erased), pa.string())
     for folder in exports_naming(data_dir, erased):
         if not (folder / MANIFEST).is_file():
-            continue
+            continue  # not a published export: the erasure's last search names it
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         tables = {
             (entry["key"], name): pq.read_table(folder / entry["key"] / f"{name}.parquet")
             for entry in manifest["campaigns"]
             for name in ("audience", "changes")
         }
-        value_set = pa.array(sorted(erased), pa.string())
-        if not any(pc.any(pc.is_in(table["customer_id"], value_set)).as_py() for table in tables.values()):
-            continue
 
-        def write(version: Path, manifest=manifest, tables=tables, value_set=value_set) -> None:
-            files = {}
+        def write(version: Path, manifest=manifest, tables=tables) -> None:
+            files: dict[str, str] = {}
             for entry in manifest["campaigns"]:
-                (version / entry["key"]).mkdir()
                 for name in ("audience", "changes"):
                     table = tables[(entry["key"], name)]
                     table = table.filter(pc.invert(pc.is_in(table["customer_id"], value_set)))
-                    pq.write_table(table, version / entry["key"] / f"{name}.parquet", compression="zstd")
-                    pacsv.write_csv(table, version / entry["key"] / f"{name}.csv")
-                    for suffix in ("parquet", "csv"):
-                        path = version / entry["key"] / f"{name}.{suffix}"
-                        fsync_file(path)
-                        files[f"{entry['key']}/{name}.{suffix}"] = _file_sha256(path)
+                    _write_list(version, entry["key"], name, table, files)
                     if name == "audience":
                         entry["customers"] = table.num_rows
                     else:
@@ -681,8 +675,7 @@ def erase_from_exports(data_dir: Path, erased: set[str]) -> list[tuple[Path, int
                         for change in (ADDED, REMOVED, MOVED_IN, MOVED_OUT):
                             entry[change] = counted[change]
             manifest["files"] = dict(sorted(files.items()))
-            (version / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            fsync_file(version / MANIFEST)
+            _write_manifest(version, manifest)
 
         publish_version(folder, write)
         removed = sum(

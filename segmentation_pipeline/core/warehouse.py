@@ -198,7 +198,7 @@ class Warehouse:
         metadata records the rejected rows' count and SHA-256. A run stopped between the two
         writes leaves a day `incomplete_days` names. Returns (valid, rejected)."""
         rejects = self.write_partition(rejects_spec, day, rejected)
-        stamp = {REJECTS_ROWS_KEY: str(rejects.rows), REJECTS_SHA256_KEY: _sha256(rejects.path)}
+        stamp = {REJECTS_ROWS_KEY: str(rejects.rows), REJECTS_SHA256_KEY: file_sha256(rejects.path)}
         return self.write_partition(spec, day, valid, metadata=stamp), rejects
 
     def incomplete_days(self, spec: TableSpec, rejects_spec: TableSpec, days: Iterable[date]) -> dict[date, str]:
@@ -221,7 +221,7 @@ class Warehouse:
             rows, digest = recorded[day]
             if not rejects.exists():
                 problems[day] = f"the {rows} {rejects_spec.name} rows written with {spec.name} are missing"
-            elif _sha256(rejects) != digest:
+            elif file_sha256(rejects) != digest:
                 problems[day] = f"{rejects_spec.name} is not the one written with {spec.name} ({rows} rows)"
         return problems
 
@@ -299,9 +299,9 @@ class Warehouse:
             if rejected is not None:
                 rejected = _with_metadata(rejected, _key_value_metadata(rejects_path))
                 _write_synced(rejected, temporary, rejects_spec.plain_columns)
-                digest = _sha256(temporary)
+                digest = file_sha256(temporary)
                 recorded = metadata.get(REJECTS_SHA256_KEY)
-                if recorded is not None and recorded != digest and recorded == _sha256(rejects_path):
+                if recorded is not None and recorded != digest and recorded == file_sha256(rejects_path):
                     metadata |= {REJECTS_ROWS_KEY: str(rejected.num_rows), REJECTS_SHA256_KEY: digest}
                     if valid is None:
                         valid = read_parquet_verified(valid_path)
@@ -332,7 +332,7 @@ class Warehouse:
                 f"{', '.join(changed)} of {day.isoformat()} were written again while the report was made; "
                 f"materialize report for {day.isoformat()} again"
             )
-        digest = _sha256(report_json)
+        digest = file_sha256(report_json)
         marker = pa.table({"as_of": pa.array([day], pa.date32()), "report_sha256": [digest]})
         return self.write_partition(COMPLETE_SNAPSHOTS, day, marker)
 
@@ -840,8 +840,13 @@ def utc_date_sql(instant: str) -> str:
     return f"CAST({utc_clock_sql(instant)} AS DATE)"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _remove_quietly(path: Path) -> None:

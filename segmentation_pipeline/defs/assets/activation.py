@@ -1,6 +1,5 @@
 """audiences and audience_exports: the segments' campaigns leave the engine, with a control group kept back."""
 
-import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +23,7 @@ from ...core.schemas import (
     VIABILITY,
 )
 from ...core.viability import CampaignEconomics
-from ...core.warehouse import Warehouse
+from ...core.warehouse import Warehouse, file_sha256
 from ...core.webhook import deliver_changes
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_day
@@ -243,7 +242,7 @@ def _deliver(
 
 
 def _exports_table(exported: activation.ExportResult) -> pa.Table:
-    manifest_sha256 = hashlib.sha256((exported.folder / activation.MANIFEST).read_bytes()).hexdigest()
+    manifest_sha256 = file_sha256(exported.folder / activation.MANIFEST)
     rows = [
         {
             "campaign_key": item.key,
