@@ -712,9 +712,13 @@ MIN_SHAPING_PER_SEGMENT = 10
 
 def established_customers(profiles: pa.Table, min_active_days: int, minimum: int = 2) -> np.ndarray:
     """Customers whose history shapes the segments; all of them when fewer than `minimum` would."""
-    active = pc.fill_null(profiles["active_days"], 0).to_numpy(zero_copy_only=False)
-    shaping = active >= min_active_days
-    return shaping if shaping.sum() >= minimum else np.ones(len(active), dtype=bool)
+    return established(pc.fill_null(profiles["active_days"], 0).to_numpy(zero_copy_only=False), min_active_days, minimum)
+
+
+def established(active_days: np.ndarray, min_active_days: int, minimum: int = 2) -> np.ndarray:
+    """Those of `active_days` with at least `min_active_days`; all of them when fewer than `minimum` have."""
+    shaping = active_days >= min_active_days
+    return shaping if shaping.sum() >= minimum else np.ones(len(active_days), dtype=bool)
 
 
 def nearest_center(matrix: np.ndarray, centers: np.ndarray, batch_rows: int = 100_000) -> np.ndarray:

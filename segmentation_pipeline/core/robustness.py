@@ -690,10 +690,8 @@ class _Refit:
 
     def __call__(self, values: np.ndarray, k: int, seed: int, rows: np.ndarray | None) -> np.ndarray:
         rows = np.arange(len(values)) if rows is None else rows
-        minimum = clustering.MIN_SHAPING_PER_SEGMENT * self.settings.k_candidates[0]
-        shaping = self.active_days[rows] >= self.settings.min_active_days
-        if shaping.sum() < max(minimum, self.behaviour_k):
-            shaping = np.ones(len(rows), dtype=bool)
+        minimum = max(clustering.MIN_SHAPING_PER_SEGMENT * self.settings.k_candidates[0], self.behaviour_k)
+        shaping = clustering.established(self.active_days[rows], self.settings.min_active_days, minimum)
         behaviour, _ = clustering.fit_behaviour(values, shaping, self.behaviour_k, seed, self.settings)
         return clustering.lifecycle_cells(values, behaviour, self.groups[rows], self.settings, shaping).labels
 
