@@ -335,15 +335,15 @@ def fit_side_by_side(
             return list(pool.map(fit, items))
 
 
-def choose_k(matrix: np.ndarray, settings: ClusteringSettings, ks: Sequence[int] | None = None) -> KSelection:
-    """The number of segments, by the rule in the module docstring, among `ks` (default: the settings')."""
+def choose_k(matrix: np.ndarray, settings: ClusteringSettings) -> KSelection:
+    """The number of segments, by the rule in the module docstring."""
     rng = np.random.default_rng(settings.seed)
     sample = matrix
     if len(matrix) > settings.selection_sample:
         sample = matrix[np.sort(rng.choice(len(matrix), settings.selection_sample, replace=False))]
     # Customers with identical features cannot be told apart: k stays below the distinct profiles.
     distinct = len(np.unique(sample, axis=0))
-    candidates_k = [k for k in (ks or settings.k_candidates) if k < len(sample) and k <= distinct]
+    candidates_k = [k for k in settings.k_candidates if k < len(sample) and k <= distinct]
     if not candidates_k:
         raise InsufficientDataError(
             f"{len(matrix)} customers ({distinct} distinct profiles) are too few for k in "
@@ -636,8 +636,8 @@ def lifecycle_cells(
     sizes = np.bincount(labels, minlength=k).astype(np.int64)
     weights = shaping if shaping is not None else np.ones(n, dtype=bool)
     shaped = np.bincount(labels[weights], minlength=k).astype(float)
-    sums = np.stack([np.bincount(labels[weights], weights=values[weights, c], minlength=k) for c in range(values.shape[1])], axis=1) if k else np.zeros((0, values.shape[1]))
-    all_sums = np.stack([np.bincount(labels, weights=values[:, c], minlength=k) for c in range(values.shape[1])], axis=1) if k else sums
+    sums = _cell_sums(values[weights], labels[weights], k)
+    all_sums = _cell_sums(values, labels, k)
     into = np.arange(k)
     alive = np.ones(k, dtype=bool)
 
@@ -685,23 +685,16 @@ def _cell_groups(labels: np.ndarray, groups: np.ndarray) -> list[int]:
     return [int(groups[index]) for index in first]
 
 
-def _cell_means(values: np.ndarray, labels: np.ndarray, k: int, shaping: np.ndarray | None) -> np.ndarray:
-    """Each segment's mean over its shaping rows (over all of its rows where none shapes it)."""
-    means = np.zeros((k, values.shape[1]))
-    counts = np.bincount(labels, minlength=k)
-    if shaping is not None:
-        shaped = np.bincount(labels[shaping], minlength=k)
-        for column in range(values.shape[1]):
-            means[:, column] = np.bincount(labels[shaping], weights=values[shaping, column], minlength=k)
-        means /= np.maximum(shaped, 1)[:, None]
-        missing = shaped == 0
-    else:
-        missing = np.ones(k, dtype=bool)
-    if missing.any():
-        for column in range(values.shape[1]):
-            total = np.bincount(labels, weights=values[:, column], minlength=k)
-            means[missing, column] = total[missing] / np.maximum(counts[missing], 1)
-    return means
+def _cell_sums(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Each of the `k` segments' column sums over its rows, in one bincount per column."""
+    return np.stack(
+        [np.bincount(labels, weights=values[:, column], minlength=k) for column in range(values.shape[1])], axis=1
+    ) if k else np.zeros((0, values.shape[1]))
+
+
+def _cell_means(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Each of the `k` segments' mean row."""
+    return _cell_sums(values, labels, k) / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
 
 
 #: Established customers shape the segments only when there are this many per segment of the
@@ -869,7 +862,7 @@ def describe_segments(
     # Every segment's means in one pass over the rows (a pass per segment cost seconds at a million).
     k = len(segment_ids)
     sizes = np.bincount(labels, minlength=k)
-    matrix_means = _cell_means(matrix.values, labels, k, None)
+    matrix_means = _cell_means(matrix.values, labels, k)
     frame_means = frame.groupby(labels).mean().reindex(range(k))
     clv_totals = np.bincount(labels, weights=clv, minlength=k)
     cycle_totals = np.bincount(labels, weights=cycle_value, minlength=k) if cycle_value is not None else None
