@@ -156,6 +156,13 @@ class Suppressions:
         return cls({}, {}, [], [])
 
 
+def canonical_ids(merge_map: pa.Table | None) -> dict[str, str]:
+    """old ID -> canonical ID of a merge map (none without one)."""
+    if merge_map is None:
+        return {}
+    return dict(zip(merge_map["old_id"].to_pylist(), merge_map["canonical_id"].to_pylist()))
+
+
 def read_suppressions(path: Path, merge_map: pa.Table | None, known_ids: set[str]) -> Suppressions:
     """The suppression file (CSV with a header: customer_id, reason) resolved to canonical customers.
 
@@ -163,9 +170,7 @@ def read_suppressions(path: Path, merge_map: pa.Table | None, known_ids: set[str
     neither in the merge map nor among `known_ids` (the profiled customers) is reported as unknown."""
     if not path.is_file():
         raise DataValidationError(f"suppression file {path} does not exist; fix suppression_path in the source settings")
-    canonical = (
-        dict(zip(merge_map["old_id"].to_pylist(), merge_map["canonical_id"].to_pylist())) if merge_map is not None else {}
-    )
+    canonical = canonical_ids(merge_map)
     customers: dict[str, str] = {}
     unknown: list[str] = []
     problems: list[str] = []
@@ -211,8 +216,8 @@ def read_attributes(path: Path, merge_map: pa.Table | None) -> pa.Table:
         raise DataValidationError(f"customer-attributes file {path} has no customer_id column: {table.column_names}")
     frame = table.to_pandas()
     frame["customer_id"] = frame["customer_id"].astype(str).str.strip()
-    if merge_map is not None and merge_map.num_rows:
-        canonical = dict(zip(merge_map["old_id"].to_pylist(), merge_map["canonical_id"].to_pylist()))
+    canonical = canonical_ids(merge_map)
+    if canonical:
         frame["customer_id"] = frame["customer_id"].map(lambda value: canonical.get(value, value))
     frame = frame.drop_duplicates("customer_id", keep="last").rename(columns={"customer_id": "canonical_id"})
     for column in [name for name in frame.columns if name.startswith("consent_")]:

@@ -104,8 +104,7 @@ def audiences(
         if suppression_path
         else activation.Suppressions.none()
     )
-    attributes_path = event_source.attributes_file(store.root)
-    attributes = activation.read_attributes(attributes_path, ids) if attributes_path else None
+    attributes = _attributes(store, event_source, as_of, ids)
     # A campaign measured before weighs in at its measured uplift when a customer qualifies for several.
     measured = measured_campaign_uplifts(store, as_of, CampaignEconomics().min_control_customers)
     result = activation.build_audiences(
@@ -198,9 +197,7 @@ def audience_exports(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     audience = store.read_required(AUDIENCES, as_of)
-    attributes_path = event_source.attributes_file(store.root)
-    ids = _merge_map(store, as_of)
-    attributes = activation.read_attributes(attributes_path, ids) if attributes_path else None
+    attributes = _attributes(store, event_source, as_of)
     exported = activation.export_audiences(store.root, as_of, audience, attributes, config.hash_identifiers)
     table = _exports_table(exported)
     written = store.write_partition(AUDIENCE_EXPORTS, as_of, table)
@@ -259,6 +256,17 @@ def _exports_table(exported: activation.ExportResult) -> pa.Table:
         for item in exported.campaigns
     ]
     return pa.Table.from_pylist(rows, schema=AUDIENCE_EXPORTS.schema)
+
+
+def _attributes(
+    store: Warehouse, event_source: EventSourceResource, as_of, ids: pa.Table | None = None
+) -> pa.Table | None:
+    """The customer-attributes file of the source settings under the day's canonical IDs; None without one.
+    The merge map is read only when there is a file (`ids`: already read)."""
+    path = event_source.attributes_file(store.root)
+    if path is None:
+        return None
+    return activation.read_attributes(path, ids if ids is not None else _merge_map(store, as_of))
 
 
 def _merge_map(store: Warehouse, as_of) -> pa.Table | None:
