@@ -1066,17 +1066,42 @@ def adjusted_rand_against_truth(
 ) -> tuple[float, int]:
     """ARI between segments (or another label `column` of the assignments, such as behaviour_cluster) and
     the generating archetypes, over customers present in both."""
-    joined = assignments.select(["canonical_id", column]).rename_columns(["canonical_id", "segment_id"]).join(
+    joined = _joined_with_truth(assignments, truth, [column])
+    return _ari(joined, column, None), joined.num_rows
+
+
+def agreement_with_truth(assignments: pa.Table, truth: pa.Table) -> dict[str, float | int]:
+    """The ARIs the clusters stage reports, from one join with the truth: of the behaviour clusters over every
+    customer, over those that shaped them and over the rest, and of the segments over every customer."""
+    joined = _joined_with_truth(assignments, truth, ["behaviour_cluster", "segment_id", "shaped_segments"])
+    shaping = joined["shaped_segments"].to_numpy(zero_copy_only=False).astype(bool)
+    return {
+        "adjusted_rand_index": _ari(joined, "behaviour_cluster", None),
+        "adjusted_rand_index_shaping_customers": _ari(joined, "behaviour_cluster", shaping),
+        "adjusted_rand_index_other_customers": _ari(joined, "behaviour_cluster", ~shaping),
+        "adjusted_rand_index_segments": _ari(joined, "segment_id", None),
+        "customers_with_ground_truth": joined.num_rows,
+    }
+
+
+def _joined_with_truth(assignments: pa.Table, truth: pa.Table, columns: list[str]) -> pa.Table:
+    return assignments.select(["canonical_id", *columns]).join(
         truth.select(["customer_id", "archetype"]), "canonical_id", "customer_id", join_type="inner"
     )
+
+
+def _ari(joined: pa.Table, column: str, rows: np.ndarray | None) -> float:
+    """ARI of `column` against the archetypes over `rows` of the joined table (all of them by default)."""
+    if rows is not None:
+        joined = joined.filter(pa.array(rows))
     if joined.num_rows == 0:
-        return float("nan"), 0
+        return float("nan")
     # Integer codes: sklearn sorts its inputs, and sorting a million Python strings is slow.
-    archetypes, segments = (
+    archetypes, labels = (
         pc.dictionary_encode(joined[name]).combine_chunks().indices.to_numpy(zero_copy_only=False)
-        for name in ("archetype", "segment_id")
+        for name in ("archetype", column)
     )
-    return float(adjusted_rand_score(archetypes, segments)), joined.num_rows
+    return float(adjusted_rand_score(archetypes, labels))
 
 
 def segment_migration(previous: pa.Table | None, current: pa.Table, previous_as_of) -> pa.Table:

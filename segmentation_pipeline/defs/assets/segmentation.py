@@ -208,20 +208,9 @@ def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> 
     if not store.has_files(SYNTHETIC_TRUTH):
         return {}
     truth = store.read_unpartitioned(SYNTHETIC_TRUTH)
-    assignments = result.assignments
-    shaping = assignments["shaped_segments"]
-    everyone, matched = clustering.adjusted_rand_against_truth(assignments, truth, "behaviour_cluster")
-    established, _ = clustering.adjusted_rand_against_truth(assignments.filter(shaping), truth, "behaviour_cluster")
-    rest, _ = clustering.adjusted_rand_against_truth(
-        assignments.filter(pc.invert(shaping)), truth, "behaviour_cluster"
-    )
-    segments, _ = clustering.adjusted_rand_against_truth(assignments, truth)
     return {
-        "adjusted_rand_index": round(everyone, 4),
-        "adjusted_rand_index_shaping_customers": round(established, 4),
-        "adjusted_rand_index_other_customers": round(rest, 4),
-        "adjusted_rand_index_segments": round(segments, 4),
-        "customers_with_ground_truth": matched,
+        name: round(value, 4) if isinstance(value, float) else value
+        for name, value in clustering.agreement_with_truth(result.assignments, truth).items()
     }
 
 
