@@ -525,5 +525,18 @@ def test_a_backfill_makes_the_days_of_its_range_in_one_run_as_day_by_day(
         for spec in specs:
             assert read(data_dir, spec, day).equals(read(year[0], spec, day)), (spec.name, day)
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 8  # merge_map 4, profiles 2, clusters 2: one result each over both days
-    assert all(check.passed and check.metadata["days_checked"].value == 2 for check in checks)
+    # merge_map 4, profiles 2, clusters 2: one result of each per day, under that day's partition.
+    assert sorted((check.asset_key.path[0], check.partition) for check in checks) == sorted(
+        (asset, day.isoformat())
+        for asset, count in (("merge_map", 4), ("profiles", 2), ("clusters", 2))
+        for day in (DAY_BEFORE, LAST_DAY)
+        for _ in range(count)
+    )
+    assert all(check.passed for check in checks)
+    stored = [
+        (record.partition, record.status.value)
+        for key in clusters.check_keys
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+        if record.run_id == result.run_id
+    ]
+    assert sorted(stored) == sorted((day.isoformat(), "SUCCEEDED") for day in (DAY_BEFORE, LAST_DAY) for _ in range(2))

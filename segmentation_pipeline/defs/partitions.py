@@ -1,13 +1,17 @@
 """The one partitioning of the graph: UTC days from the configured start date."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import dagster as dg
 
+# Not exported by dagster: the type of AssetCheckEvaluation.target_materialization_data.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from ..core.settings import Settings
-from .checks import over_days
 
 SETTINGS = Settings.from_env()
 
@@ -44,10 +48,13 @@ class DayResult:
     checks: list[dg.AssetCheckResult] = field(default_factory=list)
 
 
-def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], DayResult]) -> dg.MaterializeResult:
+#: What an asset of the daily partitions yields: its materialization, then its checks' results.
+RunEvent = dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output
+
+
+def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], DayResult]) -> Iterator[RunEvent]:
     """Run `make_day` for every day of the run in date order: one day (a nightly or ad-hoc run), or
-    the range of a single-run backfill, whose days each get their own metadata and whose checks
-    pass when they passed on every day."""
+    the range of a single-run backfill, whose days each get their own metadata and check results."""
     days = partition_days(context)
     made = {}
     for day in days:
@@ -58,4 +65,74 @@ def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], D
         metadata = made[days[0]].metadata
     else:
         metadata = {"run_days": len(days), "run_first_day": days[0].isoformat(), "run_last_day": days[-1].isoformat()}
-    return dg.MaterializeResult(metadata=metadata, check_results=over_days({d: r.checks for d, r in made.items()}))
+    yield from materialized(context, metadata, {day: result.checks for day, result in made.items()})
+
+
+def materialized(
+    context: dg.AssetExecutionContext,
+    metadata: Mapping[str, object],
+    checks_by_day: Mapping[date, Sequence[dg.AssetCheckResult]],
+) -> Iterator[RunEvent]:
+    """The run's materialization, then every day's check results under that day's partition.
+
+    A run of one partition hands its results to Dagster as they are. A ranged run (a single-run
+    backfill) has Dagster plan each check once per day of the range but record an
+    `AssetCheckResult` without a partition: a 365-day backfill left 365 "Skipped" rows beside one
+    result of no day. Here each day's result is recorded as that day's evaluation, against that
+    day's materialization of this run.
+    """
+    if context.has_partition_key:
+        yield dg.MaterializeResult(metadata=metadata, check_results=list(checks_by_day.get(partition_day(context), [])))
+        return
+    yield dg.MaterializeResult(metadata=metadata)
+    yield from _day_evaluations(context, checks_by_day)
+
+
+def _day_evaluations(
+    context: dg.AssetExecutionContext, checks_by_day: Mapping[date, Sequence[dg.AssetCheckResult]]
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    assets_def = context.assets_def
+    output_names = {spec.key: name for name, spec in assets_def.check_specs_by_output_name.items()}
+    targets = _run_materializations(context, list(checks_by_day))
+    evaluated: list[dg.AssetCheckKey] = []
+    for day, results in sorted(checks_by_day.items()):
+        for result in results:
+            key = dg.AssetCheckKey(context.asset_key, str(result.check_name))
+            if key not in context.selected_asset_check_keys:
+                continue
+            if key not in evaluated:
+                evaluated.append(key)
+            yield dg.AssetCheckEvaluation(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                target_materialization_data=targets.get(day),
+                severity=result.severity,
+                description=result.description,
+                blocking=assets_def.get_spec_for_check_key(key).blocking,
+                partition=day.isoformat(),
+            )
+    # Each check's output, done once: what Dagster yields for an AssetCheckResult besides its evaluation.
+    for key in evaluated:
+        yield dg.Output(None, output_name=output_names[key])
+
+
+def _run_materializations(
+    context: dg.AssetExecutionContext, days: Sequence[date]
+) -> dict[date, AssetCheckEvaluationTargetMaterializationData]:
+    """This run's materialization of each day: what the day's check results are about (the UI shows a
+    check's result as current while it targets the partition's latest materialization)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[day.isoformat() for day in days]),
+        limit=len(days),
+    ).records
+    return {
+        datetime.strptime(str(record.partition_key), "%Y-%m-%d").date(): (
+            AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+        )
+        for record in records
+        if record.run_id == context.run.run_id
+    }

@@ -1,5 +1,6 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import dagster as dg
@@ -36,7 +37,7 @@ from ..checks import (
 )
 from ..fields import field_of
 from ..metadata import METADATA_DPI, column_schema, image, preview
-from ..partitions import DayResult, daily_partitions, for_each_day, partition_day
+from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, partition_day
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
 from .profiles import profiles
@@ -142,7 +143,7 @@ _PREVIOUS_SNAPSHOT = dg.AssetDep(
 )
 def clusters(
     context: dg.AssetExecutionContext, config: ClustersConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """The segment of every profiled customer (clusters) and the segment definitions (segments table).
 
     One row per canonical customer; the segments table has one row per segment
@@ -151,7 +152,7 @@ def clusters(
     """
     store = warehouse.warehouse()
     # In date order: each day's IDs follow the day before.
-    return for_each_day(context, lambda as_of: _cluster_day(context, store, as_of, config))
+    yield from for_each_day(context, lambda as_of: _cluster_day(context, store, as_of, config))
 
 
 def _cluster_day(
