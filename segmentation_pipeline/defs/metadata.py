@@ -17,12 +17,14 @@ METADATA_IMAGE_WIDTH = 1100
 
 
 def column_schema(spec: TableSpec) -> dg.TableSchema:
-    """The table's Arrow schema, as Dagster shows it in the asset's Columns tab."""
+    """The table's Arrow schema with each column's description and unit, as Dagster shows it in the
+    asset's Columns tab."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=field.name,
                 type=str(field.type),
+                description=spec.column_descriptions[field.name],
                 constraints=dg.TableColumnConstraints(nullable=field.nullable),
             )
             for field in spec.schema

@@ -1,0 +1,77 @@
+"""What the Dagster UI shows of the tables and of each materialization: every column described with
+its unit (from the same definitions as the features and the record models), numbers rounded."""
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from segmentation_pipeline.core.features import FEATURES, UNITS_IN_WORDS
+from segmentation_pipeline.core.schemas import (
+    ACTIONABILITY,
+    EXPLANATIONS,
+    PROFILES,
+    QUARANTINE_EVENTS,
+    RAW_EVENTS,
+    TABLES,
+    ActionabilityAnswer,
+    ExplanationAnswer,
+)
+from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.defs.metadata import column_schema
+
+
+@pytest.mark.parametrize("spec", TABLES.values(), ids=lambda spec: spec.name)
+def test_every_column_of_every_table_has_a_description(spec) -> None:
+    assert set(spec.column_descriptions) == set(spec.columns)
+    short = {column: text for column, text in spec.column_descriptions.items() if len(text.split()) < 3}
+    assert not short, f"{spec.name}: descriptions of fewer than three words: {short}"
+
+
+def test_every_asset_shows_a_description_for_every_column() -> None:
+    graph = defs.resolve_asset_graph()
+    shown = {}
+    for key in graph.get_all_asset_keys():
+        schema = graph.get(key).metadata.get("dagster/column_schema")
+        if schema is not None:
+            shown[key.to_user_string()] = {column.name: column.description for column in schema.columns}
+    # Every asset that writes a table says what its columns are.
+    assert {"raw_events", "id_history", "merge_map", "profiles", "clusters", "viability", "audiences"} <= set(shown)
+    for asset, columns in shown.items():
+        assert all(columns.values()), (asset, [name for name, text in columns.items() if not text])
+    assert shown["profiles"] == PROFILES.column_descriptions
+
+
+def test_profile_columns_are_described_by_the_features_themselves() -> None:
+    described = PROFILES.column_descriptions
+    for feature in FEATURES:
+        assert described[feature.name].startswith(feature.description)
+    assert described["monetary_total"] == (
+        "Net revenue in the window: purchases minus refunds. Unit: money, in the source's currency."
+    )
+    assert described["recency_days"].endswith("Unit: days.")
+    assert described["weekend_share"].endswith("Unit: share (0 to 1).")
+    # A label has no unit.
+    assert UNITS_IN_WORDS["channel"] == "" and "Unit" not in described["top_channel"]
+
+
+def test_answer_columns_are_described_by_the_answer_models() -> None:
+    assert ACTIONABILITY.column_descriptions["who_score"] == ActionabilityAnswer.model_fields["who_score"].description
+    assert (
+        EXPLANATIONS.column_descriptions["executive_summary"]
+        == ExplanationAnswer.model_fields["executive_summary"].description
+    )
+    assert ACTIONABILITY.column_descriptions["fallback_reason"].startswith("Why the model's answer was replaced")
+
+
+def test_quarantine_columns_say_what_the_rejected_value_was() -> None:
+    assert QUARANTINE_EVENTS.column_descriptions["amount"] == (
+        "The rejected row's amount as it arrived, as text. " + RAW_EVENTS.column_descriptions["amount"]
+    )
+
+
+def test_the_column_schema_carries_description_type_and_nullability() -> None:
+    columns = {column.name: column for column in column_schema(RAW_EVENTS).columns}
+    assert columns["amount"].description == RAW_EVENTS.column_descriptions["amount"]
+    assert columns["amount"].type == str(pa.float64()) and columns["amount"].constraints.nullable
+    assert not columns["customer_id"].constraints.nullable
+    assert isinstance(column_schema(RAW_EVENTS), dg.TableSchema)
