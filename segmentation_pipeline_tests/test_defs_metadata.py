@@ -17,7 +17,7 @@ from segmentation_pipeline.core.schemas import (
     ExplanationAnswer,
 )
 from segmentation_pipeline.definitions import defs
-from segmentation_pipeline.defs.metadata import column_schema
+from segmentation_pipeline.defs.metadata import column_schema, number_text, percent_text, preview, rounded
 
 
 @pytest.mark.parametrize("spec", TABLES.values(), ids=lambda spec: spec.name)
@@ -75,3 +75,34 @@ def test_the_column_schema_carries_description_type_and_nullability() -> None:
     assert columns["amount"].type == str(pa.float64()) and columns["amount"].constraints.nullable
     assert not columns["customer_id"].constraints.nullable
     assert isinstance(column_schema(RAW_EVENTS), dg.TableSchema)
+
+
+def test_numbers_in_markdown_tables_are_formatted_for_reading() -> None:
+    table = pa.table(
+        {
+            "segment_id": ["S01", "S02"],
+            "size": [12345, 56],
+            "share": [0.191142, 0.808858],
+            "mean_clv": [1234.5678, 1.23456],
+            "distance": [0.0322939866, float("nan")],
+            "relative_uplift": [0.1, -0.05],
+            "is_new": [True, False],
+        }
+    )
+    lines = preview(table, percent=["relative_uplift"]).value.splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert cells[0] == ["segment_id", "size", "share", "mean_clv", "distance", "relative_uplift", "is_new"]
+    assert cells[2] == ["S01", "12,345", "19.1%", "1,235", "0.0323", "10.0%", "True"]
+    assert cells[3] == ["S02", "56", "80.9%", "1.23", "", "-5.0%", "False"]
+    # Numbers are right-aligned, text left.
+    assert cells[1][1].endswith(":") and not cells[1][0].endswith(":")
+
+
+def test_float_metadata_is_rounded_and_the_rest_kept() -> None:
+    assert rounded({"rate": 0.032293986636971, "total": 1234.5678, "rows": 3, "name": "x"}) == {
+        "rate": 0.0323,
+        "total": 1234.57,
+        "rows": 3,
+        "name": "x",
+    }
+    assert number_text(0.000412) == "0.000412" and number_text(-3.0) == "-3" and percent_text(0.5) == "50.0%"

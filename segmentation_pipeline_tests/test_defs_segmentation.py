@@ -256,8 +256,20 @@ def test_an_adhoc_rerun_with_other_settings_uses_the_stored_upstream(
     )
     assert result.success
     assert profile_file.stat().st_mtime_ns == stamp
-    assert metadata(result, "clusters")["k"] == 4
-    assert metadata(result, "clusters")["k_rule"] == "n_clusters set in config"
+    cluster_metadata = metadata(result, "clusters")
+    assert cluster_metadata["k"] == 4
+    # Said as the user's choice, without an elbow or a combined score that were never computed.
+    assert cluster_metadata["k_rule"] == "fixed by the user: n_clusters = 4 in the run's config (no other k was tried)"
+    assert "elbow_k" not in cluster_metadata
+    header, _, row = cluster_metadata["k_candidates"].splitlines()
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "k",
+        "inertia",
+        "silhouette",
+        "calinski_harabasz",
+        "davies_bouldin",
+    ]
+    assert row.split("|")[1].strip() == "4" and "nan" not in row.lower()
     segments = metadata(result, "clusters")["segments_count"]
     # Four behaviour clusters, each split by the lifecycle groups of its customers.
     assert segments > 4

@@ -15,6 +15,7 @@ from ..core.lineage import PreviousSnapshot
 from ..core.llm.actionability import Rubric
 from ..core.schemas import ACTIONABILITY, EXPLANATIONS
 from ..core.warehouse import Warehouse
+from .metadata import rounded
 from .partitions import daily_partitions
 
 
@@ -76,7 +77,7 @@ def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
         description=outcome.summary,
-        metadata=outcome.metadata,
+        metadata=rounded(outcome.metadata),
     )
 
 

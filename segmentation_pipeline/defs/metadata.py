@@ -2,9 +2,12 @@
 
 import base64
 import io
+import math
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
@@ -32,8 +35,62 @@ def column_schema(spec: TableSpec) -> dg.TableSchema:
     )
 
 
-def preview(table: pa.Table, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
-    return dg.MetadataValue.md(table.slice(0, rows).to_pandas().to_markdown(index=False))
+def preview(table: pa.Table, rows: int = PREVIEW_ROWS, percent: Collection[str] = ()) -> dg.MetadataValue:
+    """The first rows of a table as Markdown, numbers formatted (see `markdown_table`)."""
+    return markdown_table(table.slice(0, rows).to_pandas(), percent)
+
+
+def markdown_table(frame: pd.DataFrame, percent: Collection[str] = (), index: bool = False) -> dg.MetadataValue:
+    """A table as Markdown with its numbers as a person reads them: shares and rates (columns named
+    share, *_share, *_rate, and those in `percent`) as percentages (0.191142: 19.1%), other
+    decimals rounded (1,234 / 12.35 / 0.0323), whole numbers with thousands separators."""
+    shown = frame.copy()
+    numeric = []
+    for column in shown.columns:
+        values = shown[column]
+        if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+            continue
+        numeric.append(column)
+        as_percent = _is_share(str(column)) or column in percent
+        shown[column] = [
+            percent_text(value) if as_percent else number_text(value)
+            for value in values.astype(float)
+        ]
+    align = tuple("right" if column in numeric else "left" for column in shown.columns)
+    if index:
+        align = ("left", *align)
+    return dg.MetadataValue.md(shown.to_markdown(index=index, colalign=align, disable_numparse=True))
+
+
+def _is_share(column: str) -> bool:
+    return column == "share" or column.endswith(("_share", "_rate"))
+
+
+def number_text(value: float) -> str:
+    """1234.5678: 1,235; 12.3456: 12.35; 0.032294: 0.0323; a missing value: empty."""
+    if math.isnan(value):
+        return ""
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:,.2f}"
+    return f"{value:.3g}"
+
+
+def percent_text(value: float) -> str:
+    """0.191142: 19.1%; a missing value: empty."""
+    return "" if math.isnan(value) else f"{value:.1%}"
+
+
+def rounded(metadata: Mapping[str, object]) -> dict[str, object]:
+    """The metadata with each float rounded to what a person reads: 4 decimals below 10 (a rate of
+    0.032293986636971 shows 0.0323), 2 above; other values as they are."""
+    return {
+        key: (round(value, 4 if abs(value) < 10 else 2) if isinstance(value, float) and math.isfinite(value) else value)
+        for key, value in metadata.items()
+    }
 
 
 def counts_table(counts: dict[str, int], key: str, value: str = "rows") -> dg.MetadataValue:

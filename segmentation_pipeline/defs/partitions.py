@@ -14,6 +14,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
 
 from ..core.settings import Settings
+from .metadata import rounded
 
 SETTINGS = Settings.from_env()
 
@@ -62,7 +63,7 @@ def for_each_day(context: dg.AssetExecutionContext, make_day: Callable[[date], D
     for day in days:
         made[day] = make_day(day)
         if len(days) > 1:
-            context.add_asset_metadata(made[day].metadata, partition_key=day.isoformat())
+            context.add_asset_metadata(rounded(made[day].metadata), partition_key=day.isoformat())
     if len(days) == 1:
         metadata = made[days[0]].metadata
     else:
@@ -84,9 +85,11 @@ def materialized(
     day's materialization of this run.
     """
     if context.has_partition_key:
-        yield dg.MaterializeResult(metadata=metadata, check_results=list(checks_by_day.get(partition_day(context), [])))
+        yield dg.MaterializeResult(
+            metadata=rounded(metadata), check_results=list(checks_by_day.get(partition_day(context), []))
+        )
         return
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=rounded(metadata))
     yield from _day_evaluations(context, checks_by_day)
 
 

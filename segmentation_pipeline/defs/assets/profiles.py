@@ -17,7 +17,7 @@ from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import CLV_BACKTEST, PROFILES, TABLES
 from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
-from ..metadata import column_schema, counts_table, preview
+from ..metadata import column_schema, counts_table, markdown_table, preview
 from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day
 from ..resources import WarehouseResource
 from .identity import merge_map
@@ -155,9 +155,7 @@ def clv_backtest(
                 "split_day": str(result.split_day),
                 "holdout_days": result.holdout_days,
                 "customers_scored": result.customers,
-                "scores": dg.MetadataValue.md(
-                    rows.select(["name", "error_percent", "mae", "churn_auc", "chosen"]).to_pandas().round(4).to_markdown()
-                ),
+                "scores": markdown_table(rows.select(["name", "error_percent", "mae", "churn_auc", "chosen"]).to_pandas()),
                 "notes": list(result.notes),
                 "path": dg.MetadataValue.path(str(written.path)),
             }
@@ -253,4 +251,4 @@ def feature_summary(result: ProfileResult) -> dg.MetadataValue:
     summary = frame.describe(percentiles=[0.25, 0.5, 0.75]).T[["mean", "25%", "50%", "75%"]]
     summary["nulls"] = frame.isna().sum()
     summary["unit"] = [FEATURES_BY_NAME[name].unit for name in summary.index]
-    return dg.MetadataValue.md(summary.round(3).to_markdown())
+    return markdown_table(summary, index=True)

@@ -36,7 +36,7 @@ from ..checks import (
     viability_results,
 )
 from ..fields import field_of
-from ..metadata import METADATA_DPI, column_schema, image, preview
+from ..metadata import METADATA_DPI, column_schema, image, markdown_table, preview
 from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, partition_day
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
@@ -172,16 +172,22 @@ def _cluster_day(
     written = store.write_partition(CLUSTERS, as_of, result.assignments)
     segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
     store.refresh_catalog(TABLES.values())
+    selection = result.selection
+    # A k the user fixed was the only one tried: no elbow, no combined score to show.
+    fixed = config.n_clusters is not None
+    candidates = selection.as_table().drop(columns=["score"] if fixed else [])
     metadata = {
         "dagster/row_count": result.assignments.num_rows,
         "segments_count": result.k,
-        "k": result.selection.k,
-        "k_rule": result.selection.rule,
-        "elbow_k": result.selection.elbow_k if result.selection.elbow_k is not None else -1,
-        "k_candidates": dg.MetadataValue.md(result.selection.as_table().round(4).to_markdown(index=False)),
+        "k": selection.k,
+        "k_rule": f"fixed by the user: n_clusters = {selection.k} in the run's config (no other k was tried)"
+        if fixed
+        else selection.rule,
+        **({"elbow_k": selection.elbow_k} if selection.elbow_k is not None else {}),
+        "k_candidates": markdown_table(candidates),
         "k_selection_chart": image(
             charts.k_selection(
-                result.selection.as_table(), result.selection.k, result.selection.elbow_k, result.selection.rule
+                selection.as_table(), selection.k, selection.elbow_k, selection.rule, fixed=fixed
             ).png(dpi=METADATA_DPI),
             "k selection",
         ),
@@ -337,7 +343,7 @@ def robustness(
             "bands": dg.MetadataValue.json({item["values"]: item["counts"] for item in bands}),
             "time_windows": [f"{days} days ending {shift} days earlier" for days, shift in assessment.windows],
             "scores": preview(assessment.table, 50),
-            "feature_drop": dg.MetadataValue.md(assessment.feature_drop.round(4).to_markdown(index=False)),
+            "feature_drop": markdown_table(assessment.feature_drop),
             "path": dg.MetadataValue.path(str(written.path)),
         },
         check_results=robustness_results(store, as_of),
@@ -409,13 +415,12 @@ def viability(
             "approved_segments": approved,
             "rejected_segments": len(decisions) - approved,
             "segments_at_measured_uplift": int((decisions["uplift_source"] == viability_rules.MEASURED).sum()),
-            "decisions": dg.MetadataValue.md(
+            "decisions": markdown_table(
                 decisions[
                     ["segment_id", "size", "uplift_used", "uplift_source", "expected_roi", "strategic_tier", "approved",
                      "reasons"]
-                ]
-                .round(3)
-                .to_markdown(index=False)
+                ],
+                percent=["uplift_used"],
             ),
             "path": dg.MetadataValue.path(str(written.path)),
         },
