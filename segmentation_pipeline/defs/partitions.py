@@ -6,11 +6,13 @@ from datetime import date, datetime
 
 import dagster as dg
 
-# Not exported by dagster: the type of AssetCheckEvaluation.target_materialization_data, and the
-# events of a batch (see _logged_together).
+# Not exported by dagster: the type of AssetCheckEvaluation.target_materialization_data, the events
+# of a batch (see _logged_together), the asset graph and what a run made in process lacks.
+from dagster._check import CheckError
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
 
 from ..core.settings import Settings
@@ -85,8 +87,10 @@ def materialized(
     day's materialization of this run.
     """
     if context.has_partition_key:
+        day = partition_day(context)
         yield dg.MaterializeResult(
-            metadata=rounded(metadata), check_results=list(checks_by_day.get(partition_day(context), []))
+            metadata={**rounded(metadata), **out_of_date_after(context, day)},
+            check_results=list(checks_by_day.get(day, [])),
         )
         return
     yield dg.MaterializeResult(metadata=rounded(metadata))
@@ -169,3 +173,45 @@ def _run_materializations(
         for record in records
         if record.run_id == context.run.run_id
     }
+
+
+def out_of_date_after(context: dg.AssetExecutionContext, day: date) -> dict[str, object]:
+    """Metadata naming the assets after this one whose partition of `day` is stored but not made
+    again by this run (an ad-hoc re-run of one stage): they were made from what this run replaced.
+
+    Dagster 1.13 marks such a partition stale ("has a new dependency materialization") on the
+    asset's Partitions tab only, not on the asset graph: the run says it where it is read first,
+    and logs it."""
+    graph = _code_location_graph(context)
+    in_run = set(context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys)
+    after: list[dg.AssetKey] = []
+    frontier = [context.asset_key]
+    while frontier:
+        for child in sorted(graph.get(frontier.pop()).child_keys):
+            if child != context.asset_key and child not in after:
+                after.append(child)
+                frontier.append(child)
+    stale = [
+        key.to_user_string()
+        for key in after
+        if key not in in_run
+        and context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=1
+        ).records
+    ]
+    if not stale:
+        return {}
+    context.log.warning(
+        f"{day}: {', '.join(stale)} of this day were made from the {context.asset_key.to_user_string()} this run "
+        f"replaced and are now out of date (stale on their Partitions tab): materialize them for {day}"
+    )
+    return {"out_of_date_after_this_run": stale}
+
+
+def _code_location_graph(context: dg.AssetExecutionContext) -> BaseAssetGraph:
+    """Every asset of the code location, also those the run does not make. A run made in process
+    (`dg.materialize`) has no code location: its own job's assets then."""
+    try:
+        return context.repository_def.asset_graph
+    except CheckError:
+        return context.job_def.asset_layer.asset_graph

@@ -37,7 +37,7 @@ from ..checks import (
 )
 from ..fields import field_of
 from ..metadata import METADATA_DPI, column_schema, image, markdown_table, preview
-from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, partition_day
+from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, out_of_date_after, partition_day
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
 from .profiles import profiles
@@ -345,6 +345,7 @@ def robustness(
             "scores": preview(assessment.table, 50),
             "feature_drop": markdown_table(assessment.feature_drop),
             "path": dg.MetadataValue.path(str(written.path)),
+            **out_of_date_after(context, as_of),
         },
         check_results=robustness_results(store, as_of),
     )
@@ -423,6 +424,7 @@ def viability(
                 percent=["uplift_used"],
             ),
             "path": dg.MetadataValue.path(str(written.path)),
+            **out_of_date_after(context, as_of),
         },
         check_results=viability_results(store, as_of),
     )
