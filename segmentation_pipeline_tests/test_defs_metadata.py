@@ -1,6 +1,9 @@
 """What the Dagster UI shows of the tables and of each materialization: every column described with
 its unit (from the same definitions as the features and the record models), numbers rounded."""
 
+from urllib.parse import unquote
+from xml.etree import ElementTree
+
 import dagster as dg
 import pyarrow as pa
 import pytest
@@ -17,7 +20,15 @@ from segmentation_pipeline.core.schemas import (
     ExplanationAnswer,
 )
 from segmentation_pipeline.definitions import defs
-from segmentation_pipeline.defs.metadata import column_schema, number_text, percent_text, preview, rounded
+from segmentation_pipeline.defs.metadata import (
+    INLINE_MARKDOWN_LIMIT,
+    column_schema,
+    number_text,
+    percent_text,
+    preview,
+    rounded,
+    sparkline,
+)
 
 
 @pytest.mark.parametrize("spec", TABLES.values(), ids=lambda spec: spec.name)
@@ -106,3 +117,22 @@ def test_float_metadata_is_rounded_and_the_rest_kept() -> None:
         "name": "x",
     }
     assert number_text(0.000412) == "0.000412" and number_text(-3.0) == "-3" and percent_text(0.5) == "50.0%"
+
+
+def test_a_sparkline_fits_where_the_asset_page_shows_markdown_without_a_click() -> None:
+    """Dagster 1.13 renders a Markdown entry inline below 1,000 characters (else "[Show Markdown]")."""
+    ks = list(range(2, 13))
+    chart = sparkline(ks, [1 / k for k in ks], 3, "combined score by k (higher: better); chosen k = 5", "k").value
+    assert len(chart) < INLINE_MARKDOWN_LIMIT == 1000
+    prefix = "![combined score by k (higher: better); chosen k = 5](data:image/svg+xml,"
+    assert chart.startswith(prefix) and chart.endswith(")")
+    svg = unquote(chart[len(prefix) : -1])
+    assert " " not in chart[len(prefix) :] and "(" not in chart[len(prefix) : -1]  # one Markdown link target
+    root = ElementTree.fromstring(svg)
+    (line,) = root.findall("{http://www.w3.org/2000/svg}polyline")
+    points = [tuple(map(int, pair.split(","))) for pair in line.get("points").split()]
+    assert len(points) == 11
+    # Higher values are drawn higher (smaller y); the marked point is k = 5's.
+    assert points[0][1] < points[-1][1]
+    (circle,) = root.findall("{http://www.w3.org/2000/svg}circle")
+    assert (int(circle.get("cx")), int(circle.get("cy"))) == points[3]

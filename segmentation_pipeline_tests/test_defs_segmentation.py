@@ -193,6 +193,9 @@ def test_segments_recover_the_generating_archetypes(year) -> None:
         "davies_bouldin",
         "score",
     ]
+    # The scores by k as a chart the asset's page shows without a click (Markdown under 1,000 characters).
+    assert cluster_metadata["k_scores"].startswith(f"![combined score by k (higher: better); chosen k = {cluster_metadata['k']}]")
+    assert len(cluster_metadata["k_scores"]) < 1000
 
 
 def test_segment_ids_and_members_carry_over_to_the_next_day(year) -> None:

@@ -3,8 +3,10 @@
 import base64
 import io
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
@@ -99,8 +101,45 @@ def counts_table(counts: dict[str, int], key: str, value: str = "rows") -> dg.Me
     return dg.MetadataValue.md("\n".join(lines) if counts else f"no {value}")
 
 
+#: Dagster 1.13 shows a Markdown entry on the asset's page without a click only when it is shorter
+#: than this (dagster-webserver's ui-core/src/metadata/MetadataEntry.tsx: `expandSmallValues &&
+#: entry.mdStr.length < 1000`, else "[Show Markdown]"); it has no image metadata type, and a PNG
+#: inside Markdown is far longer. A chart drawn as a small SVG fits.
+INLINE_MARKDOWN_LIMIT = 1000
+
+
+def sparkline(xs: Sequence[float], ys: Sequence[float], marked: int, title: str, x_label: str) -> dg.MetadataValue:
+    """A line chart of (xs, ys) with the point `marked` (an index) ringed, small enough for the asset's
+    page to show without a click: an SVG inside Markdown, under `INLINE_MARKDOWN_LIMIT` characters."""
+    width, height, left, right, top, bottom = 300, 66, 14, 286, 17, 52
+    low, high = min(ys), max(ys)
+    span_y = (high - low) or 1.0
+    span_x = (xs[-1] - xs[0]) or 1.0
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return round(left + (x - xs[0]) / span_x * (right - left)), round(bottom - (y - low) / span_y * (bottom - top))
+
+    points = " ".join("{},{}".format(*point(x, y)) for x, y in zip(xs, ys, strict=True))
+    cx, cy = point(xs[marked], ys[marked])
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-family='sans-serif' "
+        f"font-size='10'><text x='2' y='10'>{escape(title)}</text>"
+        f"<polyline points='{points}' fill='none' stroke='#c44e52' stroke-width='2'/>"
+        f"<circle cx='{cx}' cy='{cy}' r='4'/>"
+        f"<text x='{left}' y='{height - 2}'>{escape(x_label)} {xs[0]:g}</text>"
+        f"<text x='{right}' y='{height - 2}' text-anchor='end'>{xs[-1]:g}</text></svg>"
+    )
+    # Spaces, angle brackets and parentheses escaped: the URL stays one Markdown link target.
+    url = "data:image/svg+xml," + quote(svg, safe="=:/',.")
+    markdown = f"![{title}]({url})"
+    if len(markdown) >= INLINE_MARKDOWN_LIMIT:
+        raise ValueError(f"an inline chart of {len(markdown)} characters would hide behind [Show Markdown]: {title}")
+    return dg.MetadataValue.md(markdown)
+
+
 def image(png: bytes, alt: str) -> dg.MetadataValue:
-    """A PNG inside Markdown metadata: the asset's page in the UI shows it without opening a file."""
+    """A PNG inside Markdown metadata: the asset's page in the UI shows it behind "[Show Markdown]"
+    (see INLINE_MARKDOWN_LIMIT), without opening a file."""
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
 
 

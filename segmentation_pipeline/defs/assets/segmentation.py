@@ -1,5 +1,6 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
+import math
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -36,7 +37,7 @@ from ..checks import (
     viability_results,
 )
 from ..fields import field_of
-from ..metadata import METADATA_DPI, column_schema, image, markdown_table, preview
+from ..metadata import METADATA_DPI, column_schema, image, markdown_table, preview, sparkline
 from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, out_of_date_after, partition_day
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
@@ -185,6 +186,7 @@ def _cluster_day(
         else selection.rule,
         **({"elbow_k": selection.elbow_k} if selection.elbow_k is not None else {}),
         "k_candidates": markdown_table(candidates),
+        **_k_scores_at_a_glance(selection, fixed),
         "k_selection_chart": image(
             charts.k_selection(
                 selection.as_table(), selection.k, selection.elbow_k, selection.rule, fixed=fixed
@@ -204,6 +206,17 @@ def _cluster_day(
     }
     metadata.update(_agreement_with_truth(store, result))
     return DayResult(metadata, clusters_results(store, as_of, basis))
+
+
+def _k_scores_at_a_glance(selection: clustering.KSelection, fixed: bool) -> dict[str, dg.MetadataValue]:
+    """The combined score of each candidate k as a chart small enough for the asset's page to show
+    without a click (the full k chart opens with one); none for a k the user fixed."""
+    ks = [candidate.k for candidate in selection.candidates]
+    scores = [candidate.score for candidate in selection.candidates]
+    if fixed or len(ks) < 2 or not all(math.isfinite(score) for score in scores):
+        return {}
+    title = f"combined score by k (higher: better); chosen k = {selection.k}"
+    return {"k_scores": sparkline(ks, scores, ks.index(selection.k), title, "k")}
 
 
 def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> dict[str, float | int]:
