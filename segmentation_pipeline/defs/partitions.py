@@ -139,8 +139,8 @@ def _logged_together(
 ) -> Iterator[DagsterEvent]:
     """The evaluations as events of one batch, as Dagster forms for the materializations of a range:
     an instance that stores batches (defs/event_log.py) stores them in one transaction. One at a
-    time, the results of 14 checks over 365 days took 2 minutes on the SQLite instance, the
-    ingestion itself 13 seconds."""
+    time, the 2,190 results of raw_events' 6 checks over 365 days took 2 minutes of SQLite commits,
+    the ingestion itself 13 seconds (9 s in all with the batch)."""
     step = context.op_execution_context._step_execution_context  # noqa: SLF001 (no public way to batch)
     batch = generate_event_batch_id()
     for position, evaluation in enumerate(evaluations):
