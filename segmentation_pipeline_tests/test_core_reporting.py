@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from segmentation_pipeline.core.errors import DataIntegrityError, PipelineError, ReportGenerationError
@@ -539,6 +540,40 @@ def test_the_k_selection_chart_marks_the_chosen_k() -> None:
     assert list(criteria.lines[2].get_ydata()) == pytest.approx([0.0, 1.0, 0.5])  # Davies-Bouldin inverted
     assert "k = 4" in chart.figure.get_suptitle()
     assert chart.png()[:8] == b"\x89PNG\r\n\x1a\n"
+    renderer = FigureCanvasAgg(chart.figure).get_renderer()
+    # The legends sit below their axes, not over the lines.
+    for ax in (inertia, criteria):
+        legend = ax.get_legend()
+        assert legend is not None
+        assert legend.get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0
+    # Every text of the chart lies inside the picture (none clipped at an edge).
+    picture = chart.figure.bbox
+    for text in [*chart.figure.texts, *(t for ax in chart.figure.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label))]:
+        box = text.get_window_extent(renderer)
+        assert picture.x0 <= box.x0 and box.x1 <= picture.x1 and picture.y0 <= box.y0 and box.y1 <= picture.y1, text
+
+
+def test_a_k_fixed_by_the_user_is_shown_as_such_with_its_separation() -> None:
+    candidates = pd.DataFrame(
+        {
+            "k": [6],
+            "inertia": [5663.8],
+            "silhouette": [0.47],
+            "calinski_harabasz": [2763.4],
+            "davies_bouldin": [1.09],
+            "score": [float("nan")],
+        }
+    )
+    chart = charts.k_selection(candidates, 6, None, "n_clusters set in config", fixed=True)
+    assert chart.figure.get_suptitle() == (
+        "k = 6 segments, fixed by the user (n_clusters in the run's config): no other k was tried"
+    )
+    (ax,) = chart.figure.axes
+    (marker,) = [line for line in ax.lines if list(line.get_xdata()) == [0.47, 0.47]]
+    assert marker is not None
+    assert "Davies-Bouldin 1.09" in ax.get_xlabel() and "Calinski-Harabasz 2,763" in ax.get_xlabel()
+    assert "weak structure" in [text.get_text() for text in ax.texts]  # 0.47 lies in the weak band
+    assert "nan" not in (chart.description + ax.get_xlabel()).lower()
 
 
 def _chromium() -> str | None:

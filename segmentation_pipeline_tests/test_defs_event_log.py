@@ -143,9 +143,11 @@ def test_a_range_is_stored_in_batches_with_the_records_of_dagsters_own_instance(
         own_status = {asset.key: partition_status(instance, asset) for asset in (raw_events, id_history)}
 
     # 20 days of two assets: 40 planned materializations (with the 6 planned checks) in one batch,
-    # then each asset's 20 materializations in one; no asset event stored on its own.
-    assert not (set(calls.alone) & ASSET_EVENTS)
+    # then each asset's 20 materializations in one, then raw_events' 6 checks of each of the 20 days
+    # in one; no asset event or check result stored on its own.
+    assert not (set(calls.alone) & (ASSET_EVENTS | {DagsterEventType.ASSET_CHECK_EVALUATION}))
     assert sorted(sorted((kind.value, count) for kind, count in batch.items()) for batch in calls.batches) == [
+        [("ASSET_CHECK_EVALUATION", 6 * 20)],
         [("ASSET_CHECK_EVALUATION_PLANNED", 6), ("ASSET_MATERIALIZATION_PLANNED", 40)],
         [("ASSET_MATERIALIZATION", 20)],
         [("ASSET_MATERIALIZATION", 20)],
@@ -154,11 +156,11 @@ def test_a_range_is_stored_in_batches_with_the_records_of_dagsters_own_instance(
     assert batching == own
     assert batching["events"][("ASSET_MATERIALIZATION", '["raw_events"]', "2025-01-07")] == 1
     assert batching["asset_rows"]['["raw_events"]'] == ("2025-01-20", True, True, True)
-    # Each check planned for every day of the range; its one result is the range's.
-    assert Counter(status for (_, _, _, status, *_), count in batching["checks"].items() for _ in range(count)) == {
-        "PLANNED": 6 * 20,
-        "SUCCEEDED": 6,
-    }
+    # Each check planned for every day of the range, and its result recorded for every day (the
+    # planned row takes the day's result: none is left planned, which the UI shows as skipped).
+    assert Counter(
+        (partition, status) for (_, _, partition, status, *_), count in batching["checks"].items() for _ in range(count)
+    ) == {(day, "SUCCEEDED"): 6 for day in DAYS}
     assert batching_status == own_status
     assert batching_status[raw_events.key] == {"materialized": DAYS, "failed": [], "in_progress": []}
 

@@ -51,8 +51,9 @@ def ingest_range(instance: dg.DagsterInstance, data_dir: Path, first: date, last
     )
 
 
-def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+def checks_by_name(result: dg.ExecuteInProcessResult, day: date) -> dict[str, dg.AssetCheckEvaluation]:
+    """The run's check results of one day (each day of a run has its own, under its partition)."""
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if e.partition == day.isoformat()}
 
 
 def test_a_range_is_one_run_writing_one_file_per_day_and_a_rerun_changes_nothing(
@@ -71,7 +72,7 @@ def test_a_range_is_one_run_writing_one_file_per_day_and_a_rerun_changes_nothing
     before = {day: warehouse.read_partition(RAW_EVENTS, day) for day in DAYS}
     total = sum(table.num_rows for table in before.values())
     assert total > 1000
-    assert all(checks_by_name(first)[name].passed for name in checks_by_name(first))
+    assert all(check.passed for day in DAYS for check in checks_by_name(first, day).values())
 
     second = ingest_range(instance, data_dir, DAYS[0], DAYS[-1])
     assert second.success
@@ -107,7 +108,7 @@ def test_merge_map_resolves_everything_seen_so_far_with_its_checks_passing(
         [merge_map], instance=instance, resources=resources(data_dir), partition_key=DAYS[-1].isoformat()
     )
     assert result.success
-    checks = checks_by_name(result)
+    checks = checks_by_name(result, DAYS[-1])
     assert set(checks) == {
         "canonical_ids_map_to_themselves",
         "one_canonical_id_per_id",
@@ -147,9 +148,9 @@ def test_files_source_quarantines_bad_rows_and_warns(instance: dg.DagsterInstanc
     quarantined = warehouse.read_partition(QUARANTINE_EVENTS, DAYS[1])
     assert quarantined.column("reason").to_pylist() == ["unknown_event_type"]
     assert quarantined.column("source_row").to_pylist() == [3]
-    rate = checks_by_name(result)["quarantine_rate"]
+    rate = checks_by_name(result, DAYS[1])["quarantine_rate"]
     assert not rate.passed and rate.severity == dg.AssetCheckSeverity.WARN
-    assert rate.metadata["rate"].value == pytest.approx(1 / 3)
+    assert rate.metadata["rate"].value == 0.3333  # 1 of 3, rounded for the UI (not 0.333333333333333)
     metadata = result.asset_materializations_for_node("id_history")[0].metadata
     assert metadata["days_without_input"].value == ["2025-01-02"]
 
@@ -162,13 +163,17 @@ def test_a_day_without_input_is_flagged_not_passed_over(instance: dg.DagsterInst
     # The 2nd's export never came; the 3rd's folder is there but its file is empty.
     (data_dir / "incoming" / "events" / "date=2025-01-03").mkdir()
     (data_dir / "incoming" / "events" / "date=2025-01-03" / "shop.csv").write_text("")
-    check = checks_by_name(ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files"))["every_day_has_input"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.description == "no input for 2 of 3 days: 2025-01-02, 2025-01-03"
-    assert check.metadata["days_without_events"].value == ["2025-01-02", "2025-01-03"]
-    nightly = checks_by_name(ingest_range(instance, data_dir, DAYS[1], DAYS[1], kind="files"))
+    three_days = ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files")
+    first, *without = (checks_by_name(three_days, day)["every_day_has_input"] for day in DAYS)
+    assert first.passed and first.description == "2025-01-01 has 1 events"
+    for day, check in zip(DAYS[1:], without, strict=True):
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert check.description == f"no input for {day}: no event of that day was stored"
+        assert check.metadata["days_without_events"].value == [day.isoformat()]
+    nightly = checks_by_name(ingest_range(instance, data_dir, DAYS[1], DAYS[1], kind="files"), DAYS[1])
     assert nightly["every_day_has_input"].description == "no input for 2025-01-02: no event of that day was stored"
-    assert checks_by_name(ingest_range(instance, data_dir, DAYS[0], DAYS[0], kind="files"))["every_day_has_input"].passed
+    first_day = ingest_range(instance, data_dir, DAYS[0], DAYS[0], kind="files")
+    assert checks_by_name(first_day, DAYS[0])["every_day_has_input"].passed
     closed_on_sundays = dg.materialize(
         [raw_events],
         instance=instance,
@@ -176,7 +181,7 @@ def test_a_day_without_input_is_flagged_not_passed_over(instance: dg.DagsterInst
         partition_key="2025-01-02",
         run_config=dg.RunConfig({"raw_events": {"config": {"expect_input_every_day": False}}}),
     )
-    assert checks_by_name(closed_on_sundays)["every_day_has_input"].passed
+    assert checks_by_name(closed_on_sundays, DAYS[1])["every_day_has_input"].passed
 
 
 def test_a_file_missing_a_column_fails_the_run_naming_file_and_column(
@@ -245,13 +250,13 @@ def test_a_day_run_warns_about_rows_of_a_neighbouring_day(instance: dg.DagsterIn
     config = json.loads((SAMPLES / "source.json").read_text()) | {"incoming_dir": str(SAMPLES / "incoming")}
     result = ingest_range(instance, tmp_path / "data", DAYS[1], DAYS[1], **config)
     assert result.success
-    check = checks_by_name(result)["no_rows_for_other_days"]
+    check = checks_by_name(result, DAYS[1])["no_rows_for_other_days"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["rows"].value == 1
     assert "2025-01-01 (1)" in check.description
     # Run together with that day, nothing is left over.
     both = ingest_range(instance, tmp_path / "data", DAYS[0], DAYS[1], **config)
-    assert checks_by_name(both)["no_rows_for_other_days"].passed
+    assert all(checks_by_name(both, day)["no_rows_for_other_days"].passed for day in DAYS[:2])
 
 
 def test_merge_map_applies_merges_in_effect_by_the_end_of_its_day(instance: dg.DagsterInstance, tmp_path: Path) -> None:
@@ -307,3 +312,51 @@ def test_the_synthetic_ground_truth_is_made_again_only_when_its_settings_change(
     smaller = pq.read_table(truth)
     assert smaller.num_rows < people.num_rows
     assert smaller.equals(synthetic.ground_truth(synthetic.SyntheticSettings(n_customers=5000, bad_row_rate=0.03)))
+
+
+def stored_check_records(instance: dg.DagsterInstance) -> dict[str, list[tuple[str | None, str]]]:
+    """What the instance keeps of each raw_events check: (partition, status) of every record, oldest first."""
+    return {
+        key.name: [
+            (record.partition, record.status.value)
+            for record in reversed(instance.event_log_storage.get_asset_check_execution_history(key, limit=100))
+        ]
+        for key in raw_events.check_keys
+    }
+
+
+def test_a_ranged_run_records_each_check_once_per_day_under_its_partition(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A single-run backfill used to leave one "Skipped" (planned, never evaluated) row per day and
+    check, beside one result of no day; a nightly run one such row beside its result."""
+    data_dir = tmp_path / "data"
+    assert ingest_range(instance, data_dir, DAYS[0], DAYS[2]).success
+    days = [day.isoformat() for day in DAYS]
+    records = stored_check_records(instance)
+    assert set(records) == {spec.name for spec in raw_events.check_specs} and len(records) == 6
+    for name, stored in records.items():
+        assert stored == [(day, "SUCCEEDED") for day in days], name
+    # Every day's result is about that day's materialization of the run: the UI shows it as current.
+    check_keys = list(raw_events.check_keys)
+    infos = instance.event_log_storage.get_asset_check_partition_info(check_keys)
+    assert len(infos) == 6 * 3
+    assert all(info.is_current and info.partition_key in days for info in infos)
+
+    # A nightly run of one partition adds one record per check, under that day.
+    nightly = dg.materialize([raw_events], instance=instance, resources=resources(data_dir), partition_key=days[1])
+    assert nightly.success
+    for name, stored in stored_check_records(instance).items():
+        assert stored == [*[(day, "SUCCEEDED") for day in days], (days[1], "SUCCEEDED")], name
+
+
+def test_a_ranged_run_records_a_failed_day_as_failed_and_the_others_as_passed(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    folder = data_dir / "incoming" / "events" / "date=2025-01-01"
+    folder.mkdir(parents=True)
+    (folder / "shop.csv").write_text("customer_id,event_type,timestamp\nu1,page_view,2025-01-01T09:00:00Z\n")
+    assert ingest_range(instance, data_dir, DAYS[0], DAYS[2], kind="files").success
+    stored = stored_check_records(instance)["every_day_has_input"]
+    assert stored == [("2025-01-01", "SUCCEEDED"), ("2025-01-02", "FAILED"), ("2025-01-03", "FAILED")]

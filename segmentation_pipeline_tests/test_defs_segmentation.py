@@ -1,6 +1,7 @@
 """profiles, clusters, segment_migration, robustness and viability materialized by Dagster."""
 
 import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from segmentation_pipeline.core import synthetic
 from segmentation_pipeline.core.errors import SensitivityTestError
@@ -36,6 +40,7 @@ from segmentation_pipeline.core.schemas import (
 )
 from segmentation_pipeline.core.sources import EVENTS, MERGES
 from segmentation_pipeline.core.warehouse import Warehouse, days_between
+from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.assets.insights import actionability, explanations
@@ -49,6 +54,8 @@ from segmentation_pipeline.defs.resources import (
     WarehouseResource,
     WebhookResource,
 )
+from segmentation_pipeline_tests.runs import materialize_command
+from segmentation_pipeline_tests.service import REPOSITORY, service_environment
 
 from .damage import damage_page
 
@@ -186,6 +193,9 @@ def test_segments_recover_the_generating_archetypes(year) -> None:
         "davies_bouldin",
         "score",
     ]
+    # The scores by k as a chart the asset's page shows without a click (Markdown under 1,000 characters).
+    assert cluster_metadata["k_scores"].startswith(f"![combined score by k (higher: better); chosen k = {cluster_metadata['k']}]")
+    assert len(cluster_metadata["k_scores"]) < 1000
 
 
 def test_segment_ids_and_members_carry_over_to_the_next_day(year) -> None:
@@ -241,11 +251,13 @@ def test_an_adhoc_rerun_with_other_settings_uses_the_stored_upstream(
     warehouse = Warehouse(data_dir)
     profile_file = warehouse.partition_path(PROFILES, LAST_DAY)
     stamp = profile_file.stat().st_mtime_ns
-    result = snapshot(
-        instance,
-        data_dir,
-        LAST_DAY,
-        assets=[clusters, robustness, viability],
+    # Three stages of the graph re-run from the Launchpad, as the README's recipe has it.
+    result = dg.materialize(
+        SNAPSHOT_ASSETS,
+        selection=dg.AssetSelection.assets(clusters, robustness, viability),
+        instance=instance,
+        resources=resources(data_dir),
+        partition_key=LAST_DAY.isoformat(),
         run_config=dg.RunConfig(
             {
                 "clusters": {"config": {"n_clusters": 4}},
@@ -256,8 +268,33 @@ def test_an_adhoc_rerun_with_other_settings_uses_the_stored_upstream(
     )
     assert result.success
     assert profile_file.stat().st_mtime_ns == stamp
-    assert metadata(result, "clusters")["k"] == 4
-    assert metadata(result, "clusters")["k_rule"] == "n_clusters set in config"
+    # A run made in process knows no assets but its own: none is named out of date (see the next test).
+    assert "out_of_date_after_this_run" not in metadata(result, "clusters")
+    cluster_metadata = metadata(result, "clusters")
+    assert cluster_metadata["k"] == 4
+    # Said as the user's choice, without an elbow or a combined score that were never computed.
+    assert cluster_metadata["k_rule"] == "fixed by the user: n_clusters = 4 in the run's config (no other k was tried)"
+    assert "elbow_k" not in cluster_metadata
+    header, _, row = cluster_metadata["k_candidates"].splitlines()
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "k",
+        "inertia",
+        "silhouette",
+        "calinski_harabasz",
+        "davies_bouldin",
+    ]
+    assert row.split("|")[1].strip() == "4" and "nan" not in row.lower()
+    # What the UI shows on each asset's Partitions tab for the day (Dagster 1.13 shows the staleness of
+    # a partitioned asset per partition): the stages re-run after clusters are up to date, the one left
+    # out (segment_migration) is marked stale, naming the new clusters as the cause.
+    resolver = get_stale_status_resolver(instance, list(defs.assets))
+    day = LAST_DAY.isoformat()
+    for fresh in ("profiles", "clusters", "robustness", "viability"):
+        assert resolver.get_status(dg.AssetKey(fresh), day) == StaleStatus.FRESH, fresh
+    assert resolver.get_status(dg.AssetKey("segment_migration"), day) == StaleStatus.STALE
+    (cause,) = resolver.get_stale_causes(dg.AssetKey("segment_migration"), day)
+    assert cause.dependency == AssetKeyPartitionKey(dg.AssetKey("clusters"), day)
+    assert cause.reason == "has a new dependency materialization"
     segments = metadata(result, "clusters")["segments_count"]
     # Four behaviour clusters, each split by the lifecycle groups of its customers.
     assert segments > 4
@@ -525,5 +562,60 @@ def test_a_backfill_makes_the_days_of_its_range_in_one_run_as_day_by_day(
         for spec in specs:
             assert read(data_dir, spec, day).equals(read(year[0], spec, day)), (spec.name, day)
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 8  # merge_map 4, profiles 2, clusters 2: one result each over both days
-    assert all(check.passed and check.metadata["days_checked"].value == 2 for check in checks)
+    # merge_map 4, profiles 2, clusters 2: one result of each per day, under that day's partition.
+    assert sorted((check.asset_key.path[0], check.partition) for check in checks) == sorted(
+        (asset, day.isoformat())
+        for asset, count in (("merge_map", 4), ("profiles", 2), ("clusters", 2))
+        for day in (DAY_BEFORE, LAST_DAY)
+        for _ in range(count)
+    )
+    assert all(check.passed for check in checks)
+    stored = [
+        (record.partition, record.status.value)
+        for key in clusters.check_keys
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+        if record.run_id == result.run_id
+    ]
+    assert sorted(stored) == sorted((day.isoformat(), "SUCCEEDED") for day in (DAY_BEFORE, LAST_DAY) for _ in range(2))
+
+
+def test_an_adhoc_rerun_from_the_command_line_names_the_stages_it_left_out_of_date(
+    year, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """As an operator re-runs one stage (`dagster asset materialize`, as the Launchpad does): the stages
+    after it whose partition of the day is stored were made from the segments it replaced; the run's
+    clusters name them, and Dagster marks each of them stale for the day."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(year[0], data_dir)
+    day = LAST_DAY.isoformat()
+    graph = defs.resolve_asset_graph()
+    after, frontier = [], [clusters.key]
+    while frontier:
+        for child in sorted(graph.get(frontier.pop()).child_keys):
+            if child != clusters.key and child not in after:
+                after.append(child)
+                frontier.append(child)
+    stored = [
+        key.to_user_string()
+        for key in after
+        if instance.fetch_materializations(dg.AssetRecordsFilter(key, asset_partitions=[day]), limit=1).records
+    ]
+    assert {"segment_migration", "robustness", "viability"} <= set(stored)
+    command = materialize_command(["clusters"], partition=day, config={"ops": {"clusters": {"config": {"n_clusters": 4}}}})
+    process = subprocess.run(
+        command,
+        cwd=REPOSITORY,
+        env=service_environment(Path(instance.root_directory), data_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    event = instance.get_latest_materialization_event(clusters.key)
+    assert event.asset_materialization.partition == day
+    assert event.asset_materialization.metadata["out_of_date_after_this_run"].value == stored
+    assert "are now out of date (stale on their Partitions tab)" in process.stdout + process.stderr
+    resolver = get_stale_status_resolver(instance, list(defs.assets))
+    for name in stored:
+        assert resolver.get_status(dg.AssetKey(name), day) == StaleStatus.STALE, name
+    assert resolver.get_status(clusters.key, day) == StaleStatus.FRESH

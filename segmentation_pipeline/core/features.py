@@ -63,6 +63,25 @@ class Feature:
     def is_share_map(self) -> bool:
         return self.type == SHARE_MAP
 
+    @property
+    def column_description(self) -> str:
+        """The description with the unit in words: the profiles column's, in the Dagster UI."""
+        unit = UNITS_IN_WORDS.get(self.unit, self.unit)
+        return f"{self.description} Unit: {unit}." if unit else self.description
+
+
+#: Units said in full where the short name would leave a reader guessing; labels (a category, a
+#: channel) have none.
+UNITS_IN_WORDS = {
+    "share": "share (0 to 1)",
+    "probability": "probability (0 to 1)",
+    "money": "money, in the source's currency",
+    "weekday": "day of the week (0 = Monday)",
+    "hour": "hour of the day (UTC)",
+    "category": "",
+    "channel": "",
+}
+
 
 def _safe_ratio(numerator: str, denominator: str) -> str:
     return f"CASE WHEN {denominator} > 0 THEN CAST({numerator} AS DOUBLE) / {denominator} END"

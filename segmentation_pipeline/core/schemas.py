@@ -7,6 +7,8 @@ and by the asset checks.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -210,13 +212,21 @@ ACTIONABILITY_DIMENSIONS = ("what", "when", "how", "who")
 class AnswerProvenance(BaseModel):
     """Who answered, with which prompt; and why the model's answer was replaced, if it was."""
 
-    source: AnswerSource
-    provider: str
-    model: str
-    prompt_version: str
-    fallback_reason: str | None = None
+    source: AnswerSource = Field(
+        description="Who answered: the configured language model (llm), the mock as the configured provider "
+        "(mock), or the mock standing in for a model answer that was unusable or never came (fallback)."
+    )
+    provider: str = Field(description="The configured answer provider (mock or openai).")
+    model: str = Field(description="The model that was asked.")
+    prompt_version: str = Field(description="The version of the prompt the answer was asked with.")
+    fallback_reason: str | None = Field(
+        default=None, description="Why the model's answer was replaced by the mock's; empty when it was not."
+    )
     #: core.llm.facts.SegmentFacts.sha256 of the statistics the answer was given.
-    statistics_sha256: str
+    statistics_sha256: str = Field(
+        description="SHA-256 of the segment statistics the answer was given: the checks compare it with the "
+        "stored snapshot's."
+    )
 
 
 class ActionabilityAnswer(BaseModel):
@@ -317,6 +327,15 @@ class Invariant:
         return self.detect or f"count(*) FILTER (WHERE {self.broken})"
 
 
+def described_by(model: type[BaseModel], *names: str) -> dict[str, str]:
+    """The descriptions of `names` as the record model `model` gives them (one definition of each)."""
+    described = {name: model.model_fields[name].description for name in names}
+    undescribed = [name for name, text in described.items() if not text]
+    if undescribed:
+        raise ValueError(f"{model.__name__}: no description for {undescribed}")
+    return {name: str(text) for name, text in described.items()}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A warehouse table: its name, Arrow schema and which columns must be non-null."""
@@ -339,6 +358,9 @@ class TableSpec:
     invariants: tuple[Invariant, ...] = ()
     #: Columns that hold a customer ID (any ID a customer goes by): what erasure removes a customer by.
     customer_columns: tuple[str, ...] = ()
+    #: Each column in words, with its unit where it has one: what the asset's Columns tab in the
+    #: Dagster UI shows (defs/metadata.py); every column has one (a test holds every table to it).
+    column_descriptions: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
     @property
     def folder(self) -> str:
@@ -360,6 +382,18 @@ _DAY_MICROSECONDS = 86_400_000_000
 
 RAW_EVENTS = TableSpec(
     name="raw_events",
+    column_descriptions={
+        "event_id": "The event's ID: the source's, or a hash of the row when the source has none.",
+        "customer_id": "The customer ID the event was recorded under (before merges; merge_map resolves it).",
+        "event_type": "One of session_start, page_view, add_to_cart, purchase, refund.",
+        "timestamp": "When the event happened, in UTC.",
+        "session_id": "The session the event belongs to; empty when the source has no sessions.",
+        "amount": "Money paid (purchase) or returned (refund), in the source's currency; empty for other events.",
+        "quantity": "Items in the purchase or refund; empty when the source does not say.",
+        "product_category": "The product category of the event; empty when the source has none.",
+        "channel": "Where the event happened (web, mobile_app, email, store, ...); empty when the source has none.",
+        "device": "The device the event came from (desktop, phone, tablet, ...); empty when the source has none.",
+    },
     description="Validated customer events, one row per event, partitioned by event date (UTC).",
     schema=pa.schema(
         [
@@ -403,6 +437,11 @@ TRANSACTION_REQUIRED_SOURCE_COLUMNS: tuple[str, ...] = ("customer_id", "timestam
 
 ID_HISTORY = TableSpec(
     name="id_history",
+    column_descriptions={
+        "old_id": "The customer ID that was merged away.",
+        "new_id": "The customer ID it was merged into (which may itself be merged later: a chain).",
+        "merged_at": "When the merge took effect, in UTC; it may lie before the day the record arrived.",
+    },
     description="Customer-ID merge records received on that day (merged_at may be earlier).",
     customer_columns=("old_id", "new_id"),
     schema=pa.schema(
@@ -443,6 +482,15 @@ def _quarantine_spec(name: str, of: TableSpec) -> TableSpec:
         ),
         location=f"quarantine/{of.name}",
         customer_columns=of.customer_columns,
+        column_descriptions={
+            "reason": "Why the row was rejected (e.g. missing_customer_id, unknown_event_type, unparsable_timestamp).",
+            "source": "The input file the row came from.",
+            "source_row": "The row's number in that file (rows).",
+            **{
+                column: f"The rejected row's {column} as it arrived, as text. {description}"
+                for column, description in of.column_descriptions.items()
+            },
+        },
     )
 
 
@@ -466,6 +514,16 @@ UNASSIGNED_ID_HISTORY = unassigned(QUARANTINE_ID_HISTORY)
 
 MERGE_MAP = TableSpec(
     name="merge_map",
+    column_descriptions={
+        "old_id": "A customer ID seen in id_history up to the end of the day.",
+        "canonical_id": "The ID the customer's events count under: the end of old_id's merge chain.",
+        "component_size": "IDs linked to this one by merges, itself included (IDs).",
+        "chain_depth": "Merges from old_id to its canonical ID (merges); 0 for a canonical ID.",
+        "in_cycle": "Whether old_id sits on a merge cycle (A -> B -> A), resolved by the latest merge.",
+        "is_junk": "Whether old_id is a junk ID (a placeholder such as 'unknown' or a hub linking too many "
+        "customers): it is never merged into a customer.",
+        "junk_reason": "Why the ID is junk (block list or hub); empty for a customer ID.",
+    },
     description="old_id -> canonical_id for every ID seen in id_history up to the end of the day.",
     customer_columns=("old_id", "canonical_id"),
     schema=pa.schema(
@@ -487,6 +545,23 @@ FEATURE_VALUES = pa.map_(pa.string(), pa.float64())
 
 PROFILES = TableSpec(
     name="profiles",
+    column_descriptions={
+        "canonical_id": "The customer's canonical ID (merge_map): the events of merged IDs count here.",
+        "n_ids": "Customer IDs whose events the profile counts (IDs).",
+        "window_days": "Length of the look-back window ending on the as-of day (days).",
+        "first_event": "The customer's first event in the window, in UTC.",
+        "last_event": "The customer's last event in the window, in UTC.",
+        **{feature.name: feature.column_description for feature in FEATURES},
+        "p_alive": "Probability the customer still buys, from the fitted purchase model; empty where none "
+        "could be fitted. Unit: probability (0 to 1).",
+        "expected_purchases": "Purchases the model expects over the CLV horizon (orders); empty where no model "
+        "could be fitted.",
+        "cycle_value": "Expected spend over one campaign cycle (campaign_cycle_days), discounted like the CLV: "
+        "the value a campaign run now can move. Unit: money, in the source's currency.",
+        "clv_method": "How churn risk and CLV were estimated: the purchase model's name, or the heuristic.",
+        "lifecycle_stage": "prospect, new, active, loyal, at_risk or lapsed (core.lifecycle).",
+        "repeat_buyer": "Whether the customer bought on more than one day in the window.",
+    },
     description="One row per canonical customer active in the look-back window ending that day.",
     customer_columns=("canonical_id",),
     schema=pa.schema(
@@ -515,6 +590,16 @@ PROFILES = TableSpec(
 
 CLUSTERS = TableSpec(
     name="clusters",
+    column_descriptions={
+        "canonical_id": "The customer's canonical ID.",
+        "segment_id": "The customer's segment (segments table); IDs follow the previous snapshot's.",
+        "distance": "Distance from the customer to the segment's centre in the scaled feature space "
+        "(robust-scaled units): larger is less typical of the segment.",
+        "shaped_segments": "Whether the customer was among those whose features shaped the segments "
+        "(established customers); the others were assigned to the nearest one.",
+        "behaviour_cluster": "The customer's behaviour cluster: a segment is one (or, when small, a few) "
+        "behaviour clusters within one lifecycle group.",
+    },
     description="The segment of every profiled customer: one row per canonical customer.",
     customer_columns=("canonical_id",),
     schema=pa.schema(
@@ -533,6 +618,28 @@ CLUSTERS = TableSpec(
 
 SEGMENTS = TableSpec(
     name="segments",
+    column_descriptions={
+        "segment_id": "The segment's ID: kept from snapshot to snapshot while the segment matches.",
+        "name": "The segment's name, from its most distinctive traits.",
+        "traits": "The features on which the segment stands far above or below all customers, in words.",
+        "size": "Customers in the segment (customers).",
+        "share": "The segment's share of all profiled customers. Unit: share (0 to 1).",
+        "total_clv": "The members' expected revenue over the CLV horizon, summed. Unit: money, in the source's "
+        "currency.",
+        "mean_clv": "Expected revenue over the CLV horizon per member. Unit: money, in the source's currency.",
+        "total_cycle_value": "The members' expected spend over one campaign cycle, summed: what a campaign run now "
+        "can move; empty in snapshots made before it. Unit: money, in the source's currency.",
+        "centroid": "Feature -> the segment's k-means centre, in each feature's own unit.",
+        "feature_means": "Feature -> the members' mean, in each feature's own unit.",
+        "top_category": "The product category most of the segment's events are in.",
+        "top_channel": "The channel most of the segment's events are in.",
+        "is_new": "Whether the segment matched none of the previous snapshot's (a new segment ID).",
+        "match_distance": "Distance to the previous snapshot's segment it was matched to (robust-scaled units); "
+        "empty for a new segment.",
+        "lifecycle_mix": "Lifecycle stage -> share of the segment's customers in it. Unit: share (0 to 1).",
+        "lifecycle_group": "The lifecycle group the segment was built within (e.g. at_risk+lapsed); empty when "
+        "segments are behaviour clusters alone.",
+    },
     description="Segment definitions of the snapshot: one row per segment.",
     schema=pa.schema(
         [
@@ -564,6 +671,12 @@ SEGMENTS = TableSpec(
 
 SEGMENT_MIGRATION = TableSpec(
     name="segment_migration",
+    column_descriptions={
+        "previous_as_of": "The day of the previous snapshot the customers are compared with.",
+        "from_segment_id": "The customers' segment in the previous snapshot; empty for customers new to this one.",
+        "to_segment_id": "The customers' segment in this snapshot; empty for customers who left it.",
+        "customers": "Customers who moved from from_segment_id to to_segment_id (customers).",
+    },
     description="Customers moving between segments since the previous snapshot: one row per (from, to) pair; "
     "from_segment_id is null for customers new to the snapshot, to_segment_id null for those who left it.",
     schema=pa.schema(
@@ -579,6 +692,24 @@ SEGMENT_MIGRATION = TableSpec(
 
 CLV_BACKTEST = TableSpec(
     name="clv_backtest",
+    column_descriptions={
+        "kind": "model (a purchase model, fitted) or baseline (a model-free rule to beat).",
+        "name": "The model's or baseline's short name (bgnbd, mbgnbd, pareto_nbd, recency, heuristic).",
+        "label": "The model's or baseline's name in words.",
+        "converged": "Whether the model's fit converged; empty for a baseline.",
+        "chosen": "Whether the day's profiles use this model.",
+        "parameters": "The fitted parameters by name; empty for a baseline.",
+        "log_likelihood": "Log-likelihood of the fit on the purchases before the split day; empty for a baseline.",
+        "split_day": "The last day of the fitting period; the holdout starts the day after.",
+        "holdout_days": "Days after the split day the forecast is scored on (days).",
+        "customers": "Customers scored (customers).",
+        "forecast_purchase_days": "Repeat purchase days in the holdout, forecast and summed over customers (days).",
+        "actual_purchase_days": "Repeat purchase days in the holdout that happened, summed over customers (days).",
+        "error_percent": "Forecast against actual purchase days, in percent of the actual (%).",
+        "mae": "Mean absolute error of the holdout purchase days per customer (days).",
+        "churn_auc": "AUC of the churn score for 'no purchase in the holdout': 0.5 is chance, 1 perfect.",
+        "reason": "Why the model was chosen or not, or why it could not be fitted.",
+    },
     description="Each candidate purchase model, and the model-free baselines, fitted before the split day and "
     "scored on the holdout days after it: one row per model or baseline.",
     schema=pa.schema(
@@ -611,6 +742,22 @@ CLV_BACKTEST = TableSpec(
 
 ROBUSTNESS = TableSpec(
     name="robustness",
+    column_descriptions={
+        "segment_id": "The segment the row is about.",
+        "feature_drop_stability": "How well the segment is recovered when one feature at a time is left out: "
+        "the worst best-match Jaccard (0 to 1); empty when not measured.",
+        "feature_drop_worst_feature": "The feature whose removal changes the segment most.",
+        "time_window_stability": "How well the segment is recovered from profiles over shorter or shifted windows "
+        "(best-match Jaccard, 0 to 1); empty when not measured.",
+        "time_window_windows": "Windows the time-window test compared (windows).",
+        "bootstrap_stability": "Mean best-match Jaccard of the segment over re-clustered bootstrap samples "
+        "(0 to 1); empty when not measured.",
+        "bootstrap_samples": "Bootstrap samples drawn (samples).",
+        "overall": "Weighted mean of the tests that produced a score (0 to 1); empty when none did.",
+        "band": "highly_stable (above 0.85), stable (above 0.75), doubtful (above 0.6), unstable or dissolved "
+        "(0.5 or less); unmeasured when no test scored.",
+        "production_ready": "Whether the segment is stable enough to act on.",
+    },
     description="Stability of each segment under feature-drop, time-window and bootstrap tests: one row per segment.",
     schema=pa.schema(
         [
@@ -631,6 +778,34 @@ ROBUSTNESS = TableSpec(
 
 VIABILITY = TableSpec(
     name="viability",
+    column_descriptions={
+        "segment_id": "The segment the row is about.",
+        "size": "Customers in the segment (customers).",
+        "share": "The segment's share of all profiled customers. Unit: share (0 to 1).",
+        "total_clv": "The members' expected revenue over the CLV horizon, summed. Unit: money, in the source's "
+        "currency.",
+        "mean_clv": "Expected revenue over the CLV horizon per member. Unit: money, in the source's currency.",
+        "campaign_value": "What the campaign's return is computed on: the members' expected spend over one "
+        "campaign cycle (total_clv in snapshots made before it). Unit: money, in the source's currency.",
+        "campaign_cost": "Cost of a campaign to every member: size x cost per customer. Unit: money, in the "
+        "source's currency.",
+        "incremental_profit": "campaign_value x uplift x margin: the profit the campaign is expected to add. Unit: "
+        "money, in the source's currency.",
+        "expected_roi": "(incremental_profit - campaign_cost) / campaign_cost: 1.0 returns the cost twice over "
+        "(ratio).",
+        "strategic_impact": "The segment's weight among all of them, from its share of the value and its value "
+        "per customer (0 to 1).",
+        "strategic_tier": "high, medium or low strategic impact.",
+        "approved": "Whether the segment passes every viability criterion and is worth a campaign.",
+        "reasons": "Why it was approved or rejected, criterion by criterion, in words.",
+        "failed_criteria": "The names of the criteria it failed; empty when approved.",
+        "uplift_used": "The uplift the return is priced at (share of revenue, 0.10 is +10%).",
+        "uplift_source": "measured (the segment's latest measured campaign) or prior (the configured "
+        "expected_uplift).",
+        "uplift_ci_low": "Lower end of the measured uplift's 95% interval (share); empty for the prior.",
+        "uplift_ci_high": "Upper end of the measured uplift's 95% interval (share); empty for the prior.",
+        "uplift_basis": "What the uplift stands on, in words.",
+    },
     description="Economic viability of each segment and whether it is approved, with reasons: one row per segment.",
     schema=pa.schema(
         [
@@ -674,6 +849,16 @@ _PROVENANCE_FIELDS = [
 
 ACTIONABILITY = TableSpec(
     name="actionability",
+    column_descriptions={
+        "segment_id": "The segment the row is about.",
+        **described_by(
+            ActionabilityAnswer,
+            *(f"{dimension}_{part}" for dimension in ACTIONABILITY_DIMENSIONS for part in ("score", "evidence")),
+            "actionable",
+            "reason",
+        ),
+        **described_by(AnswerProvenance, *AnswerProvenance.model_fields),
+    },
     description="WHAT/WHEN/HOW/WHO scores of each segment with their evidence (a null score: not measurable "
     "from the data), the verdict and its reason, "
     "and whether the answer came from the language model, the mock or the fallback: one row per segment.",
@@ -708,6 +893,14 @@ RECOMMENDATION = pa.struct(
 
 EXPLANATIONS = TableSpec(
     name="explanations",
+    column_descriptions={
+        "segment_id": "The segment the row is about.",
+        **described_by(
+            ExplanationAnswer, "executive_summary", "recommendations", "expected_roi", "confidence_justification"
+        ),
+        "confidence_level": "How far the explanation can be trusted: high, medium or low.",
+        **described_by(AnswerProvenance, *AnswerProvenance.model_fields),
+    },
     description="Each segment in business language: summary, campaign recommendations, expected ROI and "
     "confidence, and where the answer came from: one row per segment.",
     schema=pa.schema(
@@ -726,6 +919,24 @@ EXPLANATIONS = TableSpec(
 
 AUDIENCES = TableSpec(
     name="audiences",
+    column_descriptions={
+        "canonical_id": "The customer's canonical ID.",
+        "segment_id": "The customer's segment.",
+        "segment_name": "The segment's name.",
+        "campaign_key": "<segment ID>-<channel>: the same campaign from day to day while the segment keeps its ID.",
+        "channel": "The channel the campaign reaches the customer through.",
+        "timing": "When to send, in words.",
+        "offer": "What the campaign offers.",
+        "lifecycle_stage": "The customer's lifecycle stage.",
+        "clv_estimate": "The customer's expected revenue over the CLV horizon. Unit: money, in the source's currency.",
+        "churn_risk": "Probability the customer has stopped buying. Unit: probability (0 to 1).",
+        "recency_days": "Days since the customer's last purchase (days).",
+        "cycle_value": "The customer's expected spend over one campaign cycle. Unit: money, in the source's "
+        "currency.",
+        "expected_value": "Expected extra spend in the campaign cycle: cycle value x the campaign's uplift. Unit: "
+        "money, in the source's currency.",
+        "group": "treatment (exported) or control (held out, to measure the uplift against).",
+    },
     description="The customers of every campaign of an approved and actionable segment, each in its treatment "
     "or control group (core.activation): one row per customer in a campaign, in one campaign at most.",
     schema=pa.schema(
@@ -755,6 +966,18 @@ AUDIENCES = TableSpec(
 
 AUDIENCE_EXPORTS = TableSpec(
     name="audience_exports",
+    column_descriptions={
+        "campaign_key": "<segment ID>-<channel>: the campaign.",
+        "customers": "Treatment customers in the export (customers).",
+        "control_customers": "Customers kept back as the control group (customers).",
+        "added": "Customers new to the campaign since the previous export (customers).",
+        "removed": "Customers no longer in the campaign (customers).",
+        "moved_in": "Customers who came from another campaign (customers).",
+        "moved_out": "Customers who went to another campaign (customers).",
+        "previous_export": "The day of the export compared with; empty for the first.",
+        "folder": "Where the campaign's files are.",
+        "manifest_sha256": "SHA-256 of the export's manifest.",
+    },
     description="What each day's export under <data dir>/exports/date=D/ holds: one row per campaign, with its "
     "treatment customers, the control group kept back and the changes since the previous export.",
     schema=pa.schema(
@@ -776,6 +999,34 @@ AUDIENCE_EXPORTS = TableSpec(
 
 CAMPAIGN_RESULTS = TableSpec(
     name="campaign_results",
+    column_descriptions={
+        "export_day": "The day the campaign's audience was exported.",
+        "campaign_key": "<segment ID>-<channel>: the campaign.",
+        "segment_id": "The segment the campaign was aimed at.",
+        "segment_name": "The segment's name.",
+        "channel": "The campaign's channel.",
+        "metric": "conversion_rate (share who bought), orders_per_customer or revenue_per_customer (net of "
+        "refunds).",
+        "window_days": "Days after the export the campaign is measured over (days).",
+        "window_first_day": "The first day of the measurement window.",
+        "window_last_day": "The last day of the measurement window.",
+        "days_with_events": "Days of the window with stored events (days); window_days when none is missing.",
+        "treatment_customers": "Customers who got the campaign (customers).",
+        "control_customers": "Customers held out (customers).",
+        "treatment_value": "The metric among treatment customers, in the metric's unit.",
+        "control_value": "The metric among control customers, in the metric's unit.",
+        "uplift": "Treatment minus control, in the metric's unit.",
+        "uplift_ci_low": "Lower end of the uplift's interval, in the metric's unit.",
+        "uplift_ci_high": "Upper end of the uplift's interval, in the metric's unit.",
+        "relative_uplift": "(treatment - control) / control: 0.10 is +10%; empty where the control value is not "
+        "above zero.",
+        "relative_ci_low": "Lower end of the relative uplift's interval (0.10 is +10%).",
+        "relative_ci_high": "Upper end of the relative uplift's interval (0.10 is +10%).",
+        "confidence": "Confidence level of the intervals (0.95 is 95%).",
+        "significant": "Whether the interval of the uplift excludes zero.",
+        "method": "How the interval was computed.",
+        "summary": "The result in words.",
+    },
     description="Campaigns measured once their window has passed (core.campaign_results): the partition of day D "
     "holds the exports of day D - window_days, one row per (campaign, metric): treatment against control, the "
     "uplift with its confidence interval and whether it is significant.",
@@ -816,6 +1067,13 @@ CAMPAIGN_RESULTS = TableSpec(
 
 SYNTHETIC_TRUTH = TableSpec(
     name="synthetic_truth",
+    column_descriptions={
+        "customer_id": "A customer ID the synthetic source used.",
+        "person_id": "The person's final primary ID (the ID the merges end on).",
+        "archetype": "The behaviour the synthetic customer was generated from.",
+        "join_date": "The day the customer first appeared.",
+        "lapse_date": "The day the customer stopped buying; empty when they did not.",
+    },
     description="Ground truth of the synthetic source: each customer's generating archetype.",
     # person_id is the person's final primary ID.
     customer_columns=("customer_id", "person_id"),
@@ -833,6 +1091,10 @@ SYNTHETIC_TRUTH = TableSpec(
 
 COMPLETE_SNAPSHOTS = TableSpec(
     name="complete_snapshots",
+    column_descriptions={
+        "as_of": "A day whose whole snapshot (every as-of table and the report) is complete.",
+        "report_sha256": "SHA-256 of the published report.json that completed the snapshot.",
+    },
     description="Days whose whole snapshot is complete, every as-of table and the report: one row per day, "
     "written when its report is published and removed when one of its tables is written again. "
     "Every <table>_latest view shows the newest of them.",

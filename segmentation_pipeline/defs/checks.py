@@ -4,6 +4,7 @@ The checks run in the same step as their asset (declared with `check_specs`),
 over the files the step just wrote; the rules themselves live in core.quality.
 """
 
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import date
 
@@ -14,25 +15,41 @@ from ..core.lineage import PreviousSnapshot
 from ..core.llm.actionability import Rubric
 from ..core.schemas import ACTIONABILITY, EXPLANATIONS
 from ..core.warehouse import Warehouse
+from .metadata import rounded
+from .partitions import daily_partitions
+
+
+def check_spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    """A check of every day's partition: its results are recorded, and shown in the UI, per day.
+
+    Without the partitions, Dagster plans a check once per day of the run but records its result
+    under no day: every run left a "Skipped" row per day beside the result."""
+    with warnings.catch_warnings():
+        # Partitioned checks are a preview in Dagster 1.13; the warning says no more than that.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name, asset=asset, description=description, blocking=blocking, partitions_def=daily_partitions
+        )
+
 
 RAW_EVENTS_CHECKS = [
-    dg.AssetCheckSpec("no_null_customer_ids", asset="raw_events", description="Every stored event has a customer_id."),
-    dg.AssetCheckSpec("valid_event_types", asset="raw_events", description="Every event_type is a known one."),
-    dg.AssetCheckSpec(
+    check_spec("no_null_customer_ids", asset="raw_events", description="Every stored event has a customer_id."),
+    check_spec("valid_event_types", asset="raw_events", description="Every event_type is a known one."),
+    check_spec(
         "timestamps_inside_partition", asset="raw_events", description="Every event's UTC date is its partition's day."
     ),
-    dg.AssetCheckSpec(
+    check_spec(
         "quarantine_rate",
         asset="raw_events",
         description="The share of input rows quarantined stays under max_quarantine_rate (warning).",
     ),
-    dg.AssetCheckSpec(
+    check_spec(
         "every_day_has_input",
         asset="raw_events",
         description="Every day of the run stored at least one event: a day without one had no input "
         "(a missing or empty export) (warning; expect_input_every_day turns it off).",
     ),
-    dg.AssetCheckSpec(
+    check_spec(
         "no_rows_for_other_days",
         asset="raw_events",
         description="Every valid row the run read went into a partition it wrote; rows of other days "
@@ -41,14 +58,12 @@ RAW_EVENTS_CHECKS = [
 ]
 
 MERGE_MAP_CHECKS = [
-    dg.AssetCheckSpec(
-        "canonical_ids_map_to_themselves", asset="merge_map", description="Every canonical ID maps to itself."
-    ),
-    dg.AssetCheckSpec(
+    check_spec("canonical_ids_map_to_themselves", asset="merge_map", description="Every canonical ID maps to itself."),
+    check_spec(
         "one_canonical_id_per_id", asset="merge_map", description="No ID is listed twice or under two canonical IDs."
     ),
-    dg.AssetCheckSpec("no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."),
-    dg.AssetCheckSpec(
+    check_spec("no_unresolved_chains", asset="merge_map", description="Applying the map twice changes nothing."),
+    check_spec(
         "no_junk_merged",
         asset="merge_map",
         description="No junk ID (block list or hub) is merged into a customer, nor a customer into one.",
@@ -62,7 +77,7 @@ def _result(name: str, outcome: quality.CheckOutcome, warn: bool = False) -> dg.
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
         description=outcome.summary,
-        metadata=outcome.metadata,
+        metadata=rounded(outcome.metadata),
     )
 
 
@@ -72,17 +87,22 @@ def raw_events_results(
     max_quarantine_rate: float,
     rows_per_day: Mapping[date, int],
     expect_input_every_day: bool = True,
-) -> list[dg.AssetCheckResult]:
-    stats = quality.event_partition_stats(warehouse, days)
-    return [
-        _result("no_null_customer_ids", quality.no_null_customer_ids(stats)),
-        _result("valid_event_types", quality.valid_event_types(stats)),
-        _result("timestamps_inside_partition", quality.timestamps_inside_partition(stats)),
-        _result("quarantine_rate", quality.quarantine_rate(stats, max_quarantine_rate), warn=True),
-        _result(
-            "every_day_has_input", quality.every_day_has_input(rows_per_day, expect_input_every_day), warn=True
-        ),
-    ]
+) -> dict[date, list[dg.AssetCheckResult]]:
+    """The checks of every day of an ingestion run, each over that day's stored partition."""
+    return {
+        day: [
+            _result("no_null_customer_ids", quality.no_null_customer_ids(stats)),
+            _result("valid_event_types", quality.valid_event_types(stats)),
+            _result("timestamps_inside_partition", quality.timestamps_inside_partition(stats)),
+            _result("quarantine_rate", quality.quarantine_rate(stats, max_quarantine_rate), warn=True),
+            _result(
+                "every_day_has_input",
+                quality.every_day_has_input({day: rows_per_day.get(day, 0)}, expect_input_every_day),
+                warn=True,
+            ),
+        ]
+        for day, stats in quality.event_partition_stats_by_day(warehouse, days).items()
+    }
 
 
 def rows_for_other_days_result(rows: int, summary: str) -> dg.AssetCheckResult:
@@ -105,10 +125,8 @@ def merge_map_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResu
 
 
 PROFILES_CHECKS = [
-    dg.AssetCheckSpec(
-        "unique_per_customer", asset="profiles", description="At most one profile per canonical customer."
-    ),
-    dg.AssetCheckSpec(
+    check_spec("unique_per_customer", asset="profiles", description="At most one profile per canonical customer."),
+    check_spec(
         "no_merged_away_ids",
         asset="profiles",
         description="No profile belongs to an ID merged into another customer, or to a junk ID.",
@@ -116,12 +134,12 @@ PROFILES_CHECKS = [
 ]
 
 CLUSTERS_CHECKS = [
-    dg.AssetCheckSpec(
+    check_spec(
         "every_profile_in_one_segment",
         asset="clusters",
         description="Every profile is assigned to exactly one existing segment; segment sizes agree.",
     ),
-    dg.AssetCheckSpec(
+    check_spec(
         "previous_snapshot_unchanged",
         asset="clusters",
         # Blocking: the stages after clusters in the same run do not build on IDs that follow a
@@ -134,7 +152,7 @@ CLUSTERS_CHECKS = [
 ]
 
 ROBUSTNESS_CHECKS = [
-    dg.AssetCheckSpec(
+    check_spec(
         "scores_in_unit_interval",
         asset="robustness",
         description="Every segment has robustness scores, each within [0, 1].",
@@ -142,7 +160,7 @@ ROBUSTNESS_CHECKS = [
 ]
 
 VIABILITY_CHECKS = [
-    dg.AssetCheckSpec(
+    check_spec(
         "every_segment_decided",
         asset="viability",
         description="Every segment is approved, or rejected with its reasons; strategic impact within [0, 1].",
@@ -164,31 +182,6 @@ def clusters_results(warehouse: Warehouse, day: date, used: PreviousSnapshot) ->
     ]
 
 
-def over_days(results: Mapping[date, list[dg.AssetCheckResult]]) -> list[dg.AssetCheckResult]:
-    """The checks of a ranged run (one day's results as they are): each check passes when it passed
-    on every day of the run, and names the days it failed on."""
-    if len(results) == 1:
-        return next(iter(results.values()))
-    by_name: dict[str, dict[date, dg.AssetCheckResult]] = {}
-    for day, day_results in sorted(results.items()):
-        for result in day_results:
-            by_name.setdefault(result.check_name, {})[day] = result
-    combined = []
-    for name, per_day in by_name.items():
-        failed = {day.isoformat(): result.description or "" for day, result in per_day.items() if not result.passed}
-        examples = "; ".join(f"{day}: {text}" for day, text in list(failed.items())[:5])
-        combined.append(
-            dg.AssetCheckResult(
-                check_name=name,
-                passed=not failed,
-                severity=next(iter(per_day.values())).severity,
-                description=f"failed on {len(failed)} of {len(per_day)} days" + (f": {examples}" if failed else ""),
-                metadata={"days_checked": len(per_day), "days_failed": list(failed)},
-            )
-        )
-    return combined
-
-
 def robustness_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResult]:
     return [_result("scores_in_unit_interval", quality.robustness_scores_in_unit_interval(warehouse, day))]
 
@@ -199,14 +192,14 @@ def viability_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckResu
 
 def _answer_checks(asset: str, complete: tuple[str, str]) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(complete[0], asset=asset, description=complete[1]),
-        dg.AssetCheckSpec(
+        check_spec(complete[0], asset=asset, description=complete[1]),
+        check_spec(
             "numbers_match_statistics",
             asset=asset,
             description="Every answer was made from the stored snapshot's statistics and quotes only their "
             "numbers; fails for an answer that invents one, or when the snapshot changed after the answers.",
         ),
-        dg.AssetCheckSpec(
+        check_spec(
             "answered_by_configured_model",
             asset=asset,
             description="No answer was replaced by the mock's because the model's was invalid, unfaithful "
@@ -245,7 +238,7 @@ def explanations_results(warehouse: Warehouse, day: date) -> list[dg.AssetCheckR
 
 
 REPORT_CHECKS = [
-    dg.AssetCheckSpec(
+    check_spec(
         "report_complete",
         asset="report",
         description="report.json loads back into the report model and lists exactly the snapshot's segments; "

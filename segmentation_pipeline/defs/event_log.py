@@ -49,6 +49,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData, serialize_value
+from sqlalchemy.engine import Connection
 
 #: The Dagster releases whose storage this module was written against and checked on.
 PATCHED_DAGSTER = "1.13."
@@ -56,14 +57,16 @@ PATCHED_DAGSTER = "1.13."
 #: run's planned events, or of one step output's materializations). 546 days of two assets are two
 #: batches of 546 materializations and two of planned events (about 2.5 MB each in the index).
 EVENT_BATCH_SIZE = 1000
-#: Events a batch stores in one transaction; others (run and step events, check results) are
-#: stored one by one, as Dagster does (it never batches them in 1.13).
+#: Events a batch stores in one transaction; others (run and step events) are stored one by one,
+#: as Dagster does (it never batches them in 1.13).
 _BATCHED = frozenset(
     {
         DagsterEventType.ASSET_MATERIALIZATION,
         DagsterEventType.ASSET_OBSERVATION,
         DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
         DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+        # The check results of a range, one per day and check (defs/partitions.py batches them).
+        DagsterEventType.ASSET_CHECK_EVALUATION,
     }
 )
 
@@ -99,10 +102,45 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 self._store_asset_event_tags(conn, *zip(*asset_events, strict=True))
                 for event, storage_id in _last_of_each_kind(asset_events):
                     self._store_asset_event(conn, event, storage_id)
+            for event, storage_id in stored:
+                if event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                    self._store_check_result(conn, event, storage_id)
         # Each opens its own connection to the index, as `store_event` has it do.
         for event, storage_id in stored:
-            if _is_check(event):
+            if event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
                 self.store_asset_check_event(event, storage_id)
+
+    def _store_check_result(self, conn: Connection, event: EventLogEntry, storage_id: int) -> None:
+        """Dagster's `_update_asset_check_evaluation` inside the batch's transaction: the result
+        takes the row its run planned for the check and partition (a new row if there is none)."""
+        evaluation = event.get_dagster_event().asset_check_evaluation_data
+        target = evaluation.target_materialization_data
+        values = {
+            "execution_status": (
+                AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+            ).value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": storage_id,
+            "materialization_event_storage_id": target.storage_id if target else None,
+            "partition": evaluation.partition,
+        }
+        table = AssetCheckExecutionsTable
+        planned = (
+            (table.c.asset_key == evaluation.asset_key.to_string())
+            & (table.c.check_name == evaluation.check_name)
+            & (table.c.run_id == event.run_id)
+            & (table.c.partition.is_(None) if evaluation.partition is None else table.c.partition == evaluation.partition)
+        )
+        if conn.execute(table.update().where(planned).values(**values)).rowcount == 0:
+            conn.execute(
+                table.insert().values(
+                    asset_key=evaluation.asset_key.to_string(),
+                    check_name=evaluation.check_name,
+                    run_id=event.run_id,
+                    **values,
+                )
+            )
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
         """Dagster's rows of a planned check, one per partition of the run, with the event serialized
@@ -124,7 +162,10 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 def _is_check(event: EventLogEntry) -> bool:
-    return event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+    return event.dagster_event_type in (
+        DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    )
 
 
 def _last_of_each_kind(stored: Sequence[tuple[EventLogEntry, int]]) -> list[tuple[EventLogEntry, int]]:

@@ -528,19 +528,23 @@ def dashboard(report: SegmentationReport) -> Chart:
     )
 
 
-def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, rule: str) -> Chart:
-    """How k was chosen: the elbow of the inertia curve and the criteria, each scaled to 0-1 over the candidates."""
-    figure = Figure(figsize=(11.0, 4.0))
+def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, rule: str, fixed: bool = False) -> Chart:
+    """How k was chosen: the elbow of the inertia curve and the criteria, each scaled to 0-1 over the
+    candidates. A k fixed by the user (`fixed`) was the only one tried: the chart then says so and
+    shows how well separated its segments are (`fixed_k`)."""
+    if fixed:
+        return fixed_k(candidates, chosen_k)
+    figure = Figure(figsize=(11.0, 4.6))
     inertia_ax, criteria_ax = figure.subplots(1, 2)
-    _margins(figure, left=0.8, right=0.2, top=0.75, bottom=0.6, columns=2, wspace=0.8)
+    # Room on the left for the inertia's tick labels and axis label, below for the legends.
+    _margins(figure, left=1.05, right=0.2, top=0.75, bottom=1.25, columns=2, wspace=0.9)
     ks = candidates["k"].to_numpy()
-    inertia_ax.plot(ks, candidates["inertia"], marker="o", color="#444444")
+    inertia_ax.plot(ks, candidates["inertia"], marker="o", color="#444444", label="sum of squares")
     if elbow_k is not None:
         inertia_ax.axvline(elbow_k, color="grey", linestyle=":", label=f"elbow at k = {elbow_k}")
-        inertia_ax.legend(fontsize=8)
-    inertia_ax.set_title("Within-segment sum of squares")
+    inertia_ax.set_title("Spread within the segments")
     inertia_ax.set_xlabel("number of segments (k)")
-    inertia_ax.set_ylabel("inertia (lower is tighter)")
+    inertia_ax.set_ylabel("sum of squares (lower: tighter)")
     # Scaled as the k rule scales them (core.clustering), so the lines are what the rule weighed.
     criteria = {
         "silhouette": normalised(candidates["silhouette"].to_numpy(float)),
@@ -549,18 +553,72 @@ def k_selection(candidates: pd.DataFrame, chosen_k: int, elbow_k: int | None, ru
         "combined score": candidates["score"].to_numpy(float),
     }
     for (label, values), style in zip(criteria.items(), ("-o", "-s", "-^", "-D")):
-        if np.isfinite(values).any():  # a fixed k has no combined score
+        if np.isfinite(values).any():
             criteria_ax.plot(ks, values, style, label=label, linewidth=2.5 if label == "combined score" else 1.2)
     criteria_ax.axvline(chosen_k, color="black", linestyle="--", label=f"chosen k = {chosen_k}")
     criteria_ax.set_ylim(-0.05, 1.05)
-    criteria_ax.set_title("Criteria scaled to 0-1 over the candidates (higher: better)")
+    criteria_ax.set_title("Criteria, each scaled to 0-1 (higher: better)")
     criteria_ax.set_xlabel("number of segments (k)")
     criteria_ax.set_ylabel("scaled criterion")
-    criteria_ax.legend(fontsize=8, loc="best")
-    for ax in (inertia_ax, criteria_ax):
+    for ax, columns in ((inertia_ax, 2), (criteria_ax, 3)):
         ax.set_xticks(ks)
+        # Below the axes, where it covers no line.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
     figure.suptitle(f"Choosing the number of segments: k = {chosen_k} ({rule})", fontweight="bold")
     return Chart("k_selection", "k selection", f"Inertia and the k-selection criteria per candidate k; {rule}.", figure)
+
+
+#: Kaufman and Rousseeuw's reading of an average silhouette width: lower edge and words, highest first.
+SILHOUETTE_READING: tuple[tuple[float, str], ...] = (
+    (0.7, "strong structure"),
+    (0.5, "reasonable structure"),
+    (0.25, "weak structure"),
+    (-1.0, "little or no structure"),
+)
+
+
+def fixed_k(candidates: pd.DataFrame, chosen_k: int) -> Chart:
+    """A k the user fixed: no other k was tried, so nothing to compare; how well separated its
+    segments are, on the silhouette's own scale (-1 to 1) read after Kaufman and Rousseeuw."""
+    row = candidates.loc[candidates["k"] == chosen_k].iloc[0]
+    figure = Figure(figsize=(11.0, 3.0))
+    ax = figure.subplots()
+    _margins(figure, left=0.4, right=0.4, top=0.95, bottom=1.05)
+    silhouette_value = float(row["silhouette"])
+    # Negative widths are rare: the scale starts at -0.25 unless the value lies further down.
+    left = min(-0.25, silhouette_value - 0.05)
+    edges = [edge for edge, _ in SILHOUETTE_READING]
+    colours = ("#d9ead3", "#eef5e9", "#fdf3d8", "#f8e0de")
+    for (low, words), high, colour in zip(SILHOUETTE_READING, [1.0, *edges[:-1]], colours):
+        ax.axvspan(low, high, color=colour)
+        ax.text((max(low, left) + high) / 2, 0.85, words, ha="center", fontsize=9)
+    ax.axvline(silhouette_value, color="black", linewidth=2.5)
+    ax.annotate(
+        f"silhouette {silhouette_value:.2f}",
+        (silhouette_value, 0.4),
+        xytext=(8, 0),
+        textcoords="offset points",
+        fontweight="bold",
+        va="center",
+    )
+    ax.set_xlim(left, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_yticks([])
+    ax.set_xlabel(
+        "average silhouette width (-1 to 1; higher: customers sit closer to their own segment than to the next)\n"
+        f"also: Calinski-Harabasz {row['calinski_harabasz']:,.0f} (higher: better separated), "
+        f"Davies-Bouldin {row['davies_bouldin']:.2f} (lower: better), sum of squares {row['inertia']:,.0f}"
+    )
+    figure.suptitle(
+        f"k = {chosen_k} segments, fixed by the user (n_clusters in the run's config): no other k was tried",
+        fontweight="bold",
+    )
+    return Chart(
+        "k_selection",
+        "k selection",
+        f"k fixed at {chosen_k} by the user; how well separated its segments are (silhouette {silhouette_value:.2f}).",
+        figure,
+    )
 
 
 # --------------------------------------------------------------------- drawing parts

@@ -25,6 +25,7 @@ from ...core.schemas import (
 from ...core.viability import CampaignEconomics
 from ...core.warehouse import Warehouse, file_sha256
 from ...core.webhook import deliver_changes
+from ..checks import check_spec
 from ..metadata import column_schema, counts_table, preview
 from ..partitions import daily_partitions, partition_day
 from ..resources import EventSourceResource, WarehouseResource, WebhookResource
@@ -65,7 +66,7 @@ _SUPPRESSION_CHECK = "suppression_file_is_clean"
     group_name="activation",
     kinds={"parquet"},
     check_specs=[
-        dg.AssetCheckSpec(
+        check_spec(
             _SUPPRESSION_CHECK,
             asset="audiences",
             description="Every line of the suppression file names a customer the engine knows, with a reason "

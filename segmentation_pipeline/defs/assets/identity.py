@@ -1,5 +1,6 @@
 """merge_map: every customer ID seen so far, resolved to its canonical ID."""
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
@@ -12,7 +13,7 @@ from ...core.schemas import ID_HISTORY, MERGE_MAP, QUARANTINE_ID_HISTORY, TABLES
 from ...core.warehouse import Warehouse, days_between
 from ..checks import MERGE_MAP_CHECKS, merge_map_results
 from ..metadata import column_schema, preview
-from ..partitions import SETTINGS, DayResult, daily_partitions, for_each_day
+from ..partitions import SETTINGS, DayResult, RunEvent, daily_partitions, for_each_day
 from ..resources import IdentityRulesResource, WarehouseResource
 from .ingestion import id_history
 
@@ -43,14 +44,14 @@ def merge_map(
     config: MergeMapConfig,
     warehouse: WarehouseResource,
     identity_rules: IdentityRulesResource,
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """Every customer ID seen in id_history up to the end of the day, mapped to its canonical ID.
 
     One row per ID (canonical IDs map to themselves), with its component size,
     chain depth, and whether it sits on a cycle or is a junk ID.
     """
     store = warehouse.warehouse()
-    return for_each_day(context, lambda as_of: _merge_map_day(context, store, config, identity_rules, as_of))
+    yield from for_each_day(context, lambda as_of: _merge_map_day(context, store, config, identity_rules, as_of))
 
 
 def _merge_map_day(

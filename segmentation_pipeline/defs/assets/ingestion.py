@@ -4,7 +4,7 @@ Both use a single-run backfill policy: a backfill of a date range is one run
 that reads the source a chunk of days at a time and writes one partition per day.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
@@ -18,7 +18,7 @@ from ...core.suppression import Suppression
 from ...core.warehouse import Warehouse
 from ..checks import RAW_EVENTS_CHECKS, raw_events_results, rows_for_other_days_result
 from ..metadata import column_schema, counts_table, preview
-from ..partitions import daily_partitions, partition_days
+from ..partitions import RunEvent, daily_partitions, materialized, partition_days
 from ..resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 
 ROWS_PER_DAY_TABLE_LIMIT = 31
@@ -58,7 +58,7 @@ def raw_events(
     warehouse: WarehouseResource,
     event_source: EventSourceResource,
     identity_rules: IdentityRulesResource,
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """Validated customer events of the day (UTC); rejected rows go to quarantine with a reason.
 
     One row per event: event_id, customer_id, event_type, timestamp, session, amount,
@@ -82,15 +82,12 @@ def raw_events(
     if not has_input.passed and config.expect_input_every_day:
         context.log.warning(has_input.summary)
     metadata["rows_by_event_type"] = counts_table(dict(sorted(summary.event_types.items())), "event_type")
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            *raw_events_results(
-                store, summary.days, config.max_quarantine_rate, summary.rows_per_day, config.expect_input_every_day
-            ),
-            rows_for_other_days_result(summary.outside_run_rows, outside_run),
-        ],
+    checks = raw_events_results(
+        store, summary.days, config.max_quarantine_rate, summary.rows_per_day, config.expect_input_every_day
     )
+    # What the run read for days outside it is one finding of the whole run: each of its days says it.
+    other_days = rows_for_other_days_result(summary.outside_run_rows, outside_run)
+    yield from materialized(context, metadata, {day: [*results, other_days] for day, results in checks.items()})
 
 
 @dg.asset(

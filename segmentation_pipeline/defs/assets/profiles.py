@@ -1,5 +1,6 @@
 """profiles: one row per canonical customer over the look-back window ending that day."""
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
@@ -16,8 +17,8 @@ from ...core.profiles import ProfileResult, ProfileSettings, build_profiles
 from ...core.schemas import CLV_BACKTEST, PROFILES, TABLES
 from ...core.warehouse import Warehouse
 from ..checks import PROFILES_CHECKS, profiles_results
-from ..metadata import column_schema, counts_table, preview
-from ..partitions import DayResult, daily_partitions, for_each_day
+from ..metadata import column_schema, counts_table, markdown_table, preview
+from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day
 from ..resources import WarehouseResource
 from .identity import merge_map
 from .ingestion import raw_events
@@ -132,7 +133,7 @@ class ClvBacktestConfig(dg.Config):
 )
 def clv_backtest(
     context: dg.AssetExecutionContext, config: ClvBacktestConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """Churn and CLV models proven on the data's own holdout; the best one serves the day's profiles.
 
     One row per candidate model (BG/NBD, MBG/NBD, Pareto/NBD) and per baseline (recency, the heuristic):
@@ -154,17 +155,14 @@ def clv_backtest(
                 "split_day": str(result.split_day),
                 "holdout_days": result.holdout_days,
                 "customers_scored": result.customers,
-                "scores": dg.MetadataValue.md(
-                    rows.select(["name", "error_percent", "mae", "churn_auc", "chosen"]).to_pandas().round(4).to_markdown()
-                ),
+                "scores": markdown_table(rows.select(["name", "error_percent", "mae", "churn_auc", "chosen"]).to_pandas()),
                 "notes": list(result.notes),
                 "path": dg.MetadataValue.path(str(written.path)),
             }
         )
 
-    result = for_each_day(context, backtest_day)
+    yield from for_each_day(context, backtest_day)
     store.refresh_catalog(TABLES.values())
-    return result
 
 
 def chosen_clv_model(store: Warehouse, as_of: date, configured: str) -> str:
@@ -190,14 +188,14 @@ def chosen_clv_model(store: Warehouse, as_of: date, configured: str) -> str:
 )
 def profiles(
     context: dg.AssetExecutionContext, config: ProfilesConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """Customer profiles: RFM, revenue, engagement, timing, categories, channels, churn risk and CLV.
 
     One row per canonical customer active in the look-back window ending that day;
     the events of merged IDs count for their canonical customer.
     """
     store = warehouse.warehouse()
-    return for_each_day(context, lambda as_of: _profiles_day(context, store, config, as_of))
+    yield from for_each_day(context, lambda as_of: _profiles_day(context, store, config, as_of))
 
 
 def _profiles_day(
@@ -253,4 +251,4 @@ def feature_summary(result: ProfileResult) -> dg.MetadataValue:
     summary = frame.describe(percentiles=[0.25, 0.5, 0.75]).T[["mean", "25%", "50%", "75%"]]
     summary["nulls"] = frame.isna().sum()
     summary["unit"] = [FEATURES_BY_NAME[name].unit for name in summary.index]
-    return dg.MetadataValue.md(summary.round(3).to_markdown())
+    return markdown_table(summary, index=True)

@@ -78,6 +78,7 @@ def campaign_results(
                     ["campaign_key", "metric", "treatment_value", "control_value", "relative_uplift", "significant"]
                 ),
                 30,
+                percent=["relative_uplift"],
             ),
             "path": dg.MetadataValue.path(str(written.path)),
         }

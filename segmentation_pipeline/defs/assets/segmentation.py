@@ -1,5 +1,7 @@
 """clusters, segment_migration, robustness and viability: the segments of a day, proven and priced."""
 
+import math
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import dagster as dg
@@ -35,8 +37,8 @@ from ..checks import (
     viability_results,
 )
 from ..fields import field_of
-from ..metadata import METADATA_DPI, column_schema, image, preview
-from ..partitions import DayResult, daily_partitions, for_each_day, partition_day
+from ..metadata import METADATA_DPI, column_schema, image, markdown_table, preview, sparkline
+from ..partitions import DayResult, RunEvent, daily_partitions, for_each_day, out_of_date_after, partition_day
 from ..resources import WarehouseResource
 from ..snapshot_order import wait_for_earlier_snapshots
 from .profiles import profiles
@@ -142,7 +144,7 @@ _PREVIOUS_SNAPSHOT = dg.AssetDep(
 )
 def clusters(
     context: dg.AssetExecutionContext, config: ClustersConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[RunEvent]:
     """The segment of every profiled customer (clusters) and the segment definitions (segments table).
 
     One row per canonical customer; the segments table has one row per segment
@@ -151,7 +153,7 @@ def clusters(
     """
     store = warehouse.warehouse()
     # In date order: each day's IDs follow the day before.
-    return for_each_day(context, lambda as_of: _cluster_day(context, store, as_of, config))
+    yield from for_each_day(context, lambda as_of: _cluster_day(context, store, as_of, config))
 
 
 def _cluster_day(
@@ -171,16 +173,23 @@ def _cluster_day(
     written = store.write_partition(CLUSTERS, as_of, result.assignments)
     segments_written = store.write_partition(SEGMENTS, as_of, result.segments)
     store.refresh_catalog(TABLES.values())
+    selection = result.selection
+    # A k the user fixed was the only one tried: no elbow, no combined score to show.
+    fixed = config.n_clusters is not None
+    candidates = selection.as_table().drop(columns=["score"] if fixed else [])
     metadata = {
         "dagster/row_count": result.assignments.num_rows,
         "segments_count": result.k,
-        "k": result.selection.k,
-        "k_rule": result.selection.rule,
-        "elbow_k": result.selection.elbow_k if result.selection.elbow_k is not None else -1,
-        "k_candidates": dg.MetadataValue.md(result.selection.as_table().round(4).to_markdown(index=False)),
+        "k": selection.k,
+        "k_rule": f"fixed by the user: n_clusters = {selection.k} in the run's config (no other k was tried)"
+        if fixed
+        else selection.rule,
+        **({"elbow_k": selection.elbow_k} if selection.elbow_k is not None else {}),
+        "k_candidates": markdown_table(candidates),
+        **_k_scores_at_a_glance(selection, fixed),
         "k_selection_chart": image(
             charts.k_selection(
-                result.selection.as_table(), result.selection.k, result.selection.elbow_k, result.selection.rule
+                selection.as_table(), selection.k, selection.elbow_k, selection.rule, fixed=fixed
             ).png(dpi=METADATA_DPI),
             "k selection",
         ),
@@ -197,6 +206,17 @@ def _cluster_day(
     }
     metadata.update(_agreement_with_truth(store, result))
     return DayResult(metadata, clusters_results(store, as_of, basis))
+
+
+def _k_scores_at_a_glance(selection: clustering.KSelection, fixed: bool) -> dict[str, dg.MetadataValue]:
+    """The combined score of each candidate k as a chart small enough for the asset's page to show
+    without a click (the full k chart opens with one); none for a k the user fixed."""
+    ks = [candidate.k for candidate in selection.candidates]
+    scores = [candidate.score for candidate in selection.candidates]
+    if fixed or len(ks) < 2 or not all(math.isfinite(score) for score in scores):
+        return {}
+    title = f"combined score by k (higher: better); chosen k = {selection.k}"
+    return {"k_scores": sparkline(ks, scores, ks.index(selection.k), title, "k")}
 
 
 def _agreement_with_truth(store: Warehouse, result: clustering.Segmentation) -> dict[str, float | int]:
@@ -336,8 +356,9 @@ def robustness(
             "bands": dg.MetadataValue.json({item["values"]: item["counts"] for item in bands}),
             "time_windows": [f"{days} days ending {shift} days earlier" for days, shift in assessment.windows],
             "scores": preview(assessment.table, 50),
-            "feature_drop": dg.MetadataValue.md(assessment.feature_drop.round(4).to_markdown(index=False)),
+            "feature_drop": markdown_table(assessment.feature_drop),
             "path": dg.MetadataValue.path(str(written.path)),
+            **out_of_date_after(context, as_of),
         },
         check_results=robustness_results(store, as_of),
     )
@@ -408,15 +429,15 @@ def viability(
             "approved_segments": approved,
             "rejected_segments": len(decisions) - approved,
             "segments_at_measured_uplift": int((decisions["uplift_source"] == viability_rules.MEASURED).sum()),
-            "decisions": dg.MetadataValue.md(
+            "decisions": markdown_table(
                 decisions[
                     ["segment_id", "size", "uplift_used", "uplift_source", "expected_roi", "strategic_tier", "approved",
                      "reasons"]
-                ]
-                .round(3)
-                .to_markdown(index=False)
+                ],
+                percent=["uplift_used"],
             ),
             "path": dg.MetadataValue.path(str(written.path)),
+            **out_of_date_after(context, as_of),
         },
         check_results=viability_results(store, as_of),
     )
