@@ -164,7 +164,9 @@ def test_a_stalled_answer_is_retried_and_the_receiver_can_dedupe_the_repeat(tmp_
     assert repeat.key == first.key
     assert repeat.body == first.body
     # The client gave up after its timeout (0.3 s) and repeated the request before the stall (0.8 s) ended.
-    assert 0.3 <= repeat.at - first.at < 0.8
+    # The server stamps a request when it has read it, a little after the client started its clock: on a
+    # loaded machine the gap between the two stamps measured 0.295 s, so the floor leaves 50 ms for that.
+    assert 0.25 <= repeat.at - first.at < 0.8
     # The receiver had processed the stalled batch: the repeat is recognised by its key.
     assert server.duplicates == [first.key]
     assert len(server.processed) == 3
