@@ -1,13 +1,16 @@
 """`make demo`'s program, run as a user runs it, on a temporary data folder and instance."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from segmentation_pipeline.core.reporting.publish import load_report
+from segmentation_pipeline.defs.jobs import SNAPSHOT_ASSETS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -63,12 +66,33 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     assert f"  report:      {saved.totals.segments} segments of {saved.totals.customers:,} customers" in result.stdout
     assert [item.segment_id for item in saved.segments] == [segment_id for segment_id, _, _ in segments]
     assert (report_dir / "dashboard.png").stat().st_size > 10_000
-    # The ingestion run, then one snapshot a day in date order, kept in the instance for the UI.
-    assert (
-        "as of 2025-01-02 ...\nResolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03"
-        in result.stdout
+    # The ingestion run, then one snapshot a day in date order, each timed, kept in the instance for the UI
+    # as runs of the named jobs of the code location `make dev` loads (its Jobs pages and timeline).
+    assert re.search(
+        r"^Ingesting 3 days \(2025-01-01 \.\. 2025-01-03\) in one run \.\.\. \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-02 \.\.\. \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03 \.\.\. \d+ s\n",
+        result.stdout,
     )
+    assert re.search(r"\nThe demo took \d+ s \(2 snapshots\)\.\n$", result.stdout)
     assert len(list((tmp_path / "dagster_home" / "storage").iterdir())) == 3
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = sorted(instance.get_runs(), key=lambda run: run.tags.get("dagster/partition", ""))
+        assert [(run.job_name, run.tags.get("dagster/partition"), run.status) for run in runs] == [
+            ("ingestion", None, dg.DagsterRunStatus.SUCCESS),
+            ("segmentation", "2025-01-02", dg.DagsterRunStatus.SUCCESS),
+            ("segmentation", "2025-01-03", dg.DagsterRunStatus.SUCCESS),
+        ]
+        assert runs[0].tags["dagster/asset_partition_range_end"] == "2025-01-03"
+        assert {run.remote_job_origin.location_name for run in runs} == {"segmentation_pipeline"}
+        assert {key.to_user_string() for key in runs[1].asset_selection} == {
+            key.to_user_string() for asset in SNAPSHOT_ASSETS for key in asset.keys
+        }
+        # The UI lists a job's runs by the location they were filed under.
+        filed = dg.RunsFilter(job_name="segmentation", tags={".dagster/repository": "__repository__@segmentation_pipeline"})
+        assert len(instance.get_runs(filters=filed)) == 2
+    # Dagster's known, harmless warnings are silenced, and nothing else warned.
+    assert "Warning" not in result.stderr and "warnings.warn" not in result.stderr, result.stderr[-3000:]
     assert f"  migration:   Since 2025-01-02: {saved.migration.stayed:,} customers stayed" in result.stdout
     assert (data_dir / "reports" / "date=2025-01-02" / "report.json").exists()
 
