@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
-DEMO_SNAPSHOTS ?= 3
+# Two snapshots: the second is what the report's and the exports' changes compare with the first.
+DEMO_SNAPSHOTS ?= 2
 # The port of `make dev`'s webserver, which `make backfill` asks.
 PORT ?= 3000
 # END=YYYY-MM-DD: the last daily partition (SEGMENTATION_END_DATE) for `demo`, `dev` and `backfill`, so that
@@ -39,7 +40,9 @@ instance-config: $(DAGSTER_HOME)/dagster.yaml
 instance: install instance-config
 	$(BIN)/python -m segmentation_pipeline.instance
 
-demo: install instance
+# The demo prepares the instance itself (segmentation_pipeline.instance), in its own process: a
+# `make instance` before it would load Dagster and the definitions once more for nothing.
+demo: install instance-config
 	$(if $(SOURCE_CONFIG),SEGMENTATION_SOURCE_CONFIG=$(SOURCE_CONFIG)) $(SETTINGS) \
 	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS) $(if $(AS_OF),--as-of $(AS_OF))
 

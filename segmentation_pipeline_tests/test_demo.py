@@ -69,9 +69,11 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     # The ingestion run, then one snapshot a day in date order, each timed, kept in the instance for the UI
     # as runs of the named jobs of the code location `make dev` loads (its Jobs pages and timeline).
     assert re.search(
-        r"^Ingesting 3 days \(2025-01-01 \.\. 2025-01-03\) in one run \.\.\. \d+ s\n"
-        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-02 \.\.\. \d+ s\n"
-        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03 \.\.\. \d+ s\n",
+        r"^Ingesting 3 days \(2025-01-01 \.\. 2025-01-03\) in one run \.\.\.\n  done in \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-02 \.\.\.\n"
+        r"  done in \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03 \.\.\.\n"
+        r"  done in \d+ s\n",
         result.stdout,
     )
     assert re.search(r"\nThe demo took \d+ s \(2 snapshots\)\.\n$", result.stdout)
