@@ -1,5 +1,9 @@
-"""The Dagster UI's main pages after a short demo, screenshotted in headless Chromium (ui_screenshots.py)."""
+"""The Dagster UI's main pages after a short demo, screenshotted in headless Chromium (ui_screenshots.py).
 
+UI_SCREENSHOTS_OUT names a folder to keep the PNGs in (CI keeps them for a person to look at).
+"""
+
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +15,8 @@ from segmentation_pipeline_tests.ui_screenshots import LAST_DAY, PAGES, WINDOW, 
 
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 def test_every_main_page_renders_what_the_demo_made(tmp_path: Path) -> None:
-    shots = take_screenshots(tmp_path / "shots", tmp_path / "work", chromium())
+    out = Path(os.environ.get("UI_SCREENSHOTS_OUT") or tmp_path / "shots")
+    shots = take_screenshots(out, tmp_path / "work", chromium())
     assert set(shots) == {page.name for page in PAGES}
     for page in PAGES:
         with Image.open(shots[page.name]) as picture:
@@ -20,10 +25,10 @@ def test_every_main_page_renders_what_the_demo_made(tmp_path: Path) -> None:
         # Not blank: text and widgets in many shades, no one colour covering the whole window.
         assert len(colours) > 100, page.name
         assert max(count for count, _ in colours) < 0.97 * WINDOW[0] * WINDOW[1], page.name
-        text = re.sub(r"<[^>]+>", " ", (tmp_path / "shots" / f"{page.name}.html").read_text())
+        text = re.sub(r"<[^>]+>", " ", (out / f"{page.name}.html").read_text())
         text = re.sub(r"\s+", " ", text.replace("<!-- -->", ""))
         for expected in page.expect:
             assert expected in text, (page.name, expected)
     # The partitions end on the demo's last day (SEGMENTATION_END_DATE), every one of them filled.
-    partitions = (tmp_path / "shots" / "asset_partitions.html").read_text()
+    partitions = (out / "asset_partitions.html").read_text()
     assert LAST_DAY in partitions and "2025-01-06" not in partitions
