@@ -16,6 +16,7 @@ loop to see what the runs alone cost.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -37,6 +38,7 @@ SCRATCH = Path(__file__).resolve().parent / "scratch" / "backfill"
 
 
 def run_backfill(service, first: date, last: date, timeout: float) -> dict[str, object]:
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     backfill_id = launch_backfill(service.client, first, last, partitioned_assets(service.client))
     status = wait_for_backfill(service.client, backfill_id, timeout, poll_seconds=5)
@@ -51,6 +53,8 @@ def run_backfill(service, first: date, last: date, timeout: float) -> dict[str, 
         "runs": len(runs),
         "run_seconds_total": round(busy, 1),
         "seconds_per_day": round(seconds / ((last - first).days + 1), 1),
+        # The machine is shared: the 1-minute load average before and after tells a busy hour apart.
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 

@@ -29,6 +29,9 @@ def test_every_main_page_renders_what_the_demo_made(tmp_path: Path) -> None:
         text = re.sub(r"\s+", " ", text.replace("<!-- -->", ""))
         for expected in page.expect:
             assert expected in text, (page.name, expected)
+    # `make dev`'s command logged no warning (Dagster's known, harmless ones are silenced).
+    log = (tmp_path / "work" / "dagster_dev.log").read_text()
+    assert "Warning" not in log and "warnings.warn" not in log, log[-3000:]
     # The partitions end on the demo's last day (SEGMENTATION_END_DATE), every one of them filled.
     partitions = (out / "asset_partitions.html").read_text()
     assert LAST_DAY in partitions and "2025-01-06" not in partitions
