@@ -213,10 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.as_of < SETTINGS.start_date:
             parser.error(f"--as-of {args.as_of} is before the first day, {SETTINGS.start_date} (SEGMENTATION_START_DATE)")
         args.days = (args.as_of - SETTINGS.start_date).days + 1
-    # The same instance `make dev` shows, unless the caller chose another; made before the first run.
-    home = default_home()
-    os.environ["DAGSTER_HOME"] = str(home)
-    prepare_instance(home, pools_of(defs.assets or ()))
     first = SETTINGS.start_date
     last = first + timedelta(days=args.days - 1)
     last_partition = daily_partitions.get_last_partition_key()
@@ -225,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             f"the history would end on {last}, after the last daily partition, {last_partition}: "
             f"set SEGMENTATION_END_DATE={last} (make demo END={last}; make dev END={last} then shows those days)"
         )
+    # The same instance `make dev` shows, unless the caller chose another; made before the first run.
+    home = default_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    prepare_instance(home, pools_of(defs.assets or ()))
     snapshot_days = [last - timedelta(days=back) for back in reversed(range(min(args.snapshots, args.days)))]
     instance = dg.DagsterInstance.get()
     started = time.monotonic()

@@ -107,6 +107,21 @@ def test_the_demo_refuses_an_empty_history() -> None:
     assert "expected at least 1 day, got 0" in result.stderr
 
 
+def test_the_demo_refuses_a_history_past_the_last_partition_and_names_the_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
+    env |= {"SEGMENTATION_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "400"],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "the history would end on 2026-02-04, after the last daily partition, 2025-12-31: set "
+        "SEGMENTATION_END_DATE=2026-02-04 (make demo END=2026-02-04; make dev END=2026-02-04 then shows those days)"
+    ) in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()
+
+
 CDNOW = REPOSITORY / "segmentation_pipeline_tests" / "data" / "cdnow" / "CDNOW_sample.txt"
 
 
