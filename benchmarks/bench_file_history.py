@@ -20,7 +20,7 @@ on two instances, in turn, in the same minutes:
 - `dagster_default`: a dagster.yaml without the instance class, Dagster's own instance, which
   stores each event on its own (the code before that change).
 
-Recorded per run: the seconds of the run (`run_range`), the seconds of the process (Python,
+Recorded per run: the seconds of the run (`run_job`), the seconds of the process (Python,
 Dagster and the definitions loaded, the instance prepared, the run), the events the run stored
 by kind, and `reference_seconds` (a fixed piece of work timed just before: this machine's speed
 drifts). Also the same ingestion through the core calls alone (`core_seconds`: no Dagster).
