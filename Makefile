@@ -4,7 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_DAYS ?= 365
-DEMO_SNAPSHOTS ?= 3
+# Two snapshots: the second is what the report's and the exports' changes compare with the first.
+DEMO_SNAPSHOTS ?= 2
+# The port of `make dev`'s webserver, which `make backfill` asks.
+PORT ?= 3000
+# END=YYYY-MM-DD: the last daily partition (SEGMENTATION_END_DATE) for `demo`, `dev` and `backfill`, so that
+# the UI shows the days of a history that ends (the synthetic history ends a year after its start by itself).
+SETTINGS = $(if $(START),SEGMENTATION_START_DATE=$(START)) $(if $(END),SEGMENTATION_END_DATE=$(END))
 
 .PHONY: install instance-config instance demo test dev backfill retract erase validate lint clean
 
@@ -34,8 +40,10 @@ instance-config: $(DAGSTER_HOME)/dagster.yaml
 instance: install instance-config
 	$(BIN)/python -m segmentation_pipeline.instance
 
-demo: install instance
-	$(if $(SOURCE_CONFIG),SEGMENTATION_SOURCE_CONFIG=$(SOURCE_CONFIG)) $(if $(START),SEGMENTATION_START_DATE=$(START)) \
+# The demo prepares the instance itself (segmentation_pipeline.instance), in its own process: a
+# `make instance` before it would load Dagster and the definitions once more for nothing.
+demo: install instance-config
+	$(if $(SOURCE_CONFIG),SEGMENTATION_SOURCE_CONFIG=$(SOURCE_CONFIG)) $(SETTINGS) \
 	$(BIN)/python -m segmentation_pipeline.demo --days $(DEMO_DAYS) --snapshots $(DEMO_SNAPSHOTS) $(if $(AS_OF),--as-of $(AS_OF))
 
 test: install
@@ -47,13 +55,17 @@ lint: install
 validate: install
 	$(BIN)/dagster definitions validate -m segmentation_pipeline.definitions
 
+# The code location workspace.yaml names (the demo files its runs there). `dagster dev` warns that it is
+# superseded by `dg dev`, which needs a project layout this repository does not use: that one warning is
+# ignored; any other still shows (the definitions' own known warnings: defs/known_warnings.py).
 dev: install instance
-	$(BIN)/dagster dev -m segmentation_pipeline.definitions -h 127.0.0.1 -p 3000
+	$(SETTINGS) $(BIN)/python -W 'ignore:Function `dev_command` is superseded:FutureWarning' \
+		-m dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # A backfill of the whole graph over FROM..TO (YYYY-MM-DD), through the webserver and daemon of `make dev`.
 backfill: install instance
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
-	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO)
+	$(BIN)/python -m segmentation_pipeline.backfill --from $(FROM) --to $(TO) --port $(PORT)
 
 # Take one ingested file out of its day and ingest the days it reached again (the file source keeps
 # every file ingested from a day folder, so archiving a file does not erase its rows).

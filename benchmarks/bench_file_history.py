@@ -12,7 +12,7 @@ file in that shape can be given instead with `--events-csv` and `--first-day`/`-
 Each run is the demo's ingestion phase in a fresh process with a new Dagster instance on disk
 and a new data folder: the instance prepared (segmentation_pipeline.instance), then
 `raw_events` and `id_history` materialized over the whole range as one run
-(segmentation_pipeline.demo.run_range), as the demo and a single-run backfill do. It is timed
+(a run of the `ingestion` job, segmentation_pipeline.demo.run_job), as the demo and a single-run backfill do. It is timed
 on two instances, in turn, in the same minutes:
 
 - `repository`: the repository's .dagster_home/dagster.yaml (its instance stores Dagster's
@@ -20,7 +20,7 @@ on two instances, in turn, in the same minutes:
 - `dagster_default`: a dagster.yaml without the instance class, Dagster's own instance, which
   stores each event on its own (the code before that change).
 
-Recorded per run: the seconds of the run (`run_range`), the seconds of the process (Python,
+Recorded per run: the seconds of the run (`run_job`), the seconds of the process (Python,
 Dagster and the definitions loaded, the instance prepared, the run), the events the run stored
 by kind, and `reference_seconds` (a fixed piece of work timed just before: this machine's speed
 drifts). Also the same ingestion through the core calls alone (`core_seconds`: no Dagster).
@@ -78,15 +78,16 @@ def run_phase(first_day: date, last_day: date) -> dict[str, object]:
     import dagster as dg
 
     from segmentation_pipeline.definitions import defs
-    from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
-    from segmentation_pipeline.demo import run_range
+    from segmentation_pipeline.defs.jobs import ingestion_job
+    from segmentation_pipeline.defs.partitions import range_tags
+    from segmentation_pipeline.demo import run_job
     from segmentation_pipeline.instance import default_home, pools_of, prepare_instance
 
     prepare_instance(default_home(), pools_of(defs.assets or ()))
     instance = dg.DagsterInstance.get()
     reference = reference_seconds()
     started = time.perf_counter()
-    run_range(instance, [raw_events, id_history], first_day, last_day)
+    run_job(instance, ingestion_job.name, range_tags(first_day, last_day))
     seconds = time.perf_counter() - started
     (run,) = instance.get_runs(limit=1)
     stored = Counter(

@@ -4,21 +4,26 @@ import gc
 
 import dagster as dg
 
-from .defs import pool_wait
-from .defs.assets.ingestion import id_history, raw_events
-from .defs.erasure import erasure_job
-from .defs.executor import recorded_in_process_executor
-from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job
-from .defs.partitions import SETTINGS
-from .defs.resources import (
+from .defs import known_warnings
+
+# Before the assets are defined: Dagster warns as they are (defs/known_warnings.py says which and why).
+known_warnings.silence()
+
+from .defs import pool_wait  # noqa: E402
+from .defs.assets.ingestion import id_history, raw_events  # noqa: E402
+from .defs.erasure import erasure_job  # noqa: E402
+from .defs.executor import recorded_in_process_executor  # noqa: E402
+from .defs.jobs import SNAPSHOT_ASSETS, ingestion_job, segmentation_job, snapshot_job  # noqa: E402
+from .defs.partitions import SETTINGS  # noqa: E402
+from .defs.resources import (  # noqa: E402
     EventSourceResource,
     IdentityRulesResource,
     LLMResource,
     WarehouseResource,
     WebhookResource,
 )
-from .defs.schedules import nightly_segmentation
-from .defs.sensors import incoming_files, late_input_snapshots
+from .defs.schedules import nightly_segmentation  # noqa: E402
+from .defs.sensors import incoming_files, late_input_snapshots  # noqa: E402
 
 # A step waiting for a pool slot sleeps and can be stopped (Dagster 1.13.28 spins; defs/pool_wait.py).
 pool_wait.apply()

@@ -1,10 +1,12 @@
 """`dagster-daemon` as it is, but looping every 2 seconds instead of 30.
 
-Dagster's daemons (backfills among them) sleep a fixed 30 s between iterations
-(`DEFAULT_DAEMON_INTERVAL_SECONDS`, not configurable). An asset backfill launches
-the next day of a self-dependent asset one iteration after the previous day
-materialized, so with 30 s a three-day backfill would keep the test waiting for
-minutes. Everything else is the installed daemon.
+Dagster's backfill daemon sleeps a fixed 30 s between iterations
+(`DEFAULT_DAEMON_INTERVAL_SECONDS`, no dagster.yaml setting); the repository's
+instance class makes it 5 s (segmentation_pipeline/defs/daemon_loop.py, which
+keeps a shorter loop set before it). An asset backfill launches each wave of runs
+one iteration after the wave before it, so the tests, which wait on many
+backfills, take 2 s: a loop that busy is not worth it outside tests. Everything
+else is the installed daemon.
 """
 
 import sys

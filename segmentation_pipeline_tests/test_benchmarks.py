@@ -95,7 +95,7 @@ def test_the_file_history_benchmark_times_the_demos_ingestion_on_both_instances(
     sample = (REPOSITORY / "data" / "samples" / "cdnow_transactions.csv").read_text().splitlines()[1:]
     assert record["rows"] == sum(1 for line in sample if line.split(",")[1] <= "1997-01-10") > 0
     repository, default = record["instances"]["repository"], record["instances"]["dagster_default"]
-    assert (repository["instance"], default["instance"]) == ("SegmentationInstance", "DagsterInstance")
+    assert (repository["instance"], default["instance"]) == ("FastBackfillInstance", "DagsterInstance")
     assert repository["stored_events_by_kind"] == default["stored_events_by_kind"]
     kinds = repository["stored_events_by_kind"]
     assert kinds["ASSET_MATERIALIZATION"] == kinds["ASSET_MATERIALIZATION_PLANNED"] == 2 * 10

@@ -1,5 +1,6 @@
 """The Definitions load, validate and hold what the graph promises."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -283,3 +284,73 @@ def test_two_runs_take_turns_at_a_step_of_the_llm_pool(tmp_path: Path) -> None:
         spans.append(json.loads([line for line in out.splitlines() if line.startswith("[")][-1]))
     (first_start, first_end), (second_start, second_end) = sorted(spans)
     assert first_end <= second_start  # never side by side
+
+
+DAEMON_INTERVAL_PROBE = """
+import json, sys
+import dagster as dg
+import dagster._daemon.controller as controller
+if len(sys.argv) > 2:
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(sys.argv[2])  # a faster loop set first (fast_daemon.py)
+with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+    settings = instance.get_settings("auto_materialize")
+    print(json.dumps([type(instance).__name__, controller.DEFAULT_DAEMON_INTERVAL_SECONDS,
+                      settings.get("minimum_interval_seconds")]))
+"""
+
+
+def test_the_repository_instance_shortens_the_backfill_daemons_loop_and_only_that(tmp_path: Path) -> None:
+    """A daemon on the repository's dagster.yaml (as `make dev` starts it) looks for backfill work every
+    5 s instead of 30; the auto-materialize daemon, which reads the same constant by default, stays at
+    30; a faster loop set before (the tests' fast_daemon.py) is kept; Dagster's own instance keeps 30."""
+    import shutil
+
+    import dagster._daemon.backfill as backfill_daemon
+
+    shutil.copy(REPOSITORY / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    def probe(home: Path, *faster: str) -> list:
+        result = subprocess.run(
+            [sys.executable, "-c", DAEMON_INTERVAL_PROBE, str(home), *faster],
+            capture_output=True, text=True, timeout=120, cwd=REPOSITORY,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert probe(tmp_path) == ["FastBackfillInstance", 5, 30]
+    assert probe(tmp_path, "2") == ["FastBackfillInstance", 2, 30]
+    assert probe(tmp_path / "plain") == ["DagsterInstance", 30, None]
+    # The constant is what paces Dagster's backfill loop (read when the loop starts, after the instance).
+    source = inspect.getsource(backfill_daemon.execute_backfill_iteration_loop)
+    assert "from dagster._daemon.controller import DEFAULT_DAEMON_INTERVAL_SECONDS" in source
+    assert "sleep_time = max(0, DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration)" in source
+
+
+def test_loading_the_definitions_and_running_the_jobs_gives_no_warning_but_others_still_show() -> None:
+    """Dagster's known, harmless warnings about these definitions are silenced (defs/known_warnings.py),
+    narrowly: a run of the named jobs resolves them without a warning, and another warning of the same
+    classes still shows."""
+    probe = """
+import warnings
+warnings.simplefilter("default")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import segmentation_pipeline.definitions as d
+    for name in ("segmentation", "snapshot", "ingestion", "erasure"):
+        d.defs.resolve_job_def(name)
+    d.defs.get_repository_def()
+    import dagster as dg
+    warnings.warn("Parameter `x` of function `y` is currently in beta", dg.BetaWarning)
+    warnings.warn("another user warning", UserWarning)
+print([f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught])
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPOSITORY)
+    assert result.returncode == 0, result.stderr
+    shown = eval(result.stdout.strip().splitlines()[-1])  # noqa: S307 - our own probe's list of strings
+    assert shown == [
+        "BetaWarning: Parameter `x` of function `y` is currently in beta",
+        "UserWarning: another user warning",
+    ]
+    assert result.stderr == ""

@@ -2,46 +2,141 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.schemas import ID_HISTORY, RAW_EVENTS
+from segmentation_pipeline.core.settings import Settings
 from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.defs.assets.identity import merge_map
 from segmentation_pipeline.defs.assets.ingestion import id_history, raw_events
 from segmentation_pipeline.defs.assets.profiles import profiles
+from segmentation_pipeline.defs.partitions import daily_partitions, daily_partitions_for
 from segmentation_pipeline.defs.resources import EventSourceResource, IdentityRulesResource, WarehouseResource
 from segmentation_pipeline.defs.schedules import nightly_segmentation
 from segmentation_pipeline.defs.sensors import incoming_files, late_input_snapshots
 
+#: The resources of the definitions: the synthetic source (the test settings).
+REPOSITORY = defs.get_repository_def()
+SYNTHETIC = {key: defs.resources[key] for key in ("event_source", "warehouse")}
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def test_the_nightly_schedule_runs_the_whole_graph_for_the_day_just_ended() -> None:
+def test_the_nightly_schedule_runs_the_whole_graph_for_the_day_just_ended_and_is_off_by_default() -> None:
     assert nightly_segmentation.cron_schedule == "0 1 * * *"
     assert nightly_segmentation.execution_timezone == "UTC"
-    assert nightly_segmentation.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert nightly_segmentation.default_status == dg.DefaultScheduleStatus.STOPPED
     job = defs.resolve_job_def(nightly_segmentation.job_name)
     assert set(job.asset_layer.executable_asset_keys) == {
         key for key in defs.resolve_asset_graph().get_all_asset_keys()
     }
-    for tick, partition in [
-        (datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc), "2026-11-26"),
-        (datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc), "2025-12-31"),
-        (datetime(2025, 3, 1, 1, 0, tzinfo=timezone.utc), "2025-02-28"),
+    # The synthetic history (the test settings: from 2025-01-01, no end set) ends a year later.
+    assert (daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()) == (
+        "2025-01-01",
+        "2025-12-31",
+    )
+    with dg.instance_for_test() as instance:
+        for tick, partition in [
+            (datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc), "2025-12-31"),
+            (datetime(2025, 3, 1, 1, 0, tzinfo=timezone.utc), "2025-02-28"),
+            (datetime(2025, 1, 2, 1, 0, tzinfo=timezone.utc), "2025-01-01"),
+        ]:
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, resources=SYNTHETIC, repository_def=REPOSITORY
+            ) as context:
+                data = nightly_segmentation.evaluate_tick(context)
+            (request,) = data.run_requests
+            assert (request.partition_key, request.run_key) == (partition, partition)
+            assert request.tags["dagster/partition"] == partition
+            assert request.tags["segmentation/trigger"] == "nightly_segmentation"
+
+
+def test_the_nightly_schedule_skips_a_day_past_the_history_and_says_why() -> None:
+    with dg.instance_for_test() as instance:
+        for tick, words in [
+            (
+                datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc),
+                "2026-11-26 is after the last day with input, 2025-12-31 (SEGMENTATION_END_DATE",
+            ),
+            (
+                datetime(2025, 1, 1, 1, 0, tzinfo=timezone.utc),
+                "2024-12-31 is before the first day, 2025-01-01 (SEGMENTATION_START_DATE)",
+            ),
+        ]:
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, resources=SYNTHETIC, repository_def=REPOSITORY
+            ) as context:
+                data = nightly_segmentation.evaluate_tick(context)
+            assert not data.run_requests
+            assert words in data.skip_message
+
+
+def test_the_nightly_schedule_of_the_file_source_waits_for_the_days_events(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    resources = {
+        "event_source": EventSourceResource(kind="files", incoming_dir=str(incoming)),
+        "warehouse": WarehouseResource(data_dir=str(tmp_path)),
+    }
+    tick = datetime(2025, 1, 4, 1, 0, tzinfo=timezone.utc)
+
+    def evaluate():  # noqa: ANN202 (the data of a tick: run requests or a skip message)
+        with dg.instance_for_test() as instance:
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, resources=resources, repository_def=REPOSITORY
+            ) as context:
+                return nightly_segmentation.evaluate_tick(context)
+
+    skipped = evaluate()
+    assert not skipped.run_requests
+    assert skipped.skip_message == (
+        f"no events file for 2025-01-03 in {incoming / 'events' / 'date=2025-01-03'}: nothing to build. "
+        "Once its files are in, build the day from the UI (the segmentation job, partition 2025-01-03)"
+    )
+    # Merge records alone are not a day's input; a file still being written (hidden) is not either.
+    aged(incoming / "id_history" / "date=2025-01-03" / "crm.csv", "old_id,new_id,merged_at\n")
+    aged(incoming / "events" / "date=2025-01-03" / ".shop.csv", EVENTS_CSV)
+    assert not evaluate().run_requests
+    aged(incoming / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    (request,) = evaluate().run_requests
+    assert request.partition_key == "2025-01-03"
+    # Files archived after the sensor ingested them are kept in the data folder: the day still has input.
+    for path in (incoming / "events" / "date=2025-01-03").iterdir():
+        path.unlink()
+    aged(tmp_path / "ingested" / "events" / "date=2025-01-03" / "shop.csv", EVENTS_CSV)
+    assert WarehouseResource(data_dir=str(tmp_path)).warehouse().kept_input_dir == tmp_path / "ingested"
+    (request,) = evaluate().run_requests
+    assert request.partition_key == "2025-01-03"
+
+
+def test_partitions_end_at_the_setting_or_the_synthetic_history_and_grow_daily_for_a_feed() -> None:
+    settings = Settings.from_env({"SEGMENTATION_START_DATE": "2025-01-01"})
+    assert daily_partitions_for(settings).get_last_partition_key() == "2025-12-31"
+    assert len(daily_partitions_for(settings).get_partition_keys()) == 365
+    ended = Settings.from_env({"SEGMENTATION_START_DATE": "2025-01-01", "SEGMENTATION_END_DATE": "2025-03-31"})
+    assert daily_partitions_for(ended).get_last_partition_key() == "2025-03-31"
+    feed = Settings.from_env({"SEGMENTATION_SOURCE": "files"})
+    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    assert daily_partitions_for(feed).end is None
+    assert daily_partitions_for(feed).get_last_partition_key() == yesterday
+    ended_feed = Settings.from_env({"SEGMENTATION_SOURCE": "files", "SEGMENTATION_END_DATE": "1997-09-30",
+                                    "SEGMENTATION_START_DATE": "1997-01-01"})  # fmt: skip
+    assert len(daily_partitions_for(ended_feed).get_partition_keys()) == 273
+    for value, message in [
+        ("2025-13-01", "SEGMENTATION_END_DATE='2025-13-01' is not a date; expected YYYY-MM-DD"),
+        ("2024-12-31", "SEGMENTATION_END_DATE=2024-12-31 lies before SEGMENTATION_START_DATE=2025-01-01"),
     ]:
-        with dg.build_schedule_context(scheduled_execution_time=tick) as context:
-            data = nightly_segmentation.evaluate_tick(context)
-        (request,) = data.run_requests
-        assert request.partition_key == partition
-        assert request.tags["dagster/partition"] == partition
+        with pytest.raises(PipelineError, match=re.escape(message)):
+            Settings.from_env({"SEGMENTATION_END_DATE": value})
 
 
 def aged(path: Path, text: str, age: float = 3600) -> Path:

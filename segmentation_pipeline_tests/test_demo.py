@@ -1,13 +1,16 @@
 """`make demo`'s program, run as a user runs it, on a temporary data folder and instance."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from segmentation_pipeline.core.reporting.publish import load_report
+from segmentation_pipeline.defs.jobs import SNAPSHOT_ASSETS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -63,12 +66,35 @@ def test_the_demo_materializes_the_graph_and_says_where_it_went(tmp_path: Path) 
     assert f"  report:      {saved.totals.segments} segments of {saved.totals.customers:,} customers" in result.stdout
     assert [item.segment_id for item in saved.segments] == [segment_id for segment_id, _, _ in segments]
     assert (report_dir / "dashboard.png").stat().st_size > 10_000
-    # The ingestion run, then one snapshot a day in date order, kept in the instance for the UI.
-    assert (
-        "as of 2025-01-02 ...\nResolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03"
-        in result.stdout
+    # The ingestion run, then one snapshot a day in date order, each timed, kept in the instance for the UI
+    # as runs of the named jobs of the code location `make dev` loads (its Jobs pages and timeline).
+    assert re.search(
+        r"^Ingesting 3 days \(2025-01-01 \.\. 2025-01-03\) in one run \.\.\.\n  done in \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-02 \.\.\.\n"
+        r"  done in \d+ s\n"
+        r"Resolving IDs, profiling, segmenting, testing, explaining and reporting as of 2025-01-03 \.\.\.\n"
+        r"  done in \d+ s\n",
+        result.stdout,
     )
+    assert re.search(r"\nThe demo took \d+ s \(2 snapshots\)\.\n$", result.stdout)
     assert len(list((tmp_path / "dagster_home" / "storage").iterdir())) == 3
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = sorted(instance.get_runs(), key=lambda run: run.tags.get("dagster/partition", ""))
+        assert [(run.job_name, run.tags.get("dagster/partition"), run.status) for run in runs] == [
+            ("ingestion", None, dg.DagsterRunStatus.SUCCESS),
+            ("segmentation", "2025-01-02", dg.DagsterRunStatus.SUCCESS),
+            ("segmentation", "2025-01-03", dg.DagsterRunStatus.SUCCESS),
+        ]
+        assert runs[0].tags["dagster/asset_partition_range_end"] == "2025-01-03"
+        assert {run.remote_job_origin.location_name for run in runs} == {"segmentation_pipeline"}
+        assert {key.to_user_string() for key in runs[1].asset_selection} == {
+            key.to_user_string() for asset in SNAPSHOT_ASSETS for key in asset.keys
+        }
+        # The UI lists a job's runs by the location they were filed under.
+        filed = dg.RunsFilter(job_name="segmentation", tags={".dagster/repository": "__repository__@segmentation_pipeline"})
+        assert len(instance.get_runs(filters=filed)) == 2
+    # Dagster's known, harmless warnings are silenced, and nothing else warned.
+    assert "Warning" not in result.stderr and "warnings.warn" not in result.stderr, result.stderr[-3000:]
     assert f"  migration:   Since 2025-01-02: {saved.migration.stayed:,} customers stayed" in result.stdout
     assert (data_dir / "reports" / "date=2025-01-02" / "report.json").exists()
 
@@ -79,6 +105,21 @@ def test_the_demo_refuses_an_empty_history() -> None:
     )
     assert result.returncode == 2
     assert "expected at least 1 day, got 0" in result.stderr
+
+
+def test_the_demo_refuses_a_history_past_the_last_partition_and_names_the_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTATION_")}
+    env |= {"SEGMENTATION_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation_pipeline.demo", "--days", "400"],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "the history would end on 2026-02-04, after the last daily partition, 2025-12-31: set "
+        "SEGMENTATION_END_DATE=2026-02-04 (make demo END=2026-02-04; make dev END=2026-02-04 then shows those days)"
+    ) in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()
 
 
 CDNOW = REPOSITORY / "segmentation_pipeline_tests" / "data" / "cdnow" / "CDNOW_sample.txt"

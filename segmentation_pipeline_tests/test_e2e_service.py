@@ -58,6 +58,13 @@ mutation($id: String) { stopRunningSchedule(id: $id) {
 } }
 """
 
+START_SCHEDULE = """
+mutation($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
+  ... on ScheduleStateResult { scheduleState { id status } }
+  ... on PythonError { message }
+} }
+"""
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterService]:
@@ -83,14 +90,22 @@ def daily_runs(instance: dg.DagsterInstance, asset: str, backfill_id: str) -> li
 
 
 def test_a_backfill_then_a_run_of_the_whole_graph_through_the_webserver(service: DagsterService) -> None:
-    # The daemon sees the nightly schedule running and the files sensor stopped (the source is synthetic).
+    # The daemon sees the nightly schedule off until an operator turns it on, and the files sensor
+    # stopped (the source is synthetic).
     (repository,) = service.client._execute(SCHEDULES_AND_SENSORS)["repositoriesOrError"]["nodes"]
     (schedule,) = repository["schedules"]
     assert {key: schedule[key] for key in ("name", "cronSchedule", "executionTimezone")} == {
         "name": "nightly_segmentation", "cronSchedule": "0 1 * * *", "executionTimezone": "UTC"}  # fmt: skip
-    assert schedule["scheduleState"]["status"] == "RUNNING"
-    # Stopped for the rest of the test: a tick at 01:00 UTC would add a day to the data compared below.
-    stopped = service.client._execute(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
+    assert schedule["scheduleState"]["status"] == "STOPPED"
+    # Turned on as a deployment turns it on (the UI's toggle), then off again for the rest of the test:
+    # a tick at 01:00 UTC would add a day to the data compared below.
+    selector = {"repositoryLocationName": "segmentation_pipeline", "repositoryName": "__repository__",
+                "scheduleName": "nightly_segmentation"}  # fmt: skip
+    started = service.client._execute(START_SCHEDULE, {"selector": selector})["startSchedule"]
+    assert started["scheduleState"]["status"] == "RUNNING", started
+    (repository,) = service.client._execute(SCHEDULES_AND_SENSORS)["repositoriesOrError"]["nodes"]
+    assert repository["schedules"][0]["scheduleState"]["status"] == "RUNNING"
+    stopped = service.client._execute(STOP_SCHEDULE, {"id": started["scheduleState"]["id"]})
     assert stopped["stopRunningSchedule"]["scheduleState"]["status"] == "STOPPED"
     assert repository["sensors"] == [
         {"name": "incoming_files", "sensorState": {"status": "STOPPED"}},

@@ -32,6 +32,9 @@ class Settings:
     start_date: date
     source: str
     llm_provider: str
+    #: The last daily partition (SEGMENTATION_END_DATE), for a history that ends (a demo, a backfill of
+    #: an old export); None: no end set (defs/partitions.py decides by the source).
+    end_date: date | None = None
     #: Chat-completions endpoint and model of the openai provider; empty means the resource's default.
     llm_base_url: str = ""
     llm_model: str = ""
@@ -57,11 +60,26 @@ class Settings:
             start_date=start_date,
             source=source,
             llm_provider=llm_provider,
+            end_date=_end_date(env.get("SEGMENTATION_END_DATE", ""), start_date),
             llm_base_url=(env.get("SEGMENTATION_LLM_BASE_URL") or "").strip(),
             llm_model=(env.get("SEGMENTATION_LLM_MODEL") or "").strip(),
             source_config=_source_config(env.get("SEGMENTATION_SOURCE_CONFIG", "")),
             webhook_url=(env.get(WEBHOOK_URL_VARIABLE) or "").strip(),
         )
+
+
+def _end_date(text: str, start_date: date) -> date | None:
+    if not text.strip():
+        return None
+    try:
+        end_date = date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise PipelineError(f"SEGMENTATION_END_DATE={text!r} is not a date; expected YYYY-MM-DD") from exc
+    if end_date < start_date:
+        raise PipelineError(
+            f"SEGMENTATION_END_DATE={end_date} lies before SEGMENTATION_START_DATE={start_date}: no day to build"
+        )
+    return end_date
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -1,4 +1,6 @@
-"""Jobs: the whole graph, one daily partition at a time; and the as-of assets of one day's snapshot."""
+"""Jobs: the whole graph, one daily partition at a time; and the as-of assets of one day's snapshot.
+
+Their partitions are the assets' daily partitions (Dagster infers them from the selection)."""
 
 import dagster as dg
 
@@ -10,7 +12,6 @@ from .assets.profiles import clv_backtest, profiles
 from .assets.reporting import report
 from .assets.results import campaign_results
 from .assets.segmentation import clusters, robustness, segment_migration, viability
-from .partitions import daily_partitions
 
 #: The as-of assets of one day, in graph order: what follows ingestion in a day's run.
 SNAPSHOT_ASSETS = [
@@ -32,7 +33,6 @@ SNAPSHOT_ASSETS = [
 segmentation_job = dg.define_asset_job(
     name="segmentation",
     selection=dg.AssetSelection.all(),
-    partitions_def=daily_partitions,
     description="Materialize the whole graph for one day: ingestion, identity resolution and every as-of stage.",
     # dagster.yaml runs these one at a time in queue order, so a job backfill builds days in date order.
     tags={"segmentation/whole_graph": "true"},
@@ -41,7 +41,6 @@ segmentation_job = dg.define_asset_job(
 snapshot_job = dg.define_asset_job(
     name="snapshot",
     selection=SNAPSHOT_ASSETS[1:],
-    partitions_def=daily_partitions,
     description="Build one day's snapshot again from what is stored: profiles through to the report "
     "(after a late file changed that day's events).",
 )
@@ -49,6 +48,5 @@ snapshot_job = dg.define_asset_job(
 ingestion_job = dg.define_asset_job(
     name="ingestion",
     selection=[raw_events, id_history],
-    partitions_def=daily_partitions,
     description="Ingest raw_events and id_history for a day or a range of days (one run per range).",
 )

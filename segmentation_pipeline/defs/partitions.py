@@ -1,8 +1,8 @@
-"""The one partitioning of the graph: UTC days from the configured start date."""
+"""The one partitioning of the graph: UTC days from the configured start date to the last day with input."""
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
@@ -20,11 +20,34 @@ from .metadata import rounded
 
 SETTINGS = Settings.from_env()
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=SETTINGS.start_date.isoformat(),
-    timezone="UTC",
-    fmt="%Y-%m-%d",
-)
+#: The days of the built-in synthetic history when no end is set: the year `make demo` ingests.
+SYNTHETIC_HISTORY_DAYS = 365
+
+
+def last_partition_day(settings: Settings) -> date | None:
+    """The last day a partition is made for: SEGMENTATION_END_DATE when set (a demo, the backfill of
+    an old export); else the last day of the synthetic history (a year from the start); else none: a
+    real feed gets a partition a day, the last one yesterday (UTC), as Dagster's daily partitions do,
+    so that the nightly schedule has tonight's day to build."""
+    if settings.end_date is not None:
+        return settings.end_date
+    if settings.source == "synthetic":
+        return settings.start_date + timedelta(days=SYNTHETIC_HISTORY_DAYS - 1)
+    return None
+
+
+def daily_partitions_for(settings: Settings) -> dg.DailyPartitionsDefinition:
+    last_day = last_partition_day(settings)
+    return dg.DailyPartitionsDefinition(
+        start_date=settings.start_date.isoformat(),
+        # Dagster's end date is the first day without a partition.
+        end_date=(last_day + timedelta(days=1)).isoformat() if last_day else None,
+        timezone="UTC",
+        fmt="%Y-%m-%d",
+    )
+
+
+daily_partitions = daily_partitions_for(SETTINGS)
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:
