@@ -490,7 +490,9 @@ def campaign_briefs(
     """Every recommendation of the segments a campaign can go out to, largest expected value first.
 
     A campaign's value and cost are the segment's per customer (viability's incremental profit and
-    campaign cost over its size) times the campaign's audience; its audience file is the exported one.
+    campaign cost over its size) times the campaign's audience, shared equally among the segment's
+    campaigns (its channels reach the same customers: the value is counted once); its audience file is
+    the exported one.
     """
     exported = {item.campaign_key: item for item in exports}
     briefs = []
@@ -498,8 +500,9 @@ def campaign_briefs(
         if not item.targetable:
             continue
         size = item.segment.size or 1
-        value_per_customer = item.viability.incremental_profit / size
-        cost_per_customer = item.viability.campaign_cost / size
+        channels = len(item.explanation.recommendations) or 1
+        value_per_customer = item.viability.incremental_profit / size / channels
+        cost_per_customer = item.viability.campaign_cost / size / channels
         for recommendation in item.explanation.recommendations:
             key = campaign_key(item.segment_id, recommendation.channel)
             export = exported.get(key)

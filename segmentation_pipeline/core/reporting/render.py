@@ -91,8 +91,8 @@ def timing_note(report: SegmentationReport) -> str:
     business = report.business
     return (
         f"Times are in {business.zone_label}; money in {business.currency}. Customers: those to contact once "
-        "the control group is kept back (or the whole segment before export). Each campaign is priced on its own, "
-        "at its segment's expected extra margin and cost per customer."
+        "the control group is kept back (or the whole segment before export). Expected extra margin and cost are "
+        "the segment's, shared equally among its channels (they reach the same customers)."
     )
 
 
