@@ -391,6 +391,8 @@ class SegmentationReport(_Record):
     business: Business = Field(default_factory=Business)
     #: The campaigns to launch, largest expected value first.
     campaigns: list[CampaignBrief] = Field(default_factory=list)
+    #: Campaigns recommended but left without customers by the export (each customer is in one campaign).
+    campaigns_without_customers: list[str] = Field(default_factory=list)
     #: Every segment's size now and at the previous snapshot; the largest flows between segments.
     changes: list[SegmentChange] = Field(default_factory=list)
     flows: list[CustomerFlow] = Field(default_factory=list)
@@ -458,6 +460,7 @@ def gather_report(
             raise ReportGenerationError(f"the stored rows of {segment_id} for {as_of} are not valid: {exc}") from exc
     migration = _migration(tables["segment_migration"], store)
     exports = _exports(store, as_of)
+    campaigns, without_customers = campaign_briefs(segments, exports, store.report_dir(as_of))
     report = SegmentationReport(
         as_of=as_of,
         totals=_totals(segments),
@@ -470,7 +473,8 @@ def gather_report(
         exports=exports,
         campaign_results=latest_campaign_results(store, as_of),
         business=stored_rubric(store, as_of).business,
-        campaigns=campaign_briefs(segments, exports, store.report_dir(as_of)),
+        campaigns=campaigns,
+        campaigns_without_customers=without_customers,
         changes=segment_changes(segments, migration),
         flows=customer_flows(segments, migration),
     )
@@ -486,26 +490,30 @@ def gather_report(
 
 def campaign_briefs(
     segments: list[SegmentReport], exports: list[CampaignExport], report_folder: Path
-) -> list[CampaignBrief]:
-    """Every recommendation of the segments a campaign can go out to, largest expected value first.
+) -> tuple[list[CampaignBrief], list[str]]:
+    """The campaigns to launch, largest expected value first, and the keys of those left without customers.
 
-    A campaign's value and cost are the segment's per customer (viability's incremental profit and
-    campaign cost over its size) times the campaign's audience, shared equally among the segment's
-    campaigns (its channels reach the same customers: the value is counted once); its audience file is
-    the exported one.
+    A campaign's value and cost are its segment's per customer (viability's incremental profit and campaign
+    cost over the segment's size) times the customers it contacts. Once the day's audiences are exported,
+    those are the exported ones: each customer is in one campaign only, so a segment's second channel may
+    be left with nobody (listed apart). Before, every recommendation names the whole segment, and a segment's
+    value and cost are shared equally among its channels (they would reach the same customers).
     """
     exported = {item.campaign_key: item for item in exports}
-    briefs = []
+    briefs, empty = [], []
     for item in segments:
         if not item.targetable:
             continue
         size = item.segment.size or 1
-        channels = len(item.explanation.recommendations) or 1
-        value_per_customer = item.viability.incremental_profit / size / channels
-        cost_per_customer = item.viability.campaign_cost / size / channels
-        for recommendation in item.explanation.recommendations:
+        recommendations = item.explanation.recommendations
+        for recommendation in recommendations:
             key = campaign_key(item.segment_id, recommendation.channel)
             export = exported.get(key)
+            if exports and (export is None or not export.customers):
+                empty.append(key)
+                continue
+            customers = export.customers if export else recommendation.audience_size
+            share = 1.0 if export else 1.0 / len(recommendations)
             briefs.append(
                 CampaignBrief(
                     campaign_key=key,
@@ -518,8 +526,8 @@ def campaign_briefs(
                     customers=recommendation.audience_size,
                     exported_customers=export.customers if export else None,
                     control_customers=export.control_customers if export else None,
-                    expected_value=round(value_per_customer * recommendation.audience_size, 2),
-                    cost=round(cost_per_customer * recommendation.audience_size, 2),
+                    expected_value=round(item.viability.incremental_profit / size * customers * share, 2),
+                    cost=round(item.viability.campaign_cost / size * customers * share, 2),
                     expected_roi=item.viability.expected_roi,
                     confidence=item.explanation.confidence_level,
                     audience_file=os.path.relpath(Path(export.folder) / "audience.csv", report_folder)
@@ -527,7 +535,7 @@ def campaign_briefs(
                     else None,
                 )
             )
-    return sorted(briefs, key=lambda brief: (-brief.expected_value, brief.campaign_key))
+    return sorted(briefs, key=lambda brief: (-brief.expected_value, brief.campaign_key)), empty
 
 
 #: A segment whose size changed by less than this share of its previous size held steady.

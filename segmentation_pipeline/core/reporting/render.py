@@ -67,7 +67,7 @@ CAMPAIGN_HEADERS = [
     "Channel",
     "Timing",
     "Customers",
-    "Expected extra margin",
+    "Expected margin",
     "Cost",
     "Confidence",
 ]
@@ -89,11 +89,23 @@ def campaigns_table(report: SegmentationReport) -> str:
 
 def timing_note(report: SegmentationReport) -> str:
     business = report.business
-    return (
-        f"Times are in {business.zone_label}; money in {business.currency}. Customers: those to contact once "
-        "the control group is kept back (or the whole segment before export). Expected extra margin and cost are "
-        "the segment's, shared equally among its channels (they reach the same customers)."
+    if report.exports:
+        customers = (
+            "Customers: those the exported audience file lists, the control group kept back; expected extra margin "
+            "and cost are the segment's per customer for them."
+        )
+    else:
+        customers = (
+            "Customers: the whole segment (its audiences are not exported yet); expected extra margin and cost are "
+            "the segment's, shared equally among its channels, which reach the same customers."
+        )
+    empty = report.campaigns_without_customers
+    left = (
+        f" Recommended but left without customers, as each customer is in one campaign only: {', '.join(empty)}."
+        if empty
+        else ""
     )
+    return f"Times are in {business.zone_label}; money in {business.currency}. {customers}{left}"
 
 
 _CHANGE_WORDS = {"grew": "grew", "shrank": "shrank", "steady": "held steady", "new": "is new", "gone": "is gone"}
@@ -242,7 +254,7 @@ def backtest_table(report: SegmentationReport) -> str:
     ]
     for row in value.backtest:
         lines.append(
-            f"| {md_text(row.label)} | {_number(row.error_percent, '{:+.1f}%')} | {_number(row.mae, '{:.3f}')} "
+            f"| {md_text(row.label)} | {_number(row.error_percent, '{:+.1f}%')} | {_number(row.mae, '{:.2f}')} "
             f"| {_number(row.churn_auc, '{:.2f}')} | {'yes' if row.chosen else ''} |"
         )
     return "\n".join(lines)
@@ -559,7 +571,7 @@ def html(report: SegmentationReport, folder: Path) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>Campaign brief: customer segments as of {report.as_of}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        '<section class="brief" id="brief">',
+        '<div class="brief" id="brief">',
         f"<h1>Campaign brief <span class=muted>&middot; customer segments as of {report.as_of}</span></h1>",
         *(f'<p class="notice"><strong>{escape(line)}</strong></p>' for line in notices(report)),
         f'<p class="lead">{escape(headline(report))}</p>',
@@ -567,7 +579,7 @@ def html(report: SegmentationReport, folder: Path) -> str:
         _campaigns_html(report),
         f'<p class="muted small">{escape(timing_note(report))} A printable one-page summary with the charts: '
         f'<a href="{PDF_FILE}">{PDF_FILE}</a>.</p>',
-        "</section>",
+        "</div>",
         f'<h2 id="changes">What changed since {escape(str(previous or "the last snapshot"))}</h2>',
         "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in change_lines(report)) + "</ul>",
     ]
@@ -754,7 +766,7 @@ def _backtest_html(report: SegmentationReport) -> str:
     value = report.customer_value
     rows = "".join(
         f"<tr><td>{escape(row.label)}{' (used)' if row.chosen else ''}</td>"
-        f"<td class=num>{_number(row.error_percent, '{:+.1f}%')}</td><td class=num>{_number(row.mae, '{:.3f}')}</td>"
+        f"<td class=num>{_number(row.error_percent, '{:+.1f}%')}</td><td class=num>{_number(row.mae, '{:.2f}')}</td>"
         f"<td class=num>{_number(row.churn_auc, '{:.2f}')}</td></tr>"
         for row in value.backtest
     )
