@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from segmentation_pipeline.core.business import Business
 from segmentation_pipeline.core.errors import PipelineError
-from segmentation_pipeline.core.settings import Settings
 from segmentation_pipeline.core.llm import explainer, faithfulness
 from segmentation_pipeline.core.llm.actionability import (
     NOT_MEASURABLE,
@@ -34,7 +34,6 @@ from segmentation_pipeline.core.llm.campaigns import (
     lifecycle_offer,
     rhythm_timing,
 )
-from segmentation_pipeline.core.business import Business
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
@@ -1587,7 +1586,9 @@ def test_a_segment_of_one_lifecycle_stage_gets_its_offer_on_the_range_it_buys(fa
         with_mix = approved.model_copy(update={"lifecycle": stages})
         return {item.offer for item in mock_explanation(with_mix, answer).recommendations}
 
-    assert offers({"lapsed": 0.9, "at_risk": 0.1}) == {"a win-back offer on the electronics range: a reason to come back"}
+    assert offers({"lapsed": 0.9, "at_risk": 0.1}) == {
+        "a win-back offer on the electronics range: a reason to come back"
+    }
     assert offers({"new": 0.7, "active": 0.3}) == {"a second-purchase nudge on the electronics range"}
     assert offers({"active": 0.5, "lapsed": 0.5}) == {"early access and premium bundles from the electronics range"}
 
@@ -1632,9 +1633,7 @@ def test_campaigns_use_only_channels_the_segment_over_indexes_on_or_owned_ones(f
     # The check a real provider's answer goes through: web is refused, email (owned) and app pass.
     question = explanation_question(facts["S01"], answer)
     web = mock_explanation(facts["S01"], answer)
-    web = web.model_copy(
-        update={"recommendations": [web.recommendations[0].model_copy(update={"channel": "web"})]}
-    )
+    web = web.model_copy(update={"recommendations": [web.recommendations[0].model_copy(update={"channel": "web"})]})
     assert question.check(web) == [
         "recommendations[0].channel 'web' is one the segment does not use more than the whole base (lift above 1) "
         "and not an owned channel; use one of ['app', 'email']"
@@ -1664,35 +1663,3 @@ def test_money_and_hours_are_written_in_the_business_currency_and_time_zone(fact
         update={"recommendations": [explanation.recommendations[0].model_copy(update={"timing": "at 21:00"})]}
     )
     assert "time 21:00 is not a day-part boundary of the statistics" in " ".join(explaining.check(made_up))
-
-
-def test_the_business_settings_are_read_from_the_environment_with_clear_errors() -> None:
-    default = Settings.from_env({})
-    assert default.business == Business(currency="USD", timezone="UTC", owned_channels=("email",))
-    chosen = Settings.from_env(
-        {
-            "SEGMENTATION_CURRENCY": "eur",
-            "SEGMENTATION_TIMEZONE": "Europe/Berlin",
-            "SEGMENTATION_OWNED_CHANNELS": "email, App,,email",
-        }
-    )
-    assert chosen.business == Business(currency="EUR", timezone="Europe/Berlin", owned_channels=("email", "app"))
-    with pytest.raises(PipelineError, match="SEGMENTATION_CURRENCY: currency 'euro' is not a three-letter ISO 4217"):
-        Settings.from_env({"SEGMENTATION_CURRENCY": "euro"})
-    with pytest.raises(PipelineError, match="SEGMENTATION_TIMEZONE: time zone 'Berlin' is not an IANA time zone"):
-        Settings.from_env({"SEGMENTATION_TIMEZONE": "Berlin"})
-    usd, eur, chf = Business(), Business(currency="EUR"), Business(currency="CHF")
-    assert (usd.money(1234.4), usd.money(-12.5, 2), eur.money(1234.5, 2), chf.money(1234)) == (
-        "$1,234",
-        "-$12.50",
-        "\u20ac1,234.50",
-        "CHF 1,234",
-    )
-    assert usd.return_per_unit(2.8) == "returns $3.80 per $1 spent"
-    assert usd.return_per_unit(-1.0) == "returns $0.00 per $1 spent"
-    # Winter and summer in Berlin; Tokyo has no summer time.
-    berlin = Business(timezone="Europe/Berlin")
-    assert berlin.local_hours("06:00-12:00", date(2025, 1, 15)) == "07:00-13:00"
-    assert berlin.local_hours("06:00-12:00", date(2025, 7, 15)) == "08:00-14:00"
-    assert Business(timezone="Asia/Tokyo").local_hours("18:00-24:00", date(2025, 7, 15)) == "03:00-09:00"
-    assert usd.local_hours("18:00-24:00", date(2025, 7, 15)) == "18:00-24:00"

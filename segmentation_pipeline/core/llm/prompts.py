@@ -12,7 +12,7 @@ from datetime import date
 
 from pydantic import BaseModel
 
-from ..business import Business, CURRENCY_SIGNS
+from ..business import CURRENCY_SIGNS, Business
 from ..schemas import ActionabilityAnswer, ExplanationAnswer
 from .actionability import NOT_MEASURABLE, Rubric, measured_by
 from .campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE

@@ -303,6 +303,8 @@ class CampaignExport(_Record):
     moved_in: int
     moved_out: int
     folder: str
+
+
 class CampaignResult(_Record):
     """One metric of a campaign's latest measurement in campaign_results up to the report's day."""
 
@@ -740,6 +742,8 @@ def _exports(store: Warehouse, as_of: date) -> list[CampaignExport]:
         return []
     fields = list(CampaignExport.model_fields)
     return [CampaignExport(**row) for row in store.read_partition(AUDIENCE_EXPORTS, as_of).select(fields).to_pylist()]
+
+
 def latest_campaign_results(store: Warehouse, as_of: date) -> list[CampaignResult]:
     """Every campaign's latest measured export in campaign_results of days up to `as_of`, one item per metric."""
     latest: dict[str, list[CampaignResult]] = {}
@@ -770,10 +774,7 @@ def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:
         backtest_split_day=rows[0]["split_day"] if rows else None,
         backtest_holdout_days=rows[0]["holdout_days"] if rows else None,
         backtest_reason=chosen["reason"] if chosen else None,
-        backtest=[
-            ModelScore(**{name: row[name] for name in ModelScore.model_fields})
-            for row in rows
-        ],
+        backtest=[ModelScore(**{name: row[name] for name in ModelScore.model_fields}) for row in rows],
         calibration=_finite_records(tables.get(CALIBRATION_KEY)),
         tracking=_finite_records(tables.get(TRACKING_KEY)),
     )

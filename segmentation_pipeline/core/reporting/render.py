@@ -11,7 +11,7 @@ from ..clv import MODEL_LABELS
 from ..llm.actionability import DIMENSION_WORDS, NOT_MEASURABLE
 from ..llm.facts import PurchaseRhythm, percent
 from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
-from .document import CampaignBrief, SegmentationReport, SegmentReport
+from .document import SegmentationReport, SegmentReport
 
 HTML_FILE, MARKDOWN_FILE, JSON_FILE, PDF_FILE = "report.html", "report.md", "report.json", "summary.pdf"
 
@@ -83,7 +83,9 @@ def campaigns_table(report: SegmentationReport) -> str:
         "| " + " | ".join("---:" if index in _NUMERIC_CAMPAIGN_COLUMNS else "---" for index in range(10)) + " |",
     ]
     for item, row in zip(report.campaigns, campaign_rows(report)):
-        lines.append("| " + " | ".join([*(md_text(cell) for cell in row), md_text(item.audience_file or "not exported")]) + " |")
+        lines.append(
+            "| " + " | ".join([*(md_text(cell) for cell in row), md_text(item.audience_file or "not exported")]) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -230,7 +232,9 @@ def value_lines(report: SegmentationReport) -> list[str]:
     if value is None:
         return []
     model = MODEL_LABELS.get(value.model)
-    source = f"the {model} purchase model with Gamma-Gamma spend" if model else "a rule of thumb (no model could be fitted)"
+    source = (
+        f"the {model} purchase model with Gamma-Gamma spend" if model else "a rule of thumb (no model could be fitted)"
+    )
     lines = [
         f"Customer value (CLV) is each customer's expected spend over the next {value.horizon_days} days in "
         f"today's money ({value.annual_discount_rate:.0%} a year discount), from {source}."
@@ -301,7 +305,8 @@ def _exports_html(report: SegmentationReport) -> str:
         f"<th{' class=num' if index else ''}>{escape(name)}</th>" for index, name in enumerate(_EXPORT_HEADERS)
     )
     rows = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if index else ''}>{escape(cell)}</td>" for index, cell in enumerate(row))
+        "<tr>"
+        + "".join(f"<td{' class=num' if index else ''}>{escape(cell)}</td>" for index, cell in enumerate(row))
         + "</tr>"
         for row in _export_rows(report)
     )
@@ -598,7 +603,10 @@ def html(report: SegmentationReport, folder: Path) -> str:
         for chart in report.charts
         if chart.name in _SEGMENT_CHARTS
     ]
-    parts += ['<h2 id="evidence">Evidence</h2>', "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in evidence_lines(report)) + "</ul>"]
+    parts += [
+        '<h2 id="evidence">Evidence</h2>',
+        "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in evidence_lines(report)) + "</ul>",
+    ]
     parts += [
         _figure(chart.title, chart.description, images[chart.name])
         for chart in report.charts
@@ -609,7 +617,12 @@ def html(report: SegmentationReport, folder: Path) -> str:
         parts += ["<h3>Audiences exported</h3>", f"<p>{escape(exports_line(report))}</p>", _exports_html(report)]
     if report.customer_value is not None and report.customer_value.backtest:
         parts += ["<h3>How well the churn and CLV models forecast</h3>", _backtest_html(report)]
-    parts += ["<h3>Data coverage</h3>", _coverage_html(report), "<h3>Who answered, and the settings</h3>", _settings_html(report)]
+    parts += [
+        "<h3>Data coverage</h3>",
+        _coverage_html(report),
+        "<h3>Who answered, and the settings</h3>",
+        _settings_html(report),
+    ]
     parts.append(
         f'<p class="muted">Report version {escape(report.report_version)}; the full record is {JSON_FILE} '
         "beside this page.</p></main></body></html>"

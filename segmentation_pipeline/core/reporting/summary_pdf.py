@@ -48,7 +48,9 @@ def _brief_page(report: SegmentationReport) -> Figure:
     y = 0.915
     for line in [*notices(report), headline(report)]:
         wrapped = textwrap.fill(line, 150)
-        figure.text(left, y, wrapped, fontsize=9.5, va="top", color="firebrick" if line != headline(report) else "black")
+        figure.text(
+            left, y, wrapped, fontsize=9.5, va="top", color="firebrick" if line != headline(report) else "black"
+        )
         y -= 0.022 * (wrapped.count("\n") + 1) + 0.01
     figure.text(left, y - 0.005, "Campaigns to launch", fontsize=12, weight="bold", va="top")
     y -= 0.04
