@@ -543,7 +543,7 @@ def campaign_briefs(
 #: A segment whose size changed by less than this share of its previous size held steady.
 STEADY_CHANGE = 0.02
 #: Flows between segments listed in the report, largest first.
-FLOWS_LISTED = 8
+FLOWS_LISTED = 5
 
 
 def segment_changes(segments: list[SegmentReport], migration: Migration) -> list[SegmentChange]:

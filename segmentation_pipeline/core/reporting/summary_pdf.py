@@ -21,8 +21,8 @@ from .render import CAMPAIGN_HEADERS, campaign_rows, change_lines, headline, not
 
 #: A4 landscape, in inches.
 PAGE = (11.69, 8.27)
-#: Resolution of the charts in the PDF: sharp on paper and on screen at 100%.
-PRINT_DPI = 150
+#: Resolution of the charts in the PDF: that of the PNG files (charts.DPI), so a chart is never enlarged.
+PRINT_DPI = 110
 #: Campaigns listed on the first page; the rest are counted, the HTML page lists them all.
 CAMPAIGNS_ON_PAGE = 12
 #: Fixed metadata: the same report gives the same bytes (a re-run rewrites an identical file).
