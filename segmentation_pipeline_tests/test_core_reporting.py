@@ -1167,3 +1167,24 @@ def test_the_migration_chart_labels_a_bounded_number_of_cells() -> None:
     assert all(labelled[index, index] for index in range(21))
     small = counts.iloc[:5, :5]
     assert int(charts.migration_labels(small).sum()) == 25
+
+
+def test_the_report_benchmark_times_every_chart_and_the_pdf(snapshot: Path, tmp_path: Path) -> None:
+    """benchmarks/bench_report.py, run small: every chart and the PDF timed, nothing written into the data."""
+    out = tmp_path / "report.json"
+    before = sorted(str(path.relative_to(snapshot)) for path in snapshot.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_report.py", "--data-dir", str(snapshot), "--as-of", str(DAY)]
+        + ["--repeats", "1", "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = __import__("json").loads(out.read_text())
+    assert list(record["cpu_seconds"]) == ["gather", *charts._MAKERS, "summary_pdf"]
+    charted = {name: value for name, value in record["cpu_seconds"].items() if name in charts._MAKERS}
+    assert record["charts_cpu_seconds"] == round(sum(charted.values()), 3)
+    assert record["segments"] == len(Warehouse(snapshot).read_partition(SEGMENTS, DAY))
+    assert sorted(str(path.relative_to(snapshot)) for path in snapshot.rglob("*")) == before
