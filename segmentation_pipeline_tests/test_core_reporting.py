@@ -899,7 +899,7 @@ def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> Non
     text = published.markdown_path.read_text()
     assert (
         "Customer value (CLV) is each customer's expected spend over the next 365 days in today's money "
-        "(10% a year discount)"
+        "(USD, 10% a year discount)"
     ) in text
     assert "## How well the churn and CLV models forecast" in text
     assert "| Days since the last purchase (rule of thumb) |" in text

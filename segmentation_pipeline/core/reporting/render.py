@@ -237,7 +237,7 @@ def value_lines(report: SegmentationReport) -> list[str]:
     )
     lines = [
         f"Customer value (CLV) is each customer's expected spend over the next {value.horizon_days} days in "
-        f"today's money ({value.annual_discount_rate:.0%} a year discount), from {source}."
+        f"today's money ({report.business.currency}, {value.annual_discount_rate:.0%} a year discount), from {source}."
     ]
     if value.backtest_reason:
         lines.append(
