@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from segmentation_pipeline.core.business import Business
 from segmentation_pipeline.core.llm.actionability import Rubric, mock_actionability
 from segmentation_pipeline.core.llm.explainer import mock_explanation
 from segmentation_pipeline.core.llm.facts import SegmentFacts
@@ -29,6 +30,8 @@ FENCED = "fenced"  # a valid answer inside a Markdown code fence, as local model
 INVALID_JSON = "invalid_json"
 SCHEMA_ERROR = "schema_error"
 INVENTED_NUMBER = "invented_number"
+#: Campaigns through the segment's channel with the lowest lift (one it uses less than the whole base).
+UNDER_INDEXED_CHANNEL = "under_indexed_channel"
 SLOW = "slow"  # answers after `slow_seconds`, longer than the client's timeout
 RATE_LIMITED = "429"
 SERVER_ERROR = "500"
@@ -52,7 +55,12 @@ def model_answer(user_message: str) -> dict:
         answer["reason"] = MODEL_VOICE + answer["reason"]
     else:
         evaluation = ActionabilityAnswer.model_validate(statistics["actionability"])
-        answer = mock_explanation(facts, evaluation, statistics["owned_channels"]).model_dump()
+        business = Business(
+            currency=statistics["business"]["currency"],
+            timezone=statistics["business"]["timezone"],
+            owned_channels=tuple(statistics["owned_channels"]),
+        )
+        answer = mock_explanation(facts, evaluation, business).model_dump()
         answer["executive_summary"] = MODEL_VOICE + answer["executive_summary"]
     return answer
 
@@ -182,6 +190,11 @@ def _content(behaviour: str, request: Request) -> str:
     if behaviour == INVENTED_NUMBER:
         key = "reason" if "reason" in answer else "executive_summary"
         answer[key] += f" About {INVENTED} customers respond to campaigns like this."
+    if behaviour == UNDER_INDEXED_CHANNEL and answer.get("recommendations"):
+        facts = SegmentFacts.model_validate(statistics_of(request.user_message)["segment"])
+        weakest = min(facts.channels, key=lambda item: item.lift or 0.0)
+        for recommendation in answer["recommendations"]:
+            recommendation["channel"] = weakest.label
     text = json.dumps(answer)
     return f"```json\n{text}\n```" if behaviour == FENCED else text
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from segmentation_pipeline.core.business import Business
 from segmentation_pipeline.core.errors import PipelineError
 from segmentation_pipeline.core.llm import explainer, faithfulness
 from segmentation_pipeline.core.llm.actionability import (
@@ -36,8 +37,10 @@ from segmentation_pipeline.core.llm.campaigns import (
 from segmentation_pipeline.core.llm.explainer import (
     HIGH_CONFIDENCE_ROBUSTNESS,
     MEDIUM_CONFIDENCE_ROBUSTNESS,
+    allowed_channels,
     confidence_level,
     mock_explanation,
+    weakest_test,
 )
 from segmentation_pipeline.core.llm.facts import (
     DAY_PART_HOURS,
@@ -583,8 +586,13 @@ def test_the_rubric_asks_proportionally_fewer_strong_dimensions_when_fewer_are_m
         "A dimension is strong when its score is at least 0.5. With all 4 dimensions measurable, the segment is "
         "actionable when at least 3 of them are strong. A dimension the data cannot measure has no score (null, "
         "never 0) and is left out: of the measurable ones at least ceil(3 x measurable / 4) must be strong "
-        "(3 of 3, 2 of 2, 1 of 1). With none measurable the segment is not actionable."
+        "(3 of 3, 2 of 2, 1 of 1). With none measurable the segment is not actionable. A segment viability did "
+        "not approve (viability.approved false) is not actionable either, whatever its scores: say in the reason "
+        "that the data is clear enough but the segment is not worth a campaign now."
     )
+    # A rejected segment is never actionable, however clear its data.
+    assert RUBRIC.clear(unmeasured | {"how": 0.9, "who": 0.9}) is True
+    assert RUBRIC.verdict(unmeasured | {"how": 0.9, "who": 0.9}, approved=False) is False
     assert Rubric().owned_channels == ["email"]
     assert Rubric(owned_channels=[" sms "]).owned_channels == ["sms"]
     with pytest.raises(ValidationError, match="owned_channels.0"):
@@ -652,7 +660,10 @@ def test_mock_actionability_of_the_concentrated_segment(facts: dict[str, Segment
         "70.0% of their activity is in the evening (18:00-24:00 UTC; population: 25.0%); "
         "60.0% of their activity falls on weekends (population: 30.0%)."
     )
-    assert answer.reason == "4 of 4 dimensions are strong (WHAT, WHEN, HOW, WHO): a campaign can be aimed at it."
+    assert answer.reason == (
+        "A campaign can be aimed at these customers. The data is clear on what to offer, when to send, how to "
+        "reach them and what they are worth."
+    )
 
 
 def test_mock_actionability_of_the_diffuse_segment(facts: dict[str, SegmentFacts]) -> None:
@@ -663,7 +674,10 @@ def test_mock_actionability_of_the_diffuse_segment(facts: dict[str, SegmentFacts
     # who: 0.25 / 1.25 = 0.2
     assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (0.05, 0.0, 0.2, 0.2)
     assert answer.actionable is False
-    assert answer.reason.startswith("0 of 4 dimensions are strong (none); weak: WHAT, WHEN, HOW, WHO")
+    assert answer.reason == (
+        "Not a campaign target as it stands: nothing is clear enough, not what to offer, when to send, how to "
+        "reach them and what they are worth (0 of 4 dimensions clear; 3 of them needed)."
+    )
     assert mock_actionability(facts["S03"], RUBRIC).actionable is False
 
 
@@ -680,13 +694,16 @@ def test_a_transaction_log_without_lifecycle_or_rhythm_is_judged_by_the_owned_ch
     )
     assert answer.actionable is True
     assert answer.reason == (
-        "2 of 2 dimensions are strong (HOW, WHO); not measurable from this data: WHAT, WHEN: "
-        "a campaign can be aimed at it."
+        "A campaign can be aimed at these customers. The data is clear on how to reach them and what they are "
+        "worth. The data cannot tell what to offer and when to send."
     )
     # S02 is worth a quarter of the average: WHO 0.2 is weak, 1 strong of the 2 needed.
     small = mock_actionability(snapshot(transaction_only_rows())["S02"], RUBRIC)
     assert (small.how_score, small.who_score, small.actionable) == (0.5, 0.2, False)
-    assert small.reason.endswith(": fewer than 2 strong dimensions, so no campaign can be aimed at it.")
+    assert small.reason.endswith(
+        "only how to reach them is clear, not what they are worth (1 of 2 dimensions clear; 2 of them needed). "
+        "The data cannot tell what to offer and when to send."
+    )
 
 
 def test_without_categories_channels_clock_times_or_lifecycle_only_who_is_measurable() -> None:
@@ -706,8 +723,9 @@ def test_without_categories_channels_clock_times_or_lifecycle_only_who_is_measur
         assert getattr(answer, f"{dimension}_evidence").startswith("Not measurable from this data: ")
     assert answer.how_evidence == "Not measurable from this data: no channels, and no owned channel set."
     assert answer.actionable is True
-    assert answer.reason.startswith(
-        "1 of 1 dimensions are strong (WHO); not measurable from this data: WHAT, WHEN, HOW"
+    assert answer.reason == (
+        "A campaign can be aimed at these customers. The data is clear on what they are worth. "
+        "The data cannot tell what to offer, when to send and how to reach them."
     )
     assert mock_actionability(facts["S02"], no_owned_channel).actionable is False
     question = actionability_question(facts["S01"], no_owned_channel)
@@ -737,7 +755,7 @@ def test_a_lapsed_segment_gets_a_win_back_scored_by_the_lapsed_share() -> None:
     # WHO: 2.5 / 3.5 -> 0.71. Four measurable, all strong.
     assert answer.who_score == 0.71
     assert answer.actionable is True
-    assert answer.reason == "4 of 4 dimensions are strong (WHAT, WHEN, HOW, WHO): a campaign can be aimed at it."
+    assert answer.reason.startswith("A campaign can be aimed at these customers.")
 
 
 @pytest.mark.parametrize("stage", sorted(LIFECYCLE_OFFERS))
@@ -889,18 +907,23 @@ def test_mock_explanation_recommends_campaigns_only_when_approved_and_actionable
     facts: dict[str, SegmentFacts],
 ) -> None:
     targeted = mock_explanation(facts["S01"], mock_actionability(facts["S01"], RUBRIC))
-    # app 0.7, then web 0.2 which is at least SECONDARY_CHANNEL_SHARE
-    assert [item.channel for item in targeted.recommendations] == ["app", "web"]
+    # app 0.7 (2.33x the population's share); web carries 0.2 of the segment's events but is under-indexed
+    # (0.2 against the population's 0.4): no campaign goes out through it.
+    web = next(item for item in facts["S01"].channels if item.label == "web")
+    assert web.lift < 1
+    assert [item.channel for item in targeted.recommendations] == ["app"]
     assert {item.audience_size for item in targeted.recommendations} == {100}
     assert targeted.recommendations[0].timing == "weekends, evening, 18:00-24:00 UTC"
     assert targeted.recommendations[0].offer == "early access and premium bundles from the electronics range"
     assert targeted.expected_roi == 14.0
-    assert "Worth a campaign: expected ROI 14.00 at 2.00 per customer." in targeted.executive_summary
+    assert "Worth a campaign: an expected return of 1,400% on its cost of $2.00 per customer." in (
+        targeted.executive_summary
+    )
 
     # Approved but not actionable.
     mirror = mock_explanation(facts["S03"], mock_actionability(facts["S03"], RUBRIC))
     assert mirror.recommendations == []
-    assert "Not actionable as it stands: " in mirror.executive_summary
+    assert "Not a campaign target as it stands: " in mirror.executive_summary
     assert mirror.expected_roi == 5.0
 
     # Actionable (as an answer may claim) but not approved.
@@ -920,7 +943,9 @@ def test_mock_explanation_without_channels_recommends_one_campaign_to_the_whole_
     assert explanation.recommendations[0].channel == "email"
     assert explanation.recommendations[0].audience_size == 100
     assert explanation.recommendations[0].timing == "any time"
-    without_owned = mock_explanation(facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True), [])
+    without_owned = mock_explanation(
+        facts, actionability_answer(0.9, 0.9, 0.9, 0.9, actionable=True), Business(owned_channels=())
+    )
     assert [item.channel for item in without_owned.recommendations] == ["the channel the customer last bought through"]
 
 
@@ -955,7 +980,7 @@ def test_an_active_segment_is_offered_an_upsell_above_its_average_order_near_its
     answer = mock_actionability(facts, Rubric(owned_channels=["email", "sms"]))
     assert (answer.what_score, answer.when_score, answer.how_score) == (0.9, 0.8, 0.5)
     assert answer.how_evidence.startswith("No channel in the data: the owned channels email and sms")
-    explanation = mock_explanation(facts, answer, ["email", "sms"])
+    explanation = mock_explanation(facts, answer, Business(owned_channels=("email", "sms")))
     assert [item.channel for item in explanation.recommendations] == ["email", "sms"]
     campaign = explanation.recommendations[0]
     # The segment's average order value is 200.00 (CONCENTRATED_MEANS).
@@ -987,35 +1012,48 @@ def test_timing_names_only_clear_preferences(facts: dict[str, SegmentFacts]) -> 
     assert question.check(explanation) == []
 
 
-def with_robustness(facts: SegmentFacts, overall: float, production_ready: bool) -> SegmentFacts:
-    robustness = facts.robustness.model_copy(update={"overall": overall, "production_ready": production_ready})
+def with_robustness(facts: SegmentFacts, weakest: float, production_ready: bool) -> SegmentFacts:
+    """The segment with its time-window test at `weakest`, the other two tests and the mean high."""
+    robustness = facts.robustness.model_copy(
+        update={
+            "overall": 0.95,
+            "production_ready": production_ready,
+            "time_window": weakest,
+            "feature_drop": 0.97,
+            "bootstrap": 0.99,
+        }
+    )
     return facts.model_copy(update={"robustness": robustness})
 
 
 @pytest.mark.parametrize(
-    ("overall", "production_ready", "level"),
+    ("weakest", "production_ready", "level"),
     [
         (HIGH_CONFIDENCE_ROBUSTNESS, True, "high"),
         (1.0, True, "high"),
         (HIGH_CONFIDENCE_ROBUSTNESS, False, "medium"),
         (0.84, True, "medium"),
         (MEDIUM_CONFIDENCE_ROBUSTNESS, False, "medium"),
-        (0.59, True, "low"),
+        (0.74, True, "low"),
         (0.0, False, "low"),
     ],
 )
-def test_confidence_level_boundaries(
-    facts: dict[str, SegmentFacts], overall: float, production_ready: bool, level: str
+def test_confidence_level_follows_the_weakest_robustness_test(
+    facts: dict[str, SegmentFacts], weakest: float, production_ready: bool, level: str
 ) -> None:
-    assert (HIGH_CONFIDENCE_ROBUSTNESS, MEDIUM_CONFIDENCE_ROBUSTNESS) == (0.85, 0.6)
-    assert confidence_level(with_robustness(facts["S01"], overall, production_ready)) == level
+    """The overall (weighted mean) is 0.95 in every case: only the weakest test tells the levels apart."""
+    assert (HIGH_CONFIDENCE_ROBUSTNESS, MEDIUM_CONFIDENCE_ROBUSTNESS) == (0.85, 0.75)
+    assert confidence_level(with_robustness(facts["S01"], weakest, production_ready)) == level
+    tests = [("time window", weakest), ("feature drop", 0.97), ("bootstrap", 0.99)]
+    assert weakest_test(with_robustness(facts["S01"], weakest, production_ready)) == min(tests, key=lambda t: t[1])
 
 
 def test_mock_explanation_confidence_follows_robustness(facts: dict[str, SegmentFacts]) -> None:
     levels = {
         key: mock_explanation(item, mock_actionability(item, RUBRIC)).confidence_level for key, item in facts.items()
     }
-    assert levels == {"S01": "high", "S02": "medium", "S03": "low"}
+    # Every test of S01 scores 0.9, of S02 0.7 (below 0.75), of S03 0.5.
+    assert levels == {"S01": "high", "S02": "low", "S03": "low"}
     justification = mock_explanation(facts["S01"], mock_actionability(facts["S01"], RUBRIC)).confidence_justification
     assert justification == (
         "Robustness 0.90 (highly stable, production-ready): bootstrap 0.90, time window 0.90, "
@@ -1120,7 +1158,7 @@ def test_every_mock_answer_is_faithful_to_its_own_statistics(facts: dict[str, Se
             actionability = question.fallback()
             assert question.check(actionability) == [], item.segment_id
             approved = item.model_copy(update={"viability": item.viability.model_copy(update={"approved": True})})
-            explaining = explanation_question(approved, actionability, rubric.owned_channels)
+            explaining = explanation_question(approved, actionability, rubric.business)
             explained = explaining.fallback()
             assert explaining.check(explained) == [], (item.segment_id, explained)
 
@@ -1463,10 +1501,10 @@ def test_the_explanation_prompt_carries_the_actionability_answer(facts: dict[str
     actionability = mock_actionability(facts["S02"], RUBRIC)
     _, user = explanation_messages(facts["S02"], actionability)
     statistics = statistics_of(user["content"])
-    assert statistics == explanation_statistics(facts["S02"], actionability)
+    assert statistics == explanation_statistics(facts["S02"], actionability, Business())
     assert statistics["actionability"]["actionable"] is False
     assert statistics["owned_channels"] == ["email"]
-    _, sms = explanation_messages(facts["S02"], actionability, ["sms"])
+    _, sms = explanation_messages(facts["S02"], actionability, Business(owned_channels=("sms",)))
     assert statistics_of(sms["content"])["owned_channels"] == ["sms"]
     assert json.dumps(ExplanationAnswer.model_json_schema(), sort_keys=True) in user["content"]
 
@@ -1548,6 +1586,80 @@ def test_a_segment_of_one_lifecycle_stage_gets_its_offer_on_the_range_it_buys(fa
         with_mix = approved.model_copy(update={"lifecycle": stages})
         return {item.offer for item in mock_explanation(with_mix, answer).recommendations}
 
-    assert offers({"lapsed": 0.9, "at_risk": 0.1}) == {"a win-back offer on the electronics range: a reason to come back"}
+    assert offers({"lapsed": 0.9, "at_risk": 0.1}) == {
+        "a win-back offer on the electronics range: a reason to come back"
+    }
     assert offers({"new": 0.7, "active": 0.3}) == {"a second-purchase nudge on the electronics range"}
     assert offers({"active": 0.5, "lapsed": 0.5}) == {"early access and premium bundles from the electronics range"}
+
+
+# ---------------------------------------------------------------- the business: verdicts, channels, money, time
+
+
+def test_a_rejected_segment_is_never_called_actionable_however_clear(facts: dict[str, SegmentFacts]) -> None:
+    """S01 scores 1.0, 1.0, 0.83 and 0.71: clear on every dimension. Rejected by viability, it is not actionable,
+    and the reason says both things in plain words; the explanation then says it is not worth a campaign."""
+    rejected = facts["S01"].model_copy(
+        update={"viability": facts["S01"].viability.model_copy(update={"approved": False})}
+    )
+    answer = mock_actionability(rejected, RUBRIC)
+    assert (answer.what_score, answer.when_score, answer.how_score, answer.who_score) == (1.0, 1.0, 0.83, 0.71)
+    assert answer.actionable is False
+    assert answer.reason == (
+        "Not a campaign target now: it is not worth a campaign, although the data is clear on what to offer, "
+        "when to send, how to reach them and what they are worth."
+    )
+    assert "a campaign can be aimed" not in answer.reason.lower()
+    assert actionability_question(rejected, RUBRIC).check(answer) == []
+    explanation = mock_explanation(rejected, answer)
+    assert explanation.recommendations == []
+    assert "Not worth a campaign now" in explanation.executive_summary
+    assert "actionable" not in explanation.executive_summary
+
+
+def test_campaigns_use_only_channels_the_segment_over_indexes_on_or_owned_ones(facts: dict[str, SegmentFacts]) -> None:
+    """S01: app 2.33x (over-indexed), web 0.2 against 0.4 (0.5x). No over-indexed channel: the owned ones."""
+    answer = mock_actionability(facts["S01"], RUBRIC)
+    assert {item.label: item.lift for item in facts["S01"].channels}["web"] < 1
+    assert allowed_channels(facts["S01"], ["email"]) == {"app", "email"}
+    assert [item.channel for item in mock_explanation(facts["S01"], answer).recommendations] == ["app"]
+    # The same segment when no channel stands out: every lift at most 1.
+    flat = facts["S01"].model_copy(
+        update={"channels": [item.model_copy(update={"lift": min(item.lift, 1.0)}) for item in facts["S01"].channels]}
+    )
+    campaigns = mock_explanation(flat, answer, Business(owned_channels=("email", "sms"))).recommendations
+    assert [item.channel for item in campaigns] == ["email", "sms"]
+    assert campaigns[0].rationale.startswith("No channel stands out for the segment: the owned channel email.")
+    # The check a real provider's answer goes through: web is refused, email (owned) and app pass.
+    question = explanation_question(facts["S01"], answer)
+    web = mock_explanation(facts["S01"], answer)
+    web = web.model_copy(update={"recommendations": [web.recommendations[0].model_copy(update={"channel": "web"})]})
+    assert question.check(web) == [
+        "recommendations[0].channel 'web' is one the segment does not use more than the whole base (lift above 1) "
+        "and not an owned channel; use one of ['app', 'email']"
+    ]
+    email = web.model_copy(update={"recommendations": [web.recommendations[0].model_copy(update={"channel": "Email"})]})
+    assert question.check(email) == []
+
+
+def test_money_and_hours_are_written_in_the_business_currency_and_time_zone(facts: dict[str, SegmentFacts]) -> None:
+    """EUR in Europe/Berlin: on 2024-03-31 (summer time from 01:00 UTC) the evening, 18:00-24:00 UTC, is
+    20:00-02:00 in Berlin; every such number passes the faithfulness check of its own statistics."""
+    rubric = Rubric(currency="EUR", timezone="Europe/Berlin")
+    assert rubric.business == Business(currency="EUR", timezone="Europe/Berlin", owned_channels=("email",))
+    question = actionability_question(facts["S01"], rubric)
+    answer = question.fallback()
+    assert question.check(answer) == []
+    assert "evening (20:00-02:00 Europe/Berlin; population: 25.0%)" in answer.when_evidence
+    assert answer.who_evidence.startswith("Mean CLV \u20ac1,000.00 against \u20ac400.00 for all customers")
+    explaining = explanation_question(facts["S01"], answer, rubric.business)
+    explanation = explaining.fallback()
+    assert explaining.check(explanation) == []
+    assert explanation.recommendations[0].timing == "weekends, evening, 20:00-02:00 Europe/Berlin"
+    assert "mean CLV of \u20ac1,000.00" in explanation.executive_summary
+    assert "its cost of \u20ac2.00 per customer" in explanation.executive_summary
+    # A clock time that is a day-part boundary neither in UTC nor in Berlin is refused.
+    made_up = explanation.model_copy(
+        update={"recommendations": [explanation.recommendations[0].model_copy(update={"timing": "at 21:00"})]}
+    )
+    assert "time 21:00 is not a day-part boundary of the statistics" in " ".join(explaining.check(made_up))

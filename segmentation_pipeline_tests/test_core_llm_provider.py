@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from segmentation_pipeline.core.business import Business
 from segmentation_pipeline.core.errors import LLMIntegrationError
 from segmentation_pipeline.core.llm.actionability import Rubric, mock_actionability
 from segmentation_pipeline.core.llm.cache import AnswerCache
@@ -40,6 +41,7 @@ from .llm_server import (
     SERVER_ERROR,
     SLOW,
     UNAUTHORIZED,
+    UNDER_INDEXED_CHANNEL,
     VALID,
     ChatServer,
     model_answer,
@@ -390,3 +392,47 @@ def test_a_refused_request_stops_the_questions_not_yet_asked(server: ChatServer,
         evaluate_actionability(many, Rubric(), answerer(server, tmp_path, max_concurrent_requests=2))
     # The first request was refused; the one already in flight ends, the queued ones are never sent.
     assert len(server.requests) <= 3
+
+
+def test_a_campaign_through_a_channel_the_segment_under_uses_is_sent_back(server: ChatServer, tmp_path: Path) -> None:
+    """S01 sends 30% of its events through web against the whole base's 70% (0.43x): a campaign there is
+    rejected with the channels it may use; the next answer, through email (2.33x), is kept."""
+    server.queue([UNDER_INDEXED_CHANNEL, VALID])
+    evaluations = {"S01": mock_actionability(SEGMENTS[0], Rubric(owned_channels=[]))}
+    asking = answerer(server, tmp_path)
+    (answered,) = explain_segments(SEGMENTS[:1], evaluations, asking, Business(owned_channels=()))
+    assert answered.provenance.source == "llm"
+    assert [item.channel for item in answered.answer.recommendations] == ["email"]
+    assert asking.usage.rejected_answers == 1
+    sent_back = server.requests[1].body["messages"][3]["content"]
+    assert (
+        "recommendations[0].channel 'web' is one the segment does not use more than the whole base (lift above 1) "
+        "and not an owned channel; use one of ['email']" in sent_back
+    )
+
+
+def test_an_owned_channel_is_always_allowed(server: ChatServer, tmp_path: Path) -> None:
+    """The same web campaign passes when web is an owned channel of the business."""
+    server.queue([UNDER_INDEXED_CHANNEL])
+    evaluations = {"S01": mock_actionability(SEGMENTS[0], Rubric(owned_channels=["web"]))}
+    asking = answerer(server, tmp_path)
+    (answered,) = explain_segments(SEGMENTS[:1], evaluations, asking, Business(owned_channels=("web",)))
+    assert answered.provenance.source == "llm"
+    assert [item.channel for item in answered.answer.recommendations] == ["web"]
+    assert asking.usage.rejected_answers == 0
+
+
+def test_a_rejected_segment_called_actionable_is_sent_back(server: ChatServer, tmp_path: Path) -> None:
+    """S02 was rejected by viability; an answer calling it actionable (with scores that would make it so)
+    is refused, and the mock's verdict (not actionable) stands in after the last attempt."""
+    rejected = segment("S02", focused=True, approved=False)
+    server.queue([VALID])
+    question = actionability_question(rejected, Rubric())
+    clear = mock_actionability(rejected, Rubric()).model_copy(update={"actionable": True})
+    assert question.check(clear) == [
+        "actionable is true but viability did not approve the segment: a segment not worth a campaign is not "
+        "actionable, whatever its scores"
+    ]
+    (answered,) = evaluate_actionability([rejected], Rubric(), answerer(server, tmp_path))
+    assert answered.answer.actionable is False
+    assert answered.answer.reason.startswith(MODEL_VOICE + "Not a campaign target now: it is not worth a campaign")

@@ -34,7 +34,9 @@ from segmentation_pipeline.core.reporting.document import (
     SegmentMove,
     StageSettings,
     _migration,
+    customer_flows,
     gather_report,
+    segment_changes,
 )
 from segmentation_pipeline.core.reporting.publish import load_report, publish_report, verify_report
 from segmentation_pipeline.core.reporting.render import JSON_FILE, exports_line, markdown
@@ -307,6 +309,8 @@ class _Page(HTMLParser):
         self.images: list[dict[str, str]] = []
         self.sections: set[str] = set()
         self.external: list[str] = []
+        #: Links a reader may follow (the audience files, the PDF): not needed to show the page.
+        self.links: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {key: value or "" for key, value in attrs}
@@ -317,7 +321,7 @@ class _Page(HTMLParser):
         for key in ("src", "href"):
             value = attributes.get(key, "")
             if value and not (value.startswith("data:") or value.startswith("#")):
-                self.external.append(value)
+                (self.links if tag == "a" else self.external).append(value)
 
 
 def test_the_page_stands_alone_names_every_segment_and_embeds_every_chart(published) -> None:
@@ -327,6 +331,13 @@ def test_the_page_stands_alone_names_every_segment_and_embeds_every_chart(publis
     text = published.html_path.read_text(encoding="utf-8")
     page.feed(text)
     assert page.external == []  # no file, script or stylesheet the page needs beside it
+    # Links lead to the printable summary and each exported campaign's audience file, and resolve as a browser
+    # resolves them (by the page's address: the day's folder is a link to its current version).
+    audiences = [item.audience_file for item in published.report.campaigns]
+    assert sorted(page.links) == sorted(["summary.pdf", *audiences])
+    assert audiences and all(audiences)
+    for link in page.links:
+        assert Path(os.path.normpath(published.folder / link)).is_file(), link
     assert page.sections == {item.segment_id for item in published.report.segments}
     for item in published.report.segments:
         assert item.name in text
@@ -341,8 +352,9 @@ def test_the_page_stands_alone_names_every_segment_and_embeds_every_chart(publis
 
 def test_the_markdown_summary_has_a_row_and_a_paragraph_per_segment(published) -> None:
     text = published.markdown_path.read_text(encoding="utf-8")
-    assert text.startswith(f"# Customer segments as of {DAY}\n")
-    rows = [line for line in text.splitlines() if re.match(r"^\| S\d+ ", line)]
+    assert text.startswith(f"# Campaign brief: customer segments as of {DAY}\n")
+    segments = text.split("\n## Segments\n")[1].split("\n## ")[0]
+    rows = [line for line in segments.splitlines() if re.match(r"^\| S\d+ ", line)]
     assert len(rows) == published.report.totals.segments
     for item, row in zip(published.report.segments, rows):
         assert row.startswith(f"| {item.segment_id} {item.name} | {item.segment.size:,} |")
@@ -369,7 +381,7 @@ def test_a_dimension_not_measurable_from_the_data_is_shown_as_such_never_as_zero
     ) in markdown(changed)
     assert markdown(report).count("- Actionability: WHAT ") == len(report.segments)
     page = render_html(changed, published.folder)
-    assert "<tr><td>WHAT</td><td class=num>not measurable from this data</td>" in page
+    assert "<tr><td>What to offer</td><td class=num>not measurable from this data</td>" in page
     # The purchase rhythm, which times a campaign on data without times of day, is on the page too.
     rhythm = next(
         item.profile.rhythm
@@ -588,6 +600,11 @@ window.addEventListener("load", () => {
   document.body.dataset.images = images.length;
   document.body.dataset.broken = broken.map((image) => image.alt.split(":")[0]).join("|");
   document.body.dataset.firstImageWidth = images.length ? images[0].naturalWidth : 0;
+  const campaigns = document.querySelector("table.campaigns");
+  const rows = campaigns ? campaigns.querySelectorAll("tr") : [];
+  document.body.dataset.campaignsTop = campaigns ? Math.round(campaigns.getBoundingClientRect().top) : -1;
+  document.body.dataset.campaignsFirstRowBottom = rows.length > 1 ? Math.round(rows[1].getBoundingClientRect().bottom) : -1;
+  document.body.dataset.campaignRows = Math.max(rows.length - 1, 0);
 });
 </script>"""
 
@@ -605,7 +622,7 @@ def test_the_page_renders_in_headless_chromium_without_broken_images(published, 
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dom = subprocess.run(
-        [browser, *flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        [browser, *flags, "--window-size=1280,1400", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -615,8 +632,9 @@ def test_the_page_renders_in_headless_chromium_without_broken_images(published, 
     attributes = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
     assert attributes["images"] == str(len(published.report.charts))
     assert attributes["broken"] == ""
-    dashboard = next(chart for chart in published.report.charts if chart.name == "dashboard")
-    assert attributes["first-image-width"] == str(dashboard.width_px)
+    # The first screen (1280 x 1400) shows the brief: the campaigns table begins on it with its first campaign.
+    assert attributes["campaign-rows"] == str(len(published.report.campaigns))
+    assert 0 < int(attributes["campaigns-top"]) < int(attributes["campaigns-first-row-bottom"]) <= 1400
     screenshot = tmp_path / "page.png"
     shot = subprocess.run(
         [browser, *flags, "--window-size=1280,1400", f"--screenshot={screenshot}", published.html_path.as_uri()],
@@ -627,9 +645,16 @@ def test_the_page_renders_in_headless_chromium_without_broken_images(published, 
     assert shot.returncode == 0, shot.stderr[-2000:]
     with Image.open(screenshot) as picture:
         assert picture.size == (1280, 1400)
-        # The dashboard sits at the top of the page: the first screen holds its coloured bars.
-        colours = picture.convert("RGB").getcolors(maxcolors=1_000_000)
-    assert len(colours) > 500
+        rgb = picture.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1_000_000)
+        # Not a blank page: text and table lines cover a good part of it (a blank one is all background).
+        pixels = list(rgb.getdata())
+    background = max(colours)[1]
+    covered = sum(1 for pixel in pixels if sum(abs(a - b) for a, b in zip(pixel, background)) > 60) / len(pixels)
+    assert covered > 0.03
+    assert len(colours) > 100
+    # The screenshot stays beside the test's files (pytest keeps the last runs' tmp folders) to look at.
+    assert screenshot.stat().st_size > 20_000
 
 
 def _answers_follow_the_snapshot(store: Warehouse) -> None:
@@ -666,7 +691,7 @@ def test_names_from_the_data_are_shown_as_written_everywhere(store: Warehouse) -
     summary = published.markdown_path.read_text()
     assert 'Spend $50-$100 \\<img src=x onerror="alert(1)"\\> & \\*bold\\* \\| piped shoppers' in summary
     table_row = next(line for line in summary.splitlines() if line.startswith(f"| {first} "))
-    assert table_row.count(" | ") == 8  # the name's '|' does not open a column
+    assert table_row.count(" | ") == 7  # the name's '|' does not open a column
     # matplotlib drew the dollars as dollars: the label carries them escaped from its mathtext.
     sizes = charts.segment_sizes(published.report).figure.axes[0]
     assert any(r"\$50-\$100" in tick.get_text() for tick in sizes.get_yticklabels())
@@ -693,7 +718,7 @@ def test_an_unmeasured_segment_is_reported_as_such(store: Warehouse) -> None:
     assert published.report.segment(first).robustness.overall is None
     assert load_report(published.folder) == published.report
     row = next(line for line in published.markdown_path.read_text().splitlines() if line.startswith(f"| {first} "))
-    assert "| n/a unmeasured |" in row
+    assert "| unmeasured (no test could be run) |" in row
     heatmap = charts.robustness_heatmap(published.report).figure.axes[0]
     unmeasured = [text.get_text() for text in heatmap.texts if text.get_position()[1] == 0.5]  # the first row
     assert unmeasured == ["n/a", "n/a", "n/a", "n/a\nunmeasured"]
@@ -909,7 +934,7 @@ def test_the_report_says_what_clv_means_and_how_the_models_did(published) -> Non
     text = published.markdown_path.read_text()
     assert (
         "Customer value (CLV) is each customer's expected spend over the next 365 days in today's money "
-        "(10% a year discount)"
+        "(USD, 10% a year discount)"
     ) in text
     assert "## How well the churn and CLV models forecast" in text
     assert "| Days since the last purchase (rule of thumb) |" in text
@@ -943,7 +968,258 @@ def test_the_report_says_what_was_exported_and_what_was_kept_back(snapshot: Path
     line = exports_line(report)
     assert line.startswith(f"{len(stored)} campaigns exported with {contacted:,} customers to contact; {kept:,}")
     page = published.html_path.read_text()
-    assert "<h2>Audiences exported</h2>" in page and escape(line) in page
+    assert "<h3>Audiences exported</h3>" in page and escape(line) in page
     for row in stored:
         assert f"<td>{escape(row['campaign_key'])}</td><td class=num>{row['customers']:,}</td>" in page
-    assert "## Audiences exported" in published.markdown_path.read_text()
+    assert "### Audiences exported" in published.markdown_path.read_text()
+
+
+# ---------------------------------------------------------------- the campaign brief
+
+
+def _visible_text(page: str) -> str:
+    """What a reader sees: no tags, no embedded images, no settings JSON."""
+    page = re.sub(r"<pre>.*?</pre>", " ", page, flags=re.DOTALL)
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.DOTALL)
+    page = re.sub(r'src="data:[^"]*"', " ", page)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_the_brief_opens_with_the_campaigns_to_launch_and_ends_with_the_evidence(snapshot: Path, published) -> None:
+    """Every exported campaign of a segment viability approved and actionability judged actionable is a row,
+    with its customers, money and audience file; the page runs brief, changes, segments, evidence."""
+    report = published.report
+    stored = {row["campaign_key"]: row for row in Warehouse(snapshot).read_partition(AUDIENCE_EXPORTS, DAY).to_pylist()}
+    assert report.campaigns, "the snapshot has no campaign: the test needs one"
+    assert {item.campaign_key for item in report.campaigns} == {key for key, row in stored.items() if row["customers"]}
+    for brief in report.campaigns:
+        segment = report.segment(brief.segment_id)
+        assert segment.viability.approved and segment.actionability.actionable
+        customers = stored[brief.campaign_key]["customers"]
+        assert brief.exported_customers == customers
+        size = segment.segment.size
+        assert brief.expected_value == round(segment.viability.incremental_profit / size * customers, 2)
+        assert brief.cost == round(segment.viability.campaign_cost / size * customers, 2)
+        assert (
+            Path(os.path.normpath(published.folder / brief.audience_file))
+            == Path(stored[brief.campaign_key]["folder"]) / "audience.csv"
+        )
+        # The channel is one the segment over-indexes on, or the owned channel (email by default).
+        lifts = {label.label: label.lift for label in segment.profile.channels}
+        assert brief.channel == "email" or (lifts[brief.channel] or 0) > 1, (brief.campaign_key, lifts)
+    assert [item.expected_value for item in report.campaigns] == sorted(
+        (item.expected_value for item in report.campaigns), reverse=True
+    )
+    page = published.html_path.read_text(encoding="utf-8")
+    order = [
+        page.index('id="campaigns"'),
+        page.index('id="changes"'),
+        page.index('id="segments"'),
+        page.index('id="evidence"'),
+        page.index("Answers by"),
+    ]
+    assert order == sorted(order)
+    # Who answered and with which prompt belongs to the evidence, never to the top of the page.
+    assert page.index("prompt ") > page.index('id="evidence"')
+    first = report.campaigns[0]
+    assert f'<a href="{first.audience_file}">{first.campaign_key}</a>' in page
+    assert f"<td class=num>${first.expected_value:,.0f}</td><td class=num>${first.cost:,.0f}</td>" in page
+    text = published.markdown_path.read_text(encoding="utf-8")
+    brief = text.split("## Campaigns to launch\n")[1].split("\n## ")[0]
+    assert len([line for line in brief.splitlines() if re.match(r"^\| S\d+ ", line)]) == len(report.campaigns)
+
+
+def test_no_machine_words_or_long_decimals_on_the_page(published) -> None:
+    visible = _visible_text(published.html_path.read_text(encoding="utf-8"))
+    summary = published.markdown_path.read_text(encoding="utf-8")
+    for text in (visible, summary):
+        assert re.findall(r"\d\.\d{3,}", text) == []
+        for machine in ("(money)", "strategic tier", "weak: WHO", "recency_days", "monetary_total", "highly_stable"):
+            assert machine not in text, machine
+    # Money with its currency, returns in words.
+    roi = published.report.segments[0].viability.expected_roi
+    assert f"${roi + 1:,.2f} per $1 spent" in visible
+
+
+def test_a_rejected_segment_is_never_shown_as_campaign_ready(published) -> None:
+    report = published.report
+    rejected = [item for item in report.segments if not item.viability.approved]
+    assert rejected, "the snapshot has no rejected segment: the test needs one"
+    page = published.html_path.read_text(encoding="utf-8")
+    for item in rejected:
+        assert not item.actionability.actionable
+        assert item.segment_id not in {brief.segment_id for brief in report.campaigns}
+        section = page.split(f'id="{item.segment_id}"')[1].split("</section>")[0]
+        assert "not worth a campaign now" in section
+        assert "a campaign can be aimed" not in section.lower()
+
+
+def test_stability_and_confidence_follow_the_weakest_test(published) -> None:
+    """Bands by the weakest of the three tests: highly stable from 0.85, stable from 0.75, shaky below."""
+    for item in published.report.segments:
+        tests = [
+            score
+            for score in (
+                item.robustness.time_window_stability,
+                item.robustness.feature_drop_stability,
+                item.robustness.bootstrap_stability,
+            )
+            if score is not None
+        ]
+        weakest = min(tests)
+        assert item.weakest_test[1] == weakest
+        expected = "highly stable" if weakest >= 0.85 else "stable" if weakest >= 0.75 else "shaky"
+        assert item.stability == expected
+        ready = item.robustness.production_ready
+        confidence = "high" if ready and weakest >= 0.85 else "medium" if weakest >= 0.75 else "low"
+        assert item.explanation.confidence_level == confidence
+
+
+def _segment(segment_id: str, name: str, size: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(segment_id=segment_id, name=name, segment=SimpleNamespace(size=size))
+
+
+def test_what_changed_since_the_last_snapshot_is_counted_from_the_moves() -> None:
+    """S01 100 -> 150 grew, S02 100 -> 50 shrank, S03 is new, S04 is gone, S05 100 -> 101 held steady."""
+    moves = [
+        SegmentMove(from_segment_id="S01", to_segment_id="S01", customers=100),
+        SegmentMove(from_segment_id="S02", to_segment_id="S02", customers=30),
+        SegmentMove(from_segment_id="S02", to_segment_id="S01", customers=50),
+        SegmentMove(from_segment_id="S02", to_segment_id="S03", customers=20),
+        SegmentMove(from_segment_id="S04", to_segment_id="S02", customers=20),
+        SegmentMove(from_segment_id="S04", to_segment_id=None, customers=10),
+        SegmentMove(from_segment_id="S05", to_segment_id="S05", customers=100),
+        SegmentMove(from_segment_id=None, to_segment_id="S05", customers=1),
+        SegmentMove(from_segment_id=None, to_segment_id="S03", customers=5),
+    ]
+    migration = Migration(
+        previous_as_of=DAY - timedelta(days=1),
+        moves=moves,
+        previous_names={"S01": "One", "S02": "Two", "S04": "Four", "S05": "Five"},
+        stayed=230,
+        moved=90,
+        arrived=6,
+        left=10,
+    )
+    segments = [
+        _segment("S01", "One", 150),
+        _segment("S02", "Two", 50),
+        _segment("S03", "Three", 25),
+        _segment("S05", "Five", 101),
+    ]
+    changes = {
+        item.segment_id: (item.previous_customers, item.customers, item.change)
+        for item in segment_changes(segments, migration)
+    }
+    assert changes == {
+        "S01": (100, 150, "grew"),
+        "S02": (100, 50, "shrank"),
+        "S03": (0, 25, "new"),
+        "S04": (30, 0, "gone"),
+        "S05": (100, 101, "steady"),
+    }
+    flows = customer_flows(segments, migration)
+    assert [(flow.from_segment_id, flow.to_segment_id, flow.customers) for flow in flows] == [
+        ("S02", "S01", 50),
+        ("S02", "S03", 20),
+        ("S04", "S02", 20),
+    ]
+    assert (flows[2].from_name, flows[2].to_name) == ("Four", "Two")
+
+
+def test_chart_axes_are_words_with_units(published) -> None:
+    report = published.report
+    sample = pd.DataFrame(
+        {
+            "segment_id": [item.segment_id for item in report.segments for _ in range(4)],
+            **{name: [1.0, 2.0, 3.0, 4.0] * len(report.segments) for name in charts.DISTRIBUTION_FEATURES},
+        }
+    )
+    boxes = charts.feature_distributions(report, sample).figure
+    assert [ax.get_xlabel() for ax in boxes.axes if ax.get_visible()] == [
+        "days since last purchase (days)",
+        "orders in the window (orders)",
+        "net revenue per customer ($)",
+        "customer lifetime value ($)",
+    ]
+    drawn = [maker(report, sample) for maker in charts._MAKERS.values()]
+    for chart in (item for item in drawn if item is not None):
+        for ax in chart.figure.axes:
+            for label in (ax.get_xlabel(), ax.get_ylabel()):
+                assert "_" not in label, (chart.name, label)
+    assert "($)" in charts.clv_by_segment(report).figure.axes[0].get_xlabel()
+
+
+def test_a_segment_mostly_at_zero_is_drawn_not_blank(published) -> None:
+    """One segment with 90% of its customers at 0 orders and revenue: a linear axis that includes 0 (a log axis
+    has none), its box a thick median line at 0, and a note saying so."""
+    report = published.report
+    first, second = report.segments[0].segment_id, report.segments[1].segment_id
+    zeros = [0.0] * 9 + [5.0]
+    spread = [float(value) for value in range(1, 11)]
+    sample = pd.DataFrame(
+        {
+            "segment_id": [first] * 10 + [second] * 10,
+            **{name: zeros + spread for name in charts.DISTRIBUTION_FEATURES},
+        }
+    )
+    figure = charts.feature_distributions(report, sample).figure
+    orders = figure.axes[1]
+    assert orders.get_xscale() == "linear"
+    left, right = orders.get_xlim()
+    assert left < 0 < right
+    notes = [text.get_text() for text in orders.texts]
+    assert notes == [" 90% at 0"]
+    medians = [line for line in orders.lines if line.get_linewidth() == 2.2]
+    assert medians[0].get_xdata().tolist() == [0.0, 0.0]  # the first segment's median, inside the axis
+    assert charts.box_statistics(sample, "frequency", [first])[0]["zero_share"] == 0.9
+
+
+def test_the_printable_summary_is_a_pdf_of_the_brief_and_every_chart(published) -> None:
+    data = published.pdf_path.read_bytes()
+    assert data[:5] == b"%PDF-"
+    pages = len(re.findall(rb"/Type\s*/Page\b", data))
+    assert pages == 1 + len(published.report.charts)
+    assert b"CreationDate" not in data  # the same report gives the same bytes
+    assert (published.folder / "summary.pdf").stat().st_size < 5_000_000
+
+
+def test_the_migration_chart_labels_a_bounded_number_of_cells() -> None:
+    segments = [f"S{index:02d}" for index in range(1, 22)]
+    counts = pd.DataFrame(
+        [
+            [100 if row == column else 1 + (index_r * 7 + index_c) % 5 for index_c, column in enumerate(segments)]
+            for index_r, row in enumerate(segments)
+        ],
+        index=segments,
+        columns=segments,
+    )
+    labelled = charts.migration_labels(counts)
+    # 21 who stayed and the 20 largest moves, not 441 labels.
+    assert int(labelled.sum()) == 21 + charts.MIGRATION_LABELLED
+    assert all(labelled[index, index] for index in range(21))
+    small = counts.iloc[:5, :5]
+    assert int(charts.migration_labels(small).sum()) == 25
+
+
+def test_the_report_benchmark_times_every_chart_and_the_pdf(snapshot: Path, tmp_path: Path) -> None:
+    """benchmarks/bench_report.py, run small: every chart and the PDF timed, nothing written into the data."""
+    out = tmp_path / "report.json"
+    before = sorted(str(path.relative_to(snapshot)) for path in snapshot.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_report.py", "--data-dir", str(snapshot), "--as-of", str(DAY)]
+        + ["--repeats", "1", "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = __import__("json").loads(out.read_text())
+    assert list(record["cpu_seconds"]) == ["gather", *charts._MAKERS, "summary_pdf"]
+    charted = {name: value for name, value in record["cpu_seconds"].items() if name in charts._MAKERS}
+    assert record["charts_cpu_seconds"] == round(sum(charted.values()), 3)
+    assert record["segments"] == len(Warehouse(snapshot).read_partition(SEGMENTS, DAY))
+    assert sorted(str(path.relative_to(snapshot)) for path in snapshot.rglob("*")) == before

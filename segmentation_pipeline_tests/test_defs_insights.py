@@ -157,9 +157,12 @@ def test_the_mock_evaluates_and_explains_every_segment(instance: dg.DagsterInsta
         rows
     )
     rubric = Rubric()
+    approved = {row["segment_id"]: row["approved"] for row in read(data_dir, VIABILITY)}
     for row in rows:
         scores = {dimension: row[f"{dimension}_score"] for dimension in DIMENSIONS}
-        assert row["actionable"] == rubric.verdict(scores)
+        # A segment viability rejected is never actionable, however clear its data.
+        assert row["actionable"] == (rubric.clear(scores) and approved[row["segment_id"]])
+    assert any(rubric.clear({d: row[f"{d}_score"] for d in DIMENSIONS}) and not row["actionable"] for row in rows)
     stated = metadata(result, "actionability")
     assert stated["actionable_segments"] == sum(row["actionable"] for row in rows)
     # Rich events: every dimension is measurable, none is shown as not measurable.
@@ -400,3 +403,27 @@ def test_audiences_leave_as_files_and_through_the_webhook_once(
         assert listed == treated["canonical_id"].tolist() and row["customers"] == len(listed)
         # The first export: every customer is an addition, and the webhook received exactly those.
         assert sorted(posted[row["campaign_key"]]) == sorted(listed)
+
+
+def test_the_business_settings_reach_the_answers_and_the_stored_rubric(
+    instance: dg.DagsterInstance, data_dir: Path, tmp_path: Path
+) -> None:
+    """EUR in Europe/Berlin with email and app owned: the answers write money in euros and day parts in
+    Berlin's hours (on 2025-12-31, UTC+1), the rubric stored with them says so, and the checks pass."""
+    copy = tmp_path / "business"
+    shutil.copytree(data_dir, copy)
+    business = LLMResource(currency="EUR", timezone="Europe/Berlin", owned_channels=["email", "app"])
+    result = run(instance, copy, llm=business)
+    assert result.success
+    assert all(evaluation.passed for evaluation in checks(result).values())
+    stored = stored_rubric(Warehouse(copy), DAY)
+    assert (stored.currency, stored.timezone, stored.owned_channels) == ("EUR", "Europe/Berlin", ["email", "app"])
+    explained = read(copy, EXPLANATIONS)
+    assert all("mean CLV of \u20ac" in row["executive_summary"] for row in explained)
+    assert not any("UTC" in row["executive_summary"] for row in explained)
+    timings = [item["timing"] for row in explained for item in row["recommendations"]]
+    assert timings and not any("UTC" in timing for timing in timings)
+    assert any("Europe/Berlin" in timing for timing in timings)
+    assert any("19:00-01:00 Europe/Berlin" in timing or "07:00-13:00 Europe/Berlin" in timing for timing in timings)
+    with pytest.raises(ValueError, match="not an IANA time zone"):
+        LLMResource(timezone="Berlin")

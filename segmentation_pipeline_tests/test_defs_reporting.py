@@ -76,6 +76,11 @@ def test_the_report_is_written_checked_and_shown_in_the_ui(reported, data_dir: P
     assert values["html_path"] == str(folder / "report.html")
     assert values["json_path"] == str(folder / "report.json")
     assert values["markdown_path"] == str(folder / "report.md")
+    assert values["pdf_path"] == str(folder / "summary.pdf")
+    assert values["campaigns_to_launch"] == len(saved.campaigns) > 0
+    assert values["summary"].index("**Campaigns to launch**") < values["summary"].index("**Segments**")
+    for brief in saved.campaigns:
+        assert f"| {brief.segment_id} {brief.segment_name} |" in values["summary"].split("**Segments**")[0]
     assert values["segments"] == saved.totals.segments
     assert values["segments_ready_for_campaign"] == saved.totals.targetable
     for item in saved.segments:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from .business import Business, business_from_env
 from .errors import PipelineError
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +44,9 @@ class Settings:
     source_config: dict[str, object] = field(default_factory=dict)
     #: Receiver of the optional webhook sink of audience exports; empty means off.
     webhook_url: str = ""
+    #: Currency, time zone and owned channels (SEGMENTATION_CURRENCY, SEGMENTATION_TIMEZONE,
+    #: SEGMENTATION_OWNED_CHANNELS): how money and times are shown, and where a campaign may always go.
+    business: Business = field(default_factory=Business)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +69,11 @@ class Settings:
             llm_model=(env.get("SEGMENTATION_LLM_MODEL") or "").strip(),
             source_config=_source_config(env.get("SEGMENTATION_SOURCE_CONFIG", "")),
             webhook_url=(env.get(WEBHOOK_URL_VARIABLE) or "").strip(),
+            business=business_from_env(
+                env.get("SEGMENTATION_CURRENCY", ""),
+                env.get("SEGMENTATION_TIMEZONE", ""),
+                env.get("SEGMENTATION_OWNED_CHANNELS", ""),
+            ),
         )
 
 

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ..core import synthetic
+from ..core.business import DEFAULT_CURRENCY, DEFAULT_OWNED_CHANNELS, DEFAULT_TIMEZONE, Business
 from ..core.errors import DeliveryError, PipelineError
 from ..core.identity import ResolverSettings
 from ..core.ingestion import FileSourceSettings, Source
@@ -201,6 +202,21 @@ class LLMResource(dg.ConfigurableResource):
     structured_output: str = Field(
         default="json_schema", description=LLMSettings.model_fields["structured_output"].description
     )
+    currency: str = Field(
+        default=DEFAULT_CURRENCY,
+        description="ISO 4217 code of the business's money (SEGMENTATION_CURRENCY): answers and the report write "
+        "amounts in it.",
+    )
+    timezone: str = Field(
+        default=DEFAULT_TIMEZONE,
+        description="IANA time zone of the business (SEGMENTATION_TIMEZONE): campaign timings and day parts are "
+        "written in it.",
+    )
+    owned_channels: list[str] = Field(
+        default=list(DEFAULT_OWNED_CHANNELS),
+        description="Channels the business owns (SEGMENTATION_OWNED_CHANNELS, comma-separated): a campaign may "
+        "always go out through them; other channels only where the segment over-indexes on them.",
+    )
 
     @field_validator("provider")
     @classmethod
@@ -218,10 +234,26 @@ class LLMResource(dg.ConfigurableResource):
             )
         return value
 
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        return Business(currency=value).currency
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return Business(timezone=value).timezone
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "LLMResource":
         """The resource as the environment configures it; the key is only looked up for the openai provider."""
-        fields: dict[str, object] = {"provider": settings.llm_provider}
+        business = settings.business
+        fields: dict[str, object] = {
+            "provider": settings.llm_provider,
+            "currency": business.currency,
+            "timezone": business.timezone,
+            "owned_channels": list(business.owned_channels),
+        }
         if settings.llm_base_url:
             fields["base_url"] = settings.llm_base_url
         if settings.llm_model:
@@ -229,6 +261,9 @@ class LLMResource(dg.ConfigurableResource):
         if settings.llm_provider == "openai":
             fields["api_key"] = dg.EnvVar(LLM_API_KEY_VARIABLE)
         return cls(**fields)
+
+    def business(self) -> Business:
+        return Business(currency=self.currency, timezone=self.timezone, owned_channels=tuple(self.owned_channels))
 
     def settings(self) -> LLMSettings:
         return LLMSettings(**self.model_dump(include=set(LLMSettings.model_fields)))

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from ..business import DEFAULT_CURRENCY, DEFAULT_OWNED_CHANNELS, DEFAULT_TIMEZONE, Business
 from ..schemas import ACTIONABILITY, ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from ..warehouse import Warehouse
 from .campaigns import (
@@ -31,13 +32,18 @@ from .campaigns import (
     owned_channel_evidence,
     rhythm_evidence,
 )
-from .facts import LabelShare, SegmentFacts, main_label, percent
+from .facts import DayPart, LabelShare, SegmentFacts, main_label, percent
 
 DIMENSIONS = ACTIONABILITY_DIMENSIONS
 #: How a dimension without a score is shown, in the answers and in the report.
 NOT_MEASURABLE = "not measurable from this data"
-#: The channels a business owns unless told otherwise.
-DEFAULT_OWNED_CHANNELS = ("email",)
+#: How each dimension reads in a sentence.
+DIMENSION_WORDS = {
+    "what": "what to offer",
+    "when": "when to send",
+    "how": "how to reach them",
+    "who": "what they are worth",
+}
 #: The actionability partition's key-value metadata holding the rubric its answers were judged by.
 RUBRIC_METADATA_KEY = "rubric"
 
@@ -62,15 +68,33 @@ class Rubric(BaseModel):
         description="Channels the business owns and can reach its customers through. When the data records no "
         "channel, HOW is judged by these; empty makes HOW not measurable from such data.",
     )
+    #: The business the answers are written for: money in this currency, times of day in this zone.
+    currency: str = Field(default=DEFAULT_CURRENCY, description="ISO 4217 code of the money the answers quote.")
+    timezone: str = Field(default=DEFAULT_TIMEZONE, description="IANA time zone of the hours the answers quote.")
+
+    @field_validator("currency", "timezone")
+    @classmethod
+    def _business_field(cls, value: str, info) -> str:
+        return getattr(Business(**{info.field_name: value}), info.field_name)
+
+    @property
+    def business(self) -> Business:
+        return Business(currency=self.currency, timezone=self.timezone, owned_channels=tuple(self.owned_channels))
 
     def required(self, measurable: int) -> int:
         """Strong dimensions needed when `measurable` of the 4 can be measured: ceil(min x measurable / 4)."""
         return -(-self.min_strong_dimensions * measurable // len(DIMENSIONS))
 
-    def verdict(self, scores: Mapping[str, float | None]) -> bool:
-        """Actionable: enough strong dimensions among the measurable ones (None: not measurable)."""
+    def clear(self, scores: Mapping[str, float | None]) -> bool:
+        """Clear enough to aim a campaign at: enough strong dimensions among the measurable ones (None: not
+        measurable)."""
         measurable = [dimension for dimension in DIMENSIONS if scores[dimension] is not None]
         return bool(measurable) and len(self.strong(scores)) >= self.required(len(measurable))
+
+    def verdict(self, scores: Mapping[str, float | None], approved: bool = True) -> bool:
+        """Actionable: clear enough to aim a campaign at, and approved by viability. A segment not worth a
+        campaign is never called actionable for one, however clear its data."""
+        return approved and self.clear(scores)
 
     def strong(self, scores: Mapping[str, float | None]) -> list[str]:
         return [
@@ -87,7 +111,9 @@ class Rubric(BaseModel):
             f"measurable, the segment is actionable when at least {self.min_strong_dimensions} of them are strong. "
             f"A dimension the data cannot measure has no score (null, never 0) and is left out: of the measurable "
             f"ones at least ceil({self.min_strong_dimensions} x measurable / {n}) must be strong ({fewer}). "
-            "With none measurable the segment is not actionable."
+            "With none measurable the segment is not actionable. A segment viability did not approve "
+            "(viability.approved false) is not actionable either, whatever its scores: say in the reason that "
+            "the data is clear enough but the segment is not worth a campaign now."
         )
 
 
@@ -128,11 +154,15 @@ def scores_of(answer: ActionabilityAnswer) -> dict[str, float | None]:
 
 
 def verdict_problems(
-    answer: ActionabilityAnswer, rubric: Rubric, measured: Mapping[str, str | None] | None = None
+    answer: ActionabilityAnswer,
+    rubric: Rubric,
+    measured: Mapping[str, str | None] | None = None,
+    approved: bool = True,
 ) -> list[str]:
     """What is wrong with an answer's scores and verdict by the rubric.
 
-    With `measured` (from `measured_by`), a dimension must have a score exactly when the data can measure it.
+    With `measured` (from `measured_by`), a dimension must have a score exactly when the data can measure it;
+    `approved`: whether viability approved the segment (a rejected one is never actionable).
     """
     scores = scores_of(answer)
     problems = []
@@ -144,8 +174,13 @@ def verdict_problems(
             problems.append(
                 f"{dimension}_score is null but {dimension.upper()} can be measured from this data (by {basis})"
             )
-    expected = rubric.verdict(scores)
-    if answer.actionable != expected:
+    expected = rubric.verdict(scores, approved)
+    if answer.actionable and not approved:
+        problems.append(
+            "actionable is true but viability did not approve the segment: a segment not worth a campaign is "
+            "not actionable, whatever its scores"
+        )
+    elif answer.actionable != expected:
         strong = rubric.strong(scores)
         measurable = sum(1 for score in scores.values() if score is not None)
         among = (
@@ -172,6 +207,11 @@ FULL_SHARE = 0.5
 SECOND_PATTERN_WEIGHT = 0.25
 
 
+def local_hours(part: DayPart, facts: SegmentFacts, business: Business) -> str:
+    """'19:00-01:00 Europe/Berlin': a day part's hours in the business's time zone on the snapshot's day."""
+    return f"{business.local_hours(part.hours, date.fromisoformat(facts.as_of))} {business.zone_label}"
+
+
 def _clamp(value: float) -> float:
     return max(0.0, min(1.0, value))
 
@@ -195,41 +235,61 @@ def preference_strength(labels: list[LabelShare], n_labels: int, full_lift: floa
 def mock_actionability(facts: SegmentFacts, rubric: Rubric) -> ActionabilityAnswer:
     """The deterministic judgement: every score and sentence follows from the statistics."""
     measured = measured_by(facts, rubric.owned_channels)
+    business = rubric.business
     judged = {
         "what": _what(facts, measured["what"]),
-        "when": _timing(facts)
+        "when": _timing(facts, business)
         if measured["when"]
         else (None, _not_measurable("no times of day, weekdays or purchase rhythm")),
         "how": _how(facts, measured["how"], rubric.owned_channels),
-        "who": _value(facts, facts.clv_vs_population)
+        "who": _value(facts, facts.clv_vs_population, business)
         if facts.clv_vs_population is not None
         else (None, _not_measurable("no customer lifetime value for the population")),
     }
     scores = {dimension: score for dimension, (score, _) in judged.items()}
-    measurable = [dimension for dimension in DIMENSIONS if scores[dimension] is not None]
-    strong = rubric.strong(scores)
-    weak = [dimension for dimension in measurable if dimension not in strong]
-    unmeasured = [dimension for dimension in DIMENSIONS if dimension not in measurable]
-    actionable = rubric.verdict(scores)
-    required = rubric.required(len(measurable))
-    reason = (
-        f"{len(strong)} of {len(measurable)} dimensions are strong ({', '.join(d.upper() for d in strong) or 'none'})"
-        + (f"; weak: {', '.join(d.upper() for d in weak)}" if weak else "")
-        + (f"; {NOT_MEASURABLE}: {', '.join(d.upper() for d in unmeasured)}" if unmeasured else "")
-        + (
-            ": a campaign can be aimed at it."
-            if actionable
-            else ": nothing to judge it by, so no campaign can be aimed at it."
-            if not measurable
-            else f": fewer than {required} strong dimensions, so no campaign can be aimed at it."
-        )
-    )
+    approved = facts.viability.approved
+    actionable = rubric.verdict(scores, approved)
+    reason = verdict_reason(scores, rubric, approved)
     return ActionabilityAnswer(
         **{f"{dimension}_score": score for dimension, (score, _) in judged.items()},
         **{f"{dimension}_evidence": evidence for dimension, (_, evidence) in judged.items()},
         actionable=actionable,
         reason=reason,
     )
+
+
+def verdict_reason(scores: Mapping[str, float | None], rubric: Rubric, approved: bool) -> str:
+    """The verdict in a plain sentence or two: what is clear, what is not, and whether a campaign goes out."""
+    measurable = [dimension for dimension in DIMENSIONS if scores[dimension] is not None]
+    strong = rubric.strong(scores)
+    weak = [dimension for dimension in measurable if dimension not in strong]
+    unmeasured = [dimension for dimension in DIMENSIONS if dimension not in measurable]
+    if not measurable:
+        return "Not a campaign target: the data says nothing about what to offer, when, how or what they are worth."
+    clear_words = _listed([DIMENSION_WORDS[dimension] for dimension in strong])
+    weak_words = _listed([DIMENSION_WORDS[dimension] for dimension in weak])
+    gaps = (
+        f" The data cannot tell {_listed([DIMENSION_WORDS[dimension] for dimension in unmeasured])}."
+        if unmeasured
+        else ""
+    )
+    if rubric.clear(scores):
+        known = f"The data is clear on {clear_words}" + (f"; less so on {weak_words}" if weak else "")
+        if approved:
+            return f"A campaign can be aimed at these customers. {known}.{gaps}"
+        return f"Not a campaign target now: it is not worth a campaign, although {known[0].lower()}{known[1:]}.{gaps}"
+    needed = rubric.required(len(measurable))
+    return (
+        "Not a campaign target as it stands: "
+        + (f"only {clear_words} is clear" if strong else "nothing is clear enough")
+        + f", not {weak_words} ({len(strong)} of {len(measurable)} dimensions clear; {needed} of them needed)."
+        + gaps
+    )
+
+
+def _listed(words: list[str]) -> str:
+    """'a, b and c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else "nothing"
 
 
 def _not_measurable(why: str) -> str:
@@ -264,7 +324,7 @@ def _label_evidence(main: LabelShare | None, verb: str, missing: str) -> str:
     return f"{percent(main.share)} {verb} {main.label} (population: {percent(main.population_share)}{lift})."
 
 
-def _timing(facts: SegmentFacts) -> tuple[float, str]:
+def _timing(facts: SegmentFacts, business: Business) -> tuple[float, str]:
     """One clear pattern is enough to time a campaign: the stronger adds a quarter of the weaker.
 
     The patterns: the day part against the population where the data has times of day, else the purchase
@@ -275,7 +335,8 @@ def _timing(facts: SegmentFacts) -> tuple[float, str]:
         first_score, peak = preference_strength(facts.day_parts, len(facts.day_parts), FULL_LIFT_TIMING)
         if peak is not None:
             first_text = (
-                f"{percent(peak.share)} of their activity is in the {peak.label} ({peak.hours} UTC; "
+                f"{percent(peak.share)} of their activity is in the {peak.label} "
+                f"({local_hours(peak, facts, business)}; "
                 f"population: {percent(peak.population_share)})"
             )
     elif facts.rhythm is not None:
@@ -295,11 +356,12 @@ def _timing(facts: SegmentFacts) -> tuple[float, str]:
     return score, "; ".join(text for text in (first_text, weekend_text) if text) + "."
 
 
-def _value(facts: SegmentFacts, ratio: float) -> tuple[float, str]:
+def _value(facts: SegmentFacts, ratio: float, business: Business) -> tuple[float, str]:
     """Mean CLV against the population's (`ratio`): r / (1 + r), so the average customer scores 0.5."""
     score = round(ratio / (1.0 + ratio), 2)
     text = (
-        f"Mean CLV {facts.mean_clv:,.2f} against {facts.population_mean_clv:,.2f} for all customers "
+        f"Mean CLV {business.money(facts.mean_clv, 2)} against {business.money(facts.population_mean_clv, 2)} "
+        "for all customers "
         f"({ratio:.2f}x); {percent(facts.share_of_total_clv)} of all CLV from {percent(facts.share_of_customers)} "
         "of the customers"
     )

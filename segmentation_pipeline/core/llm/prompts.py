@@ -8,16 +8,17 @@ served for new prompts.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from datetime import date
 
 from pydantic import BaseModel
 
+from ..business import CURRENCY_SIGNS, Business
 from ..schemas import ActionabilityAnswer, ExplanationAnswer
-from .actionability import DEFAULT_OWNED_CHANNELS, NOT_MEASURABLE, Rubric, measured_by
+from .actionability import NOT_MEASURABLE, Rubric, measured_by
 from .campaigns import LIFECYCLE_OFFERS, OWNED_CHANNEL_SCORE
-from .facts import SegmentFacts
+from .facts import DAY_PART_HOURS, SegmentFacts
 
-PROMPT_VERSION = "2026-12-02.1"
+PROMPT_VERSION = "2026-12-06.1"
 
 #: The statistics travel between these markers, as one JSON document.
 STATISTICS_OPEN = "<statistics>"
@@ -29,7 +30,9 @@ explain them to a marketing team in plain business language.
 You see aggregate statistics of one segment and of the whole customer population, never individual \
 customers. Shares are fractions of the segment's events (0.25 = 25%), but lifecycle and repeat-buyer \
 shares are fractions of its customers; lift is the segment's share divided by the population's, CLV is \
-expected revenue per customer, times are UTC, and the rhythm's medians are whole days.
+expected revenue per customer, and the rhythm's medians are whole days. Money is in business.currency: \
+write every amount with it as business.money_example shows. Day parts are counted in UTC; write their \
+hours as business.day_part_hours gives them, in the business's time zone, with its name.
 
 Rules for every answer:
 - Quote only numbers that appear in the statistics, as given or a share written as a percentage \
@@ -77,7 +80,9 @@ data has no channel (segment.channels_in_population below 2), recommend the owne
 no categories, offer the lifecycle offer actionability judged WHAT by; where it has no time of day \
 (segment.day_parts empty), time the campaign by segment.rhythm: within rhythm.reorder_window_days of the \
 usual reorder day (median_days_between_purchases after the last purchase; the population's for customers \
-who have not bought twice), or now when median_days_since_purchase is already past it.
+who have not bought twice), or now when median_days_since_purchase is already past it. A campaign uses a \
+channel only where the segment over-indexes on it (its lift above 1) or an owned channel; where no channel \
+of the segment has a lift above 1, use the owned_channels.
 - expected_roi: the viability statistics' expected_roi.
 - confidence_level: high, medium or low, from robustness (overall, band, production_ready) and size; \
 confidence_justification quotes the numbers behind it."""
@@ -87,21 +92,35 @@ RETRY = """Your answer was rejected:
 Answer again with one JSON object that matches the JSON schema, quoting only numbers from the statistics."""
 
 
+def business_statistics(facts: SegmentFacts, business: Business) -> dict:
+    """The business the answer is written for: its currency, and the day parts' hours in its time zone."""
+    on = date.fromisoformat(facts.as_of)
+    sign = CURRENCY_SIGNS.get(business.currency)
+    return {
+        "currency": business.currency,
+        "money_example": f"{sign}1,234.50" if sign else f"{business.currency} 1,234.50",
+        "timezone": business.zone_label,
+        "day_part_hours": {
+            part: f"{business.local_hours(hours, on)} {business.zone_label}" for part, hours in DAY_PART_HOURS.items()
+        },
+    }
+
+
 def actionability_statistics(facts: SegmentFacts, rubric: Rubric) -> dict:
     return {
         "segment": facts.model_dump(),
         "rubric": rubric.model_dump(),
         "measured_by": measured_by(facts, rubric.owned_channels),
+        "business": business_statistics(facts, rubric.business),
     }
 
 
-def explanation_statistics(
-    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
-) -> dict:
+def explanation_statistics(facts: SegmentFacts, actionability: ActionabilityAnswer, business: Business) -> dict:
     return {
         "segment": facts.model_dump(),
         "actionability": actionability.model_dump(),
-        "owned_channels": list(owned_channels),
+        "owned_channels": list(business.owned_channels),
+        "business": business_statistics(facts, business),
     }
 
 
@@ -127,9 +146,11 @@ def actionability_messages(facts: SegmentFacts, rubric: Rubric) -> list[dict[str
 
 
 def explanation_messages(
-    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+    facts: SegmentFacts, actionability: ActionabilityAnswer, business: Business | None = None
 ) -> list[dict[str, str]]:
-    return messages(EXPLANATION_TASK, explanation_statistics(facts, actionability, owned_channels), ExplanationAnswer)
+    return messages(
+        EXPLANATION_TASK, explanation_statistics(facts, actionability, business or Business()), ExplanationAnswer
+    )
 
 
 def retry_messages(answer_text: str, problems: list[str]) -> list[dict[str, str]]:

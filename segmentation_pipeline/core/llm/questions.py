@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import pyarrow as pa
 from pydantic import BaseModel
 
+from ..business import Business
 from ..errors import PipelineError
 from ..schemas import ACTIONABILITY, EXPLANATIONS, ActionabilityAnswer, ExplanationAnswer
-from .actionability import DEFAULT_OWNED_CHANNELS, DIMENSIONS, Rubric, measured_by, mock_actionability, verdict_problems
-from .explainer import mock_explanation
+from .actionability import DIMENSIONS, Rubric, measured_by, mock_actionability, verdict_problems
+from .explainer import allowed_channels, mock_explanation
 from .facts import SegmentFacts
 from .faithfulness import Statistics, unfaithful
 from .prompts import (
@@ -32,7 +33,9 @@ def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
     measured = measured_by(facts, rubric.owned_channels)
 
     def check(answer: ActionabilityAnswer) -> list[str]:
-        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(answer, rubric, measured)
+        return unfaithful(answer, statistics, judged=JUDGED_FIELDS) + verdict_problems(
+            answer, rubric, measured, facts.viability.approved
+        )
 
     return Question(
         kind="actionability",
@@ -48,30 +51,36 @@ def actionability_question(facts: SegmentFacts, rubric: Rubric) -> Question:
 
 
 def explanation_question(
-    facts: SegmentFacts, actionability: ActionabilityAnswer, owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS
+    facts: SegmentFacts, actionability: ActionabilityAnswer, business: Business | None = None
 ) -> Question:
-    """`owned_channels`: those of the rubric the actionability answer was judged by (campaigns on data
-    without a channel go through them)."""
-    statistics = Statistics([explanation_statistics(facts, actionability, owned_channels)])
+    """`business`: that of the rubric the actionability answer was judged by (its currency and time zone,
+    and the owned channels campaigns may always go through)."""
+    business = business or Business()
+    statistics = Statistics([explanation_statistics(facts, actionability, business)])
 
     def check(answer: ExplanationAnswer) -> list[str]:
-        return unfaithful(answer, statistics) + explanation_problems(answer, facts, actionability)
+        return unfaithful(answer, statistics) + explanation_problems(
+            answer, facts, actionability, business.owned_channels
+        )
 
     return Question(
         kind="explanation",
         segment_id=facts.segment_id,
         statistics_sha256=facts.sha256,
-        messages=explanation_messages(facts, actionability, owned_channels),
+        messages=explanation_messages(facts, actionability, business),
         statistics=statistics,
         judged=(),
         answer_model=ExplanationAnswer,
         check=check,
-        fallback=lambda: mock_explanation(facts, actionability, owned_channels),
+        fallback=lambda: mock_explanation(facts, actionability, business),
     )
 
 
 def explanation_problems(
-    answer: ExplanationAnswer, facts: SegmentFacts, actionability: ActionabilityAnswer
+    answer: ExplanationAnswer,
+    facts: SegmentFacts,
+    actionability: ActionabilityAnswer,
+    owned_channels: Sequence[str] = Business().owned_channels,
 ) -> list[str]:
     """What an explanation must agree with beyond quoting real numbers."""
     problems = []
@@ -86,7 +95,14 @@ def explanation_problems(
             "recommends campaigns for a segment that is "
             + ("not approved by viability" if not facts.viability.approved else "not actionable")
         )
+    allowed = allowed_channels(facts, list(owned_channels))
     for index, recommendation in enumerate(answer.recommendations):
+        channel = recommendation.channel.strip().lower()
+        if facts.channels and allowed and channel not in allowed:
+            problems.append(
+                f"recommendations[{index}].channel {recommendation.channel!r} is one the segment does not use more "
+                f"than the whole base (lift above 1) and not an owned channel; use one of {sorted(allowed)}"
+            )
         if recommendation.audience_size > facts.customers:
             problems.append(
                 f"recommendations[{index}].audience_size {recommendation.audience_size} exceeds the segment's "
@@ -103,11 +119,9 @@ def explain_segments(
     facts: Sequence[SegmentFacts],
     evaluations: dict[str, ActionabilityAnswer],
     answerer: Answerer,
-    owned_channels: Sequence[str] = DEFAULT_OWNED_CHANNELS,
+    business: Business | None = None,
 ) -> list[Answered]:
-    return answerer.answer_all(
-        [explanation_question(item, evaluations[item.segment_id], owned_channels) for item in facts]
-    )
+    return answerer.answer_all([explanation_question(item, evaluations[item.segment_id], business) for item in facts])
 
 
 def answers_table(answered: Sequence[Answered], kind: str) -> pa.Table:
@@ -164,7 +178,7 @@ def answers_faithful(
         model = ExplanationAnswer
         given = stored_evaluations(evaluations)
         questions = {
-            item.segment_id: explanation_question(item, given[item.segment_id], rubric.owned_channels)
+            item.segment_id: explanation_question(item, given[item.segment_id], rubric.business)
             for item in facts
             if item.segment_id in given
         }

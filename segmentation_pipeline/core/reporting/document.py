@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,10 +24,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..activation import campaign_key
 from ..backtest import CALIBRATION_KEY, TRACKING_KEY
+from ..business import Business
 from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
-from ..llm.facts import SegmentFacts, stored_snapshot_facts
+from ..llm.actionability import stored_rubric
+from ..llm.campaigns import stage_words
+from ..llm.explainer import HIGH_CONFIDENCE_ROBUSTNESS, MEDIUM_CONFIDENCE_ROBUSTNESS
+from ..llm.facts import SegmentFacts, main_label, stored_snapshot_facts
 from ..llm.questions import stale_answers
 from ..profiles import CLV_KEY, WindowInput
 from ..schemas import (
@@ -54,7 +60,7 @@ from ..schemas import (
 from ..warehouse import Warehouse, days_between, reading_stored, sql_string, verify_checksums
 
 #: Bumped when the report's JSON changes shape.
-REPORT_VERSION = "1"
+REPORT_VERSION = "2"
 #: The features whose distribution per segment the report summarises and draws: recency,
 #: frequency and money (RFM), engagement and lifetime value.
 KEY_FEATURES = ("recency_days", "frequency", "monetary_total", "avg_order_value", "sessions", "clv_estimate")
@@ -100,6 +106,38 @@ class SegmentReport(_Record):
     def targetable(self) -> bool:
         """Approved by viability and judged actionable: a campaign can go out."""
         return self.viability.approved and self.actionability.actionable
+
+    @property
+    def weakest_test(self) -> tuple[str, float] | None:
+        """The robustness test that disturbs the segment most and its score; None when none was run."""
+        robustness = self.robustness
+        scores = [
+            (name, score)
+            for name, score in (
+                ("time window", robustness.time_window_stability),
+                ("feature drop", robustness.feature_drop_stability),
+                ("bootstrap", robustness.bootstrap_stability),
+            )
+            if score is not None
+        ]
+        return min(scores, key=lambda item: item[1]) if scores else None
+
+    @property
+    def stability(self) -> str:
+        """The segment's stability band by its weakest test (core.llm.explainer's confidence thresholds):
+        'highly stable' from 0.85, 'stable' from 0.75, 'shaky' below, 'unmeasured' without a test."""
+        weakest = self.weakest_test
+        if weakest is None:
+            return "unmeasured"
+        if weakest[1] >= HIGH_CONFIDENCE_ROBUSTNESS:
+            return "highly stable"
+        return "stable" if weakest[1] >= MEDIUM_CONFIDENCE_ROBUSTNESS else "shaky"
+
+    @property
+    def lifecycle(self) -> str:
+        """'loyal customers (65%)': the segment's largest lifecycle stage; '' without a lifecycle mix."""
+        stage = main_label(self.profile.lifecycle or [])
+        return f"{stage_words(stage.label)} ({stage.share:.0%})" if stage is not None else ""
 
 
 class SegmentMove(_Record):
@@ -265,6 +303,8 @@ class CampaignExport(_Record):
     moved_in: int
     moved_out: int
     folder: str
+
+
 class CampaignResult(_Record):
     """One metric of a campaign's latest measurement in campaign_results up to the report's day."""
 
@@ -289,6 +329,51 @@ class CampaignResult(_Record):
     summary: str
 
 
+class CampaignBrief(_Record):
+    """One campaign to launch: a recommendation of a segment approved and actionable, with its money."""
+
+    campaign_key: str
+    segment_id: str
+    segment_name: str
+    lifecycle: str
+    offer: str
+    channel: str
+    #: In the business's time zone, as the explanation wrote it.
+    timing: str
+    #: The audience the recommendation names; the customers exported to contact, when exported.
+    customers: int
+    exported_customers: int | None = None
+    control_customers: int | None = None
+    #: Expected extra margin and cost of the campaign over its audience, at the segment's per-customer rates.
+    expected_value: float
+    cost: float
+    expected_roi: float
+    confidence: str
+    #: The audience file relative to the report's folder; None when the day's audiences were not exported.
+    audience_file: str | None = None
+
+
+class SegmentChange(_Record):
+    """How one segment's size changed since the previous snapshot."""
+
+    segment_id: str
+    name: str
+    previous_customers: int
+    customers: int
+    #: "grew", "shrank", "steady", "new" or "gone".
+    change: str
+
+
+class CustomerFlow(_Record):
+    """Customers who moved from one segment to another since the previous snapshot."""
+
+    from_segment_id: str
+    from_name: str
+    to_segment_id: str
+    to_name: str
+    customers: int
+
+
 class SegmentationReport(_Record):
     report_version: str = REPORT_VERSION
     as_of: date
@@ -304,6 +389,15 @@ class SegmentationReport(_Record):
     exports: list[CampaignExport] = Field(default_factory=list)
     #: The latest measurement of every campaign measured up to the day (core.campaign_results).
     campaign_results: list[CampaignResult] = Field(default_factory=list)
+    #: The currency, time zone and owned channels the day's answers were made with.
+    business: Business = Field(default_factory=Business)
+    #: The campaigns to launch, largest expected value first.
+    campaigns: list[CampaignBrief] = Field(default_factory=list)
+    #: Campaigns recommended but left without customers by the export (each customer is in one campaign).
+    campaigns_without_customers: list[str] = Field(default_factory=list)
+    #: Every segment's size now and at the previous snapshot; the largest flows between segments.
+    changes: list[SegmentChange] = Field(default_factory=list)
+    flows: list[CustomerFlow] = Field(default_factory=list)
     charts: list[ChartFile] = Field(default_factory=list)
 
     def segment(self, segment_id: str) -> SegmentReport:
@@ -366,17 +460,25 @@ def gather_report(
             )
         except ValidationError as exc:
             raise ReportGenerationError(f"the stored rows of {segment_id} for {as_of} are not valid: {exc}") from exc
+    migration = _migration(tables["segment_migration"], store)
+    exports = _exports(store, as_of)
+    campaigns, without_customers = campaign_briefs(segments, exports, store.report_dir(as_of))
     report = SegmentationReport(
         as_of=as_of,
         totals=_totals(segments),
         segments=segments,
-        migration=_migration(tables["segment_migration"], store),
+        migration=migration,
         coverage=_coverage(store, as_of, members, tables["merge_map"], first_partition_day),
         answers=_answer_sources(tables["actionability"], tables["explanations"]),
         settings=settings,
         customer_value=_customer_value(store, as_of),
-        exports=_exports(store, as_of),
+        exports=exports,
         campaign_results=latest_campaign_results(store, as_of),
+        business=stored_rubric(store, as_of).business,
+        campaigns=campaigns,
+        campaigns_without_customers=without_customers,
+        changes=segment_changes(segments, migration),
+        flows=customer_flows(segments, migration),
     )
     not_numbers = list(_not_finite(report.model_dump()))
     if not_numbers:
@@ -386,6 +488,116 @@ def gather_report(
             + (f" and {len(not_numbers) - 5} more" if len(not_numbers) > 5 else "")
         )
     return ReportDraft(report=report, feature_sample=sample)
+
+
+def campaign_briefs(
+    segments: list[SegmentReport], exports: list[CampaignExport], report_folder: Path
+) -> tuple[list[CampaignBrief], list[str]]:
+    """The campaigns to launch, largest expected value first, and the keys of those left without customers.
+
+    A campaign's value and cost are its segment's per customer (viability's incremental profit and campaign
+    cost over the segment's size) times the customers it contacts. Once the day's audiences are exported,
+    those are the exported ones: each customer is in one campaign only, so a segment's second channel may
+    be left with nobody (listed apart). Before, every recommendation names the whole segment, and a segment's
+    value and cost are shared equally among its channels (they would reach the same customers).
+    """
+    exported = {item.campaign_key: item for item in exports}
+    briefs, empty = [], []
+    for item in segments:
+        if not item.targetable:
+            continue
+        size = item.segment.size or 1
+        recommendations = item.explanation.recommendations
+        for recommendation in recommendations:
+            key = campaign_key(item.segment_id, recommendation.channel)
+            export = exported.get(key)
+            if exports and (export is None or not export.customers):
+                empty.append(key)
+                continue
+            customers = export.customers if export else recommendation.audience_size
+            share = 1.0 if export else 1.0 / len(recommendations)
+            briefs.append(
+                CampaignBrief(
+                    campaign_key=key,
+                    segment_id=item.segment_id,
+                    segment_name=item.name,
+                    lifecycle=item.lifecycle,
+                    offer=recommendation.offer,
+                    channel=recommendation.channel,
+                    timing=recommendation.timing,
+                    customers=recommendation.audience_size,
+                    exported_customers=export.customers if export else None,
+                    control_customers=export.control_customers if export else None,
+                    expected_value=round(item.viability.incremental_profit / size * customers * share, 2),
+                    cost=round(item.viability.campaign_cost / size * customers * share, 2),
+                    expected_roi=item.viability.expected_roi,
+                    confidence=item.explanation.confidence_level,
+                    audience_file=os.path.relpath(Path(export.folder) / "audience.csv", report_folder)
+                    if export
+                    else None,
+                )
+            )
+    return sorted(briefs, key=lambda brief: (-brief.expected_value, brief.campaign_key)), empty
+
+
+#: A segment whose size changed by less than this share of its previous size held steady.
+STEADY_CHANGE = 0.02
+#: Flows between segments listed in the report, largest first.
+FLOWS_LISTED = 5
+
+
+def segment_changes(segments: list[SegmentReport], migration: Migration) -> list[SegmentChange]:
+    """Each segment's size now and at the previous snapshot, from the migration's moves; empty for a first one."""
+    if migration.previous_as_of is None:
+        return []
+    before: dict[str, int] = {}
+    for move in migration.moves:
+        if move.from_segment_id is not None:
+            before[move.from_segment_id] = before.get(move.from_segment_id, 0) + move.customers
+    now = {item.segment_id: item.segment.size for item in segments}
+    names = migration.previous_names | {item.segment_id: item.name for item in segments}
+    changes = []
+    for segment_id in sorted(set(before) | set(now)):
+        previous, current = before.get(segment_id, 0), now.get(segment_id, 0)
+        if segment_id not in now:
+            change = "gone"
+        elif segment_id not in before:
+            change = "new"
+        elif abs(current - previous) < STEADY_CHANGE * previous:
+            change = "steady"
+        else:
+            change = "grew" if current > previous else "shrank"
+        changes.append(
+            SegmentChange(
+                segment_id=segment_id,
+                name=names.get(segment_id, segment_id),
+                previous_customers=previous,
+                customers=current,
+                change=change,
+            )
+        )
+    return changes
+
+
+def customer_flows(segments: list[SegmentReport], migration: Migration) -> list[CustomerFlow]:
+    """The largest moves of customers between two segments since the previous snapshot."""
+    names = migration.previous_names | {item.segment_id: item.name for item in segments}
+    moved = [
+        move
+        for move in migration.moves
+        if None not in (move.from_segment_id, move.to_segment_id) and move.from_segment_id != move.to_segment_id
+    ]
+    moved.sort(key=lambda move: (-move.customers, move.from_segment_id, move.to_segment_id))
+    return [
+        CustomerFlow(
+            from_segment_id=move.from_segment_id,
+            from_name=names.get(move.from_segment_id, move.from_segment_id),
+            to_segment_id=move.to_segment_id,
+            to_name=names.get(move.to_segment_id, move.to_segment_id),
+            customers=move.customers,
+        )
+        for move in moved[:FLOWS_LISTED]
+    ]
 
 
 def _not_finite(value: object, path: str = "") -> Iterator[str]:
@@ -530,6 +742,8 @@ def _exports(store: Warehouse, as_of: date) -> list[CampaignExport]:
         return []
     fields = list(CampaignExport.model_fields)
     return [CampaignExport(**row) for row in store.read_partition(AUDIENCE_EXPORTS, as_of).select(fields).to_pylist()]
+
+
 def latest_campaign_results(store: Warehouse, as_of: date) -> list[CampaignResult]:
     """Every campaign's latest measured export in campaign_results of days up to `as_of`, one item per metric."""
     latest: dict[str, list[CampaignResult]] = {}
@@ -560,10 +774,7 @@ def _customer_value(store: Warehouse, as_of: date) -> CustomerValue | None:
         backtest_split_day=rows[0]["split_day"] if rows else None,
         backtest_holdout_days=rows[0]["holdout_days"] if rows else None,
         backtest_reason=chosen["reason"] if chosen else None,
-        backtest=[
-            ModelScore(**{name: row[name] for name in ModelScore.model_fields})
-            for row in rows
-        ],
+        backtest=[ModelScore(**{name: row[name] for name in ModelScore.model_fields}) for row in rows],
         calibration=_finite_records(tables.get(CALIBRATION_KEY)),
         tracking=_finite_records(tables.get(TRACKING_KEY)),
     )

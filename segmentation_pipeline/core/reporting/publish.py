@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..errors import ReportGenerationError
 from ..versions import publish_version
 from .document import ReportDraft, SegmentationReport
-from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, html, markdown, md_text
+from .render import HTML_FILE, JSON_FILE, MARKDOWN_FILE, PDF_FILE, html, markdown, md_text
 
 #: Beside the day links: every version of every day's report folder.
 
@@ -42,6 +42,10 @@ class PublishedReport:
     def html_path(self) -> Path:
         return self.folder / HTML_FILE
 
+    @property
+    def pdf_path(self) -> Path:
+        return self.folder / PDF_FILE
+
     def chart_path(self, name: str) -> Path:
         for chart in self.report.charts:
             if chart.name == name:
@@ -58,6 +62,9 @@ def publish_report(draft: ReportDraft, folder: Path) -> PublishedReport:
         (version / JSON_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
         (version / MARKDOWN_FILE).write_text(markdown(report), encoding="utf-8")
         (version / HTML_FILE).write_text(html(report, version), encoding="utf-8")
+        from .summary_pdf import write_summary_pdf  # matplotlib, as the charts
+
+        write_summary_pdf(report, version, version / PDF_FILE)
         return report
 
     return PublishedReport(report=publish_version(folder, write), folder=folder)
@@ -80,7 +87,7 @@ def verify_report(folder: Path, as_of: date, segments: dict[str, str]) -> list[s
     Reads the files as a reader would: the JSON must load into the model, be of that day and
     list exactly the snapshot's segments and its charts; every chart must be a PNG of its
     recorded size; the page must name every segment and embed every chart; the Markdown
-    must name every segment.
+    must name every segment; the printable summary must be a PDF.
     """
     try:
         report = load_report(folder)
@@ -96,6 +103,11 @@ def verify_report(folder: Path, as_of: date, segments: dict[str, str]) -> list[s
         problems.append(f"{JSON_FILE} lists segments {sorted(listed)}, the snapshot has {sorted(segments)}")
     page = _read_text(folder / HTML_FILE, problems)
     summary = _read_text(folder / MARKDOWN_FILE, problems)
+    pdf = folder / PDF_FILE
+    if not pdf.is_file():
+        problems.append(f"{PDF_FILE} is missing")
+    elif pdf.read_bytes()[:5] != b"%PDF-":
+        problems.append(f"{PDF_FILE} is not a PDF document")
     for segment_id, name in segments.items():
         if page is not None and (f'id="{escape(segment_id)}"' not in page or escape(name) not in page):
             problems.append(f"{HTML_FILE} has no section for {segment_id} {name}")

@@ -8,24 +8,180 @@ from html import escape
 from pathlib import Path
 
 from ..clv import MODEL_LABELS
-from ..llm.actionability import NOT_MEASURABLE
+from ..llm.actionability import DIMENSION_WORDS, NOT_MEASURABLE
 from ..llm.facts import PurchaseRhythm, percent
 from ..schemas import ACTIONABILITY_DIMENSIONS, ActionabilityAnswer
 from .document import SegmentationReport, SegmentReport
 
-HTML_FILE, MARKDOWN_FILE, JSON_FILE = "report.html", "report.md", "report.json"
+HTML_FILE, MARKDOWN_FILE, JSON_FILE, PDF_FILE = "report.html", "report.md", "report.json", "summary.pdf"
 
 
 # ------------------------------------------------------------------------ Markdown
 
 
 def headline(report: SegmentationReport) -> str:
-    totals = report.totals
+    """What to do today, in one sentence: the campaigns, whom they reach, what they should bring in."""
+    totals, business, campaigns = report.totals, report.business, report.campaigns
+    if not campaigns:
+        return (
+            f"No campaign to launch today: none of the {totals.segments} segments of {totals.customers:,} customers "
+            "is both worth a campaign and clear enough to aim one at."
+        )
+    value = sum(item.expected_value for item in campaigns)
+    cost = sum(item.cost for item in campaigns)
+    segments = len({item.segment_id for item in campaigns})
     return (
-        f"{totals.segments} segments of {totals.customers:,} customers (total CLV {totals.total_clv:,.0f}); "
-        f"{totals.approved} approved for targeting, {totals.actionable} actionable, "
-        f"{totals.targetable} ready for a campaign ({totals.targetable_customers:,} customers)."
+        f"{len(campaigns)} campaign{'s' if len(campaigns) != 1 else ''} to launch in {segments} of "
+        f"{totals.segments} segments, reaching {totals.targetable_customers:,} of {totals.customers:,} customers: "
+        f"{business.money(value)} of extra margin expected for {business.money(cost)} of cost "
+        f"({business.return_per_unit((value - cost) / cost if cost else None)})."
     )
+
+
+def money(report: SegmentationReport, value: float | None, decimals: int = 0) -> str:
+    return report.business.money(value, decimals)
+
+
+def campaign_rows(report: SegmentationReport) -> list[list[str]]:
+    """The campaigns to launch as the table shows them (the audience file apart)."""
+    return [
+        [
+            f"{item.segment_id} {item.segment_name}",
+            item.lifecycle or "n/a",
+            item.offer,
+            item.channel,
+            item.timing,
+            f"{(item.exported_customers if item.exported_customers is not None else item.customers):,}",
+            money(report, item.expected_value),
+            money(report, item.cost),
+            item.confidence,
+        ]
+        for item in report.campaigns
+    ]
+
+
+CAMPAIGN_HEADERS = [
+    "Segment",
+    "Lifecycle",
+    "Offer",
+    "Channel",
+    "Timing",
+    "Customers",
+    "Expected margin",
+    "Cost",
+    "Confidence",
+]
+_NUMERIC_CAMPAIGN_COLUMNS = {5, 6, 7}
+
+
+def campaigns_table(report: SegmentationReport) -> str:
+    """The campaigns to launch as a Markdown table ("" when there is none)."""
+    if not report.campaigns:
+        return ""
+    lines = [
+        "| " + " | ".join([*CAMPAIGN_HEADERS, "Audience file"]) + " |",
+        "| " + " | ".join("---:" if index in _NUMERIC_CAMPAIGN_COLUMNS else "---" for index in range(10)) + " |",
+    ]
+    for item, row in zip(report.campaigns, campaign_rows(report)):
+        lines.append(
+            "| " + " | ".join([*(md_text(cell) for cell in row), md_text(item.audience_file or "not exported")]) + " |"
+        )
+    return "\n".join(lines)
+
+
+def timing_note(report: SegmentationReport) -> str:
+    business = report.business
+    if report.exports:
+        customers = (
+            "Customers: those the exported audience file lists, the control group kept back; expected extra margin "
+            "and cost are the segment's per customer for them."
+        )
+    else:
+        customers = (
+            "Customers: the whole segment (its audiences are not exported yet); expected extra margin and cost are "
+            "the segment's, shared equally among its channels, which reach the same customers."
+        )
+    empty = report.campaigns_without_customers
+    left = (
+        f" Recommended but left without customers, as each customer is in one campaign only: {', '.join(empty)}."
+        if empty
+        else ""
+    )
+    return f"Times are in {business.zone_label}; money in {business.currency}. {customers}{left}"
+
+
+_CHANGE_WORDS = {"grew": "grew", "shrank": "shrank", "steady": "held steady", "new": "is new", "gone": "is gone"}
+
+
+def change_lines(report: SegmentationReport) -> list[str]:
+    """What changed since the previous snapshot: segments that grew, shrank, appeared or went; who moved."""
+    migration = report.migration
+    if migration.previous_as_of is None:
+        return [migration_line(report)]
+    lines = [migration_line(report)]
+    for kind in ("new", "gone", "grew", "shrank"):
+        items = [item for item in report.changes if item.change == kind]
+        if not items:
+            continue
+        listed = ", ".join(
+            f"{item.segment_id} {item.name} ({_size_change(item.previous_customers, item.customers)})" for item in items
+        )
+        lines.append(f"{'Segments that ' if len(items) > 1 else 'Segment that '}{_CHANGE_WORDS[kind]}: {listed}.")
+    steady = sum(1 for item in report.changes if item.change == "steady")
+    if steady:
+        lines.append(f"{steady} segment{'s' if steady > 1 else ''} held steady (within 2% of their size).")
+    if report.flows:
+        lines.append(
+            "Largest moves between segments: "
+            + "; ".join(
+                f"{flow.customers:,} from {flow.from_segment_id} {flow.from_name} to {flow.to_segment_id} {flow.to_name}"
+                for flow in report.flows
+            )
+            + "."
+        )
+    return lines
+
+
+def _size_change(previous: int, current: int) -> str:
+    if not previous:
+        return f"{current:,} customers"
+    if not current:
+        return f"had {previous:,} customers"
+    return f"{previous:,} to {current:,} customers, {(current - previous) / previous:+.0%}"
+
+
+def decision(item: SegmentReport) -> str:
+    """The segment's verdict in words: ready for a campaign, not worth one now, or not a clear target."""
+    if item.targetable:
+        return "campaign ready"
+    if not item.viability.approved:
+        return "not worth a campaign now"
+    return "not a clear target"
+
+
+def rejection_reasons(item: SegmentReport, report: SegmentationReport) -> str:
+    """Why viability rejected the segment, in plain words with the segment's own numbers."""
+    viability, business = item.viability, report.business
+    phrases = {
+        "min_segment_size": f"too few customers ({viability.size:,})",
+        "max_segment_size_pct": f"too broad ({percent(viability.share)} of all customers)",
+        "min_total_clv": f"too little value in total ({business.money(viability.total_clv)} expected)",
+        "min_feature_stability": "its make-up changes when one feature is left out",
+        "min_overall_robustness": "not stable enough to rely on",
+        "min_expected_roi": f"a campaign would not pay back (it {business.return_per_unit(viability.expected_roi)})",
+    }
+    said = [phrases.get(name) for name in viability.failed_criteria]
+    if not said or None in said:
+        return "; ".join(viability.reasons)
+    return "; ".join(said)
+
+
+def stability_text(item: SegmentReport) -> str:
+    """'highly stable (weakest test: time window 0.93)'."""
+    weakest = item.weakest_test
+    if weakest is None:
+        return "unmeasured (no test could be run)"
+    return f"{item.stability} (weakest test: {weakest[0]} {weakest[1]:.2f})"
 
 
 def coverage_line(report: SegmentationReport) -> str:
@@ -76,10 +232,12 @@ def value_lines(report: SegmentationReport) -> list[str]:
     if value is None:
         return []
     model = MODEL_LABELS.get(value.model)
-    source = f"the {model} purchase model with Gamma-Gamma spend" if model else "a rule of thumb (no model could be fitted)"
+    source = (
+        f"the {model} purchase model with Gamma-Gamma spend" if model else "a rule of thumb (no model could be fitted)"
+    )
     lines = [
         f"Customer value (CLV) is each customer's expected spend over the next {value.horizon_days} days in "
-        f"today's money ({value.annual_discount_rate:.0%} a year discount), from {source}."
+        f"today's money ({report.business.currency}, {value.annual_discount_rate:.0%} a year discount), from {source}."
     ]
     if value.backtest_reason:
         lines.append(
@@ -100,7 +258,7 @@ def backtest_table(report: SegmentationReport) -> str:
     ]
     for row in value.backtest:
         lines.append(
-            f"| {md_text(row.label)} | {_number(row.error_percent, '{:+.1f}%')} | {_number(row.mae, '{:.3f}')} "
+            f"| {md_text(row.label)} | {_number(row.error_percent, '{:+.1f}%')} | {_number(row.mae, '{:.2f}')} "
             f"| {_number(row.churn_auc, '{:.2f}')} | {'yes' if row.chosen else ''} |"
         )
     return "\n".join(lines)
@@ -147,59 +305,65 @@ def _exports_html(report: SegmentationReport) -> str:
         f"<th{' class=num' if index else ''}>{escape(name)}</th>" for index, name in enumerate(_EXPORT_HEADERS)
     )
     rows = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if index else ''}>{escape(cell)}</td>" for index, cell in enumerate(row))
+        "<tr>"
+        + "".join(f"<td{' class=num' if index else ''}>{escape(cell)}</td>" for index, cell in enumerate(row))
         + "</tr>"
         for row in _export_rows(report)
     )
     return f"<table><tr>{header}</tr>{rows}</table>"
 
 
+_SUMMARY_HEADERS = ["Segment", "Customers", "Share", "Mean CLV", "Return", "Stability", "Decision", "Confidence"]
+
+
+def _summary_rows(report: SegmentationReport) -> list[list[str]]:
+    return [
+        [
+            f"{item.segment_id} {item.name}",
+            f"{item.segment.size:,}",
+            percent(item.segment.share),
+            money(report, item.segment.mean_clv),
+            report.business.return_per_unit(item.viability.expected_roi).removeprefix("returns "),
+            stability_text(item),
+            decision(item),
+            item.explanation.confidence_level,
+        ]
+        for item in report.segments
+    ]
+
+
 def summary_table(report: SegmentationReport) -> str:
     """One line per segment: what a marketer decides on."""
-    lines = [
-        "| Segment | Customers | Share | Mean CLV | ROI | Stability | Approved | Actionable | Confidence |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
-    ]
-    for item in report.segments:
-        robustness = item.robustness
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    md_text(f"{item.segment_id} {item.name}"),
-                    f"{item.segment.size:,}",
-                    percent(item.segment.share),
-                    f"{item.segment.mean_clv:,.0f}",
-                    f"{item.viability.expected_roi:.2f}",
-                    f"{_number(robustness.overall, '{:.2f}')} {robustness.band.replace('_', ' ')}",
-                    "yes" if item.viability.approved else "no",
-                    "yes" if item.actionability.actionable else "no",
-                    item.explanation.confidence_level,
-                ]
-            )
-            + " |"
-        )
+    lines = ["| " + " | ".join(_SUMMARY_HEADERS) + " |", "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    lines += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in _summary_rows(report)]
     return "\n".join(lines)
 
 
 def markdown(report: SegmentationReport) -> str:
     lines = [
-        f"# Customer segments as of {report.as_of}",
+        f"# Campaign brief: customer segments as of {report.as_of}",
         "",
         *(f"**{md_text(line)}**\n" for line in notices(report)),
-        headline(report),
-        coverage_line(report),
-        *value_lines(report),
-        f"Answers by {_answered_by(report)}.",
+        md_text(headline(report)),
         "",
-        summary_table(report),
+        "## Campaigns to launch",
+        "",
+        campaigns_table(report) or "No campaign to launch today.",
+        "",
+        md_text(timing_note(report)),
+        "",
+        f"## What changed since {report.migration.previous_as_of or 'the last snapshot'}",
+        "",
+        *(f"- {md_text(line)}" for line in change_lines(report)),
         "",
         "## Segments",
+        "",
+        summary_table(report),
     ]
     for item in report.segments:
         lines += [
             "",
-            f"**{md_text(f'{item.segment_id} {item.name}')}** ({item.segment.size:,} customers, {_decision(item)}; "
+            f"**{md_text(f'{item.segment_id} {item.name}')}** ({item.segment.size:,} customers, {decision(item)}; "
             f"lifecycle: {lifecycle_text(item.segment.lifecycle_mix)})",
         ]
         lines += ["", md_text(item.explanation.executive_summary)]
@@ -210,17 +374,33 @@ def markdown(report: SegmentationReport) -> str:
                 f"({campaign.audience_size:,} customers)"
             )
         if not item.viability.approved:
-            lines.append(f"- Not approved: {md_text('; '.join(item.viability.reasons))}")
-        if not item.actionability.actionable:
-            lines.append(f"- Not actionable: {md_text(item.actionability.reason)}")
+            lines.append(f"- Not worth a campaign now: {md_text(rejection_reasons(item, report))}")
+        elif not item.actionability.actionable:
+            lines.append(f"- {md_text(item.actionability.reason)}")
+    lines += ["", "## Evidence", "", *(f"- {md_text(line)}" for line in evidence_lines(report))]
     lines += _campaign_uplift_markdown(report)
-    lines += ["", "## Since the previous snapshot", "", migration_line(report)]
     if report.exports:
-        lines += ["", "## Audiences exported", "", exports_line(report), "", exports_table(report)]
+        lines += ["", "### Audiences exported", "", exports_line(report), "", exports_table(report)]
     if backtest_table(report):
-        lines += ["", "## How well the churn and CLV models forecast", "", backtest_table(report)]
-    lines += ["", f"Charts and the full report: {HTML_FILE}, {JSON_FILE}."]
+        lines += ["", "### How well the churn and CLV models forecast", "", backtest_table(report)]
+    lines += ["", f"Charts and the full report: {HTML_FILE}, {PDF_FILE}, {JSON_FILE}."]
     return "\n".join(lines) + "\n"
+
+
+def evidence_lines(report: SegmentationReport) -> list[str]:
+    """What the brief stands on: stability, customer value, data and who answered."""
+    bands: dict[str, int] = {}
+    for item in report.segments:
+        bands[item.stability] = bands.get(item.stability, 0) + 1
+    return [
+        "Stability by each segment's weakest robustness test (time window, feature drop, bootstrap; 1 means the "
+        "same customers every time): "
+        + ", ".join(f"{count} {band}" for band, count in bands.items())
+        + ". Highly stable from 0.85, stable from 0.75 (Hennig's bands); confidence follows the same thresholds.",
+        *value_lines(report),
+        coverage_line(report),
+        f"Answers by {_answered_by(report)}.",
+    ]
 
 
 def uplift_lines(report: SegmentationReport) -> list[str]:
@@ -228,11 +408,11 @@ def uplift_lines(report: SegmentationReport) -> list[str]:
     one for all the segments priced at the assumed uplift."""
     measured = [item for item in report.segments if item.viability.uplift_source == "measured"]
     assumed = [item for item in report.segments if item.viability.uplift_source == "prior"]
-    lines = [f"{item.segment_id} {item.name}: ROI priced at {item.viability.uplift_basis}." for item in measured]
+    lines = [f"{item.segment_id} {item.name}: return priced at {item.viability.uplift_basis}." for item in measured]
     if assumed:
         named = ", ".join(item.segment_id for item in assumed)
         lines.append(
-            f"{'Every segment' if not measured else 'The other segments'} ({named}): ROI priced at the assumed "
+            f"{'Every segment' if not measured else 'The other segments'} ({named}): return priced at the assumed "
             f"uplift of {assumed[0].viability.uplift_used:+.1%}, as no campaign of theirs has been measured yet."
         )
     return lines
@@ -263,7 +443,7 @@ def _campaign_rows(report: SegmentationReport) -> list[list[str]]:
                 f"{revenue.export_day} ({revenue.window_days} days to {revenue.measured_on})",
                 f"{revenue.treatment_customers:,} / {revenue.control_customers:,}",
                 f"{_number(conversion.treatment_value, '{:.1%}')} vs {_number(conversion.control_value, '{:.1%}')}",
-                f"{_number(revenue.treatment_value, '{:,.2f}')} vs {_number(revenue.control_value, '{:,.2f}')}",
+                f"{money(report, revenue.treatment_value, 2)} vs {money(report, revenue.control_value, 2)}",
                 relative,
                 "yes" if revenue.significant else "no",
             ]
@@ -299,7 +479,7 @@ def _campaign_uplift_markdown(report: SegmentationReport) -> list[str]:
     table = campaign_results_table(report)
     return [
         "",
-        "## Campaign uplift",
+        "### Campaign uplift",
         "",
         *(f"- {md_text(line)}" for line in lines),
         "",
@@ -339,14 +519,6 @@ def _answered_by(report: SegmentationReport) -> str:
     )
 
 
-def _decision(item: SegmentReport) -> str:
-    if item.targetable:
-        return f"approved and actionable, expected ROI {item.viability.expected_roi:.2f}"
-    parts = ["approved" if item.viability.approved else "rejected"]
-    parts.append("actionable" if item.actionability.actionable else "not actionable")
-    return ", ".join(parts)
-
-
 #: Characters Markdown would read as markup (emphasis, code, links, HTML, table cells).
 _MARKDOWN_SPECIAL = str.maketrans({character: "\\" + character for character in "\\`*[]<>|"})
 
@@ -377,42 +549,80 @@ td.num, th.num { text-align: right; white-space: nowrap; }
 .facts div span { display: block; font-size: 0.8em; color: #59636e; }
 figure { margin: 24px 0; } figcaption { color: #59636e; margin-top: 4px; }
 pre { background: white; border: 1px solid #d0d7de; padding: 8px; overflow-x: auto; }
+.brief { background: white; border: 1px solid #d0d7de; border-radius: 6px; padding: 4px 20px 8px; }
+.brief h1 { font-size: 1.6em; } .brief h2 { margin-top: 12px; border: none; }
+table.campaigns { font-size: 0.88em; } table.campaigns th { background: #f0f3f6; }
+.small { font-size: 0.85em; }
+@media print {
+  body { background: white; } main { max-width: none; padding: 0; }
+  .brief { border: none; page-break-after: always; } .segment { page-break-inside: avoid; }
+  a { color: inherit; text-decoration: none; }
+}
 """
 
 
 def html(report: SegmentationReport, folder: Path) -> str:
-    """The whole report on one page; every chart in `folder` is embedded as a data URI, so the file stands alone."""
+    """The whole report on one page; every chart in `folder` is embedded as a data URI, so the file stands alone.
+
+    The brief comes first, on the first screen (and the first printed page): what to launch. Then what
+    changed, then the segments, then the evidence the brief stands on.
+    """
     images = {chart.name: _data_uri(folder / chart.file) for chart in report.charts}
-    dashboard = next((chart for chart in report.charts if chart.name == "dashboard"), None)
+    charts = {chart.name: chart for chart in report.charts}
+    previous = report.migration.previous_as_of
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Customer segments as of {report.as_of}</title>",
+        f"<title>Campaign brief: customer segments as of {report.as_of}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        f"<h1>Customer segments as of {report.as_of}</h1>",
+        '<div class="brief" id="brief">',
+        f"<h1>Campaign brief <span class=muted>&middot; customer segments as of {report.as_of}</span></h1>",
         *(f'<p class="notice"><strong>{escape(line)}</strong></p>' for line in notices(report)),
         f'<p class="lead">{escape(headline(report))}</p>',
-        f'<p class="muted">{escape(coverage_line(report))} Answers by {escape(_answered_by(report))}.</p>',
-        *(f"<p>{escape(line)}</p>" for line in value_lines(report)),
+        '<h2 id="campaigns">Campaigns to launch</h2>',
+        _campaigns_html(report),
+        f'<p class="muted small">{escape(timing_note(report))} A printable one-page summary with the charts: '
+        f'<a href="{PDF_FILE}">{PDF_FILE}</a>.</p>',
+        "</div>",
+        f'<h2 id="changes">What changed since {escape(str(previous or "the last snapshot"))}</h2>',
+        "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in change_lines(report)) + "</ul>",
     ]
-    if dashboard is not None:
-        parts.append(_figure(dashboard.title, dashboard.description, images[dashboard.name]))
-    parts += ["<h2>Summary</h2>", _summary_html(report), "<h2>Segments</h2>"]
-    parts += [_segment_html(item) for item in report.segments]
-    parts.append("<h2>Charts</h2>")
+    if "segment_migration" in charts:
+        chart = charts["segment_migration"]
+        parts.append(_figure(chart.title, chart.description, images[chart.name]))
+    parts += ['<h2 id="segments">Segments</h2>']
+    if "dashboard" in charts:
+        chart = charts["dashboard"]
+        parts.append(_figure(chart.title, chart.description, images[chart.name]))
+    parts += [_summary_html(report)]
+    parts += [_segment_html(item, report) for item in report.segments]
+    parts += ["<h3>Charts</h3>"]
     parts += [
         _figure(chart.title, chart.description, images[chart.name])
         for chart in report.charts
-        if chart.name != "dashboard"
+        if chart.name in _SEGMENT_CHARTS
+    ]
+    parts += [
+        '<h2 id="evidence">Evidence</h2>',
+        "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in evidence_lines(report)) + "</ul>",
+    ]
+    parts += [
+        _figure(chart.title, chart.description, images[chart.name])
+        for chart in report.charts
+        if chart.name in _EVIDENCE_CHARTS
     ]
     parts += _campaign_uplift_html(report)
-    parts += ["<h2>Since the previous snapshot</h2>", f"<p>{escape(migration_line(report))}</p>"]
     if report.exports:
-        parts += ["<h2>Audiences exported</h2>", f"<p>{escape(exports_line(report))}</p>", _exports_html(report)]
+        parts += ["<h3>Audiences exported</h3>", f"<p>{escape(exports_line(report))}</p>", _exports_html(report)]
     if report.customer_value is not None and report.customer_value.backtest:
-        parts += ["<h2>How well the churn and CLV models forecast</h2>", _backtest_html(report)]
-    parts += ["<h2>Data coverage</h2>", _coverage_html(report), "<h2>Settings</h2>", _settings_html(report)]
+        parts += ["<h3>How well the churn and CLV models forecast</h3>", _backtest_html(report)]
+    parts += [
+        "<h3>Data coverage</h3>",
+        _coverage_html(report),
+        "<h3>Who answered, and the settings</h3>",
+        _settings_html(report),
+    ]
     parts.append(
         f'<p class="muted">Report version {escape(report.report_version)}; the full record is {JSON_FILE} '
         "beside this page.</p></main></body></html>"
@@ -420,49 +630,81 @@ def html(report: SegmentationReport, folder: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _summary_html(report: SegmentationReport) -> str:
-    header = (
-        "<tr><th>Segment</th><th class=num>Customers</th><th class=num>Share</th><th class=num>Mean CLV</th>"
-        "<th class=num>Expected ROI</th><th>Stability</th><th>Approved</th><th>Actionable</th><th>Confidence</th></tr>"
+#: Charts shown with the segments, and with the evidence; the dashboard and migration have their own places.
+_SEGMENT_CHARTS = ("segment_sizes", "clv_by_segment", "feature_distributions", "actionability_heatmap")
+_EVIDENCE_CHARTS = ("robustness_heatmap", "clv_tracking", "clv_calibration")
+
+
+def _campaigns_html(report: SegmentationReport) -> str:
+    if not report.campaigns:
+        return "<p><b>No campaign to launch today.</b></p>"
+    header = "".join(
+        f"<th{' class=num' if index in _NUMERIC_CAMPAIGN_COLUMNS else ''}>{escape(name)}</th>"
+        for index, name in enumerate([*CAMPAIGN_HEADERS, "Audience"])
     )
     rows = []
-    for item in report.segments:
+    for item, row in zip(report.campaigns, campaign_rows(report)):
+        cells = [
+            f'<td><a href="#{escape(item.segment_id)}">{escape(item.segment_id)}</a> {escape(item.segment_name)}</td>',
+            *(
+                f"<td{' class=num' if index in _NUMERIC_CAMPAIGN_COLUMNS else ''}>{escape(cell)}</td>"
+                for index, cell in enumerate(row)
+                if index
+            ),
+            f'<td><a href="{escape(item.audience_file)}">{escape(item.campaign_key)}</a></td>'
+            if item.audience_file
+            else "<td class=muted>not exported</td>",
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="campaigns"><tr>{header}</tr>{"".join(rows)}</table>'
+
+
+def _summary_html(report: SegmentationReport) -> str:
+    header = "".join(
+        f"<th{' class=num' if index in (1, 2, 3, 4) else ''}>{escape(name)}</th>"
+        for index, name in enumerate(_SUMMARY_HEADERS)
+    )
+    rows = []
+    for item, row in zip(report.segments, _summary_rows(report)):
         rows.append(
             "<tr>"
             f'<td><a href="#{escape(item.segment_id)}">{escape(item.segment_id)}</a> {escape(item.name)}</td>'
-            f"<td class=num>{item.segment.size:,}</td><td class=num>{percent(item.segment.share)}</td>"
-            f"<td class=num>{item.segment.mean_clv:,.0f}</td><td class=num>{item.viability.expected_roi:.2f}</td>"
-            f"<td>{_number(item.robustness.overall, '{:.2f}')} {escape(item.robustness.band.replace('_', ' '))}</td>"
-            f"<td>{_badge(item.viability.approved, 'yes', 'no')}</td>"
-            f"<td>{_badge(item.actionability.actionable, 'yes', 'no')}</td>"
-            f"<td>{escape(item.explanation.confidence_level)}</td></tr>"
+            + "".join(f"<td class=num>{escape(cell)}</td>" for cell in row[1:5])
+            + f"<td>{escape(row[5])}</td><td>{_badge(item.targetable, row[6], row[6])}</td><td>{escape(row[7])}</td>"
+            "</tr>"
         )
-    return f"<table>{header}{''.join(rows)}</table>"
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
-def _segment_html(item: SegmentReport) -> str:
+def _segment_html(item: SegmentReport, report: SegmentationReport) -> str:
     # Imported here: the summary and Markdown need no matplotlib (every run's process imports this module).
     from .charts import segment_colour
 
     profile, viability, actionability = item.profile, item.viability, item.actionability
+    business = report.business
     red, green, blue = (round(channel * 255) for channel in segment_colour(item.segment_id))
     facts = {
         "Customers": f"{profile.customers:,} ({percent(profile.share_of_customers)} of all)",
-        "Mean CLV": f"{profile.mean_clv:,.2f} (all customers: {profile.population_mean_clv:,.2f})",
+        "Mean CLV": f"{business.money(profile.mean_clv, 2)} (all customers: {business.money(profile.population_mean_clv, 2)})",
         "Share of total CLV": percent(profile.share_of_total_clv),
-        "Mean orders": _number(profile.mean_orders, "{:,.2f}"),
-        "Average order value": _number(profile.avg_order_value, "{:,.2f}"),
+        "Mean orders": _number(profile.mean_orders, "{:,.1f}"),
+        "Average order value": business.money(profile.avg_order_value, 2),
         "Lifecycle": lifecycle_text(item.segment.lifecycle_mix),
-        "Churn risk": _number(profile.churn_risk, "{:.2f}")
-        + (f" (all: {profile.population_churn_risk:.2f})" if profile.population_churn_risk is not None else ""),
+        "Churn risk": _number(profile.churn_risk, "{:.0%}")
+        + (f" (all: {profile.population_churn_risk:.0%})" if profile.population_churn_risk is not None else ""),
         "Top categories": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.categories) or "n/a",
-        "Top channels": ", ".join(f"{label.label} {percent(label.share)}" for label in profile.channels) or "n/a",
+        "Top channels": ", ".join(
+            f"{label.label} {percent(label.share)}" + (f" ({label.lift:.1f}x the base)" if label.lift else "")
+            for label in profile.channels
+        )
+        or "n/a",
         "Weekend share of activity": _number(profile.weekend_share, "{:.1%}"),
-        "Day parts": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
+        "Day parts (UTC)": ", ".join(f"{part.label} {percent(part.share)}" for part in profile.day_parts) or "n/a",
         "Purchase rhythm": _rhythm_text(profile.rhythm),
     }
     scores = "".join(
-        f"<tr><td>{dimension.upper()}</td><td class=num>{escape(dimension_score(actionability, dimension))}</td>"
+        f"<tr><td>{escape(DIMENSION_WORDS[dimension].capitalize())}</td>"
+        f"<td class=num>{escape(dimension_score(actionability, dimension))}</td>"
         f"<td>{escape(getattr(actionability, f'{dimension}_evidence'))}</td></tr>"
         for dimension in ACTIONABILITY_DIMENSIONS
     )
@@ -475,22 +717,29 @@ def _segment_html(item: SegmentReport) -> str:
     tests = ", ".join(
         f"{name} {_number(value, '{:.2f}')}"
         for name, value in (
-            ("feature drop", robustness.feature_drop_stability),
             ("time window", robustness.time_window_stability),
+            ("feature drop", robustness.feature_drop_stability),
             ("bootstrap", robustness.bootstrap_stability),
         )
     )
+    if viability.approved:
+        value = (
+            f"A campaign to the whole segment costs {business.money(viability.campaign_cost)} "
+            f"({business.money(viability.campaign_cost / viability.size if viability.size else 0.0, 2)} per customer) "
+            f"and {business.return_per_unit(viability.expected_roi)} in extra margin."
+        )
+    else:
+        value = f"Not worth a campaign now: {rejection_reasons(item, report)}."
     return f"""
 <section class="segment" id="{escape(item.segment_id)}" style="--colour: rgb({red}, {green}, {blue})">
 <h3>{escape(item.segment_id)} {escape(item.name)}</h3>
-<p>{_badge(viability.approved, "approved", "rejected")}{_badge(actionability.actionable, "actionable", "not actionable")}
+<p>{_badge(item.targetable, decision(item), decision(item))}
 <span class="muted">{escape(item.explanation.confidence_level)} confidence: {escape(item.explanation.confidence_justification)}</span></p>
 <p>{escape(item.explanation.executive_summary)}</p>
 <div class="facts">{"".join(f"<div><span>{escape(key)}</span>{escape(value)}</div>" for key, value in facts.items())}</div>
-<p><b>Stability</b> {_number(robustness.overall, "{:.2f}")} ({escape(robustness.band.replace("_", " "))}): {escape(tests)}.
-<b>Viability</b>: expected ROI {viability.expected_roi:.2f}, campaign cost {viability.campaign_cost:,.2f},
-strategic tier {escape(viability.strategic_tier)}. {escape("; ".join(viability.reasons))}</p>
-<table><tr><th>Dimension</th><th class=num>Score</th><th>Evidence</th></tr>{scores}</table>
+<p><b>Value</b>: {escape(value)}</p>
+<p><b>Stability</b>: {escape(stability_text(item))}; {escape(tests)} (1 means the same customers every time).</p>
+<table><tr><th>Can a campaign say</th><th class=num>Score (0-1)</th><th>Evidence</th></tr>{scores}</table>
 <p><b>Verdict</b>: {escape(actionability.reason)}</p>
 {f"<p><b>Campaigns</b></p><ul>{campaigns}</ul>" if campaigns else "<p><b>Campaigns</b>: none recommended.</p>"}
 </section>"""
@@ -523,14 +772,14 @@ def _campaign_uplift_html(report: SegmentationReport) -> list[str]:
         else "<p>No campaign has been measured yet: every return is priced at the assumed uplift.</p>"
     )
     items = "".join(f"<li>{escape(line)}</li>" for line in lines)
-    return ["<h2>Campaign uplift</h2>", f"<ul>{items}</ul>" if items else "", table]
+    return ["<h3>Campaign uplift</h3>", f"<ul>{items}</ul>" if items else "", table]
 
 
 def _backtest_html(report: SegmentationReport) -> str:
     value = report.customer_value
     rows = "".join(
         f"<tr><td>{escape(row.label)}{' (used)' if row.chosen else ''}</td>"
-        f"<td class=num>{_number(row.error_percent, '{:+.1f}%')}</td><td class=num>{_number(row.mae, '{:.3f}')}</td>"
+        f"<td class=num>{_number(row.error_percent, '{:+.1f}%')}</td><td class=num>{_number(row.mae, '{:.2f}')}</td>"
         f"<td class=num>{_number(row.churn_auc, '{:.2f}')}</td></tr>"
         for row in value.backtest
     )
@@ -569,6 +818,8 @@ def _settings_html(report: SegmentationReport) -> str:
         "Data folder": settings.data_dir,
         "Event source": settings.source,
         "Language model": _answered_by(report),
+        "Business": f"money in {report.business.currency}, times in {report.business.zone_label}, owned channels: "
+        + (", ".join(report.business.owned_channels) or "none"),
     }
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in engine.items())
     stages = "".join(

@@ -30,14 +30,22 @@ _READ_CACHE = Field(
 class ActionabilityConfig(dg.Config):
     strong_score: float = field_of(Rubric, "strong_score")
     min_strong_dimensions: int = field_of(Rubric, "min_strong_dimensions")
-    owned_channels: list[str] = field_of(Rubric, "owned_channels")
+    owned_channels: list[str] | None = Field(
+        default=None,
+        description=Rubric.model_fields["owned_channels"].description
+        + " Unset: the business's owned channels (SEGMENTATION_OWNED_CHANNELS, the llm resource's owned_channels).",
+    )
     read_cache: bool = _READ_CACHE
 
-    def rubric(self) -> Rubric:
+    def rubric(self, llm: LLMResource) -> Rubric:
+        """The rubric, in the business's currency and time zone; its owned channels unless set here."""
+        business = llm.business()
         return Rubric(
             strong_score=self.strong_score,
             min_strong_dimensions=self.min_strong_dimensions,
-            owned_channels=self.owned_channels,
+            owned_channels=list(business.owned_channels) if self.owned_channels is None else self.owned_channels,
+            currency=business.currency,
+            timezone=business.timezone,
         )
 
 
@@ -103,7 +111,7 @@ def actionability(
     store = warehouse.warehouse()
     as_of = partition_day(context)
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    rubric = config.rubric()
+    rubric = config.rubric(llm)
     answered = evaluate_actionability(stored_snapshot_facts(store, as_of), rubric, answerer)
     # The rubric goes with the answers: explanations send campaigns through its owned channels.
     table, metadata = _write_answers(context, store, ACTIONABILITY, answered, answerer, rubric_metadata(rubric))
@@ -154,7 +162,8 @@ def explanations(
     facts = stored_snapshot_facts(store, as_of)
     evaluations = current_evaluations(facts, store.read_required(ACTIONABILITY, as_of))
     answerer = llm.answerer(store.llm_cache_dir, read_cache=config.read_cache)
-    answered = explain_segments(facts, evaluations, answerer, stored_rubric(store, as_of).owned_channels)
+    # In the currency, time zone and owned channels the actionability answers were judged with.
+    answered = explain_segments(facts, evaluations, answerer, stored_rubric(store, as_of).business)
     table, metadata = _write_answers(context, store, EXPLANATIONS, answered, answerer)
     metadata |= {
         "segments_with_campaigns": sum(1 for item in answered if item.answer.recommendations),

@@ -8,7 +8,7 @@ from pydantic import Field, ValidationError
 
 from ...core.reporting.document import SAMPLE_PER_SEGMENT, RunSettings, StageSettings, gather_report
 from ...core.reporting.publish import publish_report
-from ...core.reporting.render import headline, notices, summary_table
+from ...core.reporting.render import campaigns_table, headline, notices, summary_table
 from ...core.schemas import TABLES
 from ..checks import REPORT_CHECKS, report_results
 from ..metadata import image_file
@@ -77,7 +77,8 @@ def report(
 
     One folder per day, reports/date=YYYY-MM-DD/ in the data folder: report.json (the
     full record), report.md (a summary to paste), report.html (one page, charts
-    embedded) and the charts as PNG files. Once it is published, the day's snapshot is
+    embedded, the campaigns to launch first), summary.pdf (the printable brief and
+    the charts) and the charts as PNG files. Once it is published, the day's snapshot is
     complete: the catalog's `_latest` views move to it.
     """
     store = warehouse.warehouse()
@@ -99,15 +100,19 @@ def report(
             "approved_segments": totals.approved,
             "actionable_segments": totals.actionable,
             "segments_ready_for_campaign": totals.targetable,
+            "campaigns_to_launch": len(published.report.campaigns),
             "latest_complete_snapshot": str(store.latest_snapshot()),
             "summary": dg.MetadataValue.md(
                 "".join(f"**{line}**\n\n" for line in notices(published.report))
-                + f"{headline(published.report)}\n\n{summary_table(published.report)}"
+                + f"{headline(published.report)}\n\n"
+                + (f"**Campaigns to launch**\n\n{campaigns_table(published.report)}\n\n" if published.report.campaigns else "")
+                + f"**Segments**\n\n{summary_table(published.report)}"
             ),
             "dashboard": image_file(published.chart_path("dashboard"), "dashboard"),
             "html_path": dg.MetadataValue.path(str(published.html_path)),
             "json_path": dg.MetadataValue.path(str(published.json_path)),
             "markdown_path": dg.MetadataValue.path(str(published.markdown_path)),
+            "pdf_path": dg.MetadataValue.path(str(published.pdf_path)),
             "charts": [chart.file for chart in published.report.charts],
             # Which run stored each stage the report was made from (the report files leave run IDs out).
             "stage_runs": dg.MetadataValue.json(stage_runs),
