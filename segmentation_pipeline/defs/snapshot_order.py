@@ -72,7 +72,7 @@ def runs_making_earlier_snapshots(
 def wait_for_earlier_snapshots(context: dg.AssetExecutionContext, as_of: date) -> None:
     """Return once no other run is still to store clusters of a day before `as_of`; raise a Failure
     if such a run stays queued (see the module's docstring)."""
-    instance, own_run_id = context.instance, context.run_id
+    instance, own_run_id = context.instance, context.run.run_id
     queued_since: dict[str, float] = {}
     reported: set[str] = set()
     while True:

@@ -130,7 +130,7 @@ def _run_settings(
     stages = [stage for stage, _ in found.values()]
     given = _given_config(context.run, "report")
     stages.append(StageSettings(stage="report", recorded=True, given=given, config=config.model_dump()))
-    runs = {name: run_id for name, (_, run_id) in found.items()} | {"report": context.run_id}
+    runs = {name: run_id for name, (_, run_id) in found.items()} | {"report": context.run.run_id}
     return RunSettings(data_dir=str(data_dir), source=source, stages=stages), runs
 
 
