@@ -8,6 +8,11 @@ before and after it (e.g. `bench_scale.py --phase ingest` then `--phase snapshot
 with a `--scratch` folder of its own, which the phases keep), then compare the two folders.
 Files of a table named with `--only-new` may exist in the new folder alone (a table the change
 adds); any other file on one side only, or any difference, is listed and the exit status is 1.
+
+Two things record where the data folder is, and so differ between any two folders: string values
+naming a path inside it (the exports' folders) are compared with the folder's path replaced by
+`<data>`, and the report's SHA-256 in `complete_snapshots` (the report names the folder) is left
+out, the reports' JSON and Markdown being compared instead, with the same replacement.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+#: Columns that hash a file naming the data folder: the file itself is compared instead.
+FOLDER_DEPENDENT = {"complete_snapshots": ["report_sha256"]}
+REPORT_FILES = ("report.json", "report.md")
 
 
 def parquet_files(data_dir: Path) -> dict[str, Path]:
@@ -43,12 +54,36 @@ def differences(reference: Path, new: Path, only_new: set[str]) -> tuple[int, li
     compared = 0
     for name in sorted(set(before) & set(after)):
         compared += 1
-        old_table, new_table = pq.read_table(before[name]), pq.read_table(after[name])
+        table = name.split("/")[0]
+        old_table = _without_folder(pq.read_table(before[name]), reference, table)
+        new_table = _without_folder(pq.read_table(after[name]), new, table)
         if not old_table.schema.equals(new_table.schema):
             problems.append(f"{name}: schema differs\n  {old_table.schema}\n  {new_table.schema}")
         elif not old_table.equals(new_table):
             problems.append(f"{name}: rows differ ({old_table.num_rows} and {new_table.num_rows} rows)")
+    for report in sorted((reference / "reports").glob("date=*/report.*")):
+        relative = report.relative_to(reference)
+        # Published reports only: `.versions/` holds the same files under names of their own.
+        if report.name not in REPORT_FILES or any(part.startswith(".") for part in relative.parts):
+            continue
+        compared += 1
+        other = new / relative
+        if not other.exists():
+            problems.append(f"only in {reference}: {relative}")
+        elif report.read_text().replace(str(reference), "<data>") != other.read_text().replace(str(new), "<data>"):
+            problems.append(f"{relative}: differs")
     return compared, problems
+
+
+def _without_folder(table: pa.Table, data_dir: Path, name: str) -> pa.Table:
+    """`table` with the data folder's path in its string values replaced by `<data>`, and the columns
+    that hash a file naming the folder left out."""
+    table = table.drop_columns([column for column in FOLDER_DEPENDENT.get(name, []) if column in table.column_names])
+    for index, field in enumerate(table.schema):
+        if pa.types.is_string(field.type):
+            replaced = pc.replace_substring(table.column(index), str(data_dir), "<data>")
+            table = table.set_column(index, field, replaced)
+    return table
 
 
 def main() -> None:
