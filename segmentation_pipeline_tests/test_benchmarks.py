@@ -5,6 +5,7 @@ checked is that the command runs the production graph and that its record adds u
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,8 +55,14 @@ def test_the_scale_ladder_records_a_rung_that_adds_up(tmp_path: Path) -> None:
     ingestion, snapshot = rung["ingestion"], rung["snapshot"]
     assert ingestion["raw_events_per_second"] == round(rung["events"] / ingestion["run_seconds"]["raw_events"])
     assert ingestion["reference_seconds"] > 0
+    # CPU seconds of the run's threads: some, and at most both cores' worth of its wall time (and a margin).
+    for name in ("raw_events", "id_history"):
+        assert 0 < ingestion["run_cpu_seconds"][name] <= os.cpu_count() * ingestion["run_seconds"][name] + 1
+    assert ingestion["load_average"] >= 0
     # Two runs: the reported one is the lower middle, and each has the machine's speed beside it.
     assert len(snapshot["runs_seconds"]) == len(snapshot["reference_seconds"]) == 2
+    assert len(snapshot["runs_cpu_seconds"]) == len(snapshot["load_averages"]) == 2
+    assert all(0 < cpu <= os.cpu_count() * run + 1 for cpu, run in zip(snapshot["runs_cpu_seconds"], snapshot["runs_seconds"]))
     assert snapshot["seconds"] == min(snapshot["runs_seconds"]) == statistics.median_low(snapshot["runs_seconds"])
     assert list(snapshot["asset_seconds"]) == [asset.key.to_user_string() for asset in SNAPSHOT_ASSETS]
     assert sum(snapshot["asset_seconds"].values()) <= snapshot["seconds"] + 0.05 * len(SNAPSHOT_ASSETS)

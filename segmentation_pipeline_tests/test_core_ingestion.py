@@ -9,7 +9,15 @@ import pytest
 
 from segmentation_pipeline.core.errors import DataIntegrityError, DataValidationError
 from segmentation_pipeline.core.incoming import retract_file
-from segmentation_pipeline.core.ingestion import EVENTS, FileSourceSettings, ingest, ingest_days
+from segmentation_pipeline.core.ingestion import (
+    EVENTS,
+    VALIDATED_ROW_BYTES,
+    FileSourceSettings,
+    _next_chunk,
+    chunk_row_budget,
+    ingest,
+    ingest_days,
+)
 from segmentation_pipeline.core.profiles import ProfileSettings, build_profiles
 from segmentation_pipeline.core.schemas import (
     DEFAULT_JUNK_IDS,
@@ -210,3 +218,40 @@ def test_a_reader_tells_a_day_whose_valid_rows_and_quarantine_were_not_written_t
     pq.write_table(warehouse.read_partition(RAW_EVENTS, days[0]), warehouse.partition_path(RAW_EVENTS, days[0]))
     assert warehouse.incomplete_days(RAW_EVENTS, QUARANTINE_EVENTS, days) == {}
     assert build_profiles(warehouse, days[3], ProfileSettings(lookback_days=4)).table.num_rows > 0
+
+
+def test_chunks_sized_by_rows_store_the_same_days_as_chunks_of_a_month(tmp_path: Path) -> None:
+    """A large customer base is validated a few days at a time (chunk_rows), a small one a month at a
+    time: what is stored is the same either way, byte for byte."""
+    source = SyntheticSettings(n_customers=2_000, start_date=FIRST)
+    days = [FIRST + timedelta(days=offset) for offset in range(12)]
+    by_month, by_rows = Warehouse(tmp_path / "month"), Warehouse(tmp_path / "rows")
+    monthly = ingest(by_month, EVENTS, days, source, (), chunk_rows=10**9)
+    a_day = min(monthly.rows_per_day.values())
+    chunked = ingest(by_rows, EVENTS, days, source, (), chunk_rows=2 * a_day)
+
+    assert chunked.rows_per_day == monthly.rows_per_day and monthly.valid_rows > 0
+    assert chunked.quarantined_per_day == monthly.quarantined_per_day
+    for table in (RAW_EVENTS, QUARANTINE_EVENTS):
+        for day in days:
+            assert by_rows.partition_path(table, day).read_bytes() == by_month.partition_path(table, day).read_bytes()
+
+
+def test_a_chunk_keeps_within_its_row_budget_and_holds_a_day_at_least() -> None:
+    source = SyntheticSettings(n_customers=2_000, start_date=FIRST)
+    days = [FIRST + timedelta(days=offset) for offset in range(20)]
+    one_day = _next_chunk(EVENTS, source, days, 31, 1)
+    assert one_day[0] == [FIRST] and list(one_day[1]) == [FIRST]
+    rows_per_day = one_day[1][FIRST].num_rows
+    chunk, tables = _next_chunk(EVENTS, source, days, 31, 5 * rows_per_day)
+    assert 3 <= len(chunk) <= 5 and chunk == days[: len(chunk)]
+    assert sum(table.num_rows for table in tables.values()) <= 5.5 * rows_per_day
+    assert _next_chunk(EVENTS, source, days, 7, 10**9)[0] == days[:7]
+    files = FileSourceSettings(incoming_dir=Path("unused"))
+    assert _next_chunk(EVENTS, files, days, 7, 1) == (days[:7], None)
+
+
+def test_the_row_budget_follows_duckdbs_memory_limit() -> None:
+    assert chunk_row_budget(3 * 1024**3) == 3 * 1024**3 // VALIDATED_ROW_BYTES
+    assert chunk_row_budget(8_000_000_000) == 4 * chunk_row_budget(2_000_000_000) == 4_000_000
+    assert chunk_row_budget(1) == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -14,6 +17,7 @@ from segmentation_pipeline.core import clv, synthetic
 from segmentation_pipeline.core import profiles as profiles_module
 from segmentation_pipeline.core.errors import DataIntegrityError, ProfileBuildError
 from segmentation_pipeline.core.features import FEATURES
+from segmentation_pipeline.core.identity import merges_in_effect, resolve_merges
 from segmentation_pipeline.core.ingestion import ingest
 from segmentation_pipeline.core.profiles import (
     HEURISTIC,
@@ -22,9 +26,9 @@ from segmentation_pipeline.core.profiles import (
     build_profiles,
     heuristic_churn_and_clv,
 )
-from segmentation_pipeline.core.schemas import MERGE_MAP, PROFILES, RAW_EVENTS, conform
-from segmentation_pipeline.core.sources import EVENTS
-from segmentation_pipeline.core.warehouse import Warehouse, days_between
+from segmentation_pipeline.core.schemas import ID_HISTORY, MERGE_MAP, PROFILES, RAW_EVENTS, conform
+from segmentation_pipeline.core.sources import EVENTS, MERGES
+from segmentation_pipeline.core.warehouse import STALE_TEMPORARY_SECONDS, Warehouse, days_between
 
 from .damage import a_day_of_events, damage_page
 
@@ -597,3 +601,43 @@ def test_awkward_labels_and_a_real_other(
     assert dict(profile_of(everyone, "Q")["channel_shares"]) == pytest.approx(
         {"email": 0.3, "web": 0.2, "other": 0.2, "kid's corner": 0.1, "a,b": 0.1, "café": 0.1}
     )
+
+
+def test_profiles_split_into_buckets_of_customers_are_the_same_rows(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window larger than DuckDB's memory holds is profiled a bucket of customers at a time; merged
+    IDs and junk hubs must land with their customers, and the rows come back in canonical_id order."""
+    source = synthetic.SyntheticSettings(n_customers=3_000, start_date=date(2025, 1, 1), seed=7)
+    days = days_between(date(2025, 1, 1), date(2025, 3, 31))
+    ingest(warehouse, EVENTS, days, source, ())
+    ingest(warehouse, MERGES, days, source, ())
+    as_of = days[-1]
+    merges = merges_in_effect(warehouse.read_days(ID_HISTORY, days), as_of)
+    resolution = resolve_merges(merges)
+    warehouse.write_partition(MERGE_MAP, as_of, resolution.merge_map)
+    assert pc.sum(pc.not_equal(resolution.merge_map["old_id"], resolution.merge_map["canonical_id"])).as_py() > 0
+    settings = ProfileSettings(lookback_days=90)
+
+    assert profiles_module.profile_buckets(sum(rows for rows, _ in warehouse.stored_footprints(RAW_EVENTS, days).values())) == 1
+    whole = build_profiles(warehouse, as_of, settings)
+    monkeypatch.setattr(profiles_module, "PROFILE_BYTES_PER_EVENT", 10**7)
+    assert profiles_module.profile_buckets(whole.window_input.events) > 5
+    split = build_profiles(warehouse, as_of, settings)
+
+    assert whole.table.num_rows > 1_000
+    assert split.table.equals(whole.table)
+    assert split.clv_fit == whole.clv_fit
+    assert list(warehouse.scratch_dir.glob(f"{profiles_module.BUCKETS_FOLDER_PREFIX}*")) == []
+
+
+def test_a_bucket_folder_left_by_a_killed_run_is_removed_once_stale(warehouse: Warehouse) -> None:
+    scratch = warehouse.scratch_dir
+    stale, live = scratch / f"{profiles_module.BUCKETS_FOLDER_PREFIX}1-old", scratch / f"{profiles_module.BUCKETS_FOLDER_PREFIX}2-new"
+    for folder in (stale, live):
+        (folder / "bucket=0").mkdir(parents=True)
+        (folder / "bucket=0" / "data_0.parquet").write_bytes(b"x")
+    an_hour_ago = time.time() - STALE_TEMPORARY_SECONDS - 60
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    profiles_module._remove_stale_bucket_folders(scratch)
+    assert not stale.exists() and live.exists()

@@ -34,8 +34,11 @@ from segmentation_pipeline.core.schemas import (
     conform,
 )
 from segmentation_pipeline.core.warehouse import (
+    DUCKDB_MEMORY_FLOOR_BYTES,
     STALE_TEMPORARY_SECONDS,
     Warehouse,
+    duckdb_memory_limit_bytes,
+    machine_memory_bytes,
     temporary_path,
     utc_clock_sql,
     verify_checksums,
@@ -628,3 +631,23 @@ def test_a_forked_process_opens_a_database_of_its_own(warehouse: Warehouse) -> N
         if process.is_alive():
             process.kill()
     assert process.exitcode == 0
+
+
+def test_duckdbs_memory_limit_is_a_share_of_the_machine() -> None:
+    gib = 1024**3
+    assert duckdb_memory_limit_bytes(24 * gib) == 3 * gib
+    assert duckdb_memory_limit_bytes(64 * gib) == 8 * gib
+    assert duckdb_memory_limit_bytes(8 * gib) == 1 * gib
+    assert duckdb_memory_limit_bytes(1 * gib) == DUCKDB_MEMORY_FLOOR_BYTES
+    assert 0 < machine_memory_bytes() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_connections_take_the_limit_of_this_machine(warehouse: Warehouse) -> None:
+    with warehouse.connect() as con:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    expected_gib = duckdb_memory_limit_bytes() / 1024**3
+    # DuckDB shows its limit rounded, e.g. "2.7 GiB".
+    value, unit = limit.split()
+    assert unit in ("GiB", "MiB")
+    shown_gib = float(value) / (1024 if unit == "MiB" else 1)
+    assert abs(shown_gib - expected_gib) < 0.06

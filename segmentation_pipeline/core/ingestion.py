@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -34,11 +34,13 @@ from .sources import (
     value_counts,
 )
 from .suppression import Suppression
-from .warehouse import Warehouse, WrittenPartition, days_between
+from .warehouse import Warehouse, WrittenPartition, days_between, duckdb_memory_limit_bytes
 
 PREVIEW_ROWS = 5
 #: Partitions written at once: Parquet encoding releases the GIL, and each file's fsync waits on the disk.
 WRITE_THREADS = 4
+#: DuckDB memory a chunk's row takes while it is validated, with room for the queries over it (chunk_row_budget).
+VALIDATED_ROW_BYTES = 2_000
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def ingest(
     source: Source,
     junk_ids: Iterable[str],
     chunk_days: int = 31,
+    chunk_rows: int | None = None,
 ) -> IngestSummary:
     """Validate and store the source's input for `days`, a chunk of days at a time.
 
@@ -138,18 +141,23 @@ def ingest(
     summary = IngestSummary(contract.spec.name, days)
     # Erased customers' rows are dropped from now on, whatever the source sends (core.erasure).
     suppression = Suppression.load(warehouse)
-    chunks = [days[first : first + chunk_days] for first in range(0, len(days), chunk_days)]
+    chunk_rows = chunk_row_budget() if chunk_rows is None else chunk_rows
     with (
         warehouse.connect() as con,
         ThreadPoolExecutor(1, thread_name_prefix="generate") as generating,
         ThreadPoolExecutor(1, thread_name_prefix="store") as storing,
     ):
-        upcoming = generating.submit(_generated_input, contract, source, chunks[0], warehouse.root)
+        upcoming = generating.submit(_next_chunk, contract, source, days, chunk_days, chunk_rows, warehouse.root)
         stored: Future[list[WrittenPartition]] | None = None
-        for index, chunk in enumerate(chunks):
-            generated = upcoming.result()
-            if index + 1 < len(chunks):
-                upcoming = generating.submit(_generated_input, contract, source, chunks[index + 1], warehouse.root)
+        index = 0
+        while upcoming is not None:
+            chunk, generated = upcoming.result()
+            rest = days[days.index(chunk[-1]) + 1 :]
+            upcoming = (
+                generating.submit(_next_chunk, contract, source, rest, chunk_days, chunk_rows, warehouse.root)
+                if rest
+                else None
+            )
             # A many-day file is read by every chunk; its undated rows are kept once.
             batch, without_input = ingest_days(
                 con,
@@ -170,26 +178,72 @@ def ingest(
             summary.days_without_input += without_input
             if index == 0:
                 summary.unassigned_path = _store_unassigned(warehouse, contract, source, batch)
+            index += 1
         if stored is not None:
             summary.written += stored.result()
     return summary
 
 
-def _generated_input(
-    contract: Contract, source: Source, days: Sequence[date], data_dir: Path | None = None
-) -> dict[date, pa.Table] | None:
-    """The synthetic source's tables of `days`; None for files, which DuckDB reads itself.
+def chunk_row_budget(memory_limit_bytes: int | None = None) -> int:
+    """At most this many generated rows are validated as one chunk: what DuckDB holds within its memory limit.
+
+    A validated event takes about 600 bytes of DuckDB's memory in the chunk's table, and the queries over
+    it (the duplicate search, the sorted read-out) about as much again: 31 days of 5M customers (7.5M
+    events) spilled 2.3 GB beyond a 2.5 GB limit and ingested at 199k events/s, where chunks of 1.5M
+    events (31 days of 1M customers) stayed in memory at 550k+. Smaller chunks also bound the Arrow
+    tables in flight (one chunk generated ahead, one validated, one being written)."""
+    limit = duckdb_memory_limit_bytes() if memory_limit_bytes is None else memory_limit_bytes
+    return max(1, limit // VALIDATED_ROW_BYTES)
+
+
+def _next_chunk(
+    contract: Contract,
+    source: Source,
+    days: Sequence[date],
+    chunk_days: int,
+    chunk_rows: int,
+    data_dir: Path | None = None,
+) -> tuple[list[date], dict[date, pa.Table] | None]:
+    """The first chunk of `days` and its generated tables: at most `chunk_days` days, and for the
+    synthetic source no more days than keep the chunk within about `chunk_rows` rows (one day at
+    least, however large). Files are read by DuckDB itself: their chunks are `chunk_days` long."""
+    if isinstance(source, FileSourceSettings):
+        return list(days[:chunk_days]), None
+    generate = _day_generator(contract, source, data_dir)
+    tables: dict[date, pa.Table] = {}
+    rows = 0
+    for day in days[:chunk_days]:
+        # Stop before a day that, as large as the chunk's mean day, would take it past the budget.
+        if tables and rows + rows / len(tables) > chunk_rows:
+            break
+        tables[day] = generate(day)
+        rows += tables[day].num_rows
+    return list(tables), tables
+
+
+def _day_generator(
+    contract: Contract, source: synthetic.SyntheticSettings, data_dir: Path | None
+) -> Callable[[date], pa.Table]:
+    """day -> the synthetic source's table of that day.
 
     With a campaign_uplift, the events of a day respond to the treatment lists of the latest
     complete export before it under `data_dir` (the warehouse being ingested into)."""
+    if contract is not EVENTS:
+        return lambda day: synthetic.merges_for_day(source, day)
+    if not source.campaign_uplift or data_dir is None:
+        return lambda day: synthetic.events_for_day(source, day)
+    campaigns = CampaignsRunning(data_dir, source)
+    return lambda day: synthetic.events_for_day(source, day, campaigns.customers_on(day))
+
+
+def _generated_input(
+    contract: Contract, source: Source, days: Sequence[date], data_dir: Path | None = None
+) -> dict[date, pa.Table] | None:
+    """The synthetic source's tables of `days`; None for files, which DuckDB reads itself."""
     if isinstance(source, FileSourceSettings):
         return None
-    if contract is not EVENTS:
-        return {day: synthetic.merges_for_day(source, day) for day in days}
-    if not source.campaign_uplift or data_dir is None:
-        return {day: synthetic.events_for_day(source, day) for day in days}
-    campaigns = CampaignsRunning(data_dir, source)
-    return {day: synthetic.events_for_day(source, day, campaigns.customers_on(day)) for day in days}
+    generate = _day_generator(contract, source, data_dir)
+    return {day: generate(day) for day in days}
 
 
 class CampaignsRunning:

@@ -57,11 +57,13 @@ STALE_TEMPORARY_SECONDS = 3600
 LEFTOVER_SWEEP_SECONDS = 600
 
 
-#: DuckDB's memory for the whole process, beyond which it spills to the scratch folder. The profile
-#: query of 30M events (1.15M customers) took 3.4 GB of its buffers under a 4 GB limit and takes
-#: the same time within 2.5 GB (the process peaked at 2.8 GB instead of 3.7 GB); ingestion's
-#: 31-day chunks of 2.5M events likewise.
-DUCKDB_MEMORY_LIMIT = "2.5GB"
+#: DuckDB's memory for the whole process, beyond which it spills to the scratch folder, is this
+#: share of the machine's memory (or of the container's limit, when lower): 2.9 GB on a 24 GB machine,
+#: 8 GB on a 64 GB one, 1 GB on an 8 GB one. A fixed 2.5 GB held the profile query of 30M events
+#: without spilling, but not a 5M-customer year's, and would take a third of an 8 GB machine.
+DUCKDB_MEMORY_SHARE = 1 / 8
+#: Never less than this, whatever the machine: below it DuckDB spills its ordinary work.
+DUCKDB_MEMORY_FLOOR_BYTES = 512 * 1024**2
 #: Rows per batch when a file's page checksums are verified without keeping what is read.
 VERIFY_BATCH_ROWS = 65_536
 #: Metadata of a day's valid rows (`write_day`): the row count and SHA-256 of the rejected rows
@@ -472,7 +474,7 @@ class Warehouse:
 
     # ---------------------------------------------------------------- DuckDB
 
-    def connect(self, memory_limit: str = DUCKDB_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection for computing over the Parquet files.
 
         It spills to the data folder's scratch space instead of running out of memory.
@@ -482,7 +484,7 @@ class Warehouse:
         its own) and is used by one thread at a time.
         """
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        con = _database(str(self.scratch_dir), memory_limit).cursor()
+        con = _database(str(self.scratch_dir), memory_limit or f"{duckdb_memory_limit_bytes()}B").cursor()
         con.execute("SET TimeZone = 'UTC'")
         # A query over two seconds would otherwise draw a progress bar into the run's logs.
         con.execute("SET enable_progress_bar = false")
@@ -764,6 +766,25 @@ def replace_file(source: Path, target: Path, attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its container's (cgroup) limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def duckdb_memory_limit_bytes(machine_bytes: int | None = None) -> int:
+    """DuckDB's memory limit for this machine (DUCKDB_MEMORY_SHARE of it, at least the floor)."""
+    machine_bytes = machine_memory_bytes() if machine_bytes is None else machine_bytes
+    return max(DUCKDB_MEMORY_FLOOR_BYTES, int(machine_bytes * DUCKDB_MEMORY_SHARE))
 
 
 _DATABASE_LOCK = threading.Lock()

@@ -27,7 +27,9 @@ TRUTH_FILE = "ground_truth.parquet"
 
 class IdHistoryConfig(dg.Config):
     chunk_days: int = Field(
-        default=31, description="Days validated and written together; bounds the memory of long backfills."
+        default=31,
+        description="Days validated and written together, at most; bounds the memory of long backfills. "
+        "Synthetic input takes fewer days when their events would outgrow DuckDB's memory.",
     )
 
 
