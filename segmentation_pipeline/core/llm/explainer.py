@@ -27,19 +27,23 @@ SECONDARY_CHANNEL_SHARE = 0.2
 TIMING_LIFT = 1.2
 
 
-def weakest_test(facts: SegmentFacts) -> tuple[str, float] | None:
-    """The robustness test that disturbs the segment most, and its score; None when none was run."""
-    robustness = facts.robustness
+def weakest_of(
+    time_window: float | None, feature_drop: float | None, bootstrap: float | None
+) -> tuple[str, float] | None:
+    """The robustness test that disturbs a segment most, and its score; None when none was run.
+    The answers and the report judge confidence and stability by it."""
     scores = [
         (name, score)
-        for name, score in (
-            ("time window", robustness.time_window),
-            ("feature drop", robustness.feature_drop),
-            ("bootstrap", robustness.bootstrap),
-        )
+        for name, score in (("time window", time_window), ("feature drop", feature_drop), ("bootstrap", bootstrap))
         if score is not None
     ]
     return min(scores, key=lambda item: item[1]) if scores else None
+
+
+def weakest_test(facts: SegmentFacts) -> tuple[str, float] | None:
+    """The robustness test that disturbs the segment most, and its score; None when none was run."""
+    robustness = facts.robustness
+    return weakest_of(robustness.time_window, robustness.feature_drop, robustness.bootstrap)
 
 
 def confidence_level(facts: SegmentFacts) -> str:

@@ -31,7 +31,7 @@ from ..errors import ReportGenerationError
 from ..features import FEATURES_BY_NAME
 from ..llm.actionability import stored_rubric
 from ..llm.campaigns import stage_words
-from ..llm.explainer import HIGH_CONFIDENCE_ROBUSTNESS, MEDIUM_CONFIDENCE_ROBUSTNESS
+from ..llm.explainer import HIGH_CONFIDENCE_ROBUSTNESS, MEDIUM_CONFIDENCE_ROBUSTNESS, weakest_of
 from ..llm.facts import SegmentFacts, main_label, stored_snapshot_facts
 from ..llm.questions import stale_answers
 from ..profiles import CLV_KEY, WindowInput
@@ -111,16 +111,9 @@ class SegmentReport(_Record):
     def weakest_test(self) -> tuple[str, float] | None:
         """The robustness test that disturbs the segment most and its score; None when none was run."""
         robustness = self.robustness
-        scores = [
-            (name, score)
-            for name, score in (
-                ("time window", robustness.time_window_stability),
-                ("feature drop", robustness.feature_drop_stability),
-                ("bootstrap", robustness.bootstrap_stability),
-            )
-            if score is not None
-        ]
-        return min(scores, key=lambda item: item[1]) if scores else None
+        return weakest_of(
+            robustness.time_window_stability, robustness.feature_drop_stability, robustness.bootstrap_stability
+        )
 
     @property
     def stability(self) -> str:
